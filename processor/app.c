@@ -1,0 +1,254 @@
+/*
+ * app.c: the instance: state-dir lock, Kafka connection, health endpoints.
+ *
+ * Readiness today means "the Kafka cluster answers a metadata request"; the
+ * engine (tasks restored, global stores bootstrapped) adds its conditions to
+ * the same flag. The loop probes Kafka every health.kafka.interval.ms and
+ * logs only when the state changes, so an outage is one line, not a flood.
+ */
+#include "app.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "kafka.h"
+#include "version.h"
+
+struct sl_app {
+    const sl_config *config;
+    sl_logger logger;
+    sl_embedded_cluster *embedded;
+    char *bootstrap;
+    rd_kafka_t *rk; /* producer handle; today used for cluster health */
+    sl_http_server *http;
+    int lock_fd;
+    char state_path[PATH_MAX];
+    struct timespec started;
+    atomic_bool kafka_reachable;
+    atomic_int kafka_brokers;
+};
+
+static double seconds_since(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static sl_err mkdir_p(const char *path, char *errstr, size_t errstr_size) {
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "path too long: %s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return sl_fail(errstr, errstr_size, SL_ERR_IO, "cannot create %s: %s", buf,
+                           strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return sl_fail(errstr, errstr_size, SL_ERR_IO, "cannot create %s: %s", buf,
+                       strerror(errno));
+    return SL_OK;
+}
+
+/* One instance per state directory: two writers on one RocksDB store, or two
+ * checkpoint writers, would corrupt state. flock is released by the kernel
+ * if the process dies, so a kill -9 never leaves a stale lock. */
+static sl_err lock_state_dir(sl_app *app, char *errstr, size_t errstr_size) {
+    const char *dir = sl_config_get(app->config, "state.dir");
+    const char *app_id = sl_config_get(app->config, "application.id");
+    if (snprintf(app->state_path, sizeof(app->state_path), "%s/%s", dir, app_id) >=
+        (int)sizeof(app->state_path))
+        return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "state.dir too long");
+    sl_err err = mkdir_p(app->state_path, errstr, errstr_size);
+    if (err)
+        return err;
+    char lock_path[PATH_MAX];
+    if (snprintf(lock_path, sizeof(lock_path), "%s/.lock", app->state_path) >=
+        (int)sizeof(lock_path))
+        return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "state.dir too long");
+    app->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (app->lock_fd < 0)
+        return sl_fail(errstr, errstr_size, SL_ERR_IO, "cannot open %s: %s", lock_path,
+                       strerror(errno));
+    if (flock(app->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return sl_fail(errstr, errstr_size, SL_ERR_BUSY,
+                       "state directory %s is in use by another sluice instance", app->state_path);
+    return SL_OK;
+}
+
+static void respond_json_object(sl_http_response *resp, int status, json_t *obj) {
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (!text || sl_http_respond_json(resp, status, text))
+        sl_http_respond_error(resp, 500, "out of memory");
+    free(text);
+}
+
+static void healthz(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)req;
+    sl_app *app = opaque;
+    respond_json_object(resp, 200,
+                        json_pack("{s:s, s:s, s:f}", "status", "ok", "version", SLUICE_VERSION,
+                                  "uptime_s", seconds_since(&app->started)));
+}
+
+static void readyz(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)req;
+    sl_app *app = opaque;
+    bool reachable = atomic_load(&app->kafka_reachable);
+    respond_json_object(resp, reachable ? 200 : 503,
+                        json_pack("{s:s, s:{s:b, s:i, s:b}}", "status",
+                                  reachable ? "ready" : "not_ready", "kafka", "reachable",
+                                  reachable, "brokers", atomic_load(&app->kafka_brokers),
+                                  "embedded", app->embedded != NULL));
+    if (!reachable)
+        sl_http_response_retry_after(resp, 1);
+}
+
+static sl_err start_kafka(sl_app *app, char *errstr, size_t errstr_size) {
+    const char *bootstrap = sl_config_get(app->config, "bootstrap.servers");
+    if (bootstrap[0] == '\0') {
+        int brokers = (int)sl_config_get_int(app->config, "embedded.brokers");
+        app->embedded = sl_embedded_cluster_new(brokers, &app->logger, errstr, errstr_size);
+        if (!app->embedded)
+            return SL_ERR_KAFKA;
+        bootstrap = sl_embedded_cluster_bootstraps(app->embedded);
+        sl_log(&app->logger, SL_LOG_WARN, "kafka",
+               "EMBEDDED BROKER (librdkafka mock cluster, %d broker%s) at %s: no compaction, "
+               "no real transactions, ~100k records per partition; for trying sluice out only, "
+               "set bootstrap.servers or KAFKA_BOOTSTRAP for a real cluster",
+               brokers, brokers == 1 ? "" : "s", bootstrap);
+    } else {
+        sl_log(&app->logger, SL_LOG_INFO, "kafka", "using Kafka cluster at %s", bootstrap);
+    }
+    app->bootstrap = strdup(bootstrap);
+    if (!app->bootstrap)
+        return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+    rd_kafka_conf_t *conf = sl_kafka_conf_new(RD_KAFKA_PRODUCER, app->bootstrap, app->config,
+                                              &app->logger, errstr, errstr_size);
+    if (!conf)
+        return SL_ERR_CONFIG;
+    char why[512];
+    app->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+    if (!app->rk) {
+        rd_kafka_conf_destroy(conf);
+        return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "cannot create Kafka client: %s", why);
+    }
+    return SL_OK;
+}
+
+static sl_err start_http(sl_app *app, char *errstr, size_t errstr_size) {
+    sl_http_options options = {
+        .host = sl_config_get(app->config, "http.host"),
+        .port = (int)sl_config_get_int(app->config, "http.port"),
+        .threads = (int)sl_config_get_int(app->config, "http.threads"),
+        .max_connections = (int)sl_config_get_int(app->config, "http.max.connections"),
+        .connection_timeout_s = (int)sl_config_get_int(app->config, "http.connection.timeout.s"),
+        .max_body_bytes = 1024 * 1024,
+    };
+    app->http = sl_http_server_new(&options, &app->logger, errstr, errstr_size);
+    if (!app->http)
+        return SL_ERR_HTTP;
+    sl_err err;
+    if ((err = sl_http_route(app->http, "GET", "/healthz", healthz, app)) ||
+        (err = sl_http_route(app->http, "GET", "/readyz", readyz, app)))
+        return sl_fail(errstr, errstr_size, err, "cannot register routes: %s", sl_err_msg(err));
+    err = sl_http_server_start(app->http, errstr, errstr_size);
+    if (err)
+        return err;
+    sl_log(&app->logger, SL_LOG_INFO, "http", "listening on http://%s:%d (GET /healthz, /readyz)",
+           options.host, sl_http_server_port(app->http));
+    return SL_OK;
+}
+
+sl_app *sl_app_new(const sl_config *config, const sl_logger *logger, char *errstr,
+                   size_t errstr_size) {
+    sl_app *app = calloc(1, sizeof(*app));
+    if (!app) {
+        sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    app->config = config;
+    app->logger = *logger;
+    app->lock_fd = -1;
+    clock_gettime(CLOCK_MONOTONIC, &app->started);
+    /* HTTP before Kafka: a port in use fails fast, before a broker starts. */
+    if (lock_state_dir(app, errstr, errstr_size) || start_http(app, errstr, errstr_size) ||
+        start_kafka(app, errstr, errstr_size)) {
+        sl_app_destroy(app);
+        return NULL;
+    }
+    sl_log(&app->logger, SL_LOG_INFO, "app", "sluice %s started: application.id=%s state=%s",
+           SLUICE_VERSION, sl_config_get(config, "application.id"), app->state_path);
+    return app;
+}
+
+static void probe_kafka(sl_app *app) {
+    char why[512];
+    int brokers = 0;
+    bool reachable = sl_kafka_probe(app->rk, 2000, &brokers, why, sizeof(why)) == SL_OK;
+    bool was = atomic_exchange(&app->kafka_reachable, reachable);
+    atomic_store(&app->kafka_brokers, brokers);
+    if (reachable && !was)
+        sl_log(&app->logger, SL_LOG_INFO, "kafka", "cluster reachable: %d broker%s", brokers,
+               brokers == 1 ? "" : "s");
+    else if (!reachable && was)
+        sl_log(&app->logger, SL_LOG_WARN, "kafka", "cluster unreachable: %s", why);
+}
+
+sl_err sl_app_run(sl_app *app, volatile sig_atomic_t *stop) {
+    double interval_s = (double)sl_config_get_int(app->config, "health.kafka.interval.ms") / 1000.0;
+    struct timespec last_probe = {0, 0};
+    bool first = true;
+    while (!*stop) {
+        if (first || seconds_since(&last_probe) >= interval_s) {
+            probe_kafka(app);
+            if (first && !atomic_load(&app->kafka_reachable))
+                sl_log(&app->logger, SL_LOG_WARN, "kafka", "cluster not reachable yet at %s",
+                       app->bootstrap);
+            clock_gettime(CLOCK_MONOTONIC, &last_probe);
+            first = false;
+        }
+        rd_kafka_poll(app->rk, 100);
+    }
+    sl_log(&app->logger, SL_LOG_INFO, "app", "stopping");
+    return SL_OK;
+}
+
+int sl_app_http_port(const sl_app *app) {
+    return sl_http_server_port(app->http);
+}
+
+const char *sl_app_bootstrap(const sl_app *app) {
+    return app->bootstrap;
+}
+
+void sl_app_destroy(sl_app *app) {
+    if (!app)
+        return;
+    sl_http_server_destroy(app->http);
+    if (app->rk) {
+        rd_kafka_flush(app->rk, 5000);
+        rd_kafka_destroy(app->rk);
+    }
+    sl_embedded_cluster_destroy(app->embedded);
+    free(app->bootstrap);
+    if (app->lock_fd >= 0)
+        close(app->lock_fd);
+    free(app);
+}

@@ -1,0 +1,41 @@
+/*
+ * app.h: one sluice instance: its Kafka connection, state directory and HTTP
+ * server.
+ *
+ * Threading: sl_app_run is the instance's loop and runs on the caller's
+ * thread; librdkafka's and the HTTP server's own threads do the I/O. The
+ * other functions are called from the thread that owns the app.
+ */
+#ifndef SLUICE_APP_H
+#define SLUICE_APP_H
+
+#include <signal.h>
+
+#include "config.h"
+#include "error.h"
+#include "log.h"
+
+typedef struct sl_app sl_app;
+
+/* Prepare an instance: lock <state.dir>/<application.id> (SL_ERR_BUSY if
+ * another instance holds it), connect to bootstrap.servers or, when that is
+ * empty, start the embedded broker, and start the HTTP server (/healthz,
+ * /readyz). `config` and `logger` are borrowed and must outlive the app.
+ * NULL + errstr on failure (nothing is left running). */
+sl_app *sl_app_new(const sl_config *config, const sl_logger *logger, char *errstr,
+                   size_t errstr_size);
+
+/* Run until *stop becomes non-zero (a signal handler may set it). */
+sl_err sl_app_run(sl_app *app, volatile sig_atomic_t *stop);
+
+/* The HTTP port actually bound (useful with http.port = 0). */
+int sl_app_http_port(const sl_app *app);
+
+/* Kafka bootstrap servers in use (the embedded broker's when embedded).
+ * Borrowed from the app. */
+const char *sl_app_bootstrap(const sl_app *app);
+
+/* Stop the HTTP server, close Kafka clients, release the state-dir lock. */
+void sl_app_destroy(sl_app *app);
+
+#endif

@@ -1,0 +1,327 @@
+/* config.c: the property table, validation, file and environment loading. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const log_level_choices[] = {"error", "warn", "info", "debug", NULL};
+
+/* The one table. Keep it sorted by topic, not alphabetically: it is also the
+ * order of `sluice --help` and docs/CONFIGURATION.md. */
+static const sl_config_prop props[] = {
+    {"application.id", SL_CONFIG_STRING, "sluice", 0, 0, NULL,
+     "Names the consumer group, the transactional id prefix, the changelog "
+     "topics (`<application.id>-<store>-changelog`) and the state directory. "
+     "Letters, digits, '.', '_' and '-' only."},
+    {"bootstrap.servers", SL_CONFIG_STRING, "", 0, 0, NULL,
+     "Kafka brokers (host:port,...). Empty: start the embedded in-process "
+     "broker (librdkafka's mock cluster: no compaction, no real transactions; "
+     "for trying sluice out, never for production). Env: KAFKA_BOOTSTRAP."},
+    {"embedded.brokers", SL_CONFIG_INT, "1", 1, 5, NULL,
+     "Number of brokers of the embedded mock cluster (only when "
+     "bootstrap.servers is empty)."},
+    {"state.dir", SL_CONFIG_STRING, "./data", 0, 0, NULL,
+     "Directory for local state: `<state.dir>/<application.id>/<task>/<store>`. "
+     "Locked by one instance at a time."},
+    {"http.host", SL_CONFIG_STRING, "127.0.0.1", 0, 0, NULL,
+     "Numeric IPv4 or IPv6 address the HTTP server (API, /healthz, /readyz) binds to."},
+    {"http.port", SL_CONFIG_INT, "8080", 0, 65535, NULL,
+     "TCP port of the HTTP server; 0 picks a free port (logged at start)."},
+    {"http.threads", SL_CONFIG_INT, "2", 1, 64, NULL, "HTTP worker threads."},
+    {"http.max.connections", SL_CONFIG_INT, "1024", 1, 65536, NULL,
+     "Concurrent HTTP connections; more are refused."},
+    {"http.connection.timeout.s", SL_CONFIG_INT, "30", 1, 3600, NULL,
+     "Idle HTTP connections (and slow clients) are closed after this many "
+     "seconds."},
+    {"health.kafka.interval.ms", SL_CONFIG_INT, "2000", 100, 600000, NULL,
+     "How often the instance checks that the Kafka cluster answers; /readyz "
+     "reports not ready while it does not."},
+    {"log.level", SL_CONFIG_ENUM, "info", 0, 0, log_level_choices, "Lowest level that is logged."},
+};
+#define N_PROPS (sizeof(props) / sizeof(props[0]))
+
+/* kafka.* keys the engine sets itself: letting a user override them would
+ * break a fixed decision (DESIGN.md 3 and 6) or the consumer group. */
+static const char *const engine_owned_kafka_keys[] = {
+    "bootstrap.servers", "partitioner", "transactional.id", "group.id", "enable.auto.commit",
+    "isolation.level",   NULL};
+
+struct sl_config {
+    char *values[N_PROPS];
+    size_t n_kafka;
+    char *kafka_keys[SL_CONFIG_MAX_KAFKA];
+    char *kafka_values[SL_CONFIG_MAX_KAFKA];
+};
+
+const sl_config_prop *sl_config_props(size_t *count) {
+    *count = N_PROPS;
+    return props;
+}
+
+static int prop_index(const char *key) {
+    for (size_t i = 0; i < N_PROPS; i++)
+        if (strcmp(props[i].name, key) == 0)
+            return (int)i;
+    return -1;
+}
+
+sl_config *sl_config_new(void) {
+    sl_config *config = calloc(1, sizeof(*config));
+    if (!config)
+        return NULL;
+    for (size_t i = 0; i < N_PROPS; i++) {
+        config->values[i] = strdup(props[i].default_value);
+        if (!config->values[i]) {
+            sl_config_destroy(config);
+            return NULL;
+        }
+    }
+    return config;
+}
+
+void sl_config_destroy(sl_config *config) {
+    if (!config)
+        return;
+    for (size_t i = 0; i < N_PROPS; i++)
+        free(config->values[i]);
+    for (size_t i = 0; i < config->n_kafka; i++) {
+        free(config->kafka_keys[i]);
+        free(config->kafka_values[i]);
+    }
+    free(config);
+}
+
+static bool parse_ll(const char *s, long long *out) {
+    if (!*s)
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+static sl_err validate(const sl_config_prop *prop, const char *value, char *errstr,
+                       size_t errstr_size) {
+    switch (prop->type) {
+    case SL_CONFIG_INT: {
+        long long v;
+        if (!parse_ll(value, &v))
+            return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "%s: '%s' is not an integer",
+                           prop->name, value);
+        if (v < prop->min || v > prop->max)
+            return sl_fail(errstr, errstr_size, SL_ERR_CONFIG,
+                           "%s: %lld is out of range [%lld, %lld]", prop->name, v, prop->min,
+                           prop->max);
+        return SL_OK;
+    }
+    case SL_CONFIG_ENUM:
+        for (const char *const *c = prop->choices; *c; c++)
+            if (strcmp(*c, value) == 0)
+                return SL_OK;
+        return sl_fail(errstr, errstr_size, SL_ERR_CONFIG,
+                       "%s: '%s' is not one of the allowed values", prop->name, value);
+    case SL_CONFIG_STRING:
+        break;
+    }
+    if (strcmp(prop->name, "application.id") == 0) {
+        size_t n = strlen(value);
+        if (n == 0 || n > 200)
+            return sl_fail(errstr, errstr_size, SL_ERR_CONFIG,
+                           "application.id must be 1..200 characters");
+        for (const char *p = value; *p; p++)
+            if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
+                return sl_fail(errstr, errstr_size, SL_ERR_CONFIG,
+                               "application.id may hold only letters, digits, '.', '_' and '-'");
+    }
+    if (strcmp(prop->name, "state.dir") == 0 && value[0] == '\0')
+        return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "state.dir must not be empty");
+    return SL_OK;
+}
+
+static sl_err set_kafka(sl_config *config, const char *key, const char *value, char *errstr,
+                        size_t errstr_size) {
+    if (!*key)
+        return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "empty kafka.* key");
+    for (const char *const *owned = engine_owned_kafka_keys; *owned; owned++)
+        if (strcmp(*owned, key) == 0)
+            return sl_fail(errstr, errstr_size, SL_ERR_CONFIG,
+                           "kafka.%s is set by sluice itself and cannot be overridden", key);
+    for (size_t i = 0; i < config->n_kafka; i++) {
+        if (strcmp(config->kafka_keys[i], key) == 0) {
+            char *copy = strdup(value);
+            if (!copy)
+                return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+            free(config->kafka_values[i]);
+            config->kafka_values[i] = copy;
+            return SL_OK;
+        }
+    }
+    if (config->n_kafka == SL_CONFIG_MAX_KAFKA)
+        return sl_fail(errstr, errstr_size, SL_ERR_FULL, "more than %d kafka.* settings",
+                       SL_CONFIG_MAX_KAFKA);
+    char *k = strdup(key), *v = strdup(value);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+    }
+    config->kafka_keys[config->n_kafka] = k;
+    config->kafka_values[config->n_kafka] = v;
+    config->n_kafka++;
+    return SL_OK;
+}
+
+sl_err sl_config_set(sl_config *config, const char *key, const char *value, char *errstr,
+                     size_t errstr_size) {
+    if (!config || !key || !value)
+        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "NULL argument");
+    if (strlen(value) >= SL_CONFIG_MAX_VALUE)
+        return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "%s: value longer than %d bytes", key,
+                       SL_CONFIG_MAX_VALUE - 1);
+    if (strncmp(key, "kafka.", 6) == 0)
+        return set_kafka(config, key + 6, value, errstr, errstr_size);
+    int i = prop_index(key);
+    if (i < 0)
+        return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "unknown configuration key '%s'", key);
+    sl_err err = validate(&props[i], value, errstr, errstr_size);
+    if (err)
+        return err;
+    char *copy = strdup(value);
+    if (!copy)
+        return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+    free(config->values[i]);
+    config->values[i] = copy;
+    return SL_OK;
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s))
+        s++;
+    char *end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1]))
+        *--end = '\0';
+    return s;
+}
+
+sl_err sl_config_load_file(sl_config *config, const char *path, char *errstr, size_t errstr_size) {
+    FILE *file = fopen(path, "r");
+    if (!file)
+        return sl_fail(errstr, errstr_size, SL_ERR_IO, "cannot open config file %s: %s", path,
+                       strerror(errno));
+    char line[SL_CONFIG_MAX_VALUE + 256];
+    size_t lineno = 0, total = 0;
+    sl_err err = SL_OK;
+    while (fgets(line, sizeof(line), file)) {
+        lineno++;
+        size_t len = strlen(line);
+        total += len;
+        if (total > SL_CONFIG_MAX_FILE) {
+            err = sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "%s: larger than %d bytes", path,
+                          SL_CONFIG_MAX_FILE);
+            break;
+        }
+        if (len == sizeof(line) - 1 && line[len - 1] != '\n' && !feof(file)) {
+            err =
+                sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "%s:%zu: line too long", path, lineno);
+            break;
+        }
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            err = sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "%s:%zu: expected 'key = value'",
+                          path, lineno);
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s), *value = trim(eq + 1);
+        char why[512];
+        err = sl_config_set(config, key, value, why, sizeof(why));
+        if (err) {
+            sl_fail(errstr, errstr_size, err, "%s:%zu: %s", path, lineno, why);
+            break;
+        }
+    }
+    if (!err && ferror(file))
+        err = sl_fail(errstr, errstr_size, SL_ERR_IO, "%s: read error", path);
+    fclose(file);
+    return err;
+}
+
+/* SLUICE_HTTP_PORT -> http.port; SLUICE_KAFKA_MESSAGE_MAX_BYTES ->
+ * kafka.message.max.bytes. Writes into out (bounded). */
+static bool env_to_key(const char *name, size_t name_len, char *out, size_t out_size) {
+    if (name_len >= out_size)
+        return false;
+    for (size_t i = 0; i < name_len; i++)
+        out[i] = name[i] == '_' ? '.' : (char)tolower((unsigned char)name[i]);
+    out[name_len] = '\0';
+    return true;
+}
+
+sl_err sl_config_load_env(sl_config *config, char *const *envp, char *errstr, size_t errstr_size) {
+    if (!envp)
+        return SL_OK;
+    for (char *const *e = envp; *e; e++) {
+        const char *entry = *e, *eq = strchr(entry, '=');
+        if (!eq)
+            continue;
+        size_t name_len = (size_t)(eq - entry);
+        const char *value = eq + 1;
+        char key[256], why[512];
+        sl_err err = SL_OK;
+        if (name_len == 15 && strncmp(entry, "KAFKA_BOOTSTRAP", 15) == 0) {
+            err = sl_config_set(config, "bootstrap.servers", value, why, sizeof(why));
+        } else if (name_len > 7 && strncmp(entry, "SLUICE_", 7) == 0) {
+            const char *name = entry + 7;
+            size_t len = name_len - 7;
+            /* SLUICE_CONFIG names the file itself; SLUICE_TEST_* belong to the
+             * test harness. Neither is a setting. */
+            if ((len == 6 && strncmp(name, "CONFIG", 6) == 0) || strncmp(name, "TEST_", 5) == 0)
+                continue;
+            if (!env_to_key(name, len, key, sizeof(key)))
+                return sl_fail(errstr, errstr_size, SL_ERR_CONFIG,
+                               "environment variable name too long");
+            if (strncmp(key, "kafka.", 6) != 0 && prop_index(key) < 0)
+                return sl_fail(errstr, errstr_size, SL_ERR_CONFIG,
+                               "environment: SLUICE_%.*s names no configuration key", (int)len,
+                               name);
+            err = sl_config_set(config, key, value, why, sizeof(why));
+        } else {
+            continue;
+        }
+        if (err)
+            return sl_fail(errstr, errstr_size, err, "environment: %s", why);
+    }
+    return SL_OK;
+}
+
+const char *sl_config_get(const sl_config *config, const char *key) {
+    int i = prop_index(key);
+    return i < 0 ? NULL : config->values[i];
+}
+
+long long sl_config_get_int(const sl_config *config, const char *key) {
+    const char *value = sl_config_get(config, key);
+    long long v = 0;
+    if (!value || !parse_ll(value, &v))
+        return 0;
+    return v;
+}
+
+size_t sl_config_kafka_count(const sl_config *config) {
+    return config->n_kafka;
+}
+
+void sl_config_kafka_at(const sl_config *config, size_t i, const char **key, const char **value) {
+    *key = config->kafka_keys[i];
+    *value = config->kafka_values[i];
+}

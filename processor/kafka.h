@@ -1,0 +1,68 @@
+/*
+ * kafka.h: how sluice creates librdkafka clients, and the embedded broker.
+ *
+ * Every client sluice creates goes through sl_kafka_conf_new, so the fixed
+ * decisions hold everywhere: the murmur2_random partitioner (the Java
+ * client's default, DESIGN.md 3), librdkafka's log routed to our logger, and
+ * the user's kafka.* settings passed through.
+ *
+ * The embedded broker is librdkafka's in-process mock cluster. It is for
+ * `make run` and fast unit tests only: it has no log compaction, keeps about
+ * 100k records per partition and does not honour transactions (aborted
+ * records stay visible to read_committed consumers). Nothing about restore,
+ * compaction or exactly-once may be claimed from it.
+ */
+#ifndef SLUICE_KAFKA_H
+#define SLUICE_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+#include "error.h"
+#include "log.h"
+
+/* The partitioner every sluice producer uses. */
+#define SL_KAFKA_PARTITIONER "murmur2_random"
+
+/* Build a configuration for a client of `type` connecting to `bootstrap`
+ * (copied into the conf): murmur2_random partitioner (producers; consumers
+ * have no partitioner), librdkafka logs routed to `logger`, then
+ * config's kafka.* entries (config may be NULL). `logger` is borrowed and
+ * must outlive every client created from the conf; it becomes the client's
+ * opaque (rd_kafka_opaque), so use sl_kafka_conf_set_owner for anything
+ * else. Returns NULL and fills errstr if a setting is rejected. The caller
+ * owns the conf until rd_kafka_new takes it. */
+rd_kafka_conf_t *sl_kafka_conf_new(rd_kafka_type_t type, const char *bootstrap,
+                                   const sl_config *config, const sl_logger *logger, char *errstr,
+                                   size_t errstr_size);
+
+/* Set one librdkafka property, turning librdkafka's error into ours. */
+sl_err sl_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
+                         size_t errstr_size);
+
+/* Map a librdkafka error to our classes. A non-NULL `error` object (from the
+ * transactional API) wins over `code`: fatal -> SL_ERR_KAFKA_FATAL,
+ * txn_requires_abort -> SL_ERR_KAFKA_ABORTABLE, retriable ->
+ * SL_ERR_KAFKA_RETRIABLE. Borrowed; not destroyed. */
+sl_err sl_kafka_classify(rd_kafka_resp_err_t code, const rd_kafka_error_t *error);
+
+/* Ask the cluster for its broker list (one metadata request). Returns the
+ * broker count in *brokers. SL_ERR_TIMEOUT if nothing answered in time.
+ * Any thread that owns rk for polling. */
+sl_err sl_kafka_probe(rd_kafka_t *rk, int timeout_ms, int *brokers, char *errstr,
+                      size_t errstr_size);
+
+/* The embedded in-process broker (see the file comment for its limits). */
+typedef struct sl_embedded_cluster sl_embedded_cluster;
+
+/* Start a mock cluster with `brokers` brokers on loopback. `logger` is
+ * borrowed and must outlive the cluster. NULL + errstr on failure. */
+sl_embedded_cluster *sl_embedded_cluster_new(int brokers, const sl_logger *logger, char *errstr,
+                                             size_t errstr_size);
+
+/* Its bootstrap servers ("127.0.0.1:port,..."), borrowed from the cluster. */
+const char *sl_embedded_cluster_bootstraps(const sl_embedded_cluster *cluster);
+
+void sl_embedded_cluster_destroy(sl_embedded_cluster *cluster);
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * testutil.h: helpers shared by sluice's tests (cmocka).
+ *
+ * Integration tests find the broker and Postgres the harness started in
+ * SLUICE_TEST_KAFKA_BOOTSTRAP and SLUICE_TEST_PG_DSN; without them they skip.
+ */
+#ifndef SLUICE_TESTUTIL_H
+#define SLUICE_TESTUTIL_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "processor/log.h"
+
+/* A logger that writes warnings and errors to stderr (tests are quiet). */
+extern const sl_logger test_logger;
+
+/* Key -> partition as computed by the Java client (kafka-clients 3.9.2:
+ * Utils.toPositive(Utils.murmur2(key)) % partitions), for 3, 6, 12 and 32
+ * partitions. */
+typedef struct test_java_vector {
+    const char *key;
+    int p3, p6, p12, p32;
+} test_java_vector;
+extern const test_java_vector test_java_vectors[];
+extern const size_t test_n_java_vectors;
+
+/* Environment lookups; NULL when unset or empty. */
+const char *test_kafka_bootstrap(void);
+const char *test_pg_dsn(void);
+
+/* A name unique to this process and call ("prefix-<pid>-<n>-<time>"). */
+void test_unique_name(char *buf, size_t size, const char *prefix);
+
+/* Monotonic milliseconds. */
+int64_t test_now_ms(void);
+
+/* A producer made by sl_kafka_conf_new (so: murmur2_random), idempotent;
+ * transactional when transactional_id is non-NULL (init_transactions done).
+ * Fails the test on error. */
+rd_kafka_t *test_producer(const char *bootstrap, const char *transactional_id);
+
+/* One consumed record, copied. */
+typedef struct test_record {
+    int32_t partition;
+    int64_t offset;
+    char key[128];
+    char value[256];
+} test_record;
+
+/* Read every partition of `topic` from the beginning up to its current end
+ * (as seen with `isolation`: "read_committed" or "read_uncommitted") and
+ * store at most `max` records in `out`. Returns the number read, or -1 on
+ * error or if the deadline passes first. */
+int test_read_topic(const char *bootstrap, const char *topic, const char *isolation,
+                    test_record *out, int max, int timeout_ms);
+
+/* The transaction check shared by the real-broker test and the mock
+ * demonstration: in a fresh topic, commit a transaction with "committed-1",
+ * abort one with "aborted", commit one with "committed-2", then read the
+ * topic with read_committed. Returns how many "aborted" records a
+ * read_committed reader sees (0 is correct Kafka behaviour), -1 on error;
+ * *committed_seen receives the number of committed records seen. */
+int test_aborted_records_visible(const char *bootstrap, int *committed_seen);
+
+/* Minimal blocking HTTP/1.1 client for tests: sends one request with
+ * Connection: close and reads the whole answer. Returns the status code (or
+ * -1), copies at most body_size-1 bytes of body into `body` and the raw
+ * header block into `headers` (either may be NULL). */
+int test_http(int port, const char *method, const char *path, const char *extra_headers,
+              const char *body, size_t body_len, char *headers, size_t headers_size,
+              char *resp_body, size_t body_size);
+
+#endif

@@ -1,0 +1,201 @@
+/* Unit tests: configuration table, validation, file and environment. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "processor/config.h"
+
+static char errstr[1024];
+
+static int setup(void **state) {
+    *state = sl_config_new();
+    return *state ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    sl_config_destroy(*state);
+    return 0;
+}
+
+static void defaults_come_from_the_table(void **state) {
+    sl_config *config = *state;
+    size_t n;
+    const sl_config_prop *props = sl_config_props(&n);
+    assert_true(n > 5);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(sl_config_get(config, props[i].name), props[i].default_value);
+        assert_true(strlen(props[i].description) > 10);
+    }
+    assert_string_equal(sl_config_get(config, "application.id"), "sluice");
+    assert_string_equal(sl_config_get(config, "bootstrap.servers"), "");
+    assert_int_equal(sl_config_get_int(config, "http.port"), 8080);
+    assert_null(sl_config_get(config, "no.such.key"));
+}
+
+static void integers_are_checked_against_bounds(void **state) {
+    sl_config *config = *state;
+    assert_int_equal(sl_config_set(config, "http.port", "9000", errstr, sizeof(errstr)), SL_OK);
+    assert_int_equal(sl_config_get_int(config, "http.port"), 9000);
+    assert_int_equal(sl_config_set(config, "http.port", "70000", errstr, sizeof(errstr)),
+                     SL_ERR_CONFIG);
+    assert_non_null(strstr(errstr, "out of range"));
+    assert_int_equal(sl_config_set(config, "http.port", "80x", errstr, sizeof(errstr)),
+                     SL_ERR_CONFIG);
+    assert_int_equal(sl_config_set(config, "http.port", "", errstr, sizeof(errstr)), SL_ERR_CONFIG);
+    assert_int_equal(
+        sl_config_set(config, "http.port", "99999999999999999999", errstr, sizeof(errstr)),
+        SL_ERR_CONFIG);
+    assert_int_equal(sl_config_get_int(config, "http.port"), 9000); /* unchanged */
+}
+
+static void enums_accept_only_their_choices(void **state) {
+    sl_config *config = *state;
+    assert_int_equal(sl_config_set(config, "log.level", "debug", errstr, sizeof(errstr)), SL_OK);
+    assert_int_equal(sl_config_set(config, "log.level", "verbose", errstr, sizeof(errstr)),
+                     SL_ERR_CONFIG);
+    assert_string_equal(sl_config_get(config, "log.level"), "debug");
+}
+
+static void unknown_keys_are_an_error(void **state) {
+    assert_int_equal(sl_config_set(*state, "htp.port", "1", errstr, sizeof(errstr)), SL_ERR_CONFIG);
+    assert_non_null(strstr(errstr, "htp.port"));
+}
+
+static void application_id_must_be_a_safe_name(void **state) {
+    sl_config *config = *state;
+    assert_int_equal(
+        sl_config_set(config, "application.id", "orders-v2.prod_1", errstr, sizeof(errstr)), SL_OK);
+    assert_int_equal(sl_config_set(config, "application.id", "../etc", errstr, sizeof(errstr)),
+                     SL_ERR_CONFIG);
+    assert_int_equal(sl_config_set(config, "application.id", "", errstr, sizeof(errstr)),
+                     SL_ERR_CONFIG);
+    assert_int_equal(sl_config_set(config, "application.id", "a b", errstr, sizeof(errstr)),
+                     SL_ERR_CONFIG);
+}
+
+static void kafka_keys_pass_through_and_engine_keys_are_refused(void **state) {
+    sl_config *config = *state;
+    assert_int_equal(
+        sl_config_set(config, "kafka.message.max.bytes", "2000000", errstr, sizeof(errstr)), SL_OK);
+    assert_int_equal(
+        sl_config_set(config, "kafka.message.max.bytes", "3000000", errstr, sizeof(errstr)), SL_OK);
+    assert_int_equal(sl_config_kafka_count(config), 1);
+    const char *key, *value;
+    sl_config_kafka_at(config, 0, &key, &value);
+    assert_string_equal(key, "message.max.bytes");
+    assert_string_equal(value, "3000000");
+    assert_int_equal(
+        sl_config_set(config, "kafka.partitioner", "consistent", errstr, sizeof(errstr)),
+        SL_ERR_CONFIG);
+    assert_non_null(strstr(errstr, "set by sluice"));
+    assert_int_equal(sl_config_set(config, "kafka.", "x", errstr, sizeof(errstr)), SL_ERR_CONFIG);
+}
+
+static void kafka_pass_through_is_bounded(void **state) {
+    sl_config *config = *state;
+    char key[64];
+    for (int i = 0; i < SL_CONFIG_MAX_KAFKA; i++) {
+        snprintf(key, sizeof(key), "kafka.k%d", i);
+        assert_int_equal(sl_config_set(config, key, "v", errstr, sizeof(errstr)), SL_OK);
+    }
+    assert_int_equal(sl_config_set(config, "kafka.one.more", "v", errstr, sizeof(errstr)),
+                     SL_ERR_FULL);
+}
+
+static void overlong_values_are_refused(void **state) {
+    char *big = malloc(SL_CONFIG_MAX_VALUE + 1);
+    memset(big, 'a', SL_CONFIG_MAX_VALUE);
+    big[SL_CONFIG_MAX_VALUE] = '\0';
+    assert_int_equal(sl_config_set(*state, "state.dir", big, errstr, sizeof(errstr)),
+                     SL_ERR_CONFIG);
+    free(big);
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void file_sets_keys_and_skips_comments(void **state) {
+    sl_config *config = *state;
+    char path[] = "/tmp/sluice-config-test-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    write_file(path, "# a comment\n\n  http.port = 9100  \napplication.id=orders\n"
+                     "kafka.linger.ms = 7\n");
+    assert_int_equal(sl_config_load_file(config, path, errstr, sizeof(errstr)), SL_OK);
+    assert_int_equal(sl_config_get_int(config, "http.port"), 9100);
+    assert_string_equal(sl_config_get(config, "application.id"), "orders");
+    assert_int_equal(sl_config_kafka_count(config), 1);
+    unlink(path);
+}
+
+static void file_errors_name_the_line(void **state) {
+    sl_config *config = *state;
+    char path[] = "/tmp/sluice-config-test-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    write_file(path, "http.port = 9100\nthis line has no equals\n");
+    assert_int_equal(sl_config_load_file(config, path, errstr, sizeof(errstr)), SL_ERR_CONFIG);
+    assert_non_null(strstr(errstr, ":2:"));
+    write_file(path, "\nhttp.threads = 0\n");
+    assert_int_equal(sl_config_load_file(config, path, errstr, sizeof(errstr)), SL_ERR_CONFIG);
+    assert_non_null(strstr(errstr, ":2: http.threads"));
+    unlink(path);
+    assert_int_equal(sl_config_load_file(config, path, errstr, sizeof(errstr)), SL_ERR_IO);
+}
+
+static void environment_overrides_keys(void **state) {
+    sl_config *config = *state;
+    char *env[] = {"PATH=/bin",
+                   "SLUICE_HTTP_PORT=9200",
+                   "KAFKA_BOOTSTRAP=10.0.0.1:9092",
+                   "SLUICE_KAFKA_LINGER_MS=3",
+                   "SLUICE_CONFIG=/ignored",
+                   "SLUICE_TEST_KAFKA_BOOTSTRAP=ignored",
+                   NULL};
+    assert_int_equal(sl_config_load_env(config, env, errstr, sizeof(errstr)), SL_OK);
+    assert_int_equal(sl_config_get_int(config, "http.port"), 9200);
+    assert_string_equal(sl_config_get(config, "bootstrap.servers"), "10.0.0.1:9092");
+    const char *key, *value;
+    assert_int_equal(sl_config_kafka_count(config), 1);
+    sl_config_kafka_at(config, 0, &key, &value);
+    assert_string_equal(key, "linger.ms");
+    assert_string_equal(value, "3");
+}
+
+static void environment_typos_are_an_error(void **state) {
+    char *env[] = {"SLUICE_HTTP_PROT=9200", NULL};
+    assert_int_equal(sl_config_load_env(*state, env, errstr, sizeof(errstr)), SL_ERR_CONFIG);
+    assert_non_null(strstr(errstr, "SLUICE_HTTP_PROT"));
+    char *bad_value[] = {"SLUICE_HTTP_PORT=abc", NULL};
+    assert_int_equal(sl_config_load_env(*state, bad_value, errstr, sizeof(errstr)), SL_ERR_CONFIG);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        T(defaults_come_from_the_table),
+        T(integers_are_checked_against_bounds),
+        T(enums_accept_only_their_choices),
+        T(unknown_keys_are_an_error),
+        T(application_id_must_be_a_safe_name),
+        T(kafka_keys_pass_through_and_engine_keys_are_refused),
+        T(kafka_pass_through_is_bounded),
+        T(overlong_values_are_refused),
+        T(file_sets_keys_and_skips_comments),
+        T(file_errors_name_the_line),
+        T(environment_overrides_keys),
+        T(environment_typos_are_an_error),
+    };
+    return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}

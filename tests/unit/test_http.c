@@ -1,0 +1,203 @@
+/* Unit tests: the HTTP server core (routing, bounded bodies, JSON errors). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "processor/http.h"
+#include "tests/support/testutil.h"
+
+static void echo(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)opaque;
+    size_t len;
+    const char *body = sl_http_request_body(req, &len);
+    sl_http_respond(resp, 200, "text/plain", body ? body : "", body ? len : 0);
+}
+
+static void user(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)opaque;
+    char json[256];
+    const char *limit = sl_http_request_query(req, "limit");
+    snprintf(json, sizeof(json), "{\"id\":\"%s\",\"limit\":\"%s\"}",
+             sl_http_request_param(req, "id"), limit ? limit : "");
+    sl_http_respond_json(resp, 200, json);
+}
+
+static void busy(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)opaque, (void)req;
+    sl_http_respond_error(resp, 503, "restoring");
+    sl_http_response_retry_after(resp, 2);
+}
+
+static void silent(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)opaque, (void)req, (void)resp;
+}
+
+static int setup(void **state) {
+    sl_http_options options = {.host = "127.0.0.1",
+                               .port = 0,
+                               .threads = 2,
+                               .max_connections = 16,
+                               .connection_timeout_s = 5,
+                               .max_body_bytes = 4096};
+    char errstr[256];
+    sl_http_server *server = sl_http_server_new(&options, &test_logger, errstr, sizeof(errstr));
+    if (!server)
+        return -1;
+    if (sl_http_route(server, "POST", "/echo", echo, NULL) ||
+        sl_http_route(server, "GET", "/user/get/{id}", user, NULL) ||
+        sl_http_route(server, "GET", "/busy", busy, NULL) ||
+        sl_http_route(server, "GET", "/silent", silent, NULL) ||
+        sl_http_server_start(server, errstr, sizeof(errstr))) {
+        sl_http_server_destroy(server);
+        return -1;
+    }
+    *state = server;
+    return 0;
+}
+
+static int teardown(void **state) {
+    sl_http_server_destroy(*state);
+    return 0;
+}
+
+static char headers[4096], body[8192];
+
+static int get(void **state, const char *method, const char *path, const char *payload,
+               size_t len) {
+    return test_http(sl_http_server_port(*state), method, path, NULL, payload, len, headers,
+                     sizeof(headers), body, sizeof(body));
+}
+
+/* Every error answer has the spec's shape: message, integer code, request_id. */
+static void assert_error_body(int status) {
+    json_error_t jerr;
+    json_t *obj = json_loads(body, 0, &jerr);
+    assert_non_null(obj);
+    assert_true(json_is_string(json_object_get(obj, "message")));
+    assert_int_equal(json_integer_value(json_object_get(obj, "code")), status);
+    const char *id = json_string_value(json_object_get(obj, "request_id"));
+    assert_non_null(id);
+    assert_non_null(strstr(headers, id)); /* same id in X-Request-Id */
+    json_decref(obj);
+}
+
+static void path_parameters_and_query_reach_the_handler(void **state) {
+    assert_int_equal(get(state, "GET", "/user/get/42?limit=5", NULL, 0), 200);
+    assert_string_equal(body, "{\"id\":\"42\",\"limit\":\"5\"}");
+    assert_non_null(strstr(headers, "application/json"));
+}
+
+static void unknown_path_is_a_json_404(void **state) {
+    assert_int_equal(get(state, "GET", "/user/get", NULL, 0), 404);
+    assert_error_body(404);
+    assert_int_equal(get(state, "GET", "/user/get/42/extra", NULL, 0), 404);
+    assert_int_equal(get(state, "GET", "/user/get//", NULL, 0), 404);
+}
+
+static void wrong_method_is_a_json_405_with_allow(void **state) {
+    assert_int_equal(get(state, "DELETE", "/echo", NULL, 0), 405);
+    assert_error_body(405);
+    assert_non_null(strstr(headers, "Allow: POST"));
+}
+
+static void body_reaches_the_handler(void **state) {
+    assert_int_equal(get(state, "POST", "/echo", "{\"text\":\"hi\"}", 13), 200);
+    assert_string_equal(body, "{\"text\":\"hi\"}");
+}
+
+static void declared_oversized_body_is_413_without_reading_it(void **state) {
+    size_t len = 10 * 1024 * 1024;
+    char *big = malloc(len);
+    memset(big, 'x', len);
+    assert_int_equal(get(state, "POST", "/echo", big, len), 413);
+    assert_error_body(413);
+    free(big);
+}
+
+static void chunked_body_over_the_cap_is_413(void **state) {
+    int port = sl_http_server_port(*state);
+    char chunk[2048 + 64];
+    /* Three 2 KiB chunks: each fits, their sum (6 KiB) exceeds the 4 KiB cap. */
+    char payload[3 * sizeof(chunk) + 16] = "";
+    char data[2048];
+    memset(data, 'y', sizeof(data));
+    for (int i = 0; i < 3; i++) {
+        int n = snprintf(chunk, sizeof(chunk), "800\r\n%.*s\r\n", (int)sizeof(data), data);
+        strncat(payload, chunk, (size_t)n);
+    }
+    strcat(payload, "0\r\n\r\n");
+    int status = test_http(port, "POST", "/echo", "Transfer-Encoding: chunked\r\n", payload,
+                           strlen(payload), headers, sizeof(headers), body, sizeof(body));
+    assert_int_equal(status, 413);
+    assert_error_body(413);
+}
+
+static void retry_after_is_sent(void **state) {
+    assert_int_equal(get(state, "GET", "/busy", NULL, 0), 503);
+    assert_error_body(503);
+    assert_non_null(strstr(headers, "Retry-After: 2"));
+}
+
+static void handler_without_response_answers_500(void **state) {
+    assert_int_equal(get(state, "GET", "/silent", NULL, 0), 500);
+    assert_error_body(500);
+}
+
+static void port_in_use_is_a_clear_error(void **state) {
+    sl_http_options options = {.host = "127.0.0.1",
+                               .port = sl_http_server_port(*state),
+                               .threads = 1,
+                               .max_connections = 1,
+                               .connection_timeout_s = 1,
+                               .max_body_bytes = 1};
+    char errstr[256];
+    sl_logger quiet = {0};
+    sl_http_server *second = sl_http_server_new(&options, &quiet, errstr, sizeof(errstr));
+    assert_non_null(second);
+    assert_int_equal(sl_http_server_start(second, errstr, sizeof(errstr)), SL_ERR_HTTP);
+    assert_non_null(strstr(errstr, "cannot listen"));
+    sl_http_server_destroy(second);
+}
+
+static void routes_are_validated(void **state) {
+    (void)state;
+    sl_http_options options = {.host = "127.0.0.1",
+                               .port = 0,
+                               .threads = 1,
+                               .max_connections = 1,
+                               .connection_timeout_s = 1,
+                               .max_body_bytes = 1};
+    char errstr[256];
+    sl_http_server *server = sl_http_server_new(&options, NULL, errstr, sizeof(errstr));
+    assert_int_equal(sl_http_route(server, "GET", "no-slash", echo, NULL), SL_ERR_INVALID);
+    for (int i = 0; i < SL_HTTP_MAX_ROUTES; i++)
+        assert_int_equal(sl_http_route(server, "GET", "/x", echo, NULL), SL_OK);
+    assert_int_equal(sl_http_route(server, "GET", "/x", echo, NULL), SL_ERR_FULL);
+    sl_http_server_destroy(server);
+    options.host = "not-an-address";
+    server = sl_http_server_new(&options, NULL, errstr, sizeof(errstr));
+    assert_int_equal(sl_http_server_start(server, errstr, sizeof(errstr)), SL_ERR_CONFIG);
+    sl_http_server_destroy(server);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        T(path_parameters_and_query_reach_the_handler),
+        T(unknown_path_is_a_json_404),
+        T(wrong_method_is_a_json_405_with_allow),
+        T(body_reaches_the_handler),
+        T(declared_oversized_body_is_413_without_reading_it),
+        T(chunked_body_over_the_cap_is_413),
+        T(retry_after_is_sent),
+        T(handler_without_response_answers_500),
+        T(port_in_use_is_a_clear_error),
+        cmocka_unit_test(routes_are_validated),
+    };
+    return cmocka_run_group_tests_name("http", tests, NULL, NULL);
+}
