@@ -92,7 +92,7 @@ static sl_err lock_state_dir(sl_app *app, char *errstr, size_t errstr_size) {
 }
 
 static void respond_json_object(sl_http_response *resp, int status, json_t *obj) {
-    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
     json_decref(obj);
     if (!text || sl_http_respond_json(resp, status, text))
         sl_http_respond_error(resp, 500, "out of memory");
