@@ -20,7 +20,7 @@ ifeq ($(origin CC),default)
 CC := gcc
 endif
 
-PKGS := rdkafka libprotobuf-c libmicrohttpd jansson
+PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb
 TEST_PKGS := cmocka libpq
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
