@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "processor/kafka.h"
 
@@ -177,9 +178,17 @@ sl_err sl_admin_ensure_topic(rd_kafka_t *rk, const sl_topic_spec *spec, int time
             message = rd_kafka_topic_result_error_string(results[0]);
         }
     }
-    if (code == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
-        err = check_existing(rk, spec, timeout_ms, errstr, errstr_size);
-    else if (code)
+    if (code == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+        /* Created a moment ago by someone else (another instance starting at
+         * the same time): its metadata may not have reached this broker yet,
+         * so "not found" is retried for a while. */
+        for (int attempt = 0; attempt < 50; attempt++) {
+            err = check_existing(rk, spec, timeout_ms, errstr, errstr_size);
+            if (err != SL_ERR_NOT_FOUND)
+                break;
+            usleep(200 * 1000);
+        }
+    } else if (code)
         err = sl_fail(errstr, errstr_size, sl_kafka_classify(code, NULL), "CreateTopics %s: %s",
                       spec->name, message ? message : rd_kafka_err2str(code));
 done:

@@ -31,7 +31,9 @@ struct sl_app {
     sl_logger logger;
     sl_embedded_cluster *embedded;
     char *bootstrap;
-    rd_kafka_t *rk; /* producer handle; today used for cluster health */
+    rd_kafka_t *rk; /* producer handle used for cluster health */
+    const sl_topology *topology;
+    sl_engine *engine;
     sl_http_server *http;
     int lock_fd;
     char state_path[PATH_MAX];
@@ -111,12 +113,22 @@ static void readyz(void *opaque, const sl_http_request *req, sl_http_response *r
     (void)req;
     sl_app *app = opaque;
     bool reachable = atomic_load(&app->kafka_reachable);
-    respond_json_object(resp, reachable ? 200 : 503,
-                        json_pack("{s:s, s:{s:b, s:i, s:b}}", "status",
-                                  reachable ? "ready" : "not_ready", "kafka", "reachable",
-                                  reachable, "brokers", atomic_load(&app->kafka_brokers),
-                                  "embedded", app->embedded != NULL));
-    if (!reachable)
+    bool engine_ready = !app->engine || sl_engine_ready(app->engine);
+    sl_engine_stats stats = {0};
+    if (app->engine)
+        sl_engine_stats_get(app->engine, &stats);
+    bool ready = reachable && engine_ready;
+    respond_json_object(
+        resp, ready ? 200 : 503,
+        json_pack("{s:s, s:{s:b, s:i, s:b}, s:{s:b, s:I, s:I, s:I, s:I, s:I, s:I}}", "status",
+                  ready ? "ready" : "not_ready", "kafka", "reachable", reachable, "brokers",
+                  atomic_load(&app->kafka_brokers), "embedded", app->embedded != NULL, "engine",
+                  "ready", engine_ready, "tasks_assigned", (json_int_t)stats.tasks_assigned,
+                  "tasks_running", (json_int_t)stats.tasks_running, "restored_records",
+                  (json_int_t)stats.restored_records, "records_in", (json_int_t)stats.records_in,
+                  "records_dlq", (json_int_t)stats.records_dlq, "commits",
+                  (json_int_t)stats.commits));
+    if (!ready)
         sl_http_response_retry_after(resp, 1);
 }
 
@@ -176,8 +188,18 @@ static sl_err start_http(sl_app *app, char *errstr, size_t errstr_size) {
     return SL_OK;
 }
 
-sl_app *sl_app_new(const sl_config *config, const sl_logger *logger, char *errstr,
-                   size_t errstr_size) {
+static sl_err start_engine(sl_app *app, char *errstr, size_t errstr_size) {
+    if (!app->topology)
+        return SL_OK;
+    app->engine = sl_engine_new(app->config, app->topology, app->bootstrap, &app->logger, errstr,
+                                errstr_size);
+    if (!app->engine)
+        return SL_ERR_INVALID;
+    return sl_engine_start(app->engine, errstr, errstr_size);
+}
+
+sl_app *sl_app_new(const sl_config *config, const sl_logger *logger, const sl_topology *topology,
+                   char *errstr, size_t errstr_size) {
     sl_app *app = calloc(1, sizeof(*app));
     if (!app) {
         sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
@@ -186,10 +208,11 @@ sl_app *sl_app_new(const sl_config *config, const sl_logger *logger, char *errst
     app->config = config;
     app->logger = *logger;
     app->lock_fd = -1;
+    app->topology = topology;
     clock_gettime(CLOCK_MONOTONIC, &app->started);
     /* HTTP before Kafka: a port in use fails fast, before a broker starts. */
     if (lock_state_dir(app, errstr, errstr_size) || start_http(app, errstr, errstr_size) ||
-        start_kafka(app, errstr, errstr_size)) {
+        start_kafka(app, errstr, errstr_size) || start_engine(app, errstr, errstr_size)) {
         sl_app_destroy(app);
         return NULL;
     }
@@ -224,10 +247,26 @@ sl_err sl_app_run(sl_app *app, volatile sig_atomic_t *stop) {
             clock_gettime(CLOCK_MONOTONIC, &last_probe);
             first = false;
         }
-        rd_kafka_poll(app->rk, 100);
+        if (app->engine) {
+            rd_kafka_poll(app->rk, 0);
+            sl_err err = sl_engine_poll(app->engine, 100);
+            if (err) {
+                sl_log(&app->logger, SL_LOG_ERROR, "app", "engine failed: %s", sl_err_msg(err));
+                sl_engine_close(app->engine);
+                return err;
+            }
+        } else {
+            rd_kafka_poll(app->rk, 100);
+        }
     }
     sl_log(&app->logger, SL_LOG_INFO, "app", "stopping");
+    if (app->engine)
+        sl_engine_close(app->engine);
     return SL_OK;
+}
+
+sl_engine *sl_app_engine(const sl_app *app) {
+    return app->engine;
 }
 
 int sl_app_http_port(const sl_app *app) {
@@ -242,6 +281,10 @@ void sl_app_destroy(sl_app *app) {
     if (!app)
         return;
     sl_http_server_destroy(app->http);
+    if (app->engine) {
+        sl_engine_close(app->engine);
+        sl_engine_destroy(app->engine);
+    }
     if (app->rk) {
         rd_kafka_flush(app->rk, 5000);
         rd_kafka_destroy(app->rk);

@@ -12,20 +12,27 @@
 #include <signal.h>
 
 #include "config.h"
+#include "engine.h"
 #include "error.h"
 #include "log.h"
+#include "topology.h"
 
 typedef struct sl_app sl_app;
 
 /* Prepare an instance: lock <state.dir>/<application.id> (SL_ERR_BUSY if
  * another instance holds it), connect to bootstrap.servers or, when that is
- * empty, start the embedded broker, and start the HTTP server (/healthz,
- * /readyz). `config` and `logger` are borrowed and must outlive the app.
+ * empty, start the embedded broker, start the HTTP server (/healthz,
+ * /readyz) and, if `topology` is not NULL, start an engine running it.
+ * `config`, `logger` and `topology` are borrowed and must outlive the app.
  * NULL + errstr on failure (nothing is left running). */
-sl_app *sl_app_new(const sl_config *config, const sl_logger *logger, char *errstr,
-                   size_t errstr_size);
+sl_app *sl_app_new(const sl_config *config, const sl_logger *logger, const sl_topology *topology,
+                   char *errstr, size_t errstr_size);
 
-/* Run until *stop becomes non-zero (a signal handler may set it). */
+/* The engine, or NULL when the app runs no topology. Borrowed. */
+sl_engine *sl_app_engine(const sl_app *app);
+
+/* Run until *stop becomes non-zero (a signal handler may set it), then close
+ * the engine cleanly (finish the transaction, checkpoint, leave the group). */
 sl_err sl_app_run(sl_app *app, volatile sig_atomic_t *stop);
 
 /* The HTTP port actually bound (useful with http.port = 0). */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+static const char *const guarantee_choices[] = {"exactly_once_v2", "at_least_once", NULL};
 static const char *const log_level_choices[] = {"error", "warn", "info", "debug", NULL};
 
 /* The one table. Keep it sorted by topic, not alphabetically: it is also the
@@ -27,6 +28,26 @@ static const sl_config_prop props[] = {
     {"state.dir", SL_CONFIG_STRING, "./data", 0, 0, NULL,
      "Directory for local state: `<state.dir>/<application.id>/<task>/<store>`. "
      "Locked by one instance at a time."},
+    {"processing.guarantee", SL_CONFIG_ENUM, "exactly_once_v2", 0, 0, guarantee_choices,
+     "exactly_once_v2: store changelogs, outputs and consumed offsets commit in one Kafka "
+     "transaction, and RocksDB is updated only after it commits. at_least_once: flush, then "
+     "commit offsets; a crash replays records, so handlers must be idempotent."},
+    {"commit.interval.ms", SL_CONFIG_INT, "100", 1, 600000, NULL,
+     "How often the open transaction (or the at-least-once offsets) is committed. Shorter: "
+     "lower end-to-end latency for read_committed readers; longer: higher throughput."},
+    {"poll.batch.records", SL_CONFIG_INT, "1000", 1, 1000000, NULL,
+     "Records processed per loop iteration before restore, punctuation and commit get a "
+     "turn."},
+    {"restore.batch.records", SL_CONFIG_INT, "10000", 1, 10000000, NULL,
+     "Changelog records applied per RocksDB write batch (WAL off) and per loop iteration "
+     "while restoring; the consumer group is polled between batches."},
+    {"rocksdb.block.cache.bytes", SL_CONFIG_INT, "67108864", 1048576, 1099511627776LL, NULL,
+     "Block cache shared by every store of the instance; memtables are charged to it too."},
+    {"rocksdb.write.buffer.bytes", SL_CONFIG_INT, "33554432", 1048576, 1099511627776LL, NULL,
+     "Upper bound of all memtables of all stores of the instance together."},
+    {"topic.replication.factor", SL_CONFIG_INT, "-1", -1, 32767, NULL,
+     "Replication factor of the topics sluice creates (changelogs, dead-letter topic); -1 "
+     "uses the broker's default.replication.factor."},
     {"http.host", SL_CONFIG_STRING, "127.0.0.1", 0, 0, NULL,
      "Numeric IPv4 or IPv6 address the HTTP server (API, /healthz, /readyz) binds to."},
     {"http.port", SL_CONFIG_INT, "8080", 0, 65535, NULL,
@@ -149,8 +170,13 @@ static sl_err set_kafka(sl_config *config, const char *key, const char *value, c
                         size_t errstr_size) {
     if (!*key)
         return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "empty kafka.* key");
+    const char *property = key; /* without a producer./consumer. scope */
+    if (strncmp(property, "producer.", 9) == 0 || strncmp(property, "consumer.", 9) == 0)
+        property += 9;
+    if (!*property)
+        return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "empty kafka.* key");
     for (const char *const *owned = engine_owned_kafka_keys; *owned; owned++)
-        if (strcmp(*owned, key) == 0)
+        if (strcmp(*owned, property) == 0)
             return sl_fail(errstr, errstr_size, SL_ERR_CONFIG,
                            "kafka.%s is set by sluice itself and cannot be overridden", key);
     for (size_t i = 0; i < config->n_kafka; i++) {

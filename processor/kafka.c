@@ -41,6 +41,17 @@ rd_kafka_conf_t *sl_kafka_conf_new(rd_kafka_type_t type, const char *bootstrap,
         for (size_t i = 0; i < sl_config_kafka_count(config); i++) {
             const char *key, *value;
             sl_config_kafka_at(config, i, &key, &value);
+            /* kafka.producer.X / kafka.consumer.X reach only that kind of
+             * client; plain kafka.X reaches every client. */
+            if (strncmp(key, "producer.", 9) == 0) {
+                if (type != RD_KAFKA_PRODUCER)
+                    continue;
+                key += 9;
+            } else if (strncmp(key, "consumer.", 9) == 0) {
+                if (type != RD_KAFKA_CONSUMER)
+                    continue;
+                key += 9;
+            }
             if (sl_kafka_conf_set(conf, key, value, errstr, errstr_size))
                 goto fail;
         }

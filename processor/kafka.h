@@ -27,6 +27,9 @@
 /* Build a configuration for a client of `type` connecting to `bootstrap`
  * (copied into the conf): murmur2_random partitioner (producers; consumers
  * have no partitioner), librdkafka logs routed to `logger`, then
+ * config's kafka.* entries: kafka.X for every client, kafka.producer.X only
+ * for producers and kafka.consumer.X only for consumers, so a consumer
+ * setting does not make every producer log a configuration warning. Then
  * config's kafka.* entries (config may be NULL). `logger` is borrowed and
  * must outlive every client created from the conf; it becomes the client's
  * opaque (rd_kafka_opaque), so use sl_kafka_conf_set_owner for anything

@@ -75,7 +75,9 @@ static void print_config_doc(void) {
            "`SLUICE_KAFKA_<X>` for `kafka.<x>`), then `--set KEY=VALUE`.\n\n"
            "Any key starting with `kafka.` is passed to librdkafka unchanged, "
            "except those sluice sets itself (`bootstrap.servers`, `partitioner`, "
-           "`transactional.id`, `group.id`, `enable.auto.commit`, `isolation.level`).\n\n"
+           "`transactional.id`, `group.id`, `enable.auto.commit`, `isolation.level`). "
+           "`kafka.producer.<x>` and `kafka.consumer.<x>` reach only producers or only "
+           "consumers (e.g. `kafka.consumer.session.timeout.ms`).\n\n"
            "| key | type | default | allowed | description |\n"
            "| --- | --- | --- | --- | --- |\n");
     size_t n;
@@ -179,7 +181,7 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    sl_app *app = sl_app_new(config, &logger, errstr, sizeof(errstr));
+    sl_app *app = sl_app_new(config, &logger, NULL, errstr, sizeof(errstr));
     if (!app) {
         fprintf(stderr, "sluice: %s\n", errstr);
         sl_config_destroy(config);

@@ -91,7 +91,13 @@ struct sl_store_iter {
     size_t from_len;
     char *to; /* RocksDB points at these bytes: freed only after the iterator */
     size_t to_len;
-    bool started; /* false until the first sl_store_iter_next has seeked */
+    bool started;     /* false until the first sl_store_iter_next has seeked */
+    bool check_upper; /* merged with pending writes: RocksDB's delta iterator
+                         ignores iterate_upper_bound, so next() checks `to` */
+};
+
+struct sl_store_pending {
+    rocksdb_writebatch_wi_t *batch; /* indexed: readable before it is written */
 };
 
 /* Copy RocksDB's malloc'd error into errstr, free it, return `code`. */
@@ -458,6 +464,12 @@ bool sl_store_iter_next(sl_store_iter *iter, const void **key, size_t *key_len, 
     if (!rocksdb_iter_valid(iter->iterator))
         return false;
     *key = rocksdb_iter_key(iter->iterator, key_len);
+    if (iter->check_upper && iter->to) {
+        size_t common = *key_len < iter->to_len ? *key_len : iter->to_len;
+        int cmp = memcmp(*key, iter->to, common);
+        if (cmp > 0 || (cmp == 0 && *key_len >= iter->to_len))
+            return false;
+    }
     *value = rocksdb_iter_value(iter->iterator, value_len);
     return true;
 }
@@ -483,6 +495,86 @@ void sl_store_iter_destroy(sl_store_iter *iter) {
     free(iter->from);
     free(iter->to);
     free(iter);
+}
+
+/* ---------------------------------------------------------------- pending writes */
+
+sl_store_pending *sl_store_pending_new(void) {
+    sl_store_pending *pending = calloc(1, sizeof(*pending));
+    if (!pending)
+        return NULL;
+    pending->batch = rocksdb_writebatch_wi_create(0, 1 /* a later put replaces an earlier */);
+    return pending;
+}
+
+void sl_store_pending_destroy(sl_store_pending *pending) {
+    if (!pending)
+        return;
+    rocksdb_writebatch_wi_destroy(pending->batch);
+    free(pending);
+}
+
+void sl_store_pending_put(sl_store_pending *pending, const void *key, size_t key_len,
+                          const void *value, size_t value_len) {
+    rocksdb_writebatch_wi_put(pending->batch, key, key_len, value, value_len);
+}
+
+void sl_store_pending_delete(sl_store_pending *pending, const void *key, size_t key_len) {
+    rocksdb_writebatch_wi_delete(pending->batch, key, key_len);
+}
+
+size_t sl_store_pending_count(const sl_store_pending *pending) {
+    return (size_t)rocksdb_writebatch_wi_count(pending->batch);
+}
+
+void sl_store_pending_clear(sl_store_pending *pending) {
+    rocksdb_writebatch_wi_clear(pending->batch);
+}
+
+sl_err sl_store_pending_get(sl_store *store, sl_store_pending *pending, const void *key,
+                            size_t key_len, char **value, size_t *value_len, char *errstr,
+                            size_t errstr_size) {
+    char *rocks_err = NULL;
+    size_t len = 0;
+    char *found = rocksdb_writebatch_wi_get_from_batch_and_db(
+        pending->batch, store->db, store->read_options, key, key_len, &len, &rocks_err);
+    if (rocks_err)
+        return rocks_fail(errstr, errstr_size, SL_ERR_STORE, rocks_err, "get", store->path);
+    if (!found)
+        return SL_ERR_NOT_FOUND;
+    char *copy = malloc(len ? len : 1);
+    if (!copy) {
+        rocksdb_free(found);
+        return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+    }
+    memcpy(copy, found, len);
+    rocksdb_free(found);
+    *value = copy;
+    *value_len = len;
+    return SL_OK;
+}
+
+sl_store_iter *sl_store_pending_iter_range(sl_store *store, sl_store_pending *pending,
+                                           const void *from, size_t from_len, const void *to,
+                                           size_t to_len) {
+    sl_store_iter *iter = sl_store_iter_range(store, from, from_len, to, to_len);
+    if (!iter)
+        return NULL;
+    /* The merged iterator takes over the base iterator. */
+    iter->iterator =
+        rocksdb_writebatch_wi_create_iterator_with_base(pending->batch, iter->iterator);
+    iter->check_upper = true;
+    return iter;
+}
+
+sl_err sl_store_pending_apply(sl_store *store, sl_store_pending *pending, char *errstr,
+                              size_t errstr_size) {
+    char *rocks_err = NULL;
+    rocksdb_write_writebatch_wi(store->db, store->write_options_wal, pending->batch, &rocks_err);
+    if (rocks_err)
+        return rocks_fail(errstr, errstr_size, SL_ERR_STORE, rocks_err, "write", store->path);
+    rocksdb_writebatch_wi_clear(pending->batch);
+    return SL_OK;
 }
 
 /* ---------------------------------------------------------------- checkpoints */

@@ -120,6 +120,40 @@ uint64_t sl_store_estimate_keys(sl_store *store);
 uint64_t sl_store_disk_bytes(sl_store *store);
 
 /*
+ * Pending writes: the uncommitted changes of a task's open transaction,
+ * readable (get, ordered iteration) merged over the store, and written to
+ * RocksDB in one atomic batch only after the transaction commits. Backed by
+ * RocksDB's indexed write batch; a later put or delete of a key replaces an
+ * earlier one. One thread at a time.
+ */
+typedef struct sl_store_pending sl_store_pending;
+
+sl_store_pending *sl_store_pending_new(void);
+void sl_store_pending_destroy(sl_store_pending *pending);
+void sl_store_pending_put(sl_store_pending *pending, const void *key, size_t key_len,
+                          const void *value, size_t value_len);
+void sl_store_pending_delete(sl_store_pending *pending, const void *key, size_t key_len);
+size_t sl_store_pending_count(const sl_store_pending *pending);
+void sl_store_pending_clear(sl_store_pending *pending);
+
+/* Like sl_store_get, but the pending writes win over the store (a pending
+ * delete answers SL_ERR_NOT_FOUND). */
+sl_err sl_store_pending_get(sl_store *store, sl_store_pending *pending, const void *key,
+                            size_t key_len, char **value, size_t *value_len, char *errstr,
+                            size_t errstr_size);
+
+/* Like sl_store_iter_range, over the store merged with the pending writes.
+ * `pending` must not change while the iterator lives. */
+sl_store_iter *sl_store_pending_iter_range(sl_store *store, sl_store_pending *pending,
+                                           const void *from, size_t from_len, const void *to,
+                                           size_t to_len);
+
+/* Write the pending changes to RocksDB (with the WAL) atomically, then clear
+ * them. On error nothing was written and the pending writes are kept. */
+sl_err sl_store_pending_apply(sl_store *store, sl_store_pending *pending, char *errstr,
+                              size_t errstr_size);
+
+/*
  * Checkpoint files: the changelog offset up to which each store of a task is
  * known to be in RocksDB (the offset of the next record to restore).
  * Written atomically (temp file, fsync, rename, fsync of the directory) with

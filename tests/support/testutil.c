@@ -92,8 +92,8 @@ rd_kafka_t *test_producer(const char *bootstrap, const char *transactional_id) {
     return rk;
 }
 
-int test_read_topic(const char *bootstrap, const char *topic, const char *isolation,
-                    test_record *out, int max, int timeout_ms) {
+long test_scan_topic(const char *bootstrap, const char *topic, const char *isolation,
+                     test_visit_fn *visit, void *opaque, int timeout_ms) {
     char errstr[512], group[128];
     test_unique_name(group, sizeof(group), "test-reader");
     rd_kafka_conf_t *conf =
@@ -112,7 +112,7 @@ int test_read_topic(const char *bootstrap, const char *topic, const char *isolat
         fprintf(stderr, "# reader: %s\n", errstr);
         return -1;
     }
-    int n = -1;
+    long n = -1;
     const struct rd_kafka_metadata *metadata = NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     rd_kafka_resp_err_t code = rd_kafka_metadata(rk, 0, rkt, &metadata, 10000);
@@ -128,6 +128,7 @@ int test_read_topic(const char *bootstrap, const char *topic, const char *isolat
         rd_kafka_topic_partition_list_add(assignment, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
     rd_kafka_assign(rk, assignment);
     rd_kafka_topic_partition_list_destroy(assignment);
+    char *at_end = calloc((size_t)partitions, 1);
     int eofs = 0;
     n = 0;
     int64_t deadline = test_now_ms() + timeout_ms;
@@ -142,24 +143,48 @@ int test_read_topic(const char *bootstrap, const char *topic, const char *isolat
         if (!m)
             continue;
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            eofs++;
+            if (!at_end[m->partition]) {
+                at_end[m->partition] = 1;
+                eofs++;
+            }
         } else if (m->err) {
             fprintf(stderr, "# reader: %s\n", rd_kafka_message_errstr(m));
-        } else if (n < max) {
-            test_record *r = &out[n++];
-            r->partition = m->partition;
-            r->offset = m->offset;
-            snprintf(r->key, sizeof(r->key), "%.*s", (int)m->key_len, (const char *)m->key);
-            snprintf(r->value, sizeof(r->value), "%.*s", (int)m->len, (const char *)m->payload);
+        } else {
+            visit(m, opaque);
+            n++;
         }
         rd_kafka_message_destroy(m);
     }
+    free(at_end);
 done:
     if (metadata)
         rd_kafka_metadata_destroy(metadata);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return n;
+}
+
+typedef struct read_into {
+    test_record *out;
+    int max, n;
+} read_into;
+
+static void copy_record(const rd_kafka_message_t *m, void *opaque) {
+    read_into *into = opaque;
+    if (into->n >= into->max)
+        return;
+    test_record *r = &into->out[into->n++];
+    r->partition = m->partition;
+    r->offset = m->offset;
+    snprintf(r->key, sizeof(r->key), "%.*s", (int)m->key_len, (const char *)m->key);
+    snprintf(r->value, sizeof(r->value), "%.*s", (int)m->len, (const char *)m->payload);
+}
+
+int test_read_topic(const char *bootstrap, const char *topic, const char *isolation,
+                    test_record *out, int max, int timeout_ms) {
+    read_into into = {.out = out, .max = max};
+    long n = test_scan_topic(bootstrap, topic, isolation, copy_record, &into, timeout_ms);
+    return n < 0 ? -1 : into.n;
 }
 
 static bool produce_in_txn(rd_kafka_t *rk, const char *topic, const char *value, bool commit) {

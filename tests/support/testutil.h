@@ -50,6 +50,14 @@ typedef struct test_record {
     char value[256];
 } test_record;
 
+/* Visit every record of every partition of `topic` from the beginning up to
+ * its current end as seen with `isolation` ("read_committed" or
+ * "read_uncommitted"), in offset order per partition. Returns the number of
+ * records visited, or -1 on error or if the deadline passes first. */
+typedef void test_visit_fn(const rd_kafka_message_t *message, void *opaque);
+long test_scan_topic(const char *bootstrap, const char *topic, const char *isolation,
+                     test_visit_fn *visit, void *opaque, int timeout_ms);
+
 /* Read every partition of `topic` from the beginning up to its current end
  * (as seen with `isolation`: "read_committed" or "read_uncommitted") and
  * store at most `max` records in `out`. Returns the number read, or -1 on

@@ -94,6 +94,12 @@ static void kafka_keys_pass_through_and_engine_keys_are_refused(void **state) {
         SL_ERR_CONFIG);
     assert_non_null(strstr(errstr, "set by sluice"));
     assert_int_equal(sl_config_set(config, "kafka.", "x", errstr, sizeof(errstr)), SL_ERR_CONFIG);
+    /* A producer./consumer. scope does not get around the engine's keys. */
+    assert_int_equal(
+        sl_config_set(config, "kafka.consumer.group.id", "other", errstr, sizeof(errstr)),
+        SL_ERR_CONFIG);
+    assert_int_equal(sl_config_set(config, "kafka.producer.", "x", errstr, sizeof(errstr)),
+                     SL_ERR_CONFIG);
 }
 
 static void kafka_pass_through_is_bounded(void **state) {

@@ -57,6 +57,35 @@ static void bad_kafka_setting_is_a_clear_error(void **state) {
     sl_config_destroy(config);
 }
 
+static void scoped_kafka_settings_reach_only_their_kind_of_client(void **state) {
+    (void)state;
+    char errstr[256], value[64];
+    sl_config *config = sl_config_new();
+    assert_int_equal(
+        sl_config_set(config, "kafka.consumer.session.timeout.ms", "7000", errstr, sizeof(errstr)),
+        SL_OK);
+    assert_int_equal(
+        sl_config_set(config, "kafka.producer.linger.ms", "42", errstr, sizeof(errstr)), SL_OK);
+    rd_kafka_conf_t *consumer = sl_kafka_conf_new(RD_KAFKA_CONSUMER, "127.0.0.1:1", config,
+                                                  &test_logger, errstr, sizeof(errstr));
+    rd_kafka_conf_t *producer = sl_kafka_conf_new(RD_KAFKA_PRODUCER, "127.0.0.1:1", config,
+                                                  &test_logger, errstr, sizeof(errstr));
+    assert_non_null(consumer);
+    assert_non_null(producer);
+    size_t size = sizeof(value);
+    assert_int_equal(rd_kafka_conf_get(consumer, "session.timeout.ms", value, &size), 0);
+    assert_string_equal(value, "7000");
+    size = sizeof(value);
+    assert_int_equal(rd_kafka_conf_get(producer, "session.timeout.ms", value, &size), 0);
+    assert_string_not_equal(value, "7000");
+    size = sizeof(value);
+    assert_int_equal(rd_kafka_conf_get(producer, "linger.ms", value, &size), 0);
+    assert_string_equal(value, "42");
+    rd_kafka_conf_destroy(consumer);
+    rd_kafka_conf_destroy(producer);
+    sl_config_destroy(config);
+}
+
 static void errors_keep_their_class(void **state) {
     (void)state;
     assert_int_equal(sl_kafka_classify(RD_KAFKA_RESP_ERR_NO_ERROR, NULL), SL_OK);
@@ -134,7 +163,7 @@ static int app_setup(void **state) {
         sl_config_set(f->config, "state.dir", f->dir, errstr, sizeof(errstr)) ||
         sl_config_set(f->config, "health.kafka.interval.ms", "100", errstr, sizeof(errstr)))
         return -1;
-    f->app = sl_app_new(f->config, &test_logger, errstr, sizeof(errstr));
+    f->app = sl_app_new(f->config, &test_logger, NULL, errstr, sizeof(errstr));
     if (!f->app) {
         fprintf(stderr, "# app: %s\n", errstr);
         return -1;
@@ -181,7 +210,7 @@ static void app_serves_health_on_the_embedded_broker(void **state) {
 static void second_instance_on_the_same_state_dir_is_refused(void **state) {
     app_fixture *f = *state;
     char errstr[512];
-    assert_null(sl_app_new(f->config, &test_logger, errstr, sizeof(errstr)));
+    assert_null(sl_app_new(f->config, &test_logger, NULL, errstr, sizeof(errstr)));
     assert_non_null(strstr(errstr, "in use by another sluice instance"));
 }
 
@@ -190,6 +219,7 @@ int main(void) {
         cmocka_unit_test(murmur2_matches_the_java_client),
         cmocka_unit_test(every_client_conf_uses_murmur2_random),
         cmocka_unit_test(bad_kafka_setting_is_a_clear_error),
+        cmocka_unit_test(scoped_kafka_settings_reach_only_their_kind_of_client),
         cmocka_unit_test(errors_keep_their_class),
         cmocka_unit_test(embedded_cluster_answers_metadata),
         cmocka_unit_test(mock_cluster_does_not_honour_aborted_transactions),

@@ -1,0 +1,1597 @@
+/*
+ * engine.c: the stream-processing engine.
+ *
+ * Clients (all created through sl_kafka_conf_new):
+ *   consumer          the group member (group.id = application.id,
+ *                     cooperative-sticky, read_committed, manual commits);
+ *                     subscribed to every source topic
+ *   producer          one per instance; transactional under exactly_once_v2
+ *                     (transactional.id = <application.id>-<instance id>,
+ *                     the instance id persisted in the state directory so a
+ *                     restart fences and aborts its own previous transaction
+ *                     at once instead of leaving it hanging)
+ *   restore consumer  assign-only, read_committed, reads changelogs
+ *   global consumer   assign-only, read_committed, reads global topics
+ *
+ * Task life cycle (one task per source partition, see topology.h):
+ *
+ *          assign (rebalance_cb)           all stores at changelog end
+ *   (none) ---------------------> RESTORING -----------------------> RUNNING
+ *            task_create: open stores,     restore_poll, then
+ *            pause source partition,       task_start_running: resume the
+ *            wipe if EOS and no checkpoint partition, remove the checkpoint
+ *                                          (EOS: a crash now means wipe)
+ *   RUNNING/RESTORING --revoke--> commit all, task_close(clean): flush,
+ *                                  checkpoint = changelog end, close stores
+ *   any --lost / fatal error--> task_close(dirty): no checkpoint (next
+ *                                  assignment wipes and restores)
+ *
+ * Invariants:
+ *   - A task processes records only while RUNNING; its source partition is
+ *     paused otherwise (a record that slips through is rewound).
+ *   - Store writes go to the changelog at once (inside the open transaction
+ *     under EOS) and into the task's pending batch; RocksDB sees them only
+ *     after the transaction (or, at-least-once, the flush + offset commit)
+ *     succeeded: local state is never ahead of what Kafka committed.
+ *   - One transaction covers every task of the instance; it is begun at the
+ *     first record after a commit and committed every commit.interval.ms
+ *     with the consumed offsets (send_offsets_to_transaction).
+ *   - Abortable error: abort, drop every pending batch, rewind every
+ *     assigned partition to its committed offset. Fatal error (fenced):
+ *     recreate the producer, close every task dirty, recreate the tasks
+ *     (wipe + restore) and rewind.
+ *   - Restore reads at most restore.batch.records per loop iteration, so
+ *     the group consumer is polled regularly and never misses
+ *     max.poll.interval.ms.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "connectors/admin.h"
+#include "kafka.h"
+#include "state/store.h"
+#include "topology_int.h"
+
+#define MAX_PARTITIONS   4096
+#define TXN_TIMEOUT_MS   60000
+#define ADMIN_TIMEOUT_MS 30000
+#define RESTORE_SLICE_MS 100
+
+typedef struct task_store {
+    sl_store *store;
+    sl_store_pending *pending;
+    sl_store_batch *restore_batch;
+    bool restoring;
+    int64_t restore_position; /* next changelog offset to read */
+    char path[PATH_MAX];
+} task_store;
+
+typedef struct task {
+    int source; /* index into topology->sources */
+    int32_t partition;
+    bool running;
+    int stores_restoring;
+    int64_t consumed_next; /* next offset to commit; -1: nothing new */
+    int64_t stream_time;
+    int64_t next_punctuation[SL_TOPOLOGY_MAX_NODES];
+    int64_t restore_started_ms;
+    uint64_t restored_records;
+    char dir[PATH_MAX];
+    task_store stores[SL_TOPOLOGY_MAX_NODES]; /* indexed like topology->stores */
+} task;
+
+typedef struct global_partition {
+    int32_t partition;
+    int64_t next_offset;
+    bool at_end;
+} global_partition;
+
+typedef struct global_state {
+    sl_store *store;
+    global_partition *partitions;
+    int n_partitions;
+    char path[PATH_MAX];
+} global_state;
+
+struct sl_ctx {
+    sl_engine *engine;
+    task *task;
+    const sl_record *record;
+    const char *node; /* processor or punctuator name, for the DLQ header */
+    const char *reject_reason;
+    char reject_buf[256];
+};
+
+struct sl_engine {
+    sl_logger logger; /* first member: rd_kafka_opaque() is the engine and
+                         librdkafka's log callback reads it as an sl_logger */
+    const sl_config *config;
+    const sl_topology *topology;
+    char *bootstrap;
+    char app_id[256];
+    char state_path[PATH_MAX];
+    char instance_id[33];
+    bool eos;
+    int64_t commit_interval_ms;
+    int poll_batch;
+    int restore_batch;
+    int replication_factor;
+
+    rd_kafka_t *consumer, *producer, *restore_consumer, *global_consumer;
+    sl_store_env *env;
+
+    int32_t source_partitions[SL_TOPOLOGY_MAX_NODES];
+    task **tasks[SL_TOPOLOGY_MAX_NODES]; /* [source][partition] */
+    char changelog_topic[SL_TOPOLOGY_MAX_NODES][256];
+    char dlq_topic[256];
+
+    global_state globals[SL_TOPOLOGY_MAX_NODES];
+    bool globals_bootstrapped;
+
+    bool txn_open;
+    bool dirty; /* records processed since the last commit */
+    bool delivery_failed;
+    bool needs_rewind;
+    int64_t last_commit_ms;
+    bool joined;
+    bool closed;
+
+    atomic_bool ready;
+    struct {
+        atomic_uint_fast64_t records_in, records_out, records_dlq, changelog_records, commits,
+            aborts, producer_resets, restored_records, restore_ms, global_records, punctuations;
+        atomic_int_fast64_t tasks_assigned, tasks_running;
+    } stats;
+};
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* snprintf's result fits its buffer: every path and topic name is bounded,
+ * and a name that does not fit is an error, never a silent truncation. */
+static bool fits(int written, size_t size) {
+    return written >= 0 && (size_t)written < size;
+}
+
+#define LOG(engine, level, ...) sl_log(&(engine)->logger, level, "engine", __VA_ARGS__)
+
+/* ------------------------------------------------------------------------ */
+/* Instance id and client creation                                           */
+
+/* The instance id survives restarts (it names the transactional id), and is
+ * new for every state directory. */
+static sl_err load_instance_id(sl_engine *engine, char *errstr, size_t errstr_size) {
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/instance.id", engine->state_path) >= (int)sizeof(path))
+        return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "state.dir too long");
+    FILE *file = fopen(path, "r");
+    if (file) {
+        char buf[64] = "";
+        bool ok = fgets(buf, sizeof(buf), file) != NULL;
+        fclose(file);
+        size_t n = ok ? strcspn(buf, "\r\n") : 0;
+        if (n == 32 && strspn(buf, "0123456789abcdef") >= 32) {
+            memcpy(engine->instance_id, buf, 32);
+            engine->instance_id[32] = '\0';
+            return SL_OK;
+        }
+        LOG(engine, SL_LOG_WARN, "%s is malformed; generating a new instance id", path);
+    }
+    unsigned char random[16];
+    if (getrandom(random, sizeof(random), 0) != (ssize_t)sizeof(random))
+        return sl_fail(errstr, errstr_size, SL_ERR_IO, "getrandom failed: %s", strerror(errno));
+    for (int i = 0; i < 16; i++)
+        snprintf(engine->instance_id + 2 * i, 3, "%02x", random[i]);
+    char tmp[PATH_MAX + 8];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    file = fopen(tmp, "w");
+    if (!file || fprintf(file, "%s\n", engine->instance_id) < 0 || fflush(file) != 0 ||
+        fsync(fileno(file)) != 0) {
+        if (file)
+            fclose(file);
+        return sl_fail(errstr, errstr_size, SL_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    }
+    fclose(file);
+    if (rename(tmp, path) != 0)
+        return sl_fail(errstr, errstr_size, SL_ERR_IO, "cannot rename %s: %s", tmp,
+                       strerror(errno));
+    return SL_OK;
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *partitions, void *opaque);
+
+static void delivery_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void *opaque) {
+    (void)rk;
+    sl_engine *engine = opaque;
+    if (message->err && !engine->delivery_failed) {
+        engine->delivery_failed = true;
+        LOG(engine, SL_LOG_WARN, "delivery to %s [%d] failed: %s",
+            rd_kafka_topic_name(message->rkt), message->partition, rd_kafka_err2str(message->err));
+    }
+}
+
+/* A client with the engine as its opaque; `settings` is {"key", "value", ...,
+ * NULL}. The group consumer passes with_rebalance_cb. */
+static rd_kafka_t *new_client(sl_engine *engine, rd_kafka_type_t type, const char *const *settings,
+                              bool with_rebalance_cb, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = sl_kafka_conf_new(type, engine->bootstrap, engine->config,
+                                              &engine->logger, errstr, errstr_size);
+    if (!conf)
+        return NULL;
+    for (const char *const *s = settings; s && s[0]; s += 2) {
+        if (sl_kafka_conf_set(conf, s[0], s[1], errstr, errstr_size)) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    }
+    rd_kafka_conf_set_opaque(conf, engine);
+    if (type == RD_KAFKA_PRODUCER)
+        rd_kafka_conf_set_dr_msg_cb(conf, delivery_cb);
+    if (with_rebalance_cb)
+        rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    char why[512];
+    rd_kafka_t *rk = rd_kafka_new(type, conf, why, sizeof(why));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "cannot create Kafka client: %s", why);
+    }
+    return rk;
+}
+
+static sl_err create_producer(sl_engine *engine, char *errstr, size_t errstr_size) {
+    char txn_id[512];
+    snprintf(txn_id, sizeof(txn_id), "%s-%s", engine->app_id, engine->instance_id);
+    const char *const eos_settings[] = {
+        "transactional.id", txn_id, "enable.idempotence", "true", "acks", "all", NULL};
+    const char *const alos_settings[] = {"enable.idempotence", "true", "acks", "all", NULL};
+    engine->producer =
+        new_client(engine, RD_KAFKA_PRODUCER, engine->eos ? eos_settings : alos_settings, false,
+                   errstr, errstr_size);
+    if (!engine->producer)
+        return SL_ERR_KAFKA;
+    if (!engine->eos)
+        return SL_OK;
+    rd_kafka_error_t *error = rd_kafka_init_transactions(engine->producer, TXN_TIMEOUT_MS);
+    if (error) {
+        sl_err err = sl_fail(errstr, errstr_size, sl_kafka_classify(0, error),
+                             "init_transactions: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        rd_kafka_destroy(engine->producer);
+        engine->producer = NULL;
+        return err;
+    }
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Construction                                                              */
+
+sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
+                         const char *bootstrap, const sl_logger *logger, char *errstr,
+                         size_t errstr_size) {
+    if (topology->n_sources == 0) {
+        sl_fail(errstr, errstr_size, SL_ERR_INVALID, "topology has no source");
+        return NULL;
+    }
+    sl_engine *engine = calloc(1, sizeof(*engine));
+    if (!engine) {
+        sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    engine->logger = *logger;
+    engine->config = config;
+    engine->topology = topology;
+    engine->bootstrap = strdup(bootstrap);
+    snprintf(engine->app_id, sizeof(engine->app_id), "%s", sl_config_get(config, "application.id"));
+    engine->eos = strcmp(sl_config_get(config, "processing.guarantee"), "exactly_once_v2") == 0;
+    engine->commit_interval_ms = sl_config_get_int(config, "commit.interval.ms");
+    engine->poll_batch = (int)sl_config_get_int(config, "poll.batch.records");
+    engine->restore_batch = (int)sl_config_get_int(config, "restore.batch.records");
+    engine->replication_factor = (int)sl_config_get_int(config, "topic.replication.factor");
+    if (!engine->bootstrap || snprintf(engine->state_path, sizeof(engine->state_path), "%s/%s",
+                                       sl_config_get(config, "state.dir"),
+                                       engine->app_id) >= (int)sizeof(engine->state_path)) {
+        sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "state.dir too long or out of memory");
+        goto fail;
+    }
+    bool names_fit =
+        fits(snprintf(engine->dlq_topic, sizeof(engine->dlq_topic), "%s-dlq", engine->app_id),
+             sizeof(engine->dlq_topic));
+    for (size_t s = 0; s < topology->n_stores; s++)
+        names_fit &= fits(snprintf(engine->changelog_topic[s], sizeof(engine->changelog_topic[s]),
+                                   "%s-%s-changelog", engine->app_id, topology->stores[s]),
+                          sizeof(engine->changelog_topic[s]));
+    if (!names_fit) {
+        sl_fail(errstr, errstr_size, SL_ERR_CONFIG,
+                "application.id and store names make a topic name longer than 249 bytes");
+        goto fail;
+    }
+    if (load_instance_id(engine, errstr, errstr_size))
+        goto fail;
+    engine->env = sl_store_env_new((size_t)sl_config_get_int(config, "rocksdb.block.cache.bytes"),
+                                   (size_t)sl_config_get_int(config, "rocksdb.write.buffer.bytes"),
+                                   errstr, errstr_size);
+    if (!engine->env)
+        goto fail;
+    return engine;
+fail:
+    sl_engine_destroy(engine);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Topics                                                                    */
+
+static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size) {
+    const sl_topology *topology = engine->topology;
+    for (size_t i = 0; i < topology->n_sources; i++) {
+        int partitions = 0;
+        sl_err err = sl_admin_topic_partitions(engine->producer, topology->sources[i].topic,
+                                               ADMIN_TIMEOUT_MS, &partitions, errstr, errstr_size);
+        if (err)
+            return sl_fail(errstr, errstr_size, err, "source topic %s: %s",
+                           topology->sources[i].topic,
+                           err == SL_ERR_NOT_FOUND ? "does not exist (create it first)" : errstr);
+        if (partitions > MAX_PARTITIONS)
+            return sl_fail(errstr, errstr_size, SL_ERR_INVALID,
+                           "source topic %s has %d partitions (max %d)", topology->sources[i].topic,
+                           partitions, MAX_PARTITIONS);
+        engine->source_partitions[i] = partitions;
+        engine->tasks[i] = calloc((size_t)partitions, sizeof(task *));
+        if (!engine->tasks[i])
+            return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+    }
+    static const char *const compact[] = {"cleanup.policy", "compact", NULL};
+    for (size_t s = 0; s < topology->n_stores; s++) {
+        sl_topic_spec spec = {.name = engine->changelog_topic[s],
+                              .partitions = engine->source_partitions[topology->store_source[s]],
+                              .replication_factor = engine->replication_factor,
+                              .configs = compact};
+        sl_err err =
+            sl_admin_ensure_topic(engine->producer, &spec, ADMIN_TIMEOUT_MS, errstr, errstr_size);
+        if (err)
+            return err;
+    }
+    sl_topic_spec dlq = {.name = engine->dlq_topic,
+                         .partitions = engine->source_partitions[0],
+                         .replication_factor = engine->replication_factor};
+    return sl_admin_ensure_topic(engine->producer, &dlq, ADMIN_TIMEOUT_MS, errstr, errstr_size);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tasks                                                                     */
+
+static int source_of_topic(const sl_engine *engine, const char *topic) {
+    for (size_t i = 0; i < engine->topology->n_sources; i++)
+        if (strcmp(engine->topology->sources[i].topic, topic) == 0)
+            return (int)i;
+    return -1;
+}
+
+static task *task_of(const sl_engine *engine, const char *topic, int32_t partition) {
+    int source = source_of_topic(engine, topic);
+    if (source < 0 || partition < 0 || partition >= engine->source_partitions[source])
+        return NULL;
+    return engine->tasks[source][partition];
+}
+
+static void checkpoint_path(const task *t, char *buf, size_t size) {
+    snprintf(buf, size, "%s/.checkpoint", t->dir);
+}
+
+static void partition_list_set(rd_kafka_t *rk, const char *topic, int32_t partition, bool pause) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition);
+    if (pause)
+        rd_kafka_pause_partitions(rk, list);
+    else
+        rd_kafka_resume_partitions(rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* The restore consumer's assignment is every store still restoring, each at
+ * its current position (rd_kafka_assign replaces the whole assignment). */
+static void restore_reassign(sl_engine *engine) {
+    const sl_topology *topology = engine->topology;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(16);
+    for (size_t src = 0; src < topology->n_sources; src++) {
+        for (int32_t p = 0; p < engine->source_partitions[src]; p++) {
+            task *t = engine->tasks[src] ? engine->tasks[src][p] : NULL;
+            if (!t)
+                continue;
+            for (size_t s = 0; s < topology->n_stores; s++)
+                if (t->stores[s].restoring)
+                    rd_kafka_topic_partition_list_add(list, engine->changelog_topic[s], p)->offset =
+                        t->stores[s].restore_position;
+        }
+    }
+    rd_kafka_resp_err_t code = rd_kafka_assign(engine->restore_consumer, list);
+    if (code)
+        LOG(engine, SL_LOG_ERROR, "restore consumer assign: %s", rd_kafka_err2str(code));
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+static void task_start_running(sl_engine *engine, task *t) {
+    const sl_source_def *source = &engine->topology->sources[t->source];
+    if (engine->eos) {
+        /* From now on the store changes while the changelog moves on: only a
+         * clean close may leave a checkpoint behind. */
+        char path[PATH_MAX + 16], why[256];
+        checkpoint_path(t, path, sizeof(path));
+        if (sl_checkpoint_remove(path, why, sizeof(why)))
+            LOG(engine, SL_LOG_WARN, "task %s_%d: %s", source->name, t->partition, why);
+    }
+    t->running = true;
+    atomic_fetch_add(&engine->stats.tasks_running, 1);
+    int64_t now = wall_ms();
+    for (size_t i = 0; i < engine->topology->n_punctuators; i++)
+        t->next_punctuation[i] = engine->topology->punctuators[i].type == SL_PUNCTUATE_WALL_CLOCK
+                                     ? now + engine->topology->punctuators[i].interval_ms
+                                     : INT64_MIN;
+    partition_list_set(engine->consumer, source->topic, t->partition, false);
+    int64_t took = now_ms() - t->restore_started_ms;
+    atomic_fetch_add(&engine->stats.restore_ms, (uint64_t)took);
+    LOG(engine, SL_LOG_INFO, "task %s_%d running (restored %llu records in %lld ms)", source->name,
+        t->partition, (unsigned long long)t->restored_records, (long long)took);
+}
+
+/* The end offset of a changelog partition: where the next restore starts. */
+static sl_err changelog_end(sl_engine *engine, const char *topic, int32_t partition, int64_t *end) {
+    int64_t low = 0, high = 0;
+    rd_kafka_resp_err_t code = rd_kafka_query_watermark_offsets(engine->producer, topic, partition,
+                                                                &low, &high, ADMIN_TIMEOUT_MS);
+    if (code) {
+        LOG(engine, SL_LOG_WARN, "watermarks of %s [%d]: %s", topic, partition,
+            rd_kafka_err2str(code));
+        return SL_ERR_KAFKA;
+    }
+    *end = high;
+    return SL_OK;
+}
+
+/* Open the task's stores and decide where each restore starts. */
+static sl_err task_create(sl_engine *engine, int source, int32_t partition, char *errstr,
+                          size_t errstr_size) {
+    const sl_topology *topology = engine->topology;
+    task *t = calloc(1, sizeof(*t));
+    if (!t)
+        return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+    t->source = source;
+    t->partition = partition;
+    t->consumed_next = -1;
+    t->stream_time = INT64_MIN;
+    t->restore_started_ms = now_ms();
+    if (!fits(snprintf(t->dir, sizeof(t->dir), "%s/%s_%d", engine->state_path,
+                       topology->sources[source].name, partition),
+              sizeof(t->dir))) {
+        free(t);
+        return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "state.dir too long");
+    }
+    char cp_path[PATH_MAX + 16];
+    checkpoint_path(t, cp_path, sizeof(cp_path));
+    sl_checkpoint_entry entries[SL_CHECKPOINT_MAX_ENTRIES];
+    size_t n_entries = 0;
+    char why[512];
+    sl_err cp = sl_checkpoint_read(cp_path, entries, SL_CHECKPOINT_MAX_ENTRIES, &n_entries, why,
+                                   sizeof(why));
+    if (cp && cp != SL_ERR_NOT_FOUND)
+        LOG(engine, SL_LOG_WARN, "task %s_%d: ignoring checkpoint: %s",
+            topology->sources[source].name, partition, why);
+    for (size_t s = 0; s < topology->n_stores; s++) {
+        if (topology->store_source[s] != source)
+            continue;
+        task_store *ts = &t->stores[s];
+        if (!fits(snprintf(ts->path, sizeof(ts->path), "%s/%s", t->dir, topology->stores[s]),
+                  sizeof(ts->path))) {
+            sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "state.dir too long");
+            goto fail;
+        }
+        int64_t from = -1;
+        for (size_t e = 0; cp == SL_OK && e < n_entries; e++)
+            if (strcmp(entries[e].store, topology->stores[s]) == 0 &&
+                entries[e].partition == partition)
+                from = entries[e].offset;
+        if (from < 0) {
+            /* No checkpoint: under EOS the local files may hold writes of a
+             * transaction that never committed (or miss some that did), so
+             * start from nothing. Under at-least-once replaying the whole
+             * changelog over old state converges to the same values. */
+            if (engine->eos && sl_store_destroy_files(ts->path, errstr, errstr_size) != SL_OK)
+                goto fail;
+            from = RD_KAFKA_OFFSET_BEGINNING;
+        }
+        ts->store = sl_store_open(engine->env, ts->path, errstr, errstr_size);
+        ts->pending = sl_store_pending_new();
+        ts->restore_batch = sl_store_batch_new();
+        if (!ts->store || !ts->pending || !ts->restore_batch)
+            goto fail;
+        int64_t end = -1;
+        if (changelog_end(engine, engine->changelog_topic[s], partition, &end) == SL_OK &&
+            (end == 0 || (from >= 0 && from >= end)))
+            continue; /* already at the changelog's end: nothing to restore */
+        ts->restoring = true;
+        ts->restore_position = from;
+        t->stores_restoring++;
+    }
+    engine->tasks[source][partition] = t;
+    atomic_fetch_add(&engine->stats.tasks_assigned, 1);
+    LOG(engine, SL_LOG_INFO, "task %s_%d created (%d store%s to restore)",
+        topology->sources[source].name, partition, t->stores_restoring,
+        t->stores_restoring == 1 ? "" : "s");
+    if (t->stores_restoring == 0)
+        task_start_running(engine, t);
+    return SL_OK;
+fail:
+    for (size_t s = 0; s < topology->n_stores; s++) {
+        sl_store_close(t->stores[s].store);
+        sl_store_pending_destroy(t->stores[s].pending);
+        sl_store_batch_destroy(t->stores[s].restore_batch);
+    }
+    free(t);
+    return SL_ERR_STORE;
+}
+
+/* Close a task. clean: its pending writes are already applied (the caller
+ * committed), so flush the stores and write a checkpoint at the changelog
+ * end. dirty: drop pending writes and leave no checkpoint. */
+static void task_close(sl_engine *engine, task *t, bool clean) {
+    const sl_topology *topology = engine->topology;
+    const char *source = topology->sources[t->source].name;
+    sl_checkpoint_entry entries[SL_CHECKPOINT_MAX_ENTRIES];
+    size_t n = 0;
+    bool restoring = t->stores_restoring > 0;
+    char why[512];
+    for (size_t s = 0; s < topology->n_stores; s++) {
+        task_store *ts = &t->stores[s];
+        if (!ts->store)
+            continue;
+        if (clean && !ts->restoring && sl_store_pending_count(ts->pending) == 0 &&
+            sl_store_flush(ts->store, why, sizeof(why)) == SL_OK && n < SL_CHECKPOINT_MAX_ENTRIES) {
+            int64_t end;
+            if (changelog_end(engine, engine->changelog_topic[s], t->partition, &end) == SL_OK) {
+                snprintf(entries[n].store, sizeof(entries[n].store), "%s", topology->stores[s]);
+                entries[n].partition = t->partition;
+                entries[n].offset = end;
+                n++;
+            }
+        } else if (clean && ts->restoring && ts->restore_position >= 0 &&
+                   n < SL_CHECKPOINT_MAX_ENTRIES) {
+            /* Revoked mid-restore: keep the progress made so far. */
+            sl_store_apply(ts->store, ts->restore_batch, true, why, sizeof(why));
+            if (sl_store_flush(ts->store, why, sizeof(why)) == SL_OK) {
+                snprintf(entries[n].store, sizeof(entries[n].store), "%s", topology->stores[s]);
+                entries[n].partition = t->partition;
+                entries[n].offset = ts->restore_position;
+                n++;
+            }
+        }
+        sl_store_close(ts->store);
+        sl_store_pending_destroy(ts->pending);
+        sl_store_batch_destroy(ts->restore_batch);
+    }
+    size_t expected = 0;
+    for (size_t s = 0; s < topology->n_stores; s++)
+        expected += topology->store_source[s] == t->source;
+    if (clean && n == expected && expected > 0) {
+        char path[PATH_MAX + 16];
+        checkpoint_path(t, path, sizeof(path));
+        if (sl_checkpoint_write(path, entries, n, why, sizeof(why)))
+            LOG(engine, SL_LOG_WARN, "task %s_%d: checkpoint not written: %s", source, t->partition,
+                why);
+    }
+    if (t->running)
+        atomic_fetch_sub(&engine->stats.tasks_running, 1);
+    atomic_fetch_sub(&engine->stats.tasks_assigned, 1);
+    engine->tasks[t->source][t->partition] = NULL;
+    LOG(engine, SL_LOG_INFO, "task %s_%d closed %s", source, t->partition,
+        clean ? "cleanly" : "dirty (no checkpoint: the next owner restores from scratch)");
+    free(t);
+    if (restoring)
+        restore_reassign(engine);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Commit, abort, rewind                                                     */
+
+static void drop_pending(sl_engine *engine) {
+    const sl_topology *topology = engine->topology;
+    for (size_t src = 0; src < topology->n_sources; src++)
+        for (int32_t p = 0; engine->tasks[src] && p < engine->source_partitions[src]; p++) {
+            task *t = engine->tasks[src][p];
+            if (!t)
+                continue;
+            for (size_t s = 0; s < topology->n_stores; s++)
+                if (t->stores[s].pending)
+                    sl_store_pending_clear(t->stores[s].pending);
+            t->consumed_next = -1;
+        }
+    engine->dirty = false;
+}
+
+/* Seek every assigned partition back to its committed offset, so the records
+ * of a dropped batch are processed again. */
+static void rewind_to_committed(sl_engine *engine) {
+    rd_kafka_topic_partition_list_t *assignment = NULL;
+    if (rd_kafka_assignment(engine->consumer, &assignment) || !assignment)
+        return;
+    rd_kafka_resp_err_t code = rd_kafka_committed(engine->consumer, assignment, ADMIN_TIMEOUT_MS);
+    if (code) {
+        LOG(engine, SL_LOG_WARN, "rewind: cannot read committed offsets: %s; will retry",
+            rd_kafka_err2str(code));
+        engine->needs_rewind = true;
+        rd_kafka_topic_partition_list_destroy(assignment);
+        return;
+    }
+    for (int i = 0; i < assignment->cnt; i++)
+        if (assignment->elems[i].offset < 0)
+            assignment->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_error_t *error =
+        rd_kafka_seek_partitions(engine->consumer, assignment, ADMIN_TIMEOUT_MS);
+    if (error) {
+        LOG(engine, SL_LOG_WARN, "rewind: seek failed: %s; will retry",
+            rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        engine->needs_rewind = true;
+    } else {
+        engine->needs_rewind = false;
+    }
+    rd_kafka_topic_partition_list_destroy(assignment);
+}
+
+static void recreate_tasks(sl_engine *engine) {
+    const sl_topology *topology = engine->topology;
+    char why[512];
+    for (size_t src = 0; src < topology->n_sources; src++)
+        for (int32_t p = 0; engine->tasks[src] && p < engine->source_partitions[src]; p++) {
+            task *t = engine->tasks[src][p];
+            if (!t)
+                continue;
+            task_close(engine, t, false);
+            partition_list_set(engine->consumer, topology->sources[src].topic, p, true);
+            if (task_create(engine, (int)src, p, why, sizeof(why)))
+                LOG(engine, SL_LOG_ERROR, "task %s_%d: cannot recreate: %s",
+                    topology->sources[src].name, p, why);
+        }
+    restore_reassign(engine);
+}
+
+/* Fenced or otherwise fatal: the producer is unusable and whether the last
+ * transaction committed is unknown, so the local state is distrusted too. */
+static sl_err reset_after_fatal(sl_engine *engine) {
+    atomic_fetch_add(&engine->stats.producer_resets, 1);
+    LOG(engine, SL_LOG_WARN, "fatal producer error: recreating the producer and the tasks");
+    rd_kafka_destroy(engine->producer);
+    engine->producer = NULL;
+    engine->txn_open = false;
+    drop_pending(engine);
+    char why[512];
+    sl_err err = create_producer(engine, why, sizeof(why));
+    if (err) {
+        LOG(engine, SL_LOG_ERROR, "cannot recreate the producer: %s", why);
+        return err;
+    }
+    recreate_tasks(engine);
+    rewind_to_committed(engine);
+    return SL_OK;
+}
+
+static void abort_and_rewind(sl_engine *engine, const char *why) {
+    atomic_fetch_add(&engine->stats.aborts, 1);
+    LOG(engine, SL_LOG_WARN, "aborting the transaction and rewinding: %s", why);
+    if (engine->eos && engine->txn_open) {
+        rd_kafka_error_t *error = rd_kafka_abort_transaction(engine->producer, TXN_TIMEOUT_MS);
+        engine->txn_open = false;
+        if (error) {
+            sl_err cls = sl_kafka_classify(0, error);
+            LOG(engine, SL_LOG_WARN, "abort_transaction: %s", rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+            if (cls == SL_ERR_KAFKA_FATAL || cls == SL_ERR_KAFKA) {
+                reset_after_fatal(engine);
+                return;
+            }
+        }
+    }
+    drop_pending(engine);
+    engine->delivery_failed = false;
+    rewind_to_committed(engine);
+}
+
+static rd_kafka_topic_partition_list_t *consumed_offsets(sl_engine *engine) {
+    const sl_topology *topology = engine->topology;
+    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(16);
+    for (size_t src = 0; src < topology->n_sources; src++)
+        for (int32_t p = 0; engine->tasks[src] && p < engine->source_partitions[src]; p++) {
+            task *t = engine->tasks[src][p];
+            if (t && t->consumed_next >= 0)
+                rd_kafka_topic_partition_list_add(offsets, topology->sources[src].topic, p)
+                    ->offset = t->consumed_next;
+        }
+    return offsets;
+}
+
+/* After a successful commit: make the committed writes local. */
+static void apply_pending(sl_engine *engine) {
+    const sl_topology *topology = engine->topology;
+    char why[512];
+    for (size_t src = 0; src < topology->n_sources; src++)
+        for (int32_t p = 0; engine->tasks[src] && p < engine->source_partitions[src]; p++) {
+            task *t = engine->tasks[src][p];
+            if (!t)
+                continue;
+            t->consumed_next = -1;
+            for (size_t s = 0; s < topology->n_stores; s++) {
+                task_store *ts = &t->stores[s];
+                if (!ts->pending || sl_store_pending_count(ts->pending) == 0)
+                    continue;
+                if (sl_store_pending_apply(ts->store, ts->pending, why, sizeof(why))) {
+                    /* Kafka committed what RocksDB could not take: the only
+                     * safe state is a fresh restore. */
+                    LOG(engine, SL_LOG_ERROR, "task %s_%d: store %s apply failed (%s): restoring",
+                        topology->sources[src].name, p, topology->stores[s], why);
+                    task_close(engine, t, false);
+                    partition_list_set(engine->consumer, topology->sources[src].topic, p, true);
+                    if (task_create(engine, (int)src, p, why, sizeof(why)) == SL_OK)
+                        restore_reassign(engine);
+                    break;
+                }
+            }
+        }
+}
+
+/* Commit everything processed since the last commit. Returns SL_OK also
+ * when the batch had to be aborted and rewound (that is recovery, not
+ * failure); an error only if the engine cannot go on. */
+static sl_err commit(sl_engine *engine) {
+    engine->last_commit_ms = now_ms();
+    if (!engine->dirty)
+        return SL_OK;
+    int64_t started = now_ms();
+    rd_kafka_topic_partition_list_t *offsets = consumed_offsets(engine);
+    if (engine->eos) {
+        rd_kafka_consumer_group_metadata_t *group =
+            rd_kafka_consumer_group_metadata(engine->consumer);
+        rd_kafka_error_t *error = NULL;
+        for (int attempt = 0; attempt < 5; attempt++) {
+            if (error)
+                rd_kafka_error_destroy(error);
+            error = rd_kafka_send_offsets_to_transaction(engine->producer, offsets, group,
+                                                         TXN_TIMEOUT_MS);
+            if (!error || !rd_kafka_error_is_retriable(error))
+                break;
+        }
+        for (int attempt = 0; !error && attempt < 5; attempt++) {
+            error = rd_kafka_commit_transaction(engine->producer, TXN_TIMEOUT_MS);
+            if (!error || !rd_kafka_error_is_retriable(error))
+                break;
+            if (attempt < 4) {
+                rd_kafka_error_destroy(error);
+                error = NULL;
+            }
+        }
+        rd_kafka_consumer_group_metadata_destroy(group);
+        rd_kafka_topic_partition_list_destroy(offsets);
+        if (error) {
+            sl_err cls = sl_kafka_classify(0, error);
+            char why[512];
+            snprintf(why, sizeof(why), "%s", rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+            if (cls == SL_ERR_KAFKA_FATAL)
+                return reset_after_fatal(engine);
+            abort_and_rewind(engine, why);
+            return SL_OK;
+        }
+        engine->txn_open = false;
+    } else {
+        rd_kafka_resp_err_t code = rd_kafka_flush(engine->producer, TXN_TIMEOUT_MS);
+        if (code || engine->delivery_failed) {
+            rd_kafka_topic_partition_list_destroy(offsets);
+            abort_and_rewind(engine, code ? rd_kafka_err2str(code) : "a delivery failed");
+            return SL_OK;
+        }
+        if (offsets->cnt > 0) {
+            code = rd_kafka_commit(engine->consumer, offsets, 0);
+            if (code)
+                /* The outputs are durable; only the offsets are not: the
+                 * records will be processed again (at-least-once). */
+                LOG(engine, SL_LOG_WARN, "offset commit failed: %s", rd_kafka_err2str(code));
+        }
+        rd_kafka_topic_partition_list_destroy(offsets);
+    }
+    apply_pending(engine);
+    engine->dirty = false;
+    atomic_fetch_add(&engine->stats.commits, 1);
+    int64_t took = now_ms() - started;
+    if (took > 1000)
+        LOG(engine, SL_LOG_WARN, "commit took %lld ms", (long long)took);
+    return SL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Rebalancing                                                               */
+
+static void on_assign(sl_engine *engine, rd_kafka_topic_partition_list_t *partitions) {
+    rd_kafka_error_t *error = rd_kafka_incremental_assign(engine->consumer, partitions);
+    if (error) {
+        LOG(engine, SL_LOG_ERROR, "incremental_assign: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        return;
+    }
+    /* Nothing is processed before its stores are restored. */
+    rd_kafka_pause_partitions(engine->consumer, partitions);
+    char why[512];
+    for (int i = 0; i < partitions->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &partitions->elems[i];
+        int source = source_of_topic(engine, tp->topic);
+        if (source < 0 || tp->partition >= engine->source_partitions[source] ||
+            engine->tasks[source][tp->partition])
+            continue;
+        if (task_create(engine, source, tp->partition, why, sizeof(why)))
+            LOG(engine, SL_LOG_ERROR, "task %s_%d: %s", engine->topology->sources[source].name,
+                tp->partition, why);
+    }
+    restore_reassign(engine);
+}
+
+static void on_revoke(sl_engine *engine, rd_kafka_topic_partition_list_t *partitions, bool lost) {
+    if (lost) {
+        /* Another member may own these partitions already: committing is no
+         * longer ours to do. */
+        if (engine->eos && engine->txn_open) {
+            rd_kafka_error_t *error = rd_kafka_abort_transaction(engine->producer, TXN_TIMEOUT_MS);
+            if (error)
+                rd_kafka_error_destroy(error);
+            engine->txn_open = false;
+            atomic_fetch_add(&engine->stats.aborts, 1);
+        }
+        drop_pending(engine);
+    } else {
+        commit(engine);
+    }
+    for (int i = 0; i < partitions->cnt; i++) {
+        task *t = task_of(engine, partitions->elems[i].topic, partitions->elems[i].partition);
+        if (t)
+            task_close(engine, t, !lost);
+    }
+    rd_kafka_error_t *error = rd_kafka_incremental_unassign(engine->consumer, partitions);
+    if (error) {
+        LOG(engine, SL_LOG_ERROR, "incremental_unassign: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    if (lost)
+        rewind_to_committed(engine);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *partitions, void *opaque) {
+    (void)rk;
+    sl_engine *engine = opaque;
+    engine->joined = true;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        LOG(engine, SL_LOG_INFO, "assigned %d partition%s", partitions->cnt,
+            partitions->cnt == 1 ? "" : "s");
+        on_assign(engine, partitions);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        bool lost = rd_kafka_assignment_lost(engine->consumer);
+        LOG(engine, lost ? SL_LOG_WARN : SL_LOG_INFO, "%s %d partition%s",
+            lost ? "lost" : "revoked", partitions->cnt, partitions->cnt == 1 ? "" : "s");
+        on_revoke(engine, partitions, lost);
+    } else {
+        LOG(engine, SL_LOG_ERROR, "rebalance error: %s", rd_kafka_err2str(err));
+        rd_kafka_assign(engine->consumer, NULL);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Restore                                                                   */
+
+static void restore_finish_store(sl_engine *engine, task *t, size_t s) {
+    task_store *ts = &t->stores[s];
+    char why[512];
+    if (sl_store_apply(ts->store, ts->restore_batch, true, why, sizeof(why)) ||
+        sl_store_flush(ts->store, why, sizeof(why))) {
+        LOG(engine, SL_LOG_ERROR, "restore of %s [%d] failed: %s", engine->changelog_topic[s],
+            t->partition, why);
+        return; /* stays restoring; retried on the next assignment */
+    }
+    sl_store_batch_clear(ts->restore_batch);
+    ts->restoring = false;
+    t->stores_restoring--;
+    if (t->stores_restoring == 0)
+        task_start_running(engine, t);
+}
+
+static int store_of_changelog(const sl_engine *engine, const char *topic) {
+    for (size_t s = 0; s < engine->topology->n_stores; s++)
+        if (strcmp(engine->changelog_topic[s], topic) == 0)
+            return (int)s;
+    return -1;
+}
+
+static void restore_poll(sl_engine *engine) {
+    const sl_topology *topology = engine->topology;
+    bool any = false, finished = false;
+    for (size_t src = 0; !any && src < topology->n_sources; src++)
+        for (int32_t p = 0; !any && engine->tasks[src] && p < engine->source_partitions[src]; p++)
+            any = engine->tasks[src][p] && engine->tasks[src][p]->stores_restoring > 0;
+    if (!any)
+        return;
+    int64_t deadline = now_ms() + RESTORE_SLICE_MS;
+    char why[512];
+    for (int n = 0; n < engine->restore_batch && now_ms() < deadline;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(engine->restore_consumer, n ? 0 : 10);
+        if (!m)
+            break;
+        const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : NULL;
+        int s = topic ? store_of_changelog(engine, topic) : -1;
+        int src = s >= 0 ? topology->store_source[s] : 0;
+        task *t = s >= 0 && m->partition >= 0 && m->partition < engine->source_partitions[src]
+                      ? engine->tasks[src][m->partition]
+                      : NULL;
+        task_store *ts = t ? &t->stores[s] : NULL;
+        if (!ts || !ts->restoring) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            /* read_committed: the end is the last stable offset; commit
+             * markers and compacted gaps are simply never delivered. */
+            ts->restore_position = m->offset;
+            restore_finish_store(engine, t, (size_t)s);
+            finished = true;
+        } else if (m->err) {
+            LOG(engine, SL_LOG_WARN, "restore of %s [%d]: %s", topic, m->partition,
+                rd_kafka_message_errstr(m));
+        } else {
+            if (m->payload)
+                sl_store_batch_put(ts->restore_batch, m->key, m->key_len, m->payload, m->len);
+            else
+                sl_store_batch_delete(ts->restore_batch, m->key, m->key_len);
+            ts->restore_position = m->offset + 1;
+            t->restored_records++;
+            atomic_fetch_add(&engine->stats.restored_records, 1);
+            n++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    /* Write what this slice read (WAL off: the changelog is the log). */
+    for (size_t src = 0; src < topology->n_sources; src++)
+        for (int32_t p = 0; engine->tasks[src] && p < engine->source_partitions[src]; p++) {
+            task *t = engine->tasks[src][p];
+            for (size_t s = 0; t && s < topology->n_stores; s++) {
+                task_store *ts = &t->stores[s];
+                if (!ts->restoring || sl_store_batch_count(ts->restore_batch) == 0)
+                    continue;
+                if (sl_store_apply(ts->store, ts->restore_batch, true, why, sizeof(why)))
+                    LOG(engine, SL_LOG_ERROR, "restore write: %s", why);
+                sl_store_batch_clear(ts->restore_batch);
+            }
+        }
+    if (finished)
+        restore_reassign(engine);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Global stores                                                             */
+
+static sl_err globals_start(sl_engine *engine, char *errstr, size_t errstr_size) {
+    const sl_topology *topology = engine->topology;
+    if (topology->n_globals == 0) {
+        engine->globals_bootstrapped = true;
+        return SL_OK;
+    }
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(16);
+    sl_err err = SL_OK;
+    for (size_t g = 0; g < topology->n_globals; g++) {
+        global_state *gs = &engine->globals[g];
+        int partitions = 0;
+        err = sl_admin_topic_partitions(engine->producer, topology->globals[g].topic,
+                                        ADMIN_TIMEOUT_MS, &partitions, errstr, errstr_size);
+        if (err)
+            break;
+        if (!fits(snprintf(gs->path, sizeof(gs->path), "%s/global/%s", engine->state_path,
+                           topology->globals[g].store),
+                  sizeof(gs->path))) {
+            err = sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "state.dir too long");
+            break;
+        }
+        char cp_path[PATH_MAX + 16];
+        snprintf(cp_path, sizeof(cp_path), "%s.checkpoint", gs->path);
+        sl_checkpoint_entry entries[SL_CHECKPOINT_MAX_ENTRIES];
+        size_t n_entries = 0;
+        char why[256];
+        bool have_cp = sl_checkpoint_read(cp_path, entries, SL_CHECKPOINT_MAX_ENTRIES, &n_entries,
+                                          why, sizeof(why)) == SL_OK;
+        gs->store = sl_store_open(engine->env, gs->path, errstr, errstr_size);
+        gs->partitions = calloc((size_t)partitions, sizeof(global_partition));
+        if (!gs->store || !gs->partitions) {
+            err = SL_ERR_STORE;
+            break;
+        }
+        gs->n_partitions = partitions;
+        for (int p = 0; p < partitions; p++) {
+            gs->partitions[p].partition = p;
+            gs->partitions[p].next_offset = RD_KAFKA_OFFSET_BEGINNING;
+            for (size_t e = 0; have_cp && e < n_entries; e++)
+                if (entries[e].partition == p)
+                    gs->partitions[p].next_offset = entries[e].offset;
+            rd_kafka_topic_partition_list_add(list, topology->globals[g].topic, p)->offset =
+                gs->partitions[p].next_offset;
+        }
+    }
+    if (!err && rd_kafka_assign(engine->global_consumer, list))
+        err = sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "cannot assign global topics");
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
+static void globals_checkpoint(sl_engine *engine) {
+    const sl_topology *topology = engine->topology;
+    char why[256];
+    for (size_t g = 0; g < topology->n_globals; g++) {
+        global_state *gs = &engine->globals[g];
+        if (!gs->store)
+            continue;
+        sl_checkpoint_entry entries[SL_CHECKPOINT_MAX_ENTRIES];
+        size_t n = 0;
+        for (int p = 0; p < gs->n_partitions && n < SL_CHECKPOINT_MAX_ENTRIES; p++) {
+            if (gs->partitions[p].next_offset < 0)
+                continue;
+            snprintf(entries[n].store, sizeof(entries[n].store), "%s", topology->globals[g].store);
+            entries[n].partition = p;
+            entries[n].offset = gs->partitions[p].next_offset;
+            n++;
+        }
+        char cp_path[PATH_MAX + 16];
+        snprintf(cp_path, sizeof(cp_path), "%s.checkpoint", gs->path);
+        if (n > 0 && (sl_store_flush(gs->store, why, sizeof(why)) ||
+                      sl_checkpoint_write(cp_path, entries, n, why, sizeof(why))))
+            LOG(engine, SL_LOG_WARN, "global store %s: checkpoint: %s", topology->globals[g].store,
+                why);
+    }
+}
+
+static void globals_poll(sl_engine *engine) {
+    const sl_topology *topology = engine->topology;
+    if (topology->n_globals == 0)
+        return;
+    sl_store_batch *batch = sl_store_batch_new();
+    int last_global = -1;
+    char why[256];
+    for (int n = 0; n < engine->restore_batch; n++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(engine->global_consumer, 0);
+        if (!m)
+            break;
+        const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
+        int g = -1;
+        for (size_t i = 0; i < topology->n_globals; i++)
+            if (strcmp(topology->globals[i].topic, topic) == 0)
+                g = (int)i;
+        global_state *gs = g >= 0 ? &engine->globals[g] : NULL;
+        if (gs && m->partition >= 0 && m->partition < gs->n_partitions) {
+            if (g != last_global && last_global >= 0) {
+                sl_store_apply(engine->globals[last_global].store, batch, false, why, sizeof(why));
+                sl_store_batch_clear(batch);
+            }
+            last_global = g;
+            global_partition *gp = &gs->partitions[m->partition];
+            if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                gp->at_end = true;
+                gp->next_offset = m->offset;
+            } else if (!m->err && m->key) {
+                if (m->payload)
+                    sl_store_batch_put(batch, m->key, m->key_len, m->payload, m->len);
+                else
+                    sl_store_batch_delete(batch, m->key, m->key_len);
+                gp->next_offset = m->offset + 1;
+                atomic_fetch_add(&engine->stats.global_records, 1);
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    if (last_global >= 0 && sl_store_batch_count(batch) > 0 &&
+        sl_store_apply(engine->globals[last_global].store, batch, false, why, sizeof(why)))
+        LOG(engine, SL_LOG_ERROR, "global store write: %s", why);
+    sl_store_batch_destroy(batch);
+    if (!engine->globals_bootstrapped) {
+        bool all = true;
+        for (size_t g = 0; all && g < topology->n_globals; g++)
+            for (int p = 0; all && p < engine->globals[g].n_partitions; p++)
+                all = engine->globals[g].partitions[p].at_end;
+        if (all) {
+            engine->globals_bootstrapped = true;
+            globals_checkpoint(engine);
+            LOG(engine, SL_LOG_INFO, "global stores bootstrapped");
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Processing                                                                */
+
+static sl_err produce(sl_engine *engine, const char *topic, int32_t partition, const void *key,
+                      size_t key_len, const void *value, size_t value_len,
+                      rd_kafka_headers_t *headers) {
+    for (int attempt = 0;; attempt++) {
+        rd_kafka_resp_err_t code = rd_kafka_producev(
+            engine->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_KEY((void *)key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_END);
+        if (!code)
+            return SL_OK;
+        if (code == RD_KAFKA_RESP_ERR__QUEUE_FULL && attempt < 600) {
+            /* Backpressure: let librdkafka drain, then try again. */
+            rd_kafka_poll(engine->producer, 100);
+            continue;
+        }
+        if (headers)
+            rd_kafka_headers_destroy(headers);
+        LOG(engine, SL_LOG_WARN, "produce to %s: %s", topic, rd_kafka_err2str(code));
+        engine->delivery_failed = true;
+        return sl_kafka_classify(code, NULL) == SL_ERR_KAFKA_FATAL ? SL_ERR_KAFKA_FATAL
+                                                                   : SL_ERR_KAFKA;
+    }
+}
+
+static sl_err ensure_transaction(sl_engine *engine) {
+    engine->dirty = true;
+    if (!engine->eos || engine->txn_open)
+        return SL_OK;
+    rd_kafka_error_t *error = rd_kafka_begin_transaction(engine->producer);
+    if (error) {
+        sl_err cls = sl_kafka_classify(0, error);
+        LOG(engine, SL_LOG_WARN, "begin_transaction: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        return cls == SL_OK ? SL_ERR_KAFKA : cls;
+    }
+    engine->txn_open = true;
+    return SL_OK;
+}
+
+static void send_to_dlq(sl_engine *engine, task *t, const sl_record *record, const char *node,
+                        const char *reason) {
+    char partition[16], offset[32];
+    snprintf(partition, sizeof(partition), "%d", record->partition);
+    snprintf(offset, sizeof(offset), "%lld", (long long)record->offset);
+    rd_kafka_headers_t *headers = rd_kafka_headers_new(5);
+    rd_kafka_header_add(headers, "sluice.dlq.topic", -1, record->topic, -1);
+    rd_kafka_header_add(headers, "sluice.dlq.partition", -1, partition, -1);
+    rd_kafka_header_add(headers, "sluice.dlq.offset", -1, offset, -1);
+    rd_kafka_header_add(headers, "sluice.dlq.processor", -1, node, -1);
+    rd_kafka_header_add(headers, "sluice.dlq.error", -1, reason, -1);
+    if (produce(engine, engine->dlq_topic, t->partition % engine->source_partitions[0], record->key,
+                record->key_len, record->value, record->value_len, headers) == SL_OK)
+        atomic_fetch_add(&engine->stats.records_dlq, 1);
+    LOG(engine, SL_LOG_WARN, "record %s [%d] @%lld to %s: %s", record->topic, record->partition,
+        (long long)record->offset, engine->dlq_topic, reason);
+}
+
+static void process_record(sl_engine *engine, task *t, const rd_kafka_message_t *m) {
+    const sl_topology *topology = engine->topology;
+    const sl_source_def *source = &topology->sources[t->source];
+    rd_kafka_timestamp_type_t ts_type;
+    int64_t timestamp = rd_kafka_message_timestamp(m, &ts_type);
+    sl_record record = {.topic = source->topic,
+                        .partition = m->partition,
+                        .offset = m->offset,
+                        .timestamp_ms = timestamp >= 0 ? timestamp : wall_ms(),
+                        .key = m->key,
+                        .key_len = m->key_len,
+                        .value = m->payload,
+                        .value_len = m->len};
+    atomic_fetch_add(&engine->stats.records_in, 1);
+    if (ensure_transaction(engine) != SL_OK) {
+        abort_and_rewind(engine, "cannot begin a transaction");
+        return;
+    }
+    char reason[256];
+    if (source->validate && !source->validate(&record, reason, sizeof(reason), source->opaque)) {
+        send_to_dlq(engine, t, &record, source->name, reason);
+    } else {
+        sl_ctx ctx = {.engine = engine, .task = t, .record = &record};
+        for (size_t i = 0; i < topology->n_processors; i++) {
+            const sl_processor_def *proc = &topology->processors[i];
+            if (proc->source != t->source)
+                continue;
+            ctx.node = proc->name;
+            sl_err err = proc->process(&ctx, &record, proc->opaque);
+            if (err == SL_ERR_KAFKA_FATAL || err == SL_ERR_KAFKA) {
+                /* An output could not be produced: the transaction is
+                 * incomplete, so none of it may commit. */
+                abort_and_rewind(engine, "an output could not be produced");
+                return;
+            }
+            if (err || ctx.reject_reason) {
+                send_to_dlq(engine, t, &record, proc->name,
+                            ctx.reject_reason ? ctx.reject_reason : sl_err_name(err));
+                break;
+            }
+        }
+    }
+    t->consumed_next = m->offset + 1;
+    if (record.timestamp_ms > t->stream_time)
+        t->stream_time = record.timestamp_ms;
+}
+
+static void punctuate(sl_engine *engine, task *t, bool wall_clock_only) {
+    const sl_topology *topology = engine->topology;
+    for (size_t i = 0; i < topology->n_punctuators; i++) {
+        const sl_punctuator_def *def = &topology->punctuators[i];
+        int64_t now = def->type == SL_PUNCTUATE_WALL_CLOCK ? wall_ms() : t->stream_time;
+        if (def->type == SL_PUNCTUATE_STREAM_TIME) {
+            if (wall_clock_only || t->stream_time == INT64_MIN)
+                continue;
+            if (t->next_punctuation[i] == INT64_MIN)
+                t->next_punctuation[i] = (now / def->interval_ms + 1) * def->interval_ms;
+        }
+        if (now < t->next_punctuation[i])
+            continue;
+        if (ensure_transaction(engine) != SL_OK)
+            return;
+        sl_ctx ctx = {.engine = engine, .task = t, .node = def->name};
+        sl_err err = def->punctuate(&ctx, now, def->opaque);
+        atomic_fetch_add(&engine->stats.punctuations, 1);
+        if (err)
+            LOG(engine, SL_LOG_WARN, "punctuator %s on task %d: %s", def->name, t->partition,
+                sl_err_name(err));
+        /* Skip missed intervals instead of firing a burst after a stall. */
+        t->next_punctuation[i] = (now / def->interval_ms + 1) * def->interval_ms;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Context API                                                               */
+
+static task_store *ctx_store(sl_ctx *ctx, const char *store) {
+    int s = sl_topology_store_index(ctx->engine->topology, store);
+    if (s < 0 || !ctx->task || ctx->engine->topology->store_source[s] != ctx->task->source)
+        return NULL;
+    return &ctx->task->stores[s];
+}
+
+sl_err sl_ctx_get(sl_ctx *ctx, const char *store, const void *key, size_t key_len, char **value,
+                  size_t *value_len) {
+    task_store *ts = ctx_store(ctx, store);
+    if (!ts)
+        return SL_ERR_INVALID;
+    char why[256];
+    return sl_store_pending_get(ts->store, ts->pending, key, key_len, value, value_len, why,
+                                sizeof(why));
+}
+
+static sl_err ctx_write(sl_ctx *ctx, const char *store, const void *key, size_t key_len,
+                        const void *value, size_t value_len, bool is_delete) {
+    sl_engine *engine = ctx->engine;
+    int s = sl_topology_store_index(engine->topology, store);
+    task_store *ts = ctx_store(ctx, store);
+    if (!ts || !key)
+        return SL_ERR_INVALID;
+    sl_err err = produce(engine, engine->changelog_topic[s], ctx->task->partition, key, key_len,
+                         is_delete ? NULL : value, is_delete ? 0 : value_len, NULL);
+    if (err)
+        return err;
+    if (is_delete)
+        sl_store_pending_delete(ts->pending, key, key_len);
+    else
+        sl_store_pending_put(ts->pending, key, key_len, value, value_len);
+    atomic_fetch_add(&engine->stats.changelog_records, 1);
+    return SL_OK;
+}
+
+sl_err sl_ctx_put(sl_ctx *ctx, const char *store, const void *key, size_t key_len,
+                  const void *value, size_t value_len) {
+    return ctx_write(ctx, store, key, key_len, value ? value : "", value_len, false);
+}
+
+sl_err sl_ctx_delete(sl_ctx *ctx, const char *store, const void *key, size_t key_len) {
+    return ctx_write(ctx, store, key, key_len, NULL, 0, true);
+}
+
+sl_err sl_ctx_range(sl_ctx *ctx, const char *store, const void *from, size_t from_len,
+                    const void *to, size_t to_len, sl_visit_fn *visit, void *opaque) {
+    task_store *ts = ctx_store(ctx, store);
+    if (!ts)
+        return SL_ERR_INVALID;
+    sl_store_iter *iter =
+        sl_store_pending_iter_range(ts->store, ts->pending, from, from_len, to, to_len);
+    if (!iter)
+        return SL_ERR_NOMEM;
+    const void *key, *value;
+    size_t key_len, value_len;
+    while (sl_store_iter_next(iter, &key, &key_len, &value, &value_len))
+        if (!visit(key, key_len, value, value_len, opaque))
+            break;
+    char why[256];
+    sl_err err = sl_store_iter_error(iter, why, sizeof(why));
+    sl_store_iter_destroy(iter);
+    return err;
+}
+
+sl_err sl_ctx_prefix(sl_ctx *ctx, const char *store, const void *prefix, size_t prefix_len,
+                     sl_visit_fn *visit, void *opaque) {
+    /* [prefix, successor(prefix)): the successor drops trailing 0xff bytes
+     * and increments the last remaining one; none left means open-ended. */
+    unsigned char end[512];
+    size_t end_len = prefix_len < sizeof(end) ? prefix_len : 0;
+    if (prefix_len >= sizeof(end))
+        return SL_ERR_INVALID;
+    memcpy(end, prefix, prefix_len);
+    while (end_len > 0 && end[end_len - 1] == 0xff)
+        end_len--;
+    if (end_len > 0)
+        end[end_len - 1]++;
+    return sl_ctx_range(ctx, store, prefix, prefix_len, end_len ? end : NULL, end_len, visit,
+                        opaque);
+}
+
+sl_err sl_ctx_global_get(sl_ctx *ctx, const char *store, const void *key, size_t key_len,
+                         char **value, size_t *value_len) {
+    int g = sl_topology_global_index(ctx->engine->topology, store);
+    if (g < 0 || !ctx->engine->globals[g].store)
+        return SL_ERR_INVALID;
+    char why[256];
+    return sl_store_get(ctx->engine->globals[g].store, key, key_len, value, value_len, why,
+                        sizeof(why));
+}
+
+sl_err sl_ctx_emit(sl_ctx *ctx, const char *sink, const void *key, size_t key_len,
+                   const void *value, size_t value_len, int32_t partition) {
+    sl_engine *engine = ctx->engine;
+    int i = sl_topology_sink_index(engine->topology, sink);
+    if (i < 0)
+        return SL_ERR_INVALID;
+    sl_err err = produce(engine, engine->topology->sinks[i].topic,
+                         partition < 0 ? RD_KAFKA_PARTITION_UA : partition, key, key_len, value,
+                         value_len, NULL);
+    if (!err)
+        atomic_fetch_add(&engine->stats.records_out, 1);
+    return err;
+}
+
+void sl_ctx_reject(sl_ctx *ctx, const char *reason) {
+    snprintf(ctx->reject_buf, sizeof(ctx->reject_buf), "%s", reason ? reason : "rejected");
+    ctx->reject_reason = ctx->reject_buf;
+}
+
+int32_t sl_ctx_partition(const sl_ctx *ctx) {
+    return ctx->task ? ctx->task->partition : -1;
+}
+
+int64_t sl_ctx_stream_time(const sl_ctx *ctx) {
+    return ctx->task ? ctx->task->stream_time : -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Start, loop, close                                                        */
+
+sl_err sl_engine_start(sl_engine *engine, char *errstr, size_t errstr_size) {
+    const sl_topology *topology = engine->topology;
+    sl_err err = create_producer(engine, errstr, errstr_size);
+    if (err)
+        return err;
+    err = prepare_topics(engine, errstr, errstr_size);
+    if (err)
+        return err;
+    const char *const consumer_settings[] = {"group.id",
+                                             engine->app_id,
+                                             "partition.assignment.strategy",
+                                             "cooperative-sticky",
+                                             "isolation.level",
+                                             "read_committed",
+                                             "enable.auto.commit",
+                                             "false",
+                                             "enable.auto.offset.store",
+                                             "false",
+                                             "auto.offset.reset",
+                                             "earliest",
+                                             NULL};
+    engine->consumer =
+        new_client(engine, RD_KAFKA_CONSUMER, consumer_settings, true, errstr, errstr_size);
+    if (!engine->consumer)
+        return SL_ERR_KAFKA;
+    const char *const side_settings[] = {"isolation.level",
+                                         "read_committed",
+                                         "enable.partition.eof",
+                                         "true",
+                                         "enable.auto.commit",
+                                         "false",
+                                         "group.id",
+                                         engine->app_id,
+                                         "max.partition.fetch.bytes",
+                                         "8388608",
+                                         NULL};
+    engine->restore_consumer =
+        new_client(engine, RD_KAFKA_CONSUMER, side_settings, false, errstr, errstr_size);
+    if (!engine->restore_consumer)
+        return SL_ERR_KAFKA;
+    engine->global_consumer =
+        new_client(engine, RD_KAFKA_CONSUMER, side_settings, false, errstr, errstr_size);
+    if (!engine->global_consumer)
+        return SL_ERR_KAFKA;
+    err = globals_start(engine, errstr, errstr_size);
+    if (err)
+        return err;
+    rd_kafka_topic_partition_list_t *topics =
+        rd_kafka_topic_partition_list_new((int)topology->n_sources);
+    for (size_t i = 0; i < topology->n_sources; i++)
+        rd_kafka_topic_partition_list_add(topics, topology->sources[i].topic,
+                                          RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t code = rd_kafka_subscribe(engine->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (code)
+        return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "subscribe: %s", rd_kafka_err2str(code));
+    engine->last_commit_ms = now_ms();
+    LOG(engine, SL_LOG_INFO, "started: %s, commit every %lld ms, transactional.id %s-%s",
+        engine->eos ? "exactly_once_v2" : "at_least_once", (long long)engine->commit_interval_ms,
+        engine->app_id, engine->instance_id);
+    return SL_OK;
+}
+
+static void update_ready(sl_engine *engine) {
+    bool ready =
+        engine->joined && engine->globals_bootstrapped &&
+        atomic_load(&engine->stats.tasks_running) == atomic_load(&engine->stats.tasks_assigned);
+    atomic_store(&engine->ready, ready);
+}
+
+sl_err sl_engine_poll(sl_engine *engine, int timeout_ms) {
+    if (engine->needs_rewind)
+        rewind_to_committed(engine);
+    globals_poll(engine);
+    restore_poll(engine);
+    for (int n = 0; n < engine->poll_batch; n++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(engine->consumer, n ? 0 : timeout_ms);
+        if (!m)
+            break;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                LOG(engine, SL_LOG_WARN, "consumer: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        task *t = task_of(engine, topic, m->partition);
+        if (!t || !t->running || !engine->globals_bootstrapped) {
+            /* Fetched before the pause took effect (or while the global
+             * stores bootstrap): put it back. */
+            rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(list, topic, m->partition)->offset = m->offset;
+            rd_kafka_error_t *error = rd_kafka_seek_partitions(engine->consumer, list, 5000);
+            if (error)
+                rd_kafka_error_destroy(error);
+            if (t && !t->running)
+                rd_kafka_pause_partitions(engine->consumer, list);
+            rd_kafka_topic_partition_list_destroy(list);
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        process_record(engine, t, m);
+        rd_kafka_message_destroy(m);
+        if (!engine->topology->n_punctuators)
+            continue;
+        punctuate(engine, t, false);
+    }
+    const sl_topology *topology = engine->topology;
+    if (topology->n_punctuators)
+        for (size_t src = 0; src < topology->n_sources; src++)
+            for (int32_t p = 0; engine->tasks[src] && p < engine->source_partitions[src]; p++)
+                if (engine->tasks[src][p] && engine->tasks[src][p]->running)
+                    punctuate(engine, engine->tasks[src][p], true);
+    rd_kafka_poll(engine->producer, 0);
+    if (now_ms() - engine->last_commit_ms >= engine->commit_interval_ms) {
+        sl_err err = commit(engine);
+        if (topology->n_globals && engine->globals_bootstrapped)
+            globals_checkpoint(engine);
+        if (err)
+            return err;
+    }
+    update_ready(engine);
+    return SL_OK;
+}
+
+sl_err sl_engine_close(sl_engine *engine) {
+    if (engine->closed)
+        return SL_OK;
+    engine->closed = true;
+    if (engine->consumer) {
+        /* consumer_close revokes everything through rebalance_cb, which
+         * commits and closes every task cleanly. */
+        rd_kafka_resp_err_t code = rd_kafka_consumer_close(engine->consumer);
+        if (code)
+            LOG(engine, SL_LOG_WARN, "consumer close: %s", rd_kafka_err2str(code));
+    }
+    /* Tasks the revoke did not reach (a failed rejoin, say): close them now. */
+    commit(engine);
+    const sl_topology *topology = engine->topology;
+    for (size_t src = 0; src < topology->n_sources; src++)
+        for (int32_t p = 0; engine->tasks[src] && p < engine->source_partitions[src]; p++)
+            if (engine->tasks[src][p])
+                task_close(engine, engine->tasks[src][p], !engine->txn_open);
+    if (topology->n_globals && engine->globals_bootstrapped)
+        globals_checkpoint(engine);
+    if (engine->producer)
+        rd_kafka_flush(engine->producer, 10000);
+    atomic_store(&engine->ready, false);
+    LOG(engine, SL_LOG_INFO, "closed");
+    return SL_OK;
+}
+
+void sl_engine_destroy(sl_engine *engine) {
+    if (!engine)
+        return;
+    if (engine->consumer)
+        rd_kafka_destroy(engine->consumer);
+    if (engine->restore_consumer) {
+        rd_kafka_consumer_close(engine->restore_consumer);
+        rd_kafka_destroy(engine->restore_consumer);
+    }
+    if (engine->global_consumer) {
+        rd_kafka_consumer_close(engine->global_consumer);
+        rd_kafka_destroy(engine->global_consumer);
+    }
+    if (engine->producer)
+        rd_kafka_destroy(engine->producer);
+    for (size_t src = 0; src < SL_TOPOLOGY_MAX_NODES; src++) {
+        if (!engine->tasks[src])
+            continue;
+        for (int32_t p = 0; p < engine->source_partitions[src]; p++) {
+            task *t = engine->tasks[src][p];
+            if (!t)
+                continue;
+            for (size_t s = 0; s < SL_TOPOLOGY_MAX_NODES; s++) {
+                sl_store_close(t->stores[s].store);
+                sl_store_pending_destroy(t->stores[s].pending);
+                sl_store_batch_destroy(t->stores[s].restore_batch);
+            }
+            free(t);
+        }
+        free(engine->tasks[src]);
+    }
+    for (size_t g = 0; g < SL_TOPOLOGY_MAX_NODES; g++) {
+        sl_store_close(engine->globals[g].store);
+        free(engine->globals[g].partitions);
+    }
+    sl_store_env_destroy(engine->env);
+    free(engine->bootstrap);
+    free(engine);
+}
+
+bool sl_engine_ready(const sl_engine *engine) {
+    return atomic_load(&engine->ready);
+}
+
+void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *stats) {
+    sl_engine *e = (sl_engine *)engine; /* atomics are read, not changed */
+    stats->records_in = atomic_load(&e->stats.records_in);
+    stats->records_out = atomic_load(&e->stats.records_out);
+    stats->records_dlq = atomic_load(&e->stats.records_dlq);
+    stats->changelog_records = atomic_load(&e->stats.changelog_records);
+    stats->commits = atomic_load(&e->stats.commits);
+    stats->aborts = atomic_load(&e->stats.aborts);
+    stats->producer_resets = atomic_load(&e->stats.producer_resets);
+    stats->restored_records = atomic_load(&e->stats.restored_records);
+    stats->restore_ms = atomic_load(&e->stats.restore_ms);
+    stats->global_records = atomic_load(&e->stats.global_records);
+    stats->punctuations = atomic_load(&e->stats.punctuations);
+    stats->tasks_assigned = atomic_load(&e->stats.tasks_assigned);
+    stats->tasks_running = atomic_load(&e->stats.tasks_running);
+}

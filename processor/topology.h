@@ -1,0 +1,137 @@
+/*
+ * topology.h: the public API a topology is written against.
+ *
+ * A topology declares, top to bottom:
+ *
+ *   sources     input topics, each with an optional validator (decode and
+ *               check; a record that fails goes to the dead-letter topic)
+ *   stores      key-value state stores, each backed by a compacted changelog
+ *               topic <application.id>-<store>-changelog
+ *   processors  a C callback per record of one source
+ *   sinks       output topics, written through sl_ctx_emit
+ *   globals     stores filled from every partition of a topic, on every
+ *               instance (read-only for processors)
+ *   punctuators per-task timers on wall-clock or stream time
+ *
+ * Tasks: a store belongs to one source (its sub-topology). Task <source>_<p>
+ * owns partition p of the source and partition p of the changelog of each of
+ * the source's stores, so a changelog has the partition count of its source.
+ * Processors of a source can use that source's stores (and every global
+ * store). Two sources cannot share a store: librdkafka's C API cannot
+ * register the custom assignor that would keep partition p of two topics on
+ * one instance under cooperative rebalancing; join streams by repartitioning
+ * one into the other's topic instead.
+ *
+ * The topology object is built once, before the engine starts, on one
+ * thread; the engine borrows it and never changes it. Callbacks run on the
+ * engine's loop thread, one record at a time per instance.
+ */
+#ifndef SLUICE_TOPOLOGY_H
+#define SLUICE_TOPOLOGY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+typedef struct sl_topology sl_topology;
+typedef struct sl_ctx sl_ctx;
+
+#define SL_TOPOLOGY_MAX_NAME  100 /* store, source, sink, processor names */
+#define SL_TOPOLOGY_MAX_NODES 32  /* of each kind */
+
+/* One consumed record; everything is borrowed for the duration of the
+ * callback. key/value may be NULL (a tombstone or a keyless record). */
+typedef struct sl_record {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms;
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+} sl_record;
+
+/* Decode/validate a record of a source. Return false and write a short
+ * reason (no payload bytes!) to `reason` to send the record to the
+ * dead-letter topic instead of the processors. */
+typedef bool sl_validate_fn(const sl_record *record, char *reason, size_t reason_size,
+                            void *opaque);
+
+/* Process one record. Return SL_OK (also after sl_ctx_reject). Any other
+ * code is a processing failure: the record goes to the dead-letter topic
+ * with the code's name as the reason, and the stream continues. */
+typedef sl_err sl_process_fn(sl_ctx *ctx, const sl_record *record, void *opaque);
+
+typedef enum sl_punctuation_type {
+    SL_PUNCTUATE_WALL_CLOCK, /* every interval of real time */
+    SL_PUNCTUATE_STREAM_TIME /* when the task's stream time (max record
+                                timestamp seen) crosses the next multiple */
+} sl_punctuation_type;
+
+/* A timer of one task; `now_ms` is the wall clock or stream time that fired
+ * it. Same context rules as a processor (it may read, write, emit). */
+typedef sl_err sl_punctuate_fn(sl_ctx *ctx, int64_t now_ms, void *opaque);
+
+sl_topology *sl_topology_new(void);
+void sl_topology_destroy(sl_topology *topology);
+
+/* Builders. Names are copied; opaque pointers are borrowed and must outlive
+ * the engine. SL_ERR_INVALID for a bad or duplicate name or an unknown
+ * reference, SL_ERR_FULL past SL_TOPOLOGY_MAX_NODES. */
+sl_err sl_topology_add_source(sl_topology *topology, const char *name, const char *topic,
+                              sl_validate_fn *validate, void *opaque);
+sl_err sl_topology_add_store(sl_topology *topology, const char *store, const char *source);
+sl_err sl_topology_add_processor(sl_topology *topology, const char *name, const char *source,
+                                 sl_process_fn *process, void *opaque);
+sl_err sl_topology_add_sink(sl_topology *topology, const char *name, const char *topic);
+sl_err sl_topology_add_global_store(sl_topology *topology, const char *store, const char *topic);
+sl_err sl_topology_add_punctuator(sl_topology *topology, const char *name, sl_punctuation_type type,
+                                  int64_t interval_ms, sl_punctuate_fn *punctuate, void *opaque);
+
+/*
+ * The processing context, valid only during a callback.
+ *
+ * Reads see this task's committed state plus the writes made since the last
+ * commit (read-your-writes inside the transaction). Writes are recorded in
+ * the changelog immediately (inside the open transaction under exactly-once)
+ * and applied to RocksDB only after the transaction commits, so an abort or
+ * a crash never leaves local state ahead of Kafka.
+ */
+
+/* Value of `key` in `store`: *value is malloc'd (caller frees), or
+ * SL_ERR_NOT_FOUND. */
+sl_err sl_ctx_get(sl_ctx *ctx, const char *store, const void *key, size_t key_len, char **value,
+                  size_t *value_len);
+sl_err sl_ctx_put(sl_ctx *ctx, const char *store, const void *key, size_t key_len,
+                  const void *value, size_t value_len);
+sl_err sl_ctx_delete(sl_ctx *ctx, const char *store, const void *key, size_t key_len);
+
+/* Visit the entries of `store` with keys in [from, to) (NULL bound = open)
+ * in key order, pending writes included. The visitor returns false to stop.
+ * Pointers passed to the visitor are valid only during its call. */
+typedef bool sl_visit_fn(const void *key, size_t key_len, const void *value, size_t value_len,
+                         void *opaque);
+sl_err sl_ctx_range(sl_ctx *ctx, const char *store, const void *from, size_t from_len,
+                    const void *to, size_t to_len, sl_visit_fn *visit, void *opaque);
+sl_err sl_ctx_prefix(sl_ctx *ctx, const char *store, const void *prefix, size_t prefix_len,
+                     sl_visit_fn *visit, void *opaque);
+
+/* Value of `key` in a global store (read-only, the instance's local copy). */
+sl_err sl_ctx_global_get(sl_ctx *ctx, const char *store, const void *key, size_t key_len,
+                         char **value, size_t *value_len);
+
+/* Produce a record to a sink. partition < 0: the murmur2 partitioner by key. */
+sl_err sl_ctx_emit(sl_ctx *ctx, const char *sink, const void *key, size_t key_len,
+                   const void *value, size_t value_len, int32_t partition);
+
+/* Send the current record to the dead-letter topic with this reason. */
+void sl_ctx_reject(sl_ctx *ctx, const char *reason);
+
+/* The task's partition and its stream time (max record timestamp seen). */
+int32_t sl_ctx_partition(const sl_ctx *ctx);
+int64_t sl_ctx_stream_time(const sl_ctx *ctx);
+
+#endif

@@ -1,0 +1,63 @@
+/*
+ * topology_int.h: the body of sl_topology, for the engine only.
+ * Topology files use topology.h.
+ */
+#ifndef SLUICE_TOPOLOGY_INT_H
+#define SLUICE_TOPOLOGY_INT_H
+
+#include "topology.h"
+
+typedef struct sl_source_def {
+    char name[SL_TOPOLOGY_MAX_NAME + 1];
+    char topic[250];
+    sl_validate_fn *validate;
+    void *opaque;
+} sl_source_def;
+
+typedef struct sl_processor_def {
+    char name[SL_TOPOLOGY_MAX_NAME + 1];
+    int source; /* index into sources */
+    sl_process_fn *process;
+    void *opaque;
+} sl_processor_def;
+
+typedef struct sl_sink_def {
+    char name[SL_TOPOLOGY_MAX_NAME + 1];
+    char topic[250];
+} sl_sink_def;
+
+typedef struct sl_global_def {
+    char store[SL_TOPOLOGY_MAX_NAME + 1];
+    char topic[250];
+} sl_global_def;
+
+typedef struct sl_punctuator_def {
+    char name[SL_TOPOLOGY_MAX_NAME + 1];
+    sl_punctuation_type type;
+    int64_t interval_ms;
+    sl_punctuate_fn *punctuate;
+    void *opaque;
+} sl_punctuator_def;
+
+struct sl_topology {
+    sl_source_def sources[SL_TOPOLOGY_MAX_NODES];
+    size_t n_sources;
+    char stores[SL_TOPOLOGY_MAX_NODES][SL_TOPOLOGY_MAX_NAME + 1];
+    int store_source[SL_TOPOLOGY_MAX_NODES]; /* index into sources */
+    size_t n_stores;
+    sl_processor_def processors[SL_TOPOLOGY_MAX_NODES];
+    size_t n_processors;
+    sl_sink_def sinks[SL_TOPOLOGY_MAX_NODES];
+    size_t n_sinks;
+    sl_global_def globals[SL_TOPOLOGY_MAX_NODES];
+    size_t n_globals;
+    sl_punctuator_def punctuators[SL_TOPOLOGY_MAX_NODES];
+    size_t n_punctuators;
+};
+
+/* Index of a store / sink / global by name, or -1. */
+int sl_topology_store_index(const sl_topology *topology, const char *store);
+int sl_topology_sink_index(const sl_topology *topology, const char *sink);
+int sl_topology_global_index(const sl_topology *topology, const char *store);
+
+#endif

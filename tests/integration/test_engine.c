@@ -1,0 +1,600 @@
+/*
+ * Engine system tests against the real broker, modelled on Kafka Streams'
+ * EOS system test: the counter application (tests/apps/counter.c) runs as
+ * separate processes that the test kills with SIGKILL and restarts, while a
+ * driver produces keyed, sequence-numbered records; a read_committed
+ * verifier then checks every output.
+ *
+ * SLUICE_TEST_EOS_RECORDS sets the input size of the kill test (default
+ * 200000).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "connectors/admin.h"
+#include "processor/kafka.h"
+#include "tests/support/instance.h"
+#include "tests/support/testutil.h"
+
+#define PARTITIONS 4
+#define MAX_KEYS   64
+
+static rd_kafka_t *admin;
+static char errstr[1024];
+static char work_dir[64];
+
+typedef struct scenario {
+    char app_id[96];
+    char input[128], echo[128], agg[128], dlq[160];
+    int n_keys;
+    long n_records;
+    int64_t per_key[MAX_KEYS]; /* records produced per key */
+} scenario;
+
+static int setup(void **state) {
+    (void)state;
+    const char *bootstrap = test_kafka_bootstrap();
+    if (!bootstrap)
+        return 0;
+    rd_kafka_conf_t *conf =
+        sl_kafka_conf_new(RD_KAFKA_PRODUCER, bootstrap, NULL, &test_logger, errstr, sizeof(errstr));
+    admin = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
+    snprintf(work_dir, sizeof(work_dir), "/tmp/sluice-engine-test-XXXXXX");
+    return admin && mkdtemp(work_dir) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    if (admin)
+        rd_kafka_destroy(admin);
+    if (work_dir[0] && !getenv("SLUICE_TEST_KEEP")) {
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work_dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "# could not remove %s\n", work_dir);
+    }
+    return 0;
+}
+
+#define NEED_BROKER()                                                                              \
+    do {                                                                                           \
+        if (!admin) {                                                                              \
+            fprintf(stderr, "# SLUICE_TEST_KAFKA_BOOTSTRAP not set: skipped\n");                   \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+static void scenario_init(scenario *sc, const char *name, int n_keys) {
+    memset(sc, 0, sizeof(*sc));
+    test_unique_name(sc->app_id, sizeof(sc->app_id), name);
+    snprintf(sc->input, sizeof(sc->input), "%s.data", sc->app_id);
+    snprintf(sc->echo, sizeof(sc->echo), "%s.echo", sc->app_id);
+    snprintf(sc->agg, sizeof(sc->agg), "%s.agg", sc->app_id);
+    snprintf(sc->dlq, sizeof(sc->dlq), "%s-dlq", sc->app_id);
+    sc->n_keys = n_keys;
+    const char *topics[] = {sc->input, sc->echo, sc->agg};
+    for (int i = 0; i < 3; i++) {
+        sl_topic_spec spec = {.name = topics[i], .partitions = PARTITIONS, .replication_factor = 1};
+        if (sl_admin_ensure_topic(admin, &spec, 30000, errstr, sizeof(errstr)))
+            fail_msg("create %s: %s", topics[i], errstr);
+    }
+}
+
+static void instance_init(test_instance *inst, const scenario *sc, const char *name,
+                          const char *guarantee, const char *crash_after) {
+    char app_id[128], guarantee_arg[64];
+    snprintf(app_id, sizeof(app_id), "application.id=%s", sc->app_id);
+    snprintf(guarantee_arg, sizeof(guarantee_arg), "processing.guarantee=%s", guarantee);
+    char bootstrap[256];
+    snprintf(bootstrap, sizeof(bootstrap), "bootstrap.servers=%s", test_kafka_bootstrap());
+    const char *args[] = {"--input",
+                          sc->input,
+                          "--echo",
+                          sc->echo,
+                          "--agg",
+                          sc->agg,
+                          "--set",
+                          app_id,
+                          "--set",
+                          guarantee_arg,
+                          "--set",
+                          bootstrap,
+                          "--set",
+                          "kafka.consumer.session.timeout.ms=6000",
+                          "--set",
+                          "kafka.consumer.heartbeat.interval.ms=500",
+                          "--set",
+                          "health.kafka.interval.ms=500",
+                          crash_after ? "--crash-after" : NULL,
+                          crash_after,
+                          NULL};
+    char inst_name[160];
+    snprintf(inst_name, sizeof(inst_name), "%s-%s", sc->app_id, name);
+    test_instance_init(inst, "counter", work_dir, inst_name, args);
+}
+
+/* ---- the driver --------------------------------------------------------- */
+
+typedef struct driver {
+    scenario *sc;
+    long from, to; /* record numbers to produce */
+    int pace_per_ms;
+    const char *poison_value; /* produce one poison record in the middle */
+} driver;
+
+static void *drive(void *arg) {
+    driver *d = arg;
+    scenario *sc = d->sc;
+    rd_kafka_t *producer = test_producer(test_kafka_bootstrap(), NULL);
+    int64_t started = test_now_ms();
+    for (long i = d->from; i < d->to; i++) {
+        int k = (int)(i % sc->n_keys);
+        char key[16], value[32];
+        int key_len = snprintf(key, sizeof(key), "k%d", k);
+        int value_len = snprintf(value, sizeof(value), "%" PRId64, sc->per_key[k]++);
+        while (rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(sc->input),
+                                 RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE(value, value_len),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                 RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rd_kafka_poll(producer, 10);
+        if (d->poison_value && i == (d->from + d->to) / 2) {
+            rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(sc->input), RD_KAFKA_V_KEY("k0", 2),
+                              RD_KAFKA_V_VALUE((void *)d->poison_value, strlen(d->poison_value)),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        }
+        if (d->pace_per_ms > 0 && (i - d->from) % 1000 == 999) {
+            int64_t due = started + (i - d->from) / d->pace_per_ms;
+            int64_t now = test_now_ms();
+            if (due > now)
+                usleep((useconds_t)(due - now) * 1000);
+            rd_kafka_poll(producer, 0);
+        }
+    }
+    if (rd_kafka_flush(producer, 60000))
+        fprintf(stderr, "# driver: flush failed\n");
+    rd_kafka_destroy(producer);
+    sc->n_records = d->to;
+    return NULL;
+}
+
+/* ---- waiting for the group to finish ------------------------------------ */
+
+/* True once the group's committed offsets reach the end of every input
+ * partition. */
+static bool wait_consumed(const scenario *sc, int timeout_ms) {
+    char group_conf[256];
+    snprintf(group_conf, sizeof(group_conf), "%s", sc->app_id);
+    rd_kafka_conf_t *conf = sl_kafka_conf_new(RD_KAFKA_CONSUMER, test_kafka_bootstrap(), NULL,
+                                              &test_logger, errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "group.id", group_conf, errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    bool done = false;
+    for (int64_t deadline = test_now_ms() + timeout_ms; !done && test_now_ms() < deadline;) {
+        rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(PARTITIONS);
+        for (int p = 0; p < PARTITIONS; p++)
+            rd_kafka_topic_partition_list_add(list, sc->input, p);
+        done = rd_kafka_committed(rk, list, 10000) == 0;
+        for (int p = 0; done && p < PARTITIONS; p++) {
+            int64_t low, high;
+            int64_t committed = list->elems[p].offset < 0 ? 0 : list->elems[p].offset;
+            done = rd_kafka_query_watermark_offsets(rk, sc->input, p, &low, &high, 10000) == 0 &&
+                   committed >= high; /* an empty partition has nothing to commit */
+        }
+        rd_kafka_topic_partition_list_destroy(list);
+        if (!done)
+            usleep(500 * 1000);
+    }
+    rd_kafka_destroy(rk);
+    return done;
+}
+
+/* ---- the verifier -------------------------------------------------------- */
+
+typedef struct key_check {
+    int64_t next_echo;  /* next expected sequence number */
+    int64_t next_count; /* next expected aggregate count */
+    int64_t sum;        /* expected sum so far */
+    long echo_gaps, echo_dups, agg_bad;
+    bool seen[1]; /* unused; keeps the struct non-empty in C */
+} key_check;
+
+typedef struct verify {
+    key_check keys[MAX_KEYS];
+    long markers_seen;
+    long foreign;                   /* records that are neither k<N> nor markers */
+    int64_t *seen_counts[MAX_KEYS]; /* at-least-once: occurrences per seq */
+    int64_t capacity[MAX_KEYS];
+} verify;
+
+static int key_index(const rd_kafka_message_t *m) {
+    if (!m->key || m->key_len < 2 || ((const char *)m->key)[0] != 'k')
+        return -1;
+    char buf[16];
+    snprintf(buf, sizeof(buf), "%.*s", (int)m->key_len - 1, (const char *)m->key + 1);
+    int k = atoi(buf); /* test-only parse of our own keys */
+    return k >= 0 && k < MAX_KEYS ? k : -1;
+}
+
+static bool is_marker(const rd_kafka_message_t *m) {
+    return m->key_len == 6 && memcmp(m->key, "marker", 6) == 0;
+}
+
+static void check_echo(const rd_kafka_message_t *m, void *opaque) {
+    verify *v = opaque;
+    if (is_marker(m)) {
+        v->markers_seen++;
+        return;
+    }
+    int k = key_index(m);
+    if (k < 0) {
+        v->foreign++;
+        return;
+    }
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%.*s", (int)m->len, (const char *)m->payload);
+    int64_t seq = strtoll(buf, NULL, 10);
+    key_check *kc = &v->keys[k];
+    if (v->seen_counts[k] && seq >= 0 && seq < v->capacity[k])
+        v->seen_counts[k][seq]++;
+    if (seq == kc->next_echo)
+        kc->next_echo++;
+    else if (seq < kc->next_echo)
+        kc->echo_dups++;
+    else {
+        kc->echo_gaps++;
+        kc->next_echo = seq + 1;
+    }
+}
+
+static void check_agg(const rd_kafka_message_t *m, void *opaque) {
+    verify *v = opaque;
+    if (is_marker(m)) {
+        v->markers_seen++;
+        return;
+    }
+    int k = key_index(m);
+    if (k < 0) {
+        v->foreign++;
+        return;
+    }
+    char buf[96];
+    snprintf(buf, sizeof(buf), "%.*s", (int)m->len, (const char *)m->payload);
+    int64_t count, sum, min;
+    key_check *kc = &v->keys[k];
+    if (sscanf(buf, "%" SCNd64 ",%" SCNd64 ",%" SCNd64, &count, &sum, &min) != 3) {
+        kc->agg_bad++;
+        return;
+    }
+    /* Exactly-once: aggregate n+1 follows aggregate n, and it equals the
+     * recomputation from the input 0..n. */
+    int64_t expected_count = kc->next_count + 1;
+    int64_t expected_sum = kc->sum + kc->next_count;
+    if (count != expected_count || sum != expected_sum || min != 0)
+        kc->agg_bad++;
+    kc->next_count = count;
+    kc->sum = sum;
+}
+
+/* Write a non-transactional marker to every output partition. A hanging
+ * transaction would keep read_committed readers from ever seeing it. */
+static void produce_markers(const scenario *sc) {
+    rd_kafka_t *producer = test_producer(test_kafka_bootstrap(), NULL);
+    const char *topics[] = {sc->echo, sc->agg};
+    for (int t = 0; t < 2; t++)
+        for (int p = 0; p < PARTITIONS; p++)
+            assert_int_equal(
+                rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(topics[t]), RD_KAFKA_V_PARTITION(p),
+                                  RD_KAFKA_V_KEY("marker", 6), RD_KAFKA_V_VALUE("m", 1),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                0);
+    assert_int_equal(rd_kafka_flush(producer, 30000), 0);
+    rd_kafka_destroy(producer);
+}
+
+/* Exactly-once verification: every input echoed exactly once, in order per
+ * key; every aggregate equals the recomputation; markers visible. */
+static void verify_exactly_once(const scenario *sc) {
+    produce_markers(sc);
+    verify *v = calloc(1, sizeof(*v));
+    long echoed =
+        test_scan_topic(test_kafka_bootstrap(), sc->echo, "read_committed", check_echo, v, 120000);
+    long aggregated =
+        test_scan_topic(test_kafka_bootstrap(), sc->agg, "read_committed", check_agg, v, 120000);
+    long gaps = 0, dups = 0, bad = 0, short_keys = 0;
+    for (int k = 0; k < sc->n_keys; k++) {
+        gaps += v->keys[k].echo_gaps;
+        dups += v->keys[k].echo_dups;
+        bad += v->keys[k].agg_bad;
+        short_keys +=
+            v->keys[k].next_echo != sc->per_key[k] || v->keys[k].next_count != sc->per_key[k];
+    }
+    printf("# verifier: %ld input, %ld echoed, %ld aggregates, %ld gaps, %ld duplicates, "
+           "%ld wrong aggregates, %ld keys short, %ld/%d markers\n",
+           sc->n_records, echoed, aggregated, gaps, dups, bad, short_keys, v->markers_seen,
+           2 * PARTITIONS);
+    assert_int_equal(gaps, 0);
+    assert_int_equal(dups, 0);
+    assert_int_equal(bad, 0);
+    assert_int_equal(short_keys, 0);
+    assert_int_equal(v->foreign, 0);
+    assert_int_equal(v->markers_seen, 2 * PARTITIONS);
+    assert_int_equal(echoed, sc->n_records + PARTITIONS);
+    free(v);
+}
+
+static void run_kill_loop(test_instance *victim, test_instance *other, int kills,
+                          pthread_t *producer_thread) {
+    unsigned seed = (unsigned)getpid();
+    for (int i = 0; i < kills; i++) {
+        usleep((useconds_t)(500 + rand_r(&seed) % 2500) * 1000);
+        test_instance *inst = (i % 2 == 0 || !other) ? victim : other;
+        test_instance_kill9(inst);
+        usleep((useconds_t)(rand_r(&seed) % 1000) * 1000);
+        test_instance_start(inst);
+    }
+    pthread_join(*producer_thread, NULL);
+}
+
+static long eos_records(void) {
+    const char *env = getenv("SLUICE_TEST_EOS_RECORDS");
+    long n = env ? strtol(env, NULL, 10) : 0;
+    return n > 0 ? n : 200000;
+}
+
+static void eos_counting_is_exact_across_kill9(void **state) {
+    (void)state;
+    NEED_BROKER();
+    scenario sc;
+    scenario_init(&sc, "eos-kill", 40);
+    test_instance a, b;
+    instance_init(&a, &sc, "a", "exactly_once_v2", NULL);
+    instance_init(&b, &sc, "b", "exactly_once_v2", NULL);
+    test_instance_start(&a);
+    test_instance_start(&b);
+    if (!test_instance_wait_ready(&a, 60000) || !test_instance_wait_ready(&b, 60000)) {
+        test_instance_dump_log(&a, 30);
+        test_instance_dump_log(&b, 30);
+        fail_msg("instances did not become ready");
+    }
+    long n = eos_records();
+    driver d = {.sc = &sc, .from = 0, .to = n, .pace_per_ms = (int)(n / 15000 + 1)};
+    pthread_t producer_thread;
+    pthread_create(&producer_thread, NULL, drive, &d);
+    run_kill_loop(&a, &b, 5, &producer_thread);
+    bool consumed = wait_consumed(&sc, 300000);
+    int status_a = test_instance_stop(&a, 60000), status_b = test_instance_stop(&b, 60000);
+    if (!consumed || status_a != 0 || status_b != 0) {
+        test_instance_dump_log(&a, 40);
+        test_instance_dump_log(&b, 40);
+    }
+    assert_true(consumed);
+    assert_int_equal(status_a, 0);
+    assert_int_equal(status_b, 0);
+    verify_exactly_once(&sc);
+    test_instance_free(&a);
+    test_instance_free(&b);
+}
+
+static void crash_inside_an_open_transaction_loses_and_duplicates_nothing(void **state) {
+    (void)state;
+    NEED_BROKER();
+    scenario sc;
+    scenario_init(&sc, "eos-txn-crash", 8);
+    driver d = {.sc = &sc, .from = 0, .to = 20000};
+    drive(&d);
+    /* The first incarnation kills itself after 7777 records, in the middle of
+     * a transaction; the second finishes the job from the committed state. */
+    test_instance a;
+    instance_init(&a, &sc, "a", "exactly_once_v2", "7777");
+    test_instance_start(&a);
+    int status = 0;
+    for (int64_t deadline = test_now_ms() + 120000; test_now_ms() < deadline;) {
+        if (waitpid(a.pid, &status, WNOHANG) == a.pid)
+            break;
+        usleep(100 * 1000);
+    }
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    a.pid = 0;
+    test_instance_free(&a);
+    instance_init(&a, &sc, "a", "exactly_once_v2", NULL); /* same state dir, no hook */
+    test_instance_start(&a);
+    bool consumed = wait_consumed(&sc, 120000);
+    if (!consumed)
+        test_instance_dump_log(&a, 40);
+    assert_true(consumed);
+    assert_int_equal(test_instance_stop(&a, 60000), 0);
+    verify_exactly_once(&sc);
+    test_instance_free(&a);
+}
+
+static void at_least_once_loses_nothing_and_reports_duplicates(void **state) {
+    (void)state;
+    NEED_BROKER();
+    scenario sc;
+    scenario_init(&sc, "alos-kill", 40);
+    test_instance a, b;
+    instance_init(&a, &sc, "a", "at_least_once", NULL);
+    instance_init(&b, &sc, "b", "at_least_once", NULL);
+    test_instance_start(&a);
+    test_instance_start(&b);
+    assert_true(test_instance_wait_ready(&a, 60000) && test_instance_wait_ready(&b, 60000));
+    long n = eos_records() / 4;
+    driver d = {.sc = &sc, .from = 0, .to = n, .pace_per_ms = (int)(n / 8000 + 1)};
+    pthread_t producer_thread;
+    pthread_create(&producer_thread, NULL, drive, &d);
+    run_kill_loop(&a, &b, 3, &producer_thread);
+    assert_true(wait_consumed(&sc, 300000));
+    assert_int_equal(test_instance_stop(&a, 60000), 0);
+    assert_int_equal(test_instance_stop(&b, 60000), 0);
+
+    verify *v = calloc(1, sizeof(*v));
+    for (int k = 0; k < sc.n_keys; k++) {
+        v->capacity[k] = sc.per_key[k];
+        v->seen_counts[k] = calloc((size_t)sc.per_key[k] + 1, sizeof(int64_t));
+    }
+    long echoed =
+        test_scan_topic(test_kafka_bootstrap(), sc.echo, "read_committed", check_echo, v, 120000);
+    long missing = 0, duplicated = 0;
+    for (int k = 0; k < sc.n_keys; k++) {
+        for (int64_t s = 0; s < sc.per_key[k]; s++) {
+            missing += v->seen_counts[k][s] == 0;
+            duplicated += v->seen_counts[k][s] > 1 ? v->seen_counts[k][s] - 1 : 0;
+        }
+        free(v->seen_counts[k]);
+    }
+    printf("# at_least_once verifier: %ld input, %ld echoed, %ld missing, %ld duplicates "
+           "(duplicates are allowed under at-least-once; losses are not)\n",
+           sc.n_records, echoed, missing, duplicated);
+    assert_int_equal(missing, 0);
+    free(v);
+    test_instance_free(&a);
+    test_instance_free(&b);
+}
+
+static void restore_rebuilds_the_store_and_a_clean_restart_restores_only_the_tail(void **state) {
+    (void)state;
+    NEED_BROKER();
+    scenario sc;
+    scenario_init(&sc, "restore", 16);
+    driver d = {.sc = &sc, .from = 0, .to = 20000};
+    drive(&d);
+    test_instance a;
+    instance_init(&a, &sc, "a", "exactly_once_v2", NULL);
+    test_instance_start(&a);
+    assert_true(wait_consumed(&sc, 120000));
+    assert_int_equal(test_instance_stop(&a, 60000), 0);
+
+    /* Clean restart: the checkpoint covers everything, nothing to restore. */
+    test_instance_start(&a);
+    assert_true(test_instance_wait_ready(&a, 60000));
+    long long restored = test_instance_engine_stat(&a, "restored_records");
+    printf("# clean restart restored %lld records\n", restored);
+    assert_int_equal(restored, 0);
+    assert_int_equal(test_instance_stop(&a, 60000), 0);
+
+    /* Lost state dir: everything comes back from the changelog. */
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'/*", a.state_dir);
+    assert_int_equal(system(cmd), 0);
+    test_instance_start(&a);
+    assert_true(test_instance_wait_ready(&a, 120000));
+    restored = test_instance_engine_stat(&a, "restored_records");
+    printf("# after deleting the state dir: restored %lld records\n", restored);
+    assert_true(restored >= sc.n_keys);
+    /* The restored store must equal the old one: aggregates computed on top
+     * of it for new input are still exact. */
+    d.from = 20000;
+    d.to = 30000;
+    drive(&d);
+    assert_true(wait_consumed(&sc, 120000));
+    assert_int_equal(test_instance_stop(&a, 60000), 0);
+    verify_exactly_once(&sc);
+    test_instance_free(&a);
+}
+
+static void poison_record_goes_to_the_dlq_and_the_stream_continues(void **state) {
+    (void)state;
+    NEED_BROKER();
+    scenario sc;
+    scenario_init(&sc, "poison", 4);
+    driver d = {.sc = &sc, .from = 0, .to = 2000, .poison_value = "\xff\xfe not a number"};
+    drive(&d);
+    test_instance a;
+    instance_init(&a, &sc, "a", "exactly_once_v2", NULL);
+    test_instance_start(&a);
+    assert_true(wait_consumed(&sc, 120000));
+    assert_int_equal(test_instance_stop(&a, 60000), 0);
+    verify_exactly_once(&sc); /* the records after the poison were processed */
+
+    test_record records[8];
+    int n = test_read_topic(test_kafka_bootstrap(), sc.dlq, "read_committed", records, 8, 60000);
+    assert_int_equal(n, 1);
+    assert_string_equal(records[0].key, "k0");
+    /* Headers: read them with a raw consumer for the reason. */
+    rd_kafka_conf_t *conf = sl_kafka_conf_new(RD_KAFKA_CONSUMER, test_kafka_bootstrap(), NULL,
+                                              &test_logger, errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "group.id", sc.app_id, errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, sc.dlq, records[0].partition)->offset =
+        records[0].offset;
+    rd_kafka_assign(rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    rd_kafka_message_t *m = NULL;
+    for (int64_t deadline = test_now_ms() + 30000; !m && test_now_ms() < deadline;) {
+        m = rd_kafka_consumer_poll(rk, 500);
+        if (m && m->err) {
+            rd_kafka_message_destroy(m);
+            m = NULL;
+        }
+    }
+    assert_non_null(m);
+    rd_kafka_headers_t *headers = NULL;
+    assert_int_equal(rd_kafka_message_headers(m, &headers), 0);
+    const void *value;
+    size_t size;
+    assert_int_equal(rd_kafka_header_get_last(headers, "sluice.dlq.topic", &value, &size), 0);
+    assert_memory_equal(value, sc.input, strlen(sc.input));
+    assert_int_equal(rd_kafka_header_get_last(headers, "sluice.dlq.error", &value, &size), 0);
+    printf("# dlq reason: %.*s\n", (int)size, (const char *)value);
+    assert_int_equal(rd_kafka_header_get_last(headers, "sluice.dlq.offset", &value, &size), 0);
+    assert_int_equal(rd_kafka_header_get_last(headers, "sluice.dlq.processor", &value, &size), 0);
+    rd_kafka_message_destroy(m);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    test_instance_free(&a);
+}
+
+static void instances_join_and_leave_while_records_flow(void **state) {
+    (void)state;
+    NEED_BROKER();
+    scenario sc;
+    scenario_init(&sc, "rebalance", 24);
+    test_instance a, b;
+    instance_init(&a, &sc, "a", "exactly_once_v2", NULL);
+    instance_init(&b, &sc, "b", "exactly_once_v2", NULL);
+    test_instance_start(&a);
+    assert_true(test_instance_wait_ready(&a, 60000));
+    driver d = {.sc = &sc, .from = 0, .to = 30000, .pace_per_ms = 3};
+    pthread_t producer_thread;
+    pthread_create(&producer_thread, NULL, drive, &d);
+    usleep(2000 * 1000);
+    test_instance_start(&b); /* joins: partitions move to it */
+    assert_true(test_instance_wait_ready(&b, 60000));
+    usleep(2000 * 1000);
+    assert_int_equal(test_instance_stop(&b, 60000), 0); /* leaves cleanly */
+    usleep(1000 * 1000);
+    test_instance_start(&b); /* and joins again */
+    pthread_join(producer_thread, NULL);
+    assert_true(wait_consumed(&sc, 180000));
+    assert_int_equal(test_instance_stop(&a, 60000), 0);
+    assert_int_equal(test_instance_stop(&b, 60000), 0);
+    verify_exactly_once(&sc);
+    test_instance_free(&a);
+    test_instance_free(&b);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(poison_record_goes_to_the_dlq_and_the_stream_continues),
+        cmocka_unit_test(crash_inside_an_open_transaction_loses_and_duplicates_nothing),
+        cmocka_unit_test(restore_rebuilds_the_store_and_a_clean_restart_restores_only_the_tail),
+        cmocka_unit_test(instances_join_and_leave_while_records_flow),
+        cmocka_unit_test(eos_counting_is_exact_across_kill9),
+        cmocka_unit_test(at_least_once_loses_nothing_and_reports_duplicates),
+    };
+    /* SLUICE_TEST_FILTER=pattern runs only the matching tests (cmocka glob). */
+    if (getenv("SLUICE_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("SLUICE_TEST_FILTER"));
+    return cmocka_run_group_tests_name("engine", tests, setup, teardown);
+}
