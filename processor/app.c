@@ -24,6 +24,7 @@
 
 #include "http.h"
 #include "kafka.h"
+#include "metrics.h"
 #include "version.h"
 
 struct sl_app {
@@ -34,6 +35,7 @@ struct sl_app {
     rd_kafka_t *rk; /* producer handle used for cluster health */
     const sl_topology *topology;
     sl_engine *engine;
+    sl_metrics *metrics;
     sl_http_server *http;
     int lock_fd;
     char state_path[PATH_MAX];
@@ -178,13 +180,15 @@ static sl_err start_http(sl_app *app, char *errstr, size_t errstr_size) {
         return SL_ERR_HTTP;
     sl_err err;
     if ((err = sl_http_route(app->http, "GET", "/healthz", healthz, app)) ||
-        (err = sl_http_route(app->http, "GET", "/readyz", readyz, app)))
+        (err = sl_http_route(app->http, "GET", "/readyz", readyz, app)) ||
+        (err = sl_http_route(app->http, "GET", "/metrics", sl_metrics_http_handler, app->metrics)))
         return sl_fail(errstr, errstr_size, err, "cannot register routes: %s", sl_err_msg(err));
     err = sl_http_server_start(app->http, errstr, errstr_size);
     if (err)
         return err;
-    sl_log(&app->logger, SL_LOG_INFO, "http", "listening on http://%s:%d (GET /healthz, /readyz)",
-           options.host, sl_http_server_port(app->http));
+    sl_log(&app->logger, SL_LOG_INFO, "http",
+           "listening on http://%s:%d (GET /healthz, /readyz, /metrics)", options.host,
+           sl_http_server_port(app->http));
     return SL_OK;
 }
 
@@ -195,6 +199,7 @@ static sl_err start_engine(sl_app *app, char *errstr, size_t errstr_size) {
                                 errstr_size);
     if (!app->engine)
         return SL_ERR_INVALID;
+    sl_engine_set_metrics(app->engine, app->metrics);
     return sl_engine_start(app->engine, errstr, errstr_size);
 }
 
@@ -209,6 +214,12 @@ sl_app *sl_app_new(const sl_config *config, const sl_logger *logger, const sl_to
     app->logger = *logger;
     app->lock_fd = -1;
     app->topology = topology;
+    app->metrics = sl_metrics_new(16384);
+    if (!app->metrics) {
+        free(app);
+        sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
     clock_gettime(CLOCK_MONOTONIC, &app->started);
     /* HTTP before Kafka: a port in use fails fast, before a broker starts. */
     if (lock_state_dir(app, errstr, errstr_size) || start_http(app, errstr, errstr_size) ||
@@ -293,5 +304,6 @@ void sl_app_destroy(sl_app *app) {
     free(app->bootstrap);
     if (app->lock_fd >= 0)
         close(app->lock_fd);
+    sl_metrics_destroy(app->metrics); /* after the HTTP server that serves it */
     free(app);
 }

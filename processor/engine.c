@@ -59,6 +59,7 @@
 
 #include "connectors/admin.h"
 #include "kafka.h"
+#include "metrics.h"
 #include "state/store.h"
 #include "topology_int.h"
 
@@ -73,6 +74,7 @@ typedef struct task_store {
     sl_store_batch *restore_batch;
     bool restoring;
     int64_t restore_position; /* next changelog offset to read */
+    int64_t restore_end;      /* changelog end when the restore began */
     char path[PATH_MAX];
 } task_store;
 
@@ -82,10 +84,15 @@ typedef struct task {
     bool running;
     int stores_restoring;
     int64_t consumed_next; /* next offset to commit; -1: nothing new */
+    int64_t position;      /* next offset to process; -1: none processed yet */
     int64_t stream_time;
     int64_t next_punctuation[SL_TOPOLOGY_MAX_NODES];
     int64_t restore_started_ms;
     uint64_t restored_records;
+    int64_t restore_logged_ms;
+    sl_gauge *lag;                                /* records behind the source's end */
+    sl_gauge *store_keys[SL_TOPOLOGY_MAX_NODES];  /* RocksDB's estimate */
+    sl_gauge *store_bytes[SL_TOPOLOGY_MAX_NODES]; /* live SST bytes */
     char dir[PATH_MAX];
     task_store stores[SL_TOPOLOGY_MAX_NODES]; /* indexed like topology->stores */
 } task;
@@ -147,11 +154,21 @@ struct sl_engine {
     bool closed;
 
     atomic_bool ready;
+
+    /* Metrics: the single source of truth for the counters, also behind
+     * sl_engine_stats_get. The registry is the app's (sl_engine_set_metrics)
+     * or the engine's own. */
+    sl_metrics *metrics;
+    bool own_metrics;
     struct {
-        atomic_uint_fast64_t records_in, records_out, records_dlq, changelog_records, commits,
-            aborts, producer_resets, restored_records, restore_ms, global_records, punctuations;
-        atomic_int_fast64_t tasks_assigned, tasks_running;
-    } stats;
+        sl_counter *records_in[SL_TOPOLOGY_MAX_NODES];  /* per source topic */
+        sl_counter *records_out[SL_TOPOLOGY_MAX_NODES]; /* per sink topic */
+        sl_counter *records_dlq, *changelog_records, *commits, *aborts, *producer_resets,
+            *restored_records, *restore_ms, *global_records, *punctuations;
+        sl_gauge *tasks_assigned, *tasks_running, *restore_remaining, *block_cache_bytes;
+        sl_histogram *process_seconds, *commit_seconds;
+    } m;
+    int64_t last_store_stats_ms;
 };
 
 static int64_t now_ms(void) {
@@ -286,6 +303,72 @@ static sl_err create_producer(sl_engine *engine, char *errstr, size_t errstr_siz
 /* ------------------------------------------------------------------------ */
 /* Construction                                                              */
 
+static const double process_bounds[] = {0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005,
+                                        0.01,    0.05,    0.1,    0.5,    1};
+static const double commit_bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                       0.25,  0.5,   1,    2.5,   5,    10};
+
+/* Look every instance-wide series up once; the hot paths keep the pointers. */
+static void register_metrics(sl_engine *engine) {
+    sl_metrics *m = engine->metrics;
+    const sl_topology *topology = engine->topology;
+    for (size_t i = 0; i < topology->n_sources; i++) {
+        const char *labels[] = {"topic", topology->sources[i].topic, NULL};
+        engine->m.records_in[i] = sl_metrics_counter(
+            m, "sluice_records_consumed_total", "Records consumed from a source topic", labels);
+    }
+    for (size_t i = 0; i < topology->n_sinks; i++) {
+        const char *labels[] = {"topic", topology->sinks[i].topic, NULL};
+        engine->m.records_out[i] = sl_metrics_counter(m, "sluice_records_produced_total",
+                                                      "Records produced to a sink topic", labels);
+    }
+    engine->m.records_dlq = sl_metrics_counter(m, "sluice_records_dead_lettered_total",
+                                               "Records sent to the dead-letter topic", NULL);
+    engine->m.changelog_records = sl_metrics_counter(m, "sluice_changelog_records_total",
+                                                     "Store writes sent to changelog topics", NULL);
+    engine->m.commits =
+        sl_metrics_counter(m, "sluice_commits_total", "Successful commits (transactions)", NULL);
+    engine->m.aborts =
+        sl_metrics_counter(m, "sluice_transaction_aborts_total", "Aborted transactions", NULL);
+    engine->m.producer_resets = sl_metrics_counter(m, "sluice_producer_resets_total",
+                                                   "Producers recreated after a fatal error", NULL);
+    engine->m.restored_records = sl_metrics_counter(
+        m, "sluice_restore_records_total", "Changelog records applied while restoring", NULL);
+    engine->m.restore_ms = sl_metrics_counter(m, "sluice_restore_milliseconds_total",
+                                              "Wall time tasks spent restoring", NULL);
+    engine->m.global_records = sl_metrics_counter(m, "sluice_global_store_records_total",
+                                                  "Records applied to global stores", NULL);
+    engine->m.punctuations =
+        sl_metrics_counter(m, "sluice_punctuations_total", "Punctuator calls", NULL);
+    engine->m.tasks_assigned =
+        sl_metrics_gauge(m, "sluice_tasks_assigned", "Tasks assigned to this instance", NULL);
+    engine->m.tasks_running =
+        sl_metrics_gauge(m, "sluice_tasks_running", "Assigned tasks that finished restoring", NULL);
+    engine->m.restore_remaining =
+        sl_metrics_gauge(m, "sluice_restore_remaining_records",
+                         "Changelog records still to restore on this instance", NULL);
+    engine->m.block_cache_bytes =
+        sl_metrics_gauge(m, "sluice_rocksdb_block_cache_bytes",
+                         "Bytes held by the RocksDB block cache shared by all stores", NULL);
+    engine->m.process_seconds = sl_metrics_histogram(
+        m, "sluice_process_seconds", "Time to process one record (validation and processors)", NULL,
+        process_bounds, sizeof(process_bounds) / sizeof(process_bounds[0]));
+    engine->m.commit_seconds = sl_metrics_histogram(
+        m, "sluice_commit_seconds", "Time to commit (offsets and transaction, or flush)", NULL,
+        commit_bounds, sizeof(commit_bounds) / sizeof(commit_bounds[0]));
+}
+
+sl_err sl_engine_set_metrics(sl_engine *engine, sl_metrics *metrics) {
+    if (!metrics || engine->consumer)
+        return SL_ERR_INVALID; /* only before sl_engine_start */
+    if (engine->own_metrics)
+        sl_metrics_destroy(engine->metrics);
+    engine->metrics = metrics;
+    engine->own_metrics = false;
+    register_metrics(engine);
+    return SL_OK;
+}
+
 sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
                          const char *bootstrap, const sl_logger *logger, char *errstr,
                          size_t errstr_size) {
@@ -328,6 +411,13 @@ sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
     }
     if (load_instance_id(engine, errstr, errstr_size))
         goto fail;
+    engine->metrics = sl_metrics_new(4096);
+    if (!engine->metrics) {
+        sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    engine->own_metrics = true;
+    register_metrics(engine);
     engine->env = sl_store_env_new((size_t)sl_config_get_int(config, "rocksdb.block.cache.bytes"),
                                    (size_t)sl_config_get_int(config, "rocksdb.write.buffer.bytes"),
                                    errstr, errstr_size);
@@ -442,7 +532,7 @@ static void task_start_running(sl_engine *engine, task *t) {
             LOG(engine, SL_LOG_WARN, "task %s_%d: %s", source->name, t->partition, why);
     }
     t->running = true;
-    atomic_fetch_add(&engine->stats.tasks_running, 1);
+    sl_gauge_add(engine->m.tasks_running, 1);
     int64_t now = wall_ms();
     for (size_t i = 0; i < engine->topology->n_punctuators; i++)
         t->next_punctuation[i] = engine->topology->punctuators[i].type == SL_PUNCTUATE_WALL_CLOCK
@@ -450,7 +540,7 @@ static void task_start_running(sl_engine *engine, task *t) {
                                      : INT64_MIN;
     partition_list_set(engine->consumer, source->topic, t->partition, false);
     int64_t took = now_ms() - t->restore_started_ms;
-    atomic_fetch_add(&engine->stats.restore_ms, (uint64_t)took);
+    sl_counter_add(engine->m.restore_ms, (uint64_t)took);
     LOG(engine, SL_LOG_INFO, "task %s_%d running (restored %llu records in %lld ms)", source->name,
         t->partition, (unsigned long long)t->restored_records, (long long)took);
 }
@@ -479,8 +569,10 @@ static sl_err task_create(sl_engine *engine, int source, int32_t partition, char
     t->source = source;
     t->partition = partition;
     t->consumed_next = -1;
+    t->position = -1;
     t->stream_time = INT64_MIN;
     t->restore_started_ms = now_ms();
+    t->restore_logged_ms = t->restore_started_ms;
     if (!fits(snprintf(t->dir, sizeof(t->dir), "%s/%s_%d", engine->state_path,
                        topology->sources[source].name, partition),
               sizeof(t->dir))) {
@@ -531,10 +623,29 @@ static sl_err task_create(sl_engine *engine, int source, int32_t partition, char
             continue; /* already at the changelog's end: nothing to restore */
         ts->restoring = true;
         ts->restore_position = from;
+        ts->restore_end = end;
         t->stores_restoring++;
     }
+    char partition_label[16];
+    snprintf(partition_label, sizeof(partition_label), "%d", partition);
+    const char *lag_labels[] = {"topic", topology->sources[source].topic, "partition",
+                                partition_label, NULL};
+    t->lag = sl_metrics_gauge(engine->metrics, "sluice_consumer_lag_records",
+                              "Records between the task's position and the end of its source",
+                              lag_labels);
+    for (size_t s = 0; s < topology->n_stores; s++) {
+        if (!t->stores[s].store)
+            continue;
+        const char *store_labels[] = {"store", topology->stores[s], "partition", partition_label,
+                                      NULL};
+        t->store_keys[s] =
+            sl_metrics_gauge(engine->metrics, "sluice_store_estimated_keys",
+                             "RocksDB's estimate of the keys in a store", store_labels);
+        t->store_bytes[s] = sl_metrics_gauge(engine->metrics, "sluice_store_disk_bytes",
+                                             "Bytes of live SST files of a store", store_labels);
+    }
     engine->tasks[source][partition] = t;
-    atomic_fetch_add(&engine->stats.tasks_assigned, 1);
+    sl_gauge_add(engine->m.tasks_assigned, 1);
     LOG(engine, SL_LOG_INFO, "task %s_%d created (%d store%s to restore)",
         topology->sources[source].name, partition, t->stores_restoring,
         t->stores_restoring == 1 ? "" : "s");
@@ -599,9 +710,16 @@ static void task_close(sl_engine *engine, task *t, bool clean) {
             LOG(engine, SL_LOG_WARN, "task %s_%d: checkpoint not written: %s", source, t->partition,
                 why);
     }
+    sl_metrics_remove(engine->metrics, t->lag);
+    for (size_t s = 0; s < topology->n_stores; s++) {
+        if (t->store_keys[s])
+            sl_metrics_remove(engine->metrics, t->store_keys[s]);
+        if (t->store_bytes[s])
+            sl_metrics_remove(engine->metrics, t->store_bytes[s]);
+    }
     if (t->running)
-        atomic_fetch_sub(&engine->stats.tasks_running, 1);
-    atomic_fetch_sub(&engine->stats.tasks_assigned, 1);
+        sl_gauge_add(engine->m.tasks_running, -1);
+    sl_gauge_add(engine->m.tasks_assigned, -1);
     engine->tasks[t->source][t->partition] = NULL;
     LOG(engine, SL_LOG_INFO, "task %s_%d closed %s", source, t->partition,
         clean ? "cleanly" : "dirty (no checkpoint: the next owner restores from scratch)");
@@ -634,6 +752,11 @@ static void rewind_to_committed(sl_engine *engine) {
     rd_kafka_topic_partition_list_t *assignment = NULL;
     if (rd_kafka_assignment(engine->consumer, &assignment) || !assignment)
         return;
+    if (assignment->cnt == 0) { /* nothing assigned (all lost): nothing to rewind */
+        engine->needs_rewind = false;
+        rd_kafka_topic_partition_list_destroy(assignment);
+        return;
+    }
     rd_kafka_resp_err_t code = rd_kafka_committed(engine->consumer, assignment, ADMIN_TIMEOUT_MS);
     if (code) {
         LOG(engine, SL_LOG_WARN, "rewind: cannot read committed offsets: %s; will retry",
@@ -678,7 +801,7 @@ static void recreate_tasks(sl_engine *engine) {
 /* Fenced or otherwise fatal: the producer is unusable and whether the last
  * transaction committed is unknown, so the local state is distrusted too. */
 static sl_err reset_after_fatal(sl_engine *engine) {
-    atomic_fetch_add(&engine->stats.producer_resets, 1);
+    sl_counter_add(engine->m.producer_resets, 1);
     LOG(engine, SL_LOG_WARN, "fatal producer error: recreating the producer and the tasks");
     rd_kafka_destroy(engine->producer);
     engine->producer = NULL;
@@ -696,7 +819,7 @@ static sl_err reset_after_fatal(sl_engine *engine) {
 }
 
 static void abort_and_rewind(sl_engine *engine, const char *why) {
-    atomic_fetch_add(&engine->stats.aborts, 1);
+    sl_counter_add(engine->m.aborts, 1);
     LOG(engine, SL_LOG_WARN, "aborting the transaction and rewinding: %s", why);
     if (engine->eos && engine->txn_open) {
         rd_kafka_error_t *error = rd_kafka_abort_transaction(engine->producer, TXN_TIMEOUT_MS);
@@ -819,8 +942,9 @@ static sl_err commit(sl_engine *engine) {
     }
     apply_pending(engine);
     engine->dirty = false;
-    atomic_fetch_add(&engine->stats.commits, 1);
+    sl_counter_add(engine->m.commits, 1);
     int64_t took = now_ms() - started;
+    sl_histogram_observe(engine->m.commit_seconds, (double)took / 1000.0);
     if (took > 1000)
         LOG(engine, SL_LOG_WARN, "commit took %lld ms", (long long)took);
     return SL_OK;
@@ -861,7 +985,8 @@ static void on_revoke(sl_engine *engine, rd_kafka_topic_partition_list_t *partit
             if (error)
                 rd_kafka_error_destroy(error);
             engine->txn_open = false;
-            atomic_fetch_add(&engine->stats.aborts, 1);
+            sl_counter_add(engine->m.aborts, 1);
+            engine->delivery_failed = false; /* the abort purged the queue */
         }
         drop_pending(engine);
     } else {
@@ -927,14 +1052,49 @@ static int store_of_changelog(const sl_engine *engine, const char *topic) {
     return -1;
 }
 
+/* Remaining records of every store still restoring (against the changelog
+ * end seen when its restore began), and a progress line per task every 5 s. */
+static void restore_report(sl_engine *engine) {
+    const sl_topology *topology = engine->topology;
+    int64_t remaining_all = 0, now = now_ms();
+    for (size_t src = 0; src < topology->n_sources; src++)
+        for (int32_t p = 0; engine->tasks[src] && p < engine->source_partitions[src]; p++) {
+            task *t = engine->tasks[src][p];
+            if (!t || t->stores_restoring == 0)
+                continue;
+            int64_t remaining = 0;
+            for (size_t s = 0; s < topology->n_stores; s++) {
+                const task_store *ts = &t->stores[s];
+                if (ts->restoring && ts->restore_end > 0)
+                    remaining +=
+                        ts->restore_end - (ts->restore_position > 0 ? ts->restore_position : 0);
+            }
+            remaining_all += remaining > 0 ? remaining : 0;
+            if (now - t->restore_logged_ms >= 5000) {
+                int64_t elapsed = now - t->restore_started_ms;
+                t->restore_logged_ms = now;
+                LOG(engine, SL_LOG_INFO,
+                    "task %s_%d restoring: %llu records in %lld ms (%.0f records/s), ~%lld "
+                    "remaining",
+                    topology->sources[src].name, p, (unsigned long long)t->restored_records,
+                    (long long)elapsed,
+                    elapsed > 0 ? (double)t->restored_records * 1000.0 / (double)elapsed : 0.0,
+                    (long long)(remaining > 0 ? remaining : 0));
+            }
+        }
+    sl_gauge_set(engine->m.restore_remaining, (double)remaining_all);
+}
+
 static void restore_poll(sl_engine *engine) {
     const sl_topology *topology = engine->topology;
     bool any = false, finished = false;
     for (size_t src = 0; !any && src < topology->n_sources; src++)
         for (int32_t p = 0; !any && engine->tasks[src] && p < engine->source_partitions[src]; p++)
             any = engine->tasks[src][p] && engine->tasks[src][p]->stores_restoring > 0;
-    if (!any)
+    if (!any) {
+        sl_gauge_set(engine->m.restore_remaining, 0);
         return;
+    }
     int64_t deadline = now_ms() + RESTORE_SLICE_MS;
     char why[512];
     for (int n = 0; n < engine->restore_batch && now_ms() < deadline;) {
@@ -968,7 +1128,7 @@ static void restore_poll(sl_engine *engine) {
                 sl_store_batch_delete(ts->restore_batch, m->key, m->key_len);
             ts->restore_position = m->offset + 1;
             t->restored_records++;
-            atomic_fetch_add(&engine->stats.restored_records, 1);
+            sl_counter_add(engine->m.restored_records, 1);
             n++;
         }
         rd_kafka_message_destroy(m);
@@ -988,6 +1148,7 @@ static void restore_poll(sl_engine *engine) {
         }
     if (finished)
         restore_reassign(engine);
+    restore_report(engine);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1103,7 +1264,7 @@ static void globals_poll(sl_engine *engine) {
                 else
                     sl_store_batch_delete(batch, m->key, m->key_len);
                 gp->next_offset = m->offset + 1;
-                atomic_fetch_add(&engine->stats.global_records, 1);
+                sl_counter_add(engine->m.global_records, 1);
             }
         }
         rd_kafka_message_destroy(m);
@@ -1180,7 +1341,7 @@ static void send_to_dlq(sl_engine *engine, task *t, const sl_record *record, con
     rd_kafka_header_add(headers, "sluice.dlq.error", -1, reason, -1);
     if (produce(engine, engine->dlq_topic, t->partition % engine->source_partitions[0], record->key,
                 record->key_len, record->value, record->value_len, headers) == SL_OK)
-        atomic_fetch_add(&engine->stats.records_dlq, 1);
+        sl_counter_add(engine->m.records_dlq, 1);
     LOG(engine, SL_LOG_WARN, "record %s [%d] @%lld to %s: %s", record->topic, record->partition,
         (long long)record->offset, engine->dlq_topic, reason);
 }
@@ -1198,7 +1359,9 @@ static void process_record(sl_engine *engine, task *t, const rd_kafka_message_t 
                         .key_len = m->key_len,
                         .value = m->payload,
                         .value_len = m->len};
-    atomic_fetch_add(&engine->stats.records_in, 1);
+    sl_counter_add(engine->m.records_in[t->source], 1);
+    struct timespec started;
+    clock_gettime(CLOCK_MONOTONIC, &started);
     if (ensure_transaction(engine) != SL_OK) {
         abort_and_rewind(engine, "cannot begin a transaction");
         return;
@@ -1228,8 +1391,14 @@ static void process_record(sl_engine *engine, task *t, const rd_kafka_message_t 
         }
     }
     t->consumed_next = m->offset + 1;
+    t->position = m->offset + 1;
     if (record.timestamp_ms > t->stream_time)
         t->stream_time = record.timestamp_ms;
+    struct timespec done;
+    clock_gettime(CLOCK_MONOTONIC, &done);
+    sl_histogram_observe(engine->m.process_seconds,
+                         (double)(done.tv_sec - started.tv_sec) +
+                             (double)(done.tv_nsec - started.tv_nsec) / 1e9);
 }
 
 static void punctuate(sl_engine *engine, task *t, bool wall_clock_only) {
@@ -1249,7 +1418,7 @@ static void punctuate(sl_engine *engine, task *t, bool wall_clock_only) {
             return;
         sl_ctx ctx = {.engine = engine, .task = t, .node = def->name};
         sl_err err = def->punctuate(&ctx, now, def->opaque);
-        atomic_fetch_add(&engine->stats.punctuations, 1);
+        sl_counter_add(engine->m.punctuations, 1);
         if (err)
             LOG(engine, SL_LOG_WARN, "punctuator %s on task %d: %s", def->name, t->partition,
                 sl_err_name(err));
@@ -1293,7 +1462,7 @@ static sl_err ctx_write(sl_ctx *ctx, const char *store, const void *key, size_t 
         sl_store_pending_delete(ts->pending, key, key_len);
     else
         sl_store_pending_put(ts->pending, key, key_len, value, value_len);
-    atomic_fetch_add(&engine->stats.changelog_records, 1);
+    sl_counter_add(engine->m.changelog_records, 1);
     return SL_OK;
 }
 
@@ -1363,7 +1532,7 @@ sl_err sl_ctx_emit(sl_ctx *ctx, const char *sink, const void *key, size_t key_le
                          partition < 0 ? RD_KAFKA_PARTITION_UA : partition, key, key_len, value,
                          value_len, NULL);
     if (!err)
-        atomic_fetch_add(&engine->stats.records_out, 1);
+        sl_counter_add(engine->m.records_out[i], 1);
     return err;
 }
 
@@ -1446,10 +1615,40 @@ sl_err sl_engine_start(sl_engine *engine, char *errstr, size_t errstr_size) {
     return SL_OK;
 }
 
+/* Gauges that are sampled, not counted: consumer lag (from the watermarks
+ * librdkafka caches from fetch responses, so no request is sent), store
+ * sizes and RocksDB memory (RocksDB properties). Every few seconds. */
+static void sample_gauges(sl_engine *engine) {
+    int64_t now = now_ms();
+    if (now - engine->last_store_stats_ms < 5000)
+        return;
+    engine->last_store_stats_ms = now;
+    const sl_topology *topology = engine->topology;
+    for (size_t src = 0; src < topology->n_sources; src++)
+        for (int32_t p = 0; engine->tasks[src] && p < engine->source_partitions[src]; p++) {
+            task *t = engine->tasks[src][p];
+            if (!t)
+                continue;
+            int64_t low, high;
+            if (t->position >= 0 &&
+                rd_kafka_get_watermark_offsets(engine->consumer, topology->sources[src].topic, p,
+                                               &low, &high) == 0 &&
+                high >= t->position)
+                sl_gauge_set(t->lag, (double)(high - t->position));
+            for (size_t s = 0; s < topology->n_stores; s++) {
+                if (!t->stores[s].store || t->stores[s].restoring)
+                    continue;
+                sl_gauge_set(t->store_keys[s], (double)sl_store_estimate_keys(t->stores[s].store));
+                sl_gauge_set(t->store_bytes[s], (double)sl_store_disk_bytes(t->stores[s].store));
+            }
+        }
+    sl_gauge_set(engine->m.block_cache_bytes, (double)sl_store_env_memory_usage(engine->env));
+}
+
 static void update_ready(sl_engine *engine) {
     bool ready =
         engine->joined && engine->globals_bootstrapped &&
-        atomic_load(&engine->stats.tasks_running) == atomic_load(&engine->stats.tasks_assigned);
+        sl_gauge_value(engine->m.tasks_running) == sl_gauge_value(engine->m.tasks_assigned);
     atomic_store(&engine->ready, ready);
 }
 
@@ -1504,6 +1703,7 @@ sl_err sl_engine_poll(sl_engine *engine, int timeout_ms) {
         if (err)
             return err;
     }
+    sample_gauges(engine);
     update_ready(engine);
     return SL_OK;
 }
@@ -1571,6 +1771,8 @@ void sl_engine_destroy(sl_engine *engine) {
         free(engine->globals[g].partitions);
     }
     sl_store_env_destroy(engine->env);
+    if (engine->own_metrics)
+        sl_metrics_destroy(engine->metrics);
     free(engine->bootstrap);
     free(engine);
 }
@@ -1580,18 +1782,20 @@ bool sl_engine_ready(const sl_engine *engine) {
 }
 
 void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *stats) {
-    sl_engine *e = (sl_engine *)engine; /* atomics are read, not changed */
-    stats->records_in = atomic_load(&e->stats.records_in);
-    stats->records_out = atomic_load(&e->stats.records_out);
-    stats->records_dlq = atomic_load(&e->stats.records_dlq);
-    stats->changelog_records = atomic_load(&e->stats.changelog_records);
-    stats->commits = atomic_load(&e->stats.commits);
-    stats->aborts = atomic_load(&e->stats.aborts);
-    stats->producer_resets = atomic_load(&e->stats.producer_resets);
-    stats->restored_records = atomic_load(&e->stats.restored_records);
-    stats->restore_ms = atomic_load(&e->stats.restore_ms);
-    stats->global_records = atomic_load(&e->stats.global_records);
-    stats->punctuations = atomic_load(&e->stats.punctuations);
-    stats->tasks_assigned = atomic_load(&e->stats.tasks_assigned);
-    stats->tasks_running = atomic_load(&e->stats.tasks_running);
+    memset(stats, 0, sizeof(*stats));
+    for (size_t i = 0; i < engine->topology->n_sources; i++)
+        stats->records_in += sl_counter_value(engine->m.records_in[i]);
+    for (size_t i = 0; i < engine->topology->n_sinks; i++)
+        stats->records_out += sl_counter_value(engine->m.records_out[i]);
+    stats->records_dlq = sl_counter_value(engine->m.records_dlq);
+    stats->changelog_records = sl_counter_value(engine->m.changelog_records);
+    stats->commits = sl_counter_value(engine->m.commits);
+    stats->aborts = sl_counter_value(engine->m.aborts);
+    stats->producer_resets = sl_counter_value(engine->m.producer_resets);
+    stats->restored_records = sl_counter_value(engine->m.restored_records);
+    stats->restore_ms = sl_counter_value(engine->m.restore_ms);
+    stats->global_records = sl_counter_value(engine->m.global_records);
+    stats->punctuations = sl_counter_value(engine->m.punctuations);
+    stats->tasks_assigned = (int64_t)sl_gauge_value(engine->m.tasks_assigned);
+    stats->tasks_running = (int64_t)sl_gauge_value(engine->m.tasks_running);
 }

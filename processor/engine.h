@@ -16,6 +16,7 @@
 #include "config.h"
 #include "error.h"
 #include "log.h"
+#include "metrics.h"
 #include "topology.h"
 
 typedef struct sl_engine sl_engine;
@@ -44,6 +45,11 @@ typedef struct sl_engine_stats {
 sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
                          const char *bootstrap, const sl_logger *logger, char *errstr,
                          size_t errstr_size);
+
+/* Publish the engine's metrics in `metrics` (borrowed; must outlive the
+ * engine) instead of the engine's private registry. Only before
+ * sl_engine_start; SL_ERR_INVALID afterwards. */
+sl_err sl_engine_set_metrics(sl_engine *engine, sl_metrics *metrics);
 
 /* Check and create topics (changelogs, dead-letter topic), create the
  * clients, subscribe, and start bootstrapping global stores. A changelog

@@ -9,9 +9,15 @@
  * validator sends it to the dead-letter topic.
  *
  * usage: counter --input T --echo T --agg T [--set KEY=VALUE]...
- *                [--crash-after N]
+ *                [--crash-after N] [--global T] [--tick-ms N] [--stream-tick-ms N]
  * --crash-after N raises SIGKILL after N records (inside an open
- * transaction), a test hook for crash recovery. Configuration also comes
+ * transaction), a test hook for crash recovery.
+ * --global T adds a global store "settings" filled from topic T; an input
+ * record with key "g:<name>" then emits "global:<value of name>" (or
+ * "global:-") to the agg topic instead of being counted.
+ * --tick-ms N / --stream-tick-ms N add a wall-clock / stream-time
+ * punctuator that emits key "tick" / "stream-tick" with value
+ * "<partition>:<time>" to the echo topic. Configuration also comes
  * from SLUICE_* environment variables, as for sluice itself.
  */
 #include <errno.h>
@@ -70,8 +76,32 @@ static bool validate(const sl_record *record, char *reason, size_t reason_size, 
     return true;
 }
 
+static sl_err lookup_global(sl_ctx *ctx, const sl_record *record) {
+    char *value = NULL;
+    size_t value_len = 0;
+    sl_err err = sl_ctx_global_get(ctx, "settings", (const char *)record->key + 2,
+                                   record->key_len - 2, &value, &value_len);
+    if (err && err != SL_ERR_NOT_FOUND)
+        return err;
+    char out[300];
+    int out_len =
+        snprintf(out, sizeof(out), "global:%.*s", err ? 1 : (int)value_len, err ? "-" : value);
+    free(value);
+    return sl_ctx_emit(ctx, "agg", record->key, record->key_len, out, (size_t)out_len,
+                       record->partition);
+}
+
+static sl_err tick(sl_ctx *ctx, int64_t now_ms, void *opaque) {
+    const char *key = opaque;
+    char value[64];
+    int len = snprintf(value, sizeof(value), "%d:%lld", sl_ctx_partition(ctx), (long long)now_ms);
+    return sl_ctx_emit(ctx, "echo", key, strlen(key), value, (size_t)len, sl_ctx_partition(ctx));
+}
+
 static sl_err count(sl_ctx *ctx, const sl_record *record, void *opaque) {
     (void)opaque;
+    if (record->key_len > 2 && memcmp(record->key, "g:", 2) == 0)
+        return lookup_global(ctx, record);
     int64_t value = 0, n = 0, sum = 0, min = 0;
     parse_i64(record->value, record->value_len, &value); /* validated */
     char *old = NULL;
@@ -103,7 +133,8 @@ static sl_err count(sl_ctx *ctx, const sl_record *record, void *opaque) {
 }
 
 int main(int argc, char **argv) {
-    const char *input = NULL, *echo = NULL, *agg = NULL;
+    const char *input = NULL, *echo = NULL, *agg = NULL, *global = NULL;
+    long long tick_ms = 0, stream_tick_ms = 0;
     char errstr[1024];
     sl_config *config = sl_config_new();
     sl_err err = sl_config_load_env(config, environ, errstr, sizeof(errstr));
@@ -116,6 +147,12 @@ int main(int argc, char **argv) {
             agg = argv[i + 1];
         else if (strcmp(argv[i], "--crash-after") == 0)
             crash_after = strtoll(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--global") == 0)
+            global = argv[i + 1];
+        else if (strcmp(argv[i], "--tick-ms") == 0)
+            tick_ms = strtoll(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--stream-tick-ms") == 0)
+            stream_tick_ms = strtoll(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--set") == 0) {
             char key[256];
             const char *eq = strchr(argv[i + 1], '=');
@@ -139,7 +176,13 @@ int main(int argc, char **argv) {
         sl_topology_add_store(topology, "agg", "data") ||
         sl_topology_add_processor(topology, "count", "data", count, NULL) ||
         sl_topology_add_sink(topology, "echo", echo) ||
-        sl_topology_add_sink(topology, "agg", agg)) {
+        sl_topology_add_sink(topology, "agg", agg) ||
+        (global && sl_topology_add_global_store(topology, "settings", global)) ||
+        (tick_ms > 0 && sl_topology_add_punctuator(topology, "tick", SL_PUNCTUATE_WALL_CLOCK,
+                                                   tick_ms, tick, "tick")) ||
+        (stream_tick_ms > 0 &&
+         sl_topology_add_punctuator(topology, "stream-tick", SL_PUNCTUATE_STREAM_TIME,
+                                    stream_tick_ms, tick, "stream-tick"))) {
         fprintf(stderr, "counter: invalid topology\n");
         return 2;
     }
