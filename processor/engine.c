@@ -278,8 +278,25 @@ static rd_kafka_t *new_client(sl_engine *engine, rd_kafka_type_t type, const cha
 static sl_err create_producer(sl_engine *engine, char *errstr, size_t errstr_size) {
     char txn_id[512];
     snprintf(txn_id, sizeof(txn_id), "%s-%s", engine->app_id, engine->instance_id);
-    const char *const eos_settings[] = {
-        "transactional.id", txn_id, "enable.idempotence", "true", "acks", "all", NULL};
+    /* A crashed instance's open transaction blocks read_committed readers of
+     * its outputs until it times out (or the instance restarts and fences
+     * it): 10 s, as Kafka Streams uses, unless the user chose otherwise. */
+    bool user_timeout = false;
+    for (size_t i = 0; i < sl_config_kafka_count(engine->config); i++) {
+        const char *key, *value;
+        sl_config_kafka_at(engine->config, i, &key, &value);
+        user_timeout |= strcmp(key, "transaction.timeout.ms") == 0 ||
+                        strcmp(key, "producer.transaction.timeout.ms") == 0;
+    }
+    const char *const eos_settings[] = {"transactional.id",
+                                        txn_id,
+                                        "enable.idempotence",
+                                        "true",
+                                        "acks",
+                                        "all",
+                                        user_timeout ? NULL : "transaction.timeout.ms",
+                                        "10000",
+                                        NULL};
     const char *const alos_settings[] = {"enable.idempotence", "true", "acks", "all", NULL};
     engine->producer =
         new_client(engine, RD_KAFKA_PRODUCER, engine->eos ? eos_settings : alos_settings, false,
@@ -1085,7 +1102,8 @@ static void restore_report(sl_engine *engine) {
     sl_gauge_set(engine->m.restore_remaining, (double)remaining_all);
 }
 
-static void restore_poll(sl_engine *engine) {
+/* One restore slice. Returns true while some store is still restoring. */
+static bool restore_poll(sl_engine *engine) {
     const sl_topology *topology = engine->topology;
     bool any = false, finished = false;
     for (size_t src = 0; !any && src < topology->n_sources; src++)
@@ -1093,7 +1111,7 @@ static void restore_poll(sl_engine *engine) {
             any = engine->tasks[src][p] && engine->tasks[src][p]->stores_restoring > 0;
     if (!any) {
         sl_gauge_set(engine->m.restore_remaining, 0);
-        return;
+        return false;
     }
     int64_t deadline = now_ms() + RESTORE_SLICE_MS;
     char why[512];
@@ -1149,6 +1167,7 @@ static void restore_poll(sl_engine *engine) {
     if (finished)
         restore_reassign(engine);
     restore_report(engine);
+    return true;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1656,7 +1675,10 @@ sl_err sl_engine_poll(sl_engine *engine, int timeout_ms) {
     if (engine->needs_rewind)
         rewind_to_committed(engine);
     globals_poll(engine);
-    restore_poll(engine);
+    /* While restoring, the group consumer is only polled (to stay in the
+     * group and serve rebalances), never waited on: restore gets the time. */
+    if (restore_poll(engine))
+        timeout_ms = 0;
     for (int n = 0; n < engine->poll_batch; n++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(engine->consumer, n ? 0 : timeout_ms);
         if (!m)
