@@ -74,7 +74,7 @@ $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto | deps
 	@mkdir -p $(GEN)
 	protoc-c --proto_path=proto --c_out=$(GEN) $<
 
-$(OUT)/obj/gen/%.o: $(GEN)/%.c | deps
+$(OUT)/obj/gen/%.o: $(GEN)/%.c $(PB_H) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
