@@ -140,6 +140,8 @@ struct sl_engine {
     int32_t source_partitions[SL_TOPOLOGY_MAX_NODES];
     task **tasks[SL_TOPOLOGY_MAX_NODES]; /* [source][partition] */
     char changelog_topic[SL_TOPOLOGY_MAX_NODES][256];
+    char source_topic[SL_TOPOLOGY_MAX_NODES][256]; /* resolved: repartition */
+    char sink_topic[SL_TOPOLOGY_MAX_NODES][256];   /* topics get the app id */
     char dlq_topic[256];
 
     global_state globals[SL_TOPOLOGY_MAX_NODES];
@@ -330,12 +332,12 @@ static void register_metrics(sl_engine *engine) {
     sl_metrics *m = engine->metrics;
     const sl_topology *topology = engine->topology;
     for (size_t i = 0; i < topology->n_sources; i++) {
-        const char *labels[] = {"topic", topology->sources[i].topic, NULL};
+        const char *labels[] = {"topic", engine->source_topic[i], NULL};
         engine->m.records_in[i] = sl_metrics_counter(
             m, "sluice_records_consumed_total", "Records consumed from a source topic", labels);
     }
     for (size_t i = 0; i < topology->n_sinks; i++) {
-        const char *labels[] = {"topic", topology->sinks[i].topic, NULL};
+        const char *labels[] = {"topic", engine->sink_topic[i], NULL};
         engine->m.records_out[i] = sl_metrics_counter(m, "sluice_records_produced_total",
                                                       "Records produced to a sink topic", labels);
     }
@@ -417,6 +419,17 @@ sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
     bool names_fit =
         fits(snprintf(engine->dlq_topic, sizeof(engine->dlq_topic), "%s-dlq", engine->app_id),
              sizeof(engine->dlq_topic));
+    for (size_t i = 0; i < topology->n_sources; i++)
+        names_fit &=
+            fits(snprintf(engine->source_topic[i], sizeof(engine->source_topic[i]),
+                          topology->sources[i].repartition ? "%s-%s-repartition" : "%.0s%s",
+                          engine->app_id, topology->sources[i].topic),
+                 sizeof(engine->source_topic[i]));
+    for (size_t i = 0; i < topology->n_sinks; i++)
+        names_fit &= fits(snprintf(engine->sink_topic[i], sizeof(engine->sink_topic[i]),
+                                   topology->sinks[i].repartition ? "%s-%s-repartition" : "%.0s%s",
+                                   engine->app_id, topology->sinks[i].topic),
+                          sizeof(engine->sink_topic[i]));
     for (size_t s = 0; s < topology->n_stores; s++)
         names_fit &= fits(snprintf(engine->changelog_topic[s], sizeof(engine->changelog_topic[s]),
                                    "%s-%s-changelog", engine->app_id, topology->stores[s]),
@@ -451,22 +464,45 @@ fail:
 
 static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size) {
     const sl_topology *topology = engine->topology;
-    for (size_t i = 0; i < topology->n_sources; i++) {
-        int partitions = 0;
-        sl_err err = sl_admin_topic_partitions(engine->producer, topology->sources[i].topic,
-                                               ADMIN_TIMEOUT_MS, &partitions, errstr, errstr_size);
-        if (err)
-            return sl_fail(errstr, errstr_size, err, "source topic %s: %s",
-                           topology->sources[i].topic,
-                           err == SL_ERR_NOT_FOUND ? "does not exist (create it first)" : errstr);
-        if (partitions > MAX_PARTITIONS)
-            return sl_fail(errstr, errstr_size, SL_ERR_INVALID,
-                           "source topic %s has %d partitions (max %d)", topology->sources[i].topic,
-                           partitions, MAX_PARTITIONS);
-        engine->source_partitions[i] = partitions;
-        engine->tasks[i] = calloc((size_t)partitions, sizeof(task *));
-        if (!engine->tasks[i])
-            return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+    /* Input topics first (they must exist), then the repartition topics the
+     * engine owns, which default to the first input's partition count. */
+    int default_partitions = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < topology->n_sources; i++) {
+            const sl_source_def *def = &topology->sources[i];
+            if (def->repartition != (pass == 1))
+                continue;
+            char why[512] = "";
+            int partitions = 0;
+            sl_err err;
+            if (def->repartition) {
+                partitions = def->partitions ? def->partitions : default_partitions;
+                sl_topic_spec spec = {.name = engine->source_topic[i],
+                                      .partitions = partitions > 0 ? partitions : 1,
+                                      .replication_factor = engine->replication_factor};
+                err = sl_admin_ensure_topic(engine->producer, &spec, ADMIN_TIMEOUT_MS, why,
+                                            sizeof(why));
+                partitions = spec.partitions;
+            } else {
+                err = sl_admin_topic_partitions(engine->producer, engine->source_topic[i],
+                                                ADMIN_TIMEOUT_MS, &partitions, why, sizeof(why));
+                if (err == SL_ERR_NOT_FOUND)
+                    snprintf(why, sizeof(why), "does not exist (create it first)");
+            }
+            if (err)
+                return sl_fail(errstr, errstr_size, err, "source topic %s: %s",
+                               engine->source_topic[i], why);
+            if (partitions > MAX_PARTITIONS)
+                return sl_fail(errstr, errstr_size, SL_ERR_INVALID,
+                               "source topic %s has %d partitions (max %d)",
+                               engine->source_topic[i], partitions, MAX_PARTITIONS);
+            if (!default_partitions)
+                default_partitions = partitions;
+            engine->source_partitions[i] = partitions;
+            engine->tasks[i] = calloc((size_t)partitions, sizeof(task *));
+            if (!engine->tasks[i])
+                return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+        }
     }
     static const char *const compact[] = {"cleanup.policy", "compact", NULL};
     for (size_t s = 0; s < topology->n_stores; s++) {
@@ -490,7 +526,7 @@ static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size
 
 static int source_of_topic(const sl_engine *engine, const char *topic) {
     for (size_t i = 0; i < engine->topology->n_sources; i++)
-        if (strcmp(engine->topology->sources[i].topic, topic) == 0)
+        if (strcmp(engine->source_topic[i], topic) == 0)
             return (int)i;
     return -1;
 }
@@ -555,7 +591,7 @@ static void task_start_running(sl_engine *engine, task *t) {
         t->next_punctuation[i] = engine->topology->punctuators[i].type == SL_PUNCTUATE_WALL_CLOCK
                                      ? now + engine->topology->punctuators[i].interval_ms
                                      : INT64_MIN;
-    partition_list_set(engine->consumer, source->topic, t->partition, false);
+    partition_list_set(engine->consumer, engine->source_topic[t->source], t->partition, false);
     int64_t took = now_ms() - t->restore_started_ms;
     sl_counter_add(engine->m.restore_ms, (uint64_t)took);
     LOG(engine, SL_LOG_INFO, "task %s_%d running (restored %llu records in %lld ms)", source->name,
@@ -645,8 +681,8 @@ static sl_err task_create(sl_engine *engine, int source, int32_t partition, char
     }
     char partition_label[16];
     snprintf(partition_label, sizeof(partition_label), "%d", partition);
-    const char *lag_labels[] = {"topic", topology->sources[source].topic, "partition",
-                                partition_label, NULL};
+    const char *lag_labels[] = {"topic", engine->source_topic[source], "partition", partition_label,
+                                NULL};
     t->lag = sl_metrics_gauge(engine->metrics, "sluice_consumer_lag_records",
                               "Records between the task's position and the end of its source",
                               lag_labels);
@@ -807,7 +843,7 @@ static void recreate_tasks(sl_engine *engine) {
             if (!t)
                 continue;
             task_close(engine, t, false);
-            partition_list_set(engine->consumer, topology->sources[src].topic, p, true);
+            partition_list_set(engine->consumer, engine->source_topic[src], p, true);
             if (task_create(engine, (int)src, p, why, sizeof(why)))
                 LOG(engine, SL_LOG_ERROR, "task %s_%d: cannot recreate: %s",
                     topology->sources[src].name, p, why);
@@ -863,8 +899,8 @@ static rd_kafka_topic_partition_list_t *consumed_offsets(sl_engine *engine) {
         for (int32_t p = 0; engine->tasks[src] && p < engine->source_partitions[src]; p++) {
             task *t = engine->tasks[src][p];
             if (t && t->consumed_next >= 0)
-                rd_kafka_topic_partition_list_add(offsets, topology->sources[src].topic, p)
-                    ->offset = t->consumed_next;
+                rd_kafka_topic_partition_list_add(offsets, engine->source_topic[src], p)->offset =
+                    t->consumed_next;
         }
     return offsets;
 }
@@ -889,7 +925,7 @@ static void apply_pending(sl_engine *engine) {
                     LOG(engine, SL_LOG_ERROR, "task %s_%d: store %s apply failed (%s): restoring",
                         topology->sources[src].name, p, topology->stores[s], why);
                     task_close(engine, t, false);
-                    partition_list_set(engine->consumer, topology->sources[src].topic, p, true);
+                    partition_list_set(engine->consumer, engine->source_topic[src], p, true);
                     if (task_create(engine, (int)src, p, why, sizeof(why)) == SL_OK)
                         restore_reassign(engine);
                     break;
@@ -1370,7 +1406,7 @@ static void process_record(sl_engine *engine, task *t, const rd_kafka_message_t 
     const sl_source_def *source = &topology->sources[t->source];
     rd_kafka_timestamp_type_t ts_type;
     int64_t timestamp = rd_kafka_message_timestamp(m, &ts_type);
-    sl_record record = {.topic = source->topic,
+    sl_record record = {.topic = engine->source_topic[t->source],
                         .partition = m->partition,
                         .offset = m->offset,
                         .timestamp_ms = timestamp >= 0 ? timestamp : wall_ms(),
@@ -1547,9 +1583,9 @@ sl_err sl_ctx_emit(sl_ctx *ctx, const char *sink, const void *key, size_t key_le
     int i = sl_topology_sink_index(engine->topology, sink);
     if (i < 0)
         return SL_ERR_INVALID;
-    sl_err err = produce(engine, engine->topology->sinks[i].topic,
-                         partition < 0 ? RD_KAFKA_PARTITION_UA : partition, key, key_len, value,
-                         value_len, NULL);
+    sl_err err =
+        produce(engine, engine->sink_topic[i], partition < 0 ? RD_KAFKA_PARTITION_UA : partition,
+                key, key_len, value, value_len, NULL);
     if (!err)
         sl_counter_add(engine->m.records_out[i], 1);
     return err;
@@ -1621,8 +1657,7 @@ sl_err sl_engine_start(sl_engine *engine, char *errstr, size_t errstr_size) {
     rd_kafka_topic_partition_list_t *topics =
         rd_kafka_topic_partition_list_new((int)topology->n_sources);
     for (size_t i = 0; i < topology->n_sources; i++)
-        rd_kafka_topic_partition_list_add(topics, topology->sources[i].topic,
-                                          RD_KAFKA_PARTITION_UA);
+        rd_kafka_topic_partition_list_add(topics, engine->source_topic[i], RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t code = rd_kafka_subscribe(engine->consumer, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (code)
@@ -1650,8 +1685,8 @@ static void sample_gauges(sl_engine *engine) {
                 continue;
             int64_t low, high;
             if (t->position >= 0 &&
-                rd_kafka_get_watermark_offsets(engine->consumer, topology->sources[src].topic, p,
-                                               &low, &high) == 0 &&
+                rd_kafka_get_watermark_offsets(engine->consumer, engine->source_topic[src], p, &low,
+                                               &high) == 0 &&
                 high >= t->position)
                 sl_gauge_set(t->lag, (double)(high - t->position));
             for (size_t s = 0; s < topology->n_stores; s++) {

@@ -117,6 +117,23 @@ sl_err sl_topology_add_sink(sl_topology *topology, const char *name, const char 
     return SL_OK;
 }
 
+sl_err sl_topology_add_repartition(sl_topology *topology, const char *name, int partitions) {
+    if (partitions < 0 || partitions > 4096 || sl_topology_sink_index(topology, name) >= 0)
+        return SL_ERR_INVALID;
+    sl_err err = sl_topology_add_source(topology, name, name, NULL, NULL);
+    if (err)
+        return err;
+    err = sl_topology_add_sink(topology, name, name);
+    if (err) {
+        topology->n_sources--;
+        return err;
+    }
+    topology->sources[topology->n_sources - 1].repartition = true;
+    topology->sources[topology->n_sources - 1].partitions = partitions;
+    topology->sinks[topology->n_sinks - 1].repartition = true;
+    return SL_OK;
+}
+
 sl_err sl_topology_add_global_store(sl_topology *topology, const char *store, const char *topic) {
     if (!valid_name(store, SL_TOPOLOGY_MAX_NAME) || !valid_topic(topic) ||
         sl_topology_global_index(topology, store) >= 0 ||

@@ -87,6 +87,14 @@ sl_err sl_topology_add_store(sl_topology *topology, const char *store, const cha
 sl_err sl_topology_add_processor(sl_topology *topology, const char *name, const char *source,
                                  sl_process_fn *process, void *opaque);
 sl_err sl_topology_add_sink(sl_topology *topology, const char *name, const char *topic);
+/* A repartition topic, <application.id>-<name>-repartition, created by the
+ * engine with `partitions` partitions (0: as many as the first source). It
+ * is both a sink named `name` (emit with a new key: the record moves to the
+ * partition that owns that key) and a source named `name` (add processors
+ * and stores to it like any source). Under exactly-once the write and the
+ * read are part of the transactions like everything else. */
+sl_err sl_topology_add_repartition(sl_topology *topology, const char *name, int partitions);
+
 sl_err sl_topology_add_global_store(sl_topology *topology, const char *store, const char *topic);
 sl_err sl_topology_add_punctuator(sl_topology *topology, const char *name, sl_punctuation_type type,
                                   int64_t interval_ms, sl_punctuate_fn *punctuate, void *opaque);

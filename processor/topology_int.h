@@ -9,7 +9,9 @@
 
 typedef struct sl_source_def {
     char name[SL_TOPOLOGY_MAX_NAME + 1];
-    char topic[250];
+    char topic[250]; /* for a repartition source: the repartition's name */
+    bool repartition;
+    int partitions; /* repartition only; 0: as many as the first source */
     sl_validate_fn *validate;
     void *opaque;
 } sl_source_def;
@@ -23,7 +25,8 @@ typedef struct sl_processor_def {
 
 typedef struct sl_sink_def {
     char name[SL_TOPOLOGY_MAX_NAME + 1];
-    char topic[250];
+    char topic[250]; /* for a repartition sink: the repartition's name */
+    bool repartition;
 } sl_sink_def;
 
 typedef struct sl_global_def {

@@ -15,6 +15,9 @@
  * --global T adds a global store "settings" filled from topic T; an input
  * record with key "g:<name>" then emits "global:<value of name>" (or
  * "global:-") to the agg topic instead of being counted.
+ * --groups T re-keys every counted record to group "g<n mod 4>" through the
+ * repartition topic "regroup", counts records per group in the store
+ * "groups" (a second sub-topology) and emits "<group>" -> "<count>" to T.
  * --tick-ms N / --stream-tick-ms N add a wall-clock / stream-time
  * punctuator that emits key "tick" / "stream-tick" with value
  * "<partition>:<time>" to the echo topic. Configuration also comes
@@ -91,6 +94,28 @@ static sl_err lookup_global(sl_ctx *ctx, const sl_record *record) {
                        record->partition);
 }
 
+static bool regroup;
+
+/* Second sub-topology: count per group, from the repartition topic. */
+static sl_err count_group(sl_ctx *ctx, const sl_record *record, void *opaque) {
+    (void)opaque;
+    int64_t n = 0;
+    char *old = NULL;
+    size_t old_len = 0;
+    sl_err err = sl_ctx_get(ctx, "groups", record->key, record->key_len, &old, &old_len);
+    if (err == SL_OK) {
+        parse_i64(old, old_len, &n);
+        free(old);
+    } else if (err != SL_ERR_NOT_FOUND) {
+        return err;
+    }
+    char value[32];
+    int len = snprintf(value, sizeof(value), "%" PRId64, n + 1);
+    if ((err = sl_ctx_put(ctx, "groups", record->key, record->key_len, value, (size_t)len)))
+        return err;
+    return sl_ctx_emit(ctx, "groups-out", record->key, record->key_len, value, (size_t)len, -1);
+}
+
 static sl_err tick(sl_ctx *ctx, int64_t now_ms, void *opaque) {
     const char *key = opaque;
     char value[64];
@@ -121,6 +146,13 @@ static sl_err count(sl_ctx *ctx, const sl_record *record, void *opaque) {
     sum += value;
     char agg[96];
     int agg_len = snprintf(agg, sizeof(agg), "%" PRId64 ",%" PRId64 ",%" PRId64, n, sum, min);
+    if (regroup) {
+        char group[8];
+        int group_len = snprintf(group, sizeof(group), "g%d", (int)(value % 4));
+        if ((err = sl_ctx_emit(ctx, "regroup", group, (size_t)group_len, record->value,
+                               record->value_len, -1)))
+            return err;
+    }
     if ((err = sl_ctx_emit(ctx, "echo", record->key, record->key_len, record->value,
                            record->value_len, record->partition)) ||
         (err = sl_ctx_put(ctx, "agg", record->key, record->key_len, agg, (size_t)agg_len)) ||
@@ -133,7 +165,7 @@ static sl_err count(sl_ctx *ctx, const sl_record *record, void *opaque) {
 }
 
 int main(int argc, char **argv) {
-    const char *input = NULL, *echo = NULL, *agg = NULL, *global = NULL;
+    const char *input = NULL, *echo = NULL, *agg = NULL, *global = NULL, *groups = NULL;
     long long tick_ms = 0, stream_tick_ms = 0;
     char errstr[1024];
     sl_config *config = sl_config_new();
@@ -149,6 +181,8 @@ int main(int argc, char **argv) {
             crash_after = strtoll(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--global") == 0)
             global = argv[i + 1];
+        else if (strcmp(argv[i], "--groups") == 0)
+            groups = argv[i + 1];
         else if (strcmp(argv[i], "--tick-ms") == 0)
             tick_ms = strtoll(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--stream-tick-ms") == 0)
@@ -171,6 +205,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "counter: %s\n", err ? errstr : "--input, --echo and --agg are required");
         return 2;
     }
+    regroup = groups != NULL;
     sl_topology *topology = sl_topology_new();
     if (sl_topology_add_source(topology, "data", input, validate, NULL) ||
         sl_topology_add_store(topology, "agg", "data") ||
@@ -178,6 +213,11 @@ int main(int argc, char **argv) {
         sl_topology_add_sink(topology, "echo", echo) ||
         sl_topology_add_sink(topology, "agg", agg) ||
         (global && sl_topology_add_global_store(topology, "settings", global)) ||
+        (groups &&
+         (sl_topology_add_repartition(topology, "regroup", 0) ||
+          sl_topology_add_store(topology, "groups", "regroup") ||
+          sl_topology_add_processor(topology, "count-group", "regroup", count_group, NULL) ||
+          sl_topology_add_sink(topology, "groups-out", groups))) ||
         (tick_ms > 0 && sl_topology_add_punctuator(topology, "tick", SL_PUNCTUATE_WALL_CLOCK,
                                                    tick_ms, tick, "tick")) ||
         (stream_tick_ms > 0 &&
