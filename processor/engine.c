@@ -1413,7 +1413,8 @@ static void process_record(sl_engine *engine, task *t, const rd_kafka_message_t 
                         .key = m->key,
                         .key_len = m->key_len,
                         .value = m->payload,
-                        .value_len = m->len};
+                        .value_len = m->len,
+                        .message = m};
     sl_counter_add(engine->m.records_in[t->source], 1);
     struct timespec started;
     clock_gettime(CLOCK_MONOTONIC, &started);
@@ -1594,6 +1595,14 @@ sl_err sl_ctx_emit(sl_ctx *ctx, const char *sink, const void *key, size_t key_le
 void sl_ctx_reject(sl_ctx *ctx, const char *reason) {
     snprintf(ctx->reject_buf, sizeof(ctx->reject_buf), "%s", reason ? reason : "rejected");
     ctx->reject_reason = ctx->reject_buf;
+}
+
+bool sl_record_header(const sl_record *record, const char *name, const void **value, size_t *size) {
+    rd_kafka_headers_t *headers = NULL;
+    if (!record->message ||
+        rd_kafka_message_headers((const rd_kafka_message_t *)record->message, &headers) || !headers)
+        return false;
+    return rd_kafka_header_get_last(headers, name, value, size) == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
 int32_t sl_ctx_partition(const sl_ctx *ctx) {

@@ -52,7 +52,13 @@ typedef struct sl_record {
     size_t key_len;
     const void *value;
     size_t value_len;
+    const void *message; /* the underlying rd_kafka_message_t, for headers */
 } sl_record;
+
+/* The last value of header `name` of a record: true and *value, *size set
+ * (borrowed, valid during the callback; *value may be NULL for a null
+ * header), or false if the record has no such header. */
+bool sl_record_header(const sl_record *record, const char *name, const void **value, size_t *size);
 
 /* Decode/validate a record of a source. Return false and write a short
  * reason (no payload bytes!) to `reason` to send the record to the

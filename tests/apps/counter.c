@@ -6,7 +6,9 @@
  *   - updates the per-key aggregate (count, sum, min) in the store "agg" and
  *     emits the new aggregate ("count,sum,min") to the agg topic.
  * A value that is not a decimal number is a poison record: the source's
- * validator sends it to the dead-letter topic.
+ * validator sends it to the dead-letter topic. A record with a "reject"
+ * header is rejected by the processor itself (sl_ctx_reject), with the
+ * header's value as the reason.
  *
  * usage: counter --input T --echo T --agg T [--set KEY=VALUE]...
  *                [--crash-after N] [--global T] [--tick-ms N] [--stream-tick-ms N]
@@ -125,6 +127,16 @@ static sl_err tick(sl_ctx *ctx, int64_t now_ms, void *opaque) {
 
 static sl_err count(sl_ctx *ctx, const sl_record *record, void *opaque) {
     (void)opaque;
+    const void *reason;
+    size_t reason_len;
+    if (sl_record_header(record, "reject", &reason, &reason_len)) {
+        /* explicit rejection by a processor, reason taken from the header */
+        char buf[64];
+        snprintf(buf, sizeof(buf), "%.*s", reason ? (int)reason_len : 0,
+                 reason ? (const char *)reason : "");
+        sl_ctx_reject(ctx, buf);
+        return SL_OK;
+    }
     if (record->key_len > 2 && memcmp(record->key, "g:", 2) == 0)
         return lookup_global(ctx, record);
     int64_t value = 0, n = 0, sum = 0, min = 0;
