@@ -1000,6 +1000,11 @@ static sl_jwt_error check_signature(const sl_jwt_keys *keys, const jwt_key *key,
         }
         to_verify = der;
     }
+    /* A fresh context per call, as OpenSSL documents for sharing an
+     * EVP_PKEY between threads. Copying a per-key template context
+     * (EVP_MD_CTX_copy_ex) would save ~2.5 us of the ~20 us of an RSA-2048
+     * verification, but copying one context from many threads at once is
+     * not a documented guarantee, and the cache already spares most calls. */
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (!ctx || EVP_DigestVerifyInit(ctx, NULL, keys->sha256, NULL, key->pub) != 1) {
         EVP_MD_CTX_free(ctx);
