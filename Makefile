@@ -5,6 +5,7 @@
 #   make test       install what is missing, build under ASan+UBSan, start a real
 #                   Kafka broker and PostgreSQL, run every test, stop them
 #   make docs       regenerate docs/CONFIGURATION.md from the config table
+#   make bench-jwt  build and run the token-verification benchmark (bench/jwt_bench.c)
 #   make format     clang-format every C file
 #   make clean
 #
@@ -20,7 +21,7 @@ ifeq ($(origin CC),default)
 CC := gcc
 endif
 
-PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb
+PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb libcrypto
 TEST_PKGS := cmocka libpq
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -59,7 +60,7 @@ INTEG_TESTS := $(patsubst tests/integration/%.c,$(OUT)/tests/integration/%,\
 SUPPORT_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(wildcard tests/support/*.c))
 TEST_APPS := $(patsubst tests/apps/%.c,$(OUT)/tests/apps/%,$(wildcard tests/apps/*.c))
 
-.PHONY: all run test tests docs format clean deps
+.PHONY: all run test tests docs format clean deps bench-jwt
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -96,6 +97,18 @@ $(OUT)/tests/%: $(OUT)/obj/tests/%.o $(SUPPORT_OBJS) $(OUT)/libsluice.a
 	$(CC) $(SAN_LD) -o $@ $^ $(LDLIBS_ALL) $(call pkg_libs,$(TEST_PKGS))
 
 tests: $(UNIT_TESTS) $(INTEG_TESTS) $(TEST_APPS) $(OUT)/sluice
+
+# Benchmarks (bench/*.c) are built only when asked for, never by `make` or
+# `make test`; libjwt is linked into the JWT benchmark only, as its baseline.
+BENCH_PKGS := libjwt
+$(OUT)/obj/bench/%.o: CFLAGS_ALL += $(call pkg_cflags,$(BENCH_PKGS))
+
+$(OUT)/bench/%: $(OUT)/obj/bench/%.o $(OUT)/libsluice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_LD) -o $@ $^ $(LDLIBS_ALL) $(call pkg_libs,$(BENCH_PKGS))
+
+bench-jwt: $(OUT)/bench/jwt_bench
+	$(OUT)/bench/jwt_bench $(ARGS)
 
 run:
 	scripts/bootstrap build
