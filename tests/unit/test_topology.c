@@ -70,6 +70,18 @@ static void names_are_unique_and_safe_for_paths_and_topics(void **state) {
     assert_int_equal(sl_topology_add_store(t, "g", "s"), SL_ERR_INVALID);
 }
 
+static void a_repartition_is_both_a_sink_and_a_source(void **state) {
+    sl_topology *t = *state;
+    assert_int_equal(sl_topology_add_repartition(t, "by-id", 0), SL_OK);
+    assert_int_equal(sl_topology_sink_index(t, "by-id"), 0);
+    assert_true(t->sinks[0].repartition);
+    assert_true(t->sources[0].repartition);
+    assert_int_equal(sl_topology_add_store(t, "users", "by-id"), SL_OK);
+    assert_int_equal(sl_topology_add_processor(t, "index", "by-id", process, NULL), SL_OK);
+    assert_int_equal(sl_topology_add_repartition(t, "by-id", 0), SL_ERR_INVALID);
+    assert_int_equal(sl_topology_add_repartition(t, "bad", -1), SL_ERR_INVALID);
+}
+
 static void punctuators_need_a_positive_interval(void **state) {
     sl_topology *t = *state;
     assert_int_equal(
@@ -98,6 +110,7 @@ int main(void) {
         T(a_topology_reads_top_to_bottom),
         T(references_must_exist),
         T(names_are_unique_and_safe_for_paths_and_topics),
+        T(a_repartition_is_both_a_sink_and_a_source),
         T(punctuators_need_a_positive_interval),
         T(node_count_is_bounded),
     };
