@@ -6,6 +6,8 @@
 #                   Kafka broker and PostgreSQL, run every test, stop them
 #   make docs       regenerate docs/CONFIGURATION.md from the config table
 #   make format     clang-format every C file
+#   make bench-passwords  build and run bench/passwords_bench (release build;
+#                   ARGS="N" sets the hashes per phase)
 #   make clean
 #
 # VARIANT=release (default) or VARIANT=asan selects the build flavour; each
@@ -20,7 +22,7 @@ ifeq ($(origin CC),default)
 CC := gcc
 endif
 
-PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb
+PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb libargon2 libsodium
 TEST_PKGS := cmocka libpq
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -58,8 +60,10 @@ INTEG_TESTS := $(patsubst tests/integration/%.c,$(OUT)/tests/integration/%,\
                  $(wildcard tests/integration/test_*.c))
 SUPPORT_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(wildcard tests/support/*.c))
 TEST_APPS := $(patsubst tests/apps/%.c,$(OUT)/tests/apps/%,$(wildcard tests/apps/*.c))
+# Benchmark programs: one bench/<name>.c each, built only when asked for.
+BENCHES := $(patsubst bench/%.c,$(OUT)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all run test tests docs format clean deps
+.PHONY: all run test tests docs format clean deps benches bench-passwords
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -96,6 +100,17 @@ $(OUT)/tests/%: $(OUT)/obj/tests/%.o $(SUPPORT_OBJS) $(OUT)/libsluice.a
 	$(CC) $(SAN_LD) -o $@ $^ $(LDLIBS_ALL) $(call pkg_libs,$(TEST_PKGS))
 
 tests: $(UNIT_TESTS) $(INTEG_TESTS) $(TEST_APPS) $(OUT)/sluice
+
+$(OUT)/bench/%: $(OUT)/obj/bench/%.o $(OUT)/libsluice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_LD) -o $@ $^ $(LDLIBS_ALL)
+
+benches: $(BENCHES)
+
+# Timings mean something only in the release build.
+bench-passwords:
+	$(MAKE) VARIANT=release build/release/bench/passwords_bench
+	build/release/bench/passwords_bench $(ARGS)
 
 run:
 	scripts/bootstrap build
