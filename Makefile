@@ -7,6 +7,8 @@
 #   make docs       regenerate docs/CONFIGURATION.md from the config table
 #   make bench-jwt  build and run the token-verification benchmark (bench/jwt_bench.c)
 #   make format     clang-format every C file
+#   make bench-passwords  build and run bench/passwords_bench (release build;
+#                   ARGS="N" sets the hashes per phase)
 #   make clean
 #
 # VARIANT=release (default) or VARIANT=asan selects the build flavour; each
@@ -21,7 +23,7 @@ ifeq ($(origin CC),default)
 CC := gcc
 endif
 
-PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb libcrypto
+PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb libcrypto libargon2 libsodium
 TEST_PKGS := cmocka libpq
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -59,8 +61,10 @@ INTEG_TESTS := $(patsubst tests/integration/%.c,$(OUT)/tests/integration/%,\
                  $(wildcard tests/integration/test_*.c))
 SUPPORT_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(wildcard tests/support/*.c))
 TEST_APPS := $(patsubst tests/apps/%.c,$(OUT)/tests/apps/%,$(wildcard tests/apps/*.c))
+# Benchmark programs: one bench/<name>.c each, built only when asked for.
+BENCHES := $(patsubst bench/%.c,$(OUT)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all run test tests docs format clean deps bench-jwt
+.PHONY: all run test tests docs format clean deps benches bench bench-jwt bench-passwords
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -107,8 +111,16 @@ $(OUT)/bench/%: $(OUT)/obj/bench/%.o $(OUT)/libsluice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_LD) -o $@ $^ $(LDLIBS_ALL) $(call pkg_libs,$(BENCH_PKGS))
 
-bench-jwt: $(OUT)/bench/jwt_bench
-	$(OUT)/bench/jwt_bench $(ARGS)
+benches: $(BENCHES)
+
+# Timings mean something only in the release build.
+bench-jwt:
+	$(MAKE) VARIANT=release build/release/bench/jwt_bench
+	build/release/bench/jwt_bench $(ARGS)
+
+bench-passwords:
+	$(MAKE) VARIANT=release build/release/bench/passwords_bench
+	build/release/bench/passwords_bench $(ARGS)
 
 run:
 	scripts/bootstrap build

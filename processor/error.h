@@ -30,7 +30,8 @@
     X(SL_ERR_KAFKA_FATAL, "fatal Kafka error: the client must be recreated")                       \
     X(SL_ERR_TOPIC_MISMATCH, "existing topic does not match its definition")                       \
     X(SL_ERR_HTTP, "HTTP server error")                                                            \
-    X(SL_ERR_STORE, "state store error")
+    X(SL_ERR_STORE, "state store error")                                                           \
+    X(SL_ERR_CANCELLED, "cancelled before it ran (shutdown or the caller gave up)")
 
 typedef enum sl_err {
 #define SL_ERR_ENUM_(code, msg) code,
