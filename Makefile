@@ -6,13 +6,17 @@
 #                   Kafka broker and PostgreSQL, run every test, stop them
 #   make docs       regenerate docs/CONFIGURATION.md from the config table
 #   make bench-jwt  build and run the token-verification benchmark (bench/jwt_bench.c)
+#   make fuzz       install clang, build the libFuzzer targets of tests/fuzz/
+#                   (build/fuzz) and run each for FUZZ_SECONDS (default 60);
+#                   new corpus entries and crashes go to .cache/fuzz/
+#                   (git-ignored). make test replays the committed corpora.
 #   make format     clang-format every C file
 #   make bench-passwords  build and run bench/passwords_bench (release build;
 #                   ARGS="N" sets the hashes per phase)
 #   make clean
 #
-# VARIANT=release (default) or VARIANT=asan selects the build flavour; each
-# has its own directory under build/.
+# VARIANT=release (default), VARIANT=asan or VARIANT=fuzz (clang, for make
+# fuzz) selects the build flavour; each has its own directory under build/.
 
 VARIANT ?= release
 OUT := build/$(VARIANT)
@@ -35,8 +39,15 @@ SAN_LD := -fsanitize=address,undefined
 else ifeq ($(VARIANT),release)
 OPT := -O2 -g
 SAN_LD :=
+else ifeq ($(VARIANT),fuzz)
+# Everything instrumented for libFuzzer's coverage; only the fuzz targets link
+# its main (FUZZ_LD below).
+CC := clang
+OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+       -fno-sanitize-recover=undefined
+SAN_LD := -fsanitize=address,undefined
 else
-$(error VARIANT must be release or asan, not '$(VARIANT)')
+$(error VARIANT must be release, asan or fuzz, not '$(VARIANT)')
 endif
 
 pkg_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
@@ -64,7 +75,21 @@ TEST_APPS := $(patsubst tests/apps/%.c,$(OUT)/tests/apps/%,$(wildcard tests/apps
 # Benchmark programs: one bench/<name>.c each, built only when asked for.
 BENCHES := $(patsubst bench/%.c,$(OUT)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all run test tests docs format clean deps benches bench bench-jwt bench-passwords
+# One fuzz target per decoder or request parser (tests/fuzz/fuzz_*.c). In the
+# test build each links tests/fuzz/replay.c, which replays a corpus directory
+# (tests/run passes tests/fuzz/corpus/<name>); in VARIANT=fuzz, libFuzzer.
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS := $(addprefix $(OUT)/tests/fuzz/,$(FUZZ_TARGETS))
+ifeq ($(VARIANT),fuzz)
+FUZZ_DRIVER :=
+FUZZ_LD := -fsanitize=fuzzer
+else
+FUZZ_DRIVER := $(OUT)/obj/tests/fuzz/replay.o
+FUZZ_LD :=
+endif
+FUZZ_SECONDS ?= 60
+
+.PHONY: all run test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -100,7 +125,14 @@ $(OUT)/tests/%: $(OUT)/obj/tests/%.o $(SUPPORT_OBJS) $(OUT)/libsluice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_LD) -o $@ $^ $(LDLIBS_ALL) $(call pkg_libs,$(TEST_PKGS))
 
-tests: $(UNIT_TESTS) $(INTEG_TESTS) $(TEST_APPS) $(OUT)/sluice
+# More specific than $(OUT)/tests/%, so make picks it for the fuzz targets.
+$(OUT)/tests/fuzz/fuzz_%: $(OUT)/obj/tests/fuzz/fuzz_%.o $(FUZZ_DRIVER) $(OUT)/libsluice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_LD) $(FUZZ_LD) -o $@ $^ $(LDLIBS_ALL)
+
+tests: $(UNIT_TESTS) $(INTEG_TESTS) $(TEST_APPS) $(FUZZ_BINS) $(OUT)/sluice
+
+fuzzers: $(FUZZ_BINS)
 
 # Benchmarks (bench/*.c) are built only when asked for, never by `make` or
 # `make test`; libjwt is linked into the JWT benchmark only, as its baseline.
@@ -131,6 +163,11 @@ test:
 	scripts/bootstrap test
 	$(MAKE) VARIANT=asan tests
 	scripts/harness tests/run build/asan
+
+fuzz:
+	scripts/bootstrap fuzz
+	$(MAKE) VARIANT=fuzz fuzzers
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz build/fuzz
 
 docs: $(OUT)/sluice
 	$(OUT)/sluice config-doc > docs/CONFIGURATION.md

@@ -13,6 +13,7 @@
  *   completed_cb                   -> free the sl_http_request
  */
 #include "http.h"
+#include "http_int.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -74,7 +75,8 @@ struct sl_http_response {
     char allow[64];
 };
 
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
+/* The attribute lets clang check the vsnprintf below (-Wformat-nonliteral). */
+static void __attribute__((format(printf, 2, 0))) mhd_log(void *cls, const char *fmt, va_list ap) {
     char line[512];
     vsnprintf(line, sizeof(line), fmt, ap);
     size_t n = strlen(line);
@@ -139,9 +141,8 @@ sl_err sl_http_route(sl_http_server *server, const char *method, const char *pat
     return SL_OK;
 }
 
-/* Match `path` against `pattern`; on success record {name} captures in req
- * (values are copies, names point into the pattern). */
-static bool match(const char *pattern, const char *path, sl_http_request *req) {
+bool sl_http_match_pattern(const char *pattern, const char *path, size_t *n_params_out,
+                           const char **names, size_t *name_lens, char **values) {
     size_t n_params = 0;
     const char *p = pattern, *s = path;
     while (*p && *s) {
@@ -152,8 +153,8 @@ static bool match(const char *pattern, const char *path, sl_http_request *req) {
         if (plen > 2 && p[0] == '{' && p[plen - 1] == '}') {
             if (slen == 0 || n_params == SL_HTTP_MAX_PARAMS)
                 return false;
-            req->param_names[n_params] = p + 1;
-            req->param_name_lens[n_params] = plen - 2;
+            names[n_params] = p + 1;
+            name_lens[n_params] = plen - 2;
             n_params++;
         } else if (plen != slen || strncmp(p, s, plen) != 0) {
             return false;
@@ -169,15 +170,22 @@ static bool match(const char *pattern, const char *path, sl_http_request *req) {
         p++, s++;
         size_t plen = strcspn(p, "/"), slen = strcspn(s, "/");
         if (plen > 2 && p[0] == '{' && p[plen - 1] == '}') {
-            req->param_values[k] = strndup(s, slen);
-            if (!req->param_values[k])
+            values[k] = strndup(s, slen);
+            if (!values[k])
                 return false;
             k++;
         }
         p += plen, s += slen;
     }
-    req->n_params = n_params;
+    *n_params_out = n_params;
     return true;
+}
+
+/* Match `path` against `pattern`; on success record {name} captures in req
+ * (values are copies, names point into the pattern). */
+static bool match(const char *pattern, const char *path, sl_http_request *req) {
+    return sl_http_match_pattern(pattern, path, &req->n_params, req->param_names,
+                                 req->param_name_lens, req->param_values);
 }
 
 static void free_params(sl_http_request *req) {

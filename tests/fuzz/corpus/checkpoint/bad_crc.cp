@@ -1,0 +1,3 @@
+sluice-checkpoint 1
+counts 0 42
+crc32 00000000

@@ -1,0 +1,3 @@
+sluice-checkpoint 1
+s 1 9223372036854775808
+crc32 8fbdc062

@@ -1,0 +1,2 @@
+sluice-checkpoint 1
+crc32 ba597875

@@ -1,0 +1,2 @@
+
+idJunknown bytesPY12345678e1234c
