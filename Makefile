@@ -4,6 +4,10 @@
 #   make run        install what is missing, build, start sluice (embedded broker)
 #   make test       install what is missing, build under ASan+UBSan, start a real
 #                   Kafka broker and PostgreSQL, run every test, stop them
+#   make bench      install what is missing, build the release variant (tests/apps
+#                   and bench/ programs included), start a real Kafka broker and
+#                   run the engine benchmark (bench/bench_engine); extra flags:
+#                   make bench BENCH_ARGS='--records 200000'
 #   make docs       regenerate docs/CONFIGURATION.md from the config table
 #   make format     clang-format every C file
 #   make clean
@@ -58,8 +62,9 @@ INTEG_TESTS := $(patsubst tests/integration/%.c,$(OUT)/tests/integration/%,\
                  $(wildcard tests/integration/test_*.c))
 SUPPORT_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(wildcard tests/support/*.c))
 TEST_APPS := $(patsubst tests/apps/%.c,$(OUT)/tests/apps/%,$(wildcard tests/apps/*.c))
+BENCH := $(patsubst bench/%.c,$(OUT)/bench/%,$(wildcard bench/*.c))
 
-.PHONY: all run test tests docs format clean deps
+.PHONY: all run test tests benches bench docs format clean deps
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -97,6 +102,13 @@ $(OUT)/tests/%: $(OUT)/obj/tests/%.o $(SUPPORT_OBJS) $(OUT)/libsluice.a
 
 tests: $(UNIT_TESTS) $(INTEG_TESTS) $(TEST_APPS) $(OUT)/sluice
 
+# Benchmark programs link the same library as the binary, without test libs.
+$(OUT)/bench/%: $(OUT)/obj/bench/%.o $(OUT)/libsluice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_LD) -o $@ $^ $(LDLIBS_ALL)
+
+benches: $(BENCH)
+
 run:
 	scripts/bootstrap build
 	$(MAKE) VARIANT=release all
@@ -106,6 +118,13 @@ test:
 	scripts/bootstrap test
 	$(MAKE) VARIANT=asan tests
 	scripts/harness tests/run build/asan
+
+# Timings are never test assertions: `make test` does not run this.
+bench:
+	scripts/bootstrap test
+	$(MAKE) VARIANT=release tests benches
+	scripts/harness build/release/bench/bench_engine --build build/release \
+	    --label "$$(git describe --always --dirty 2>/dev/null || echo unknown)" $(BENCH_ARGS)
 
 docs: $(OUT)/sluice
 	$(OUT)/sluice config-doc > docs/CONFIGURATION.md
