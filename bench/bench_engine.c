@@ -25,8 +25,8 @@
  * and the machine's busy and steal time over the same interval.
  *
  * usage: bench_engine [--records N] [--restore-records N] [--partitions P]
- *                     [--keys K] [--runs a,a3,b,c,r1,r2,r3] [--build DIR]
- *                     [--label TEXT] [--timeout-s S] [--keep]
+ *                     [--keys K] [--runs a,a3,b,c,r1,r2,r3] [--rounds R]
+ *                     [--build DIR] [--label TEXT] [--timeout-s S] [--keep]
  *
  * How a processing run is timed. The input (N records, keys k0..k<K-1>,
  * values per-key sequence numbers) is produced by an idempotent producer
@@ -37,7 +37,10 @@
  * of every input partition: "wall" includes start-up (group join,
  * init_transactions, topic checks). "steady" starts at the first commit
  * seen and counts only the records committed after it, which leaves
- * start-up out.
+ * start-up out. The processing runs are repeated --rounds times (3), each
+ * round in its own groups, in alternating order (a a3 b c, then c b a3 a),
+ * and the ratios are those of the medians: on a shared, noisy machine a
+ * single run says little.
  *
  * How a restore run is timed. The clock starts at fork and stops when
  * GET /readyz answers 200 (every task restored), polled every 50 ms; the
@@ -87,7 +90,8 @@
 #define ADMIN_TIMEOUT   30000
 #define STOP_TIMEOUT_MS 60000
 #define NAME_SIZE       200
-#define MAX_RESULTS     16
+#define MAX_RESULTS     64
+#define MAX_ROUNDS      10
 
 static volatile sig_atomic_t stop_requested;
 
@@ -141,7 +145,7 @@ static bool fmt(char *buf, size_t size, const char *format, ...) {
 
 typedef struct options {
     long long records, restore_records, timeout_s;
-    long long partitions, keys;
+    long long partitions, keys, rounds;
     char runs[64];
     char build[PATH_MAX];
     const char *label;
@@ -151,6 +155,7 @@ typedef struct options {
 /* One measured run of any kind; fields that do not apply stay negative. */
 typedef struct result {
     char id[8];
+    int round; /* processing runs: 1..rounds; restores: 0 */
     char what[96];
     bool ok;
     long long records;    /* processed (committed) or restored */
@@ -183,6 +188,7 @@ typedef struct bench {
     result results[MAX_RESULTS];
     int n_results;
     double produce_s, changelog_produce_s;
+    char eos_group[NAME_SIZE]; /* application.id of the first finished run (b) */
 } bench;
 
 static bool want_run(const bench *b, const char *id) {
@@ -761,7 +767,7 @@ static void machine_delta(const bench *b, const cpu_sample *before, long long br
 }
 
 /* A fresh result slot, or NULL when every slot is taken. */
-static result *new_result(bench *b, const char *id, const char *what) {
+static result *new_result(bench *b, const char *id, int round, const char *what) {
     if (b->n_results >= MAX_RESULTS) {
         fprintf(stderr, "bench: more than %d runs\n", MAX_RESULTS);
         return NULL;
@@ -770,6 +776,7 @@ static result *new_result(bench *b, const char *id, const char *what) {
     memset(r, 0, sizeof(*r));
     fmt(r->id, sizeof(r->id), "%s", id);
     fmt(r->what, sizeof(r->what), "%s", what);
+    r->round = round;
     r->records = r->steady_n = r->hwm_kib = r->commits = r->records_in = -1;
     r->wall_s = r->steady_s = r->restore_s = r->cpu_s = r->broker_cpu_s = r->busy_cores =
         r->steal_pct = -1;
@@ -805,9 +812,9 @@ static long long logged_commits(const char *log_path) {
 /* A processing run: passthrough (n_outputs > 0) or the counter app
  * (guarantee != NULL), from the beginning of the input in group `group`,
  * until the group's committed offsets reach the input's end. */
-static bool run_processing(bench *b, const char *id, const char *what, const char *group,
+static bool run_processing(bench *b, const char *id, int round, const char *what, const char *group,
                            int n_outputs, const char *guarantee) {
-    result *r = new_result(b, id, what);
+    result *r = new_result(b, id, round, what);
     char log_path[PATH_MAX], state_dir[PATH_MAX], topic[NAME_SIZE];
     if (!r || !fmt(log_path, sizeof(log_path), "%s/%s.log", b->work_dir, group) ||
         !fmt(state_dir, sizeof(state_dir), "%s/%s", b->work_dir, group) ||
@@ -913,6 +920,8 @@ static bool run_processing(bench *b, const char *id, const char *what, const cha
             r->steady_n = b->opt.records - first_commit_sum;
         }
     }
+    if (done_at && guarantee && strcmp(guarantee, "exactly_once_v2") == 0 && !b->eos_group[0])
+        fmt(b->eos_group, sizeof(b->eos_group), "%s", group);
     if (!exited && guarantee && pid > 0) {
         engine_stats stats;
         if (readyz(port, &stats) >= 0) {
@@ -997,7 +1006,7 @@ static long long logged_restore_ms(const char *log_path, long long *records) {
  * `input`: time until /readyz answers 200 (every task restored). */
 static bool run_restore(bench *b, const char *id, const char *what, const char *app,
                         const char *input, const char *extra_set) {
-    result *r = new_result(b, id, what);
+    result *r = new_result(b, id, 0, what);
     char log_path[PATH_MAX], state_dir[PATH_MAX];
     if (!r || !fmt(log_path, sizeof(log_path), "%s/%s.%s.log", b->work_dir, app, id) ||
         !fmt(state_dir, sizeof(state_dir), "%s/%s.%s", b->work_dir, app, id) ||
@@ -1088,30 +1097,60 @@ static void cell_ll(char *buf, size_t size, long long v) {
         fmt(buf, size, "%lld", v);
 }
 
-static const result *find_result(const bench *b, const char *id) {
-    for (int i = 0; i < b->n_results; i++)
-        if (strcmp(b->results[i].id, id) == 0 && b->results[i].ok)
-            return &b->results[i];
-    return NULL;
-}
+typedef double metric_fn(const result *r);
 
 static double rate(const result *r) {
-    return r && r->wall_s > 0 ? (double)r->records / r->wall_s : -1;
+    return r && r->ok && r->wall_s > 0 ? (double)r->records / r->wall_s : -1;
 }
 
 static double steady_rate(const result *r) {
-    return r && r->steady_s > 0 ? (double)r->steady_n / r->steady_s : -1;
+    return r && r->ok && r->steady_s > 0 ? (double)r->steady_n / r->steady_s : -1;
+}
+
+static double records_per_cpu_s(const result *r) {
+    return r && r->ok && r->cpu_s > 0 ? (double)r->records / r->cpu_s : -1;
+}
+
+static double peak_rss_mib(const result *r) {
+    return r && r->ok && r->hwm_kib > 0 ? (double)r->hwm_kib / 1024.0 : -1;
+}
+
+static int compare_doubles(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* The median of `metric` over the finished runs `id` (-1 if none); the
+ * count, minimum and maximum in *n, *min, *max when not NULL. */
+static double median(const bench *b, const char *id, metric_fn *metric, int *n, double *min,
+                     double *max) {
+    double values[MAX_RESULTS];
+    int count = 0;
+    for (int i = 0; i < b->n_results; i++)
+        if (strcmp(b->results[i].id, id) == 0 && metric(&b->results[i]) > 0)
+            values[count++] = metric(&b->results[i]);
+    if (n)
+        *n = count;
+    if (count == 0)
+        return -1;
+    qsort(values, (size_t)count, sizeof(values[0]), compare_doubles);
+    if (min)
+        *min = values[0];
+    if (max)
+        *max = values[count - 1];
+    return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
 }
 
 static void print_ratio(const bench *b, const char *num, const char *den) {
-    const result *n = find_result(b, num), *d = find_result(b, den);
-    if (!n || !d)
+    double n = median(b, num, rate, NULL, NULL, NULL), d = median(b, den, rate, NULL, NULL, NULL);
+    double ns = median(b, num, steady_rate, NULL, NULL, NULL);
+    double ds = median(b, den, steady_rate, NULL, NULL, NULL);
+    if (n < 0 || d < 0)
         return;
     char wall[32] = "-", steady[32] = "-";
-    if (rate(n) > 0 && rate(d) > 0)
-        fmt(wall, sizeof(wall), "%.1f %%", 100.0 * rate(n) / rate(d));
-    if (steady_rate(n) > 0 && steady_rate(d) > 0)
-        fmt(steady, sizeof(steady), "%.1f %%", 100.0 * steady_rate(n) / steady_rate(d));
+    fmt(wall, sizeof(wall), "%.1f %%", 100.0 * n / d);
+    if (ns > 0 && ds > 0)
+        fmt(steady, sizeof(steady), "%.1f %%", 100.0 * ns / ds);
     printf("| (%s) / (%s) | %s | %s |\n", num, den, wall, steady);
 }
 
@@ -1168,8 +1207,8 @@ static void report(const bench *b) {
         char c[11][32];
         cell_ll(c[0], sizeof(c[0]), r->records);
         cell_f(c[1], sizeof(c[1]), r->wall_s, 2);
-        cell_f(c[2], sizeof(c[2]), r->ok ? rate(r) : -1, 0);
-        cell_f(c[3], sizeof(c[3]), r->ok ? steady_rate(r) : -1, 0);
+        cell_f(c[2], sizeof(c[2]), rate(r), 0);
+        cell_f(c[3], sizeof(c[3]), steady_rate(r), 0);
         cell_f(c[4], sizeof(c[4]), r->hwm_kib < 0 ? -1 : (double)r->hwm_kib / 1024.0, 1);
         cell_f(c[5], sizeof(c[5]), r->cpu_s, 1);
         cell_f(c[6], sizeof(c[6]), r->ok && r->cpu_s > 0 ? (double)r->records / r->cpu_s : -1, 0);
@@ -1177,11 +1216,32 @@ static void report(const bench *b) {
         cell_f(c[8], sizeof(c[8]), other_cores(r), 2);
         cell_f(c[9], sizeof(c[9]), r->steal_pct, 1);
         cell_ll(c[10], sizeof(c[10]), r->commits);
-        printf("| (%s) %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r->id,
-               r->what, r->ok ? "" : " **FAILED**", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
-               c[8], c[9], c[10]);
+        printf("| (%s) #%d %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r->id,
+               r->round, r->what, r->ok ? "" : " **FAILED**", c[0], c[1], c[2], c[3], c[4], c[5],
+               c[6], c[7], c[8], c[9], c[10]);
     }
-    printf("\n| ratio | wall | steady |\n|---|---:|---:|\n");
+    printf("\nMedians over the rounds:\n\n");
+    printf("| run | rounds | records/s median (min - max) | steady records/s median | records per "
+           "CPU-s median | peak RSS MiB (max) |\n");
+    printf("|---|---:|---:|---:|---:|---:|\n");
+    static const char *const ids[] = {"a", "a3", "b", "c"};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        int n = 0;
+        double lo = 0, hi = 0, rss_lo = 0, rss_hi = -1;
+        double med = median(b, ids[i], rate, &n, &lo, &hi);
+        if (n == 0)
+            continue;
+        double steady = median(b, ids[i], steady_rate, NULL, NULL, NULL);
+        double per_cpu = median(b, ids[i], records_per_cpu_s, NULL, NULL, NULL);
+        median(b, ids[i], peak_rss_mib, NULL, &rss_lo, &rss_hi);
+        char c[4][32];
+        cell_f(c[0], sizeof(c[0]), steady, 0);
+        cell_f(c[1], sizeof(c[1]), per_cpu, 0);
+        cell_f(c[2], sizeof(c[2]), rss_hi, 1);
+        printf("| (%s) | %d | %.0f (%.0f - %.0f) | %s | %s | %s |\n", ids[i], n, med, lo, hi, c[0],
+               c[1], c[2]);
+    }
+    printf("\nRatios of the medians:\n\n| ratio | wall | steady |\n|---|---:|---:|\n");
     print_ratio(b, "b", "a");
     print_ratio(b, "c", "a");
     print_ratio(b, "b", "a3");
@@ -1209,7 +1269,7 @@ static void report(const bench *b) {
         cell_f(c[2], sizeof(c[2]),
                r->ok && r->restore_s > 0 ? (double)r->records / r->restore_s : -1, 0);
         cell_f(c[3], sizeof(c[3]), r->wall_s, 2);
-        cell_f(c[4], sizeof(c[4]), r->ok ? rate(r) : -1, 0);
+        cell_f(c[4], sizeof(c[4]), rate(r), 0);
         cell_f(c[5], sizeof(c[5]), r->hwm_kib < 0 ? -1 : (double)r->hwm_kib / 1024.0, 1);
         cell_f(c[6], sizeof(c[6]), r->cpu_s, 1);
         cell_f(c[7], sizeof(c[7]), r->ok && r->cpu_s > 0 ? (double)r->records / r->cpu_s : -1, 0);
@@ -1229,8 +1289,8 @@ static void report(const bench *b) {
 static int usage(void) {
     fprintf(stderr,
             "usage: bench_engine [--records N] [--restore-records N] [--partitions P] [--keys K]\n"
-            "                    [--runs a,a3,b,c,r1,r2,r3] [--build DIR] [--label TEXT]\n"
-            "                    [--timeout-s S] [--keep]\n"
+            "                    [--runs a,a3,b,c,r1,r2,r3] [--rounds R] [--build DIR]\n"
+            "                    [--label TEXT] [--timeout-s S] [--keep]\n"
             "Needs SLUICE_TEST_KAFKA_BOOTSTRAP (scripts/harness sets it).\n");
     return 2;
 }
@@ -1241,6 +1301,7 @@ static int parse_args(options *opt, int argc, char **argv) {
     opt->partitions = 4;
     opt->keys = 1000;
     opt->timeout_s = 900;
+    opt->rounds = 3;
     fmt(opt->runs, sizeof(opt->runs), "a,a3,b,c,r1,r2,r3");
     /* <build>/bench/bench_engine -> <build> */
     char self[PATH_MAX];
@@ -1265,6 +1326,8 @@ static int parse_args(options *opt, int argc, char **argv) {
             ok = parse_ll(value, 1000, 1000000000, &opt->restore_records);
         else if (strcmp(name, "--partitions") == 0)
             ok = parse_ll(value, 1, MAX_PARTITIONS, &opt->partitions);
+        else if (strcmp(name, "--rounds") == 0)
+            ok = parse_ll(value, 1, MAX_ROUNDS, &opt->rounds);
         else if (strcmp(name, "--keys") == 0)
             ok = parse_ll(value, 1, 100000000, &opt->keys);
         else if (strcmp(name, "--timeout-s") == 0)
@@ -1327,21 +1390,28 @@ static bool run_all(bench *b) {
         {"b", "counter app, exactly_once_v2", "eos", 0, "exactly_once_v2"},
         {"c", "counter app, at_least_once", "alos", 0, "at_least_once"},
     };
-    for (size_t i = 0; ok && i < sizeof(runs) / sizeof(runs[0]); i++) {
-        if (!want_run(b, runs[i].id))
-            continue;
-        ok = fmt(group, sizeof(group), "%s-%s", b->prefix, runs[i].suffix) &&
-             run_processing(b, runs[i].id, runs[i].what, group, runs[i].outputs, runs[i].guarantee);
+    /* Rounds alternate the order (a, a3, b, c, then c, b, a3, a), so that
+     * no contender always runs first after the input was produced or last
+     * after the others warmed the broker up. */
+    const size_t n_runs = sizeof(runs) / sizeof(runs[0]);
+    for (int round = 1; ok && round <= opt->rounds; round++) {
+        for (size_t k = 0; ok && k < n_runs; k++) {
+            size_t i = round % 2 ? k : n_runs - 1 - k;
+            if (!want_run(b, runs[i].id))
+                continue;
+            ok = fmt(group, sizeof(group), "%s-%s%d", b->prefix, runs[i].suffix, round) &&
+                 run_processing(b, runs[i].id, round, runs[i].what, group, runs[i].outputs,
+                                runs[i].guarantee);
+        }
     }
     if (ok && want_run(b, "r1")) {
         /* Restore what run (b) wrote; its group committed the whole input,
          * so the fresh instance has nothing to process afterwards. */
-        if (!want_run(b, "b") || !find_result(b, "b")) {
+        if (!b->eos_group[0]) {
             fprintf(stderr, "bench: r1 restores the changelog of run b: skipped without b\n");
         } else {
-            ok = fmt(group, sizeof(group), "%s-eos", b->prefix) &&
-                 run_restore(b, "r1", "changelog of run (b), fresh state dir", group, b->input,
-                             NULL);
+            ok = run_restore(b, "r1", "changelog of run (b), fresh state dir", b->eos_group,
+                             b->input, NULL);
         }
     }
     if (ok && (want_run(b, "r2") || want_run(b, "r3"))) {
