@@ -4,6 +4,10 @@
 #   make run        install what is missing, build, start sluice (embedded broker)
 #   make test       install what is missing, build under ASan+UBSan, start a real
 #                   Kafka broker and PostgreSQL, run every test, stop them
+#   make bench      install what is missing, build the release variant (tests/apps
+#                   and bench/ programs included), start a real Kafka broker and
+#                   run the engine benchmark (bench/bench_engine); extra flags:
+#                   make bench BENCH_ARGS='--records 200000'
 #   make docs       regenerate docs/CONFIGURATION.md from the config table
 #   make bench-jwt  build and run the token-verification benchmark (bench/jwt_bench.c)
 #   make fuzz       install clang, build the libFuzzer targets of tests/fuzz/
@@ -168,6 +172,13 @@ fuzz:
 	scripts/bootstrap fuzz
 	$(MAKE) VARIANT=fuzz fuzzers
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz build/fuzz
+
+# Timings are never test assertions: `make test` does not run this.
+bench:
+	scripts/bootstrap test
+	$(MAKE) VARIANT=release tests benches
+	scripts/harness build/release/bench/bench_engine --build build/release \
+	    --label "$$(git describe --always --dirty 2>/dev/null || echo unknown)" $(BENCH_ARGS)
 
 docs: $(OUT)/sluice
 	$(OUT)/sluice config-doc > docs/CONFIGURATION.md
