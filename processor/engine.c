@@ -39,7 +39,9 @@
  *   - Abortable error: abort, drop every pending batch, rewind every
  *     assigned partition to its committed offset. Fatal error (fenced):
  *     recreate the producer, close every task dirty, recreate the tasks
- *     (wipe + restore) and rewind.
+ *     (wipe + restore) and rewind. If the producer cannot be recreated,
+ *     every task closes dirty and the engine stops: engine->failed is
+ *     sticky, sl_engine_poll returns it, only close and destroy are left.
  *   - Restore reads at most restore.batch.records per loop iteration, so
  *     the group consumer is polled regularly and never misses
  *     max.poll.interval.ms.
@@ -135,6 +137,7 @@ struct sl_engine {
     int replication_factor;
 
     rd_kafka_t *consumer, *producer, *restore_consumer, *global_consumer;
+    sl_embedded_cluster *embedded; /* borrowed; NULL on a real cluster */
     sl_store_env *env;
 
     int32_t source_partitions[SL_TOPOLOGY_MAX_NODES];
@@ -154,6 +157,8 @@ struct sl_engine {
     int64_t last_commit_ms;
     bool joined;
     bool closed;
+    sl_err failed; /* sticky: the producer could not be recreated, so only
+                      close and destroy are left (producer is NULL) */
 
     atomic_bool ready;
 
@@ -462,6 +467,40 @@ fail:
 /* ------------------------------------------------------------------------ */
 /* Topics                                                                    */
 
+void sl_engine_use_embedded_cluster(sl_engine *engine, sl_embedded_cluster *cluster) {
+    engine->embedded = cluster;
+}
+
+/* The embedded broker has no CreateTopics: create the topic there, or check
+ * the partition count of the one that exists. (Not the other way round: a
+ * metadata request for a missing topic auto-creates it with the mock's
+ * default partition count.) */
+static sl_err ensure_embedded_topic(sl_engine *engine, const sl_topic_spec *spec, char *errstr,
+                                    size_t errstr_size) {
+    bool created = false;
+    sl_err err = sl_embedded_cluster_create_topic(engine->embedded, spec->name, spec->partitions,
+                                                  &created, errstr, errstr_size);
+    if (err || created)
+        return err;
+    int partitions = 0;
+    err = sl_admin_topic_partitions(engine->producer, spec->name, ADMIN_TIMEOUT_MS, &partitions,
+                                    errstr, errstr_size);
+    if (err)
+        return err;
+    if (partitions != spec->partitions)
+        return sl_fail(errstr, errstr_size, SL_ERR_TOPIC_MISMATCH,
+                       "topic %s exists with %d partitions, expected %d", spec->name, partitions,
+                       spec->partitions);
+    return SL_OK;
+}
+
+static sl_err ensure_topic(sl_engine *engine, const sl_topic_spec *spec, char *errstr,
+                           size_t errstr_size) {
+    if (engine->embedded)
+        return ensure_embedded_topic(engine, spec, errstr, errstr_size);
+    return sl_admin_ensure_topic(engine->producer, spec, ADMIN_TIMEOUT_MS, errstr, errstr_size);
+}
+
 static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size) {
     const sl_topology *topology = engine->topology;
     /* Input topics first (they must exist), then the repartition topics the
@@ -480,8 +519,7 @@ static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size
                 sl_topic_spec spec = {.name = engine->source_topic[i],
                                       .partitions = partitions > 0 ? partitions : 1,
                                       .replication_factor = engine->replication_factor};
-                err = sl_admin_ensure_topic(engine->producer, &spec, ADMIN_TIMEOUT_MS, why,
-                                            sizeof(why));
+                err = ensure_topic(engine, &spec, why, sizeof(why));
                 partitions = spec.partitions;
             } else {
                 err = sl_admin_topic_partitions(engine->producer, engine->source_topic[i],
@@ -510,15 +548,14 @@ static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size
                               .partitions = engine->source_partitions[topology->store_source[s]],
                               .replication_factor = engine->replication_factor,
                               .configs = compact};
-        sl_err err =
-            sl_admin_ensure_topic(engine->producer, &spec, ADMIN_TIMEOUT_MS, errstr, errstr_size);
+        sl_err err = ensure_topic(engine, &spec, errstr, errstr_size);
         if (err)
             return err;
     }
     sl_topic_spec dlq = {.name = engine->dlq_topic,
                          .partitions = engine->source_partitions[0],
                          .replication_factor = engine->replication_factor};
-    return sl_admin_ensure_topic(engine->producer, &dlq, ADMIN_TIMEOUT_MS, errstr, errstr_size);
+    return ensure_topic(engine, &dlq, errstr, errstr_size);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -864,6 +901,14 @@ static sl_err reset_after_fatal(sl_engine *engine) {
     sl_err err = create_producer(engine, why, sizeof(why));
     if (err) {
         LOG(engine, SL_LOG_ERROR, "cannot recreate the producer: %s", why);
+        /* The engine stops. Its tasks close dirty now: their state is
+         * distrusted, so no checkpoint, and a clean close would need the
+         * producer (changelog end offsets) that is gone. */
+        for (size_t src = 0; src < engine->topology->n_sources; src++)
+            for (int32_t p = 0; engine->tasks[src] && p < engine->source_partitions[src]; p++)
+                if (engine->tasks[src][p])
+                    task_close(engine, engine->tasks[src][p], false);
+        engine->failed = err;
         return err;
     }
     recreate_tasks(engine);
@@ -936,7 +981,7 @@ static void apply_pending(sl_engine *engine) {
 
 /* Commit everything processed since the last commit. Returns SL_OK also
  * when the batch had to be aborted and rewound (that is recovery, not
- * failure); an error only if the engine cannot go on. */
+ * failure); an error only if the engine cannot go on (engine->failed). */
 static sl_err commit(sl_engine *engine) {
     engine->last_commit_ms = now_ms();
     if (!engine->dirty)
@@ -974,7 +1019,7 @@ static sl_err commit(sl_engine *engine) {
             if (cls == SL_ERR_KAFKA_FATAL)
                 return reset_after_fatal(engine);
             abort_and_rewind(engine, why);
-            return SL_OK;
+            return engine->failed;
         }
         engine->txn_open = false;
     } else {
@@ -982,7 +1027,7 @@ static sl_err commit(sl_engine *engine) {
         if (code || engine->delivery_failed) {
             rd_kafka_topic_partition_list_destroy(offsets);
             abort_and_rewind(engine, code ? rd_kafka_err2str(code) : "a delivery failed");
-            return SL_OK;
+            return engine->failed;
         }
         if (offsets->cnt > 0) {
             code = rd_kafka_commit(engine->consumer, offsets, 0);
@@ -1433,7 +1478,13 @@ static void process_record(sl_engine *engine, task *t, const rd_kafka_message_t 
                 continue;
             ctx.node = proc->name;
             sl_err err = proc->process(&ctx, &record, proc->opaque);
-            if (err == SL_ERR_KAFKA_FATAL || err == SL_ERR_KAFKA) {
+            if (err == SL_ERR_KAFKA_FATAL) {
+                /* The producer is unusable (fenced): there is nothing to
+                 * abort; a new producer and a rewind redo the batch. */
+                reset_after_fatal(engine);
+                return;
+            }
+            if (err == SL_ERR_KAFKA) {
                 /* An output could not be produced: the transaction is
                  * incomplete, so none of it may commit. */
                 abort_and_rewind(engine, "an output could not be produced");
@@ -1716,6 +1767,8 @@ static void update_ready(sl_engine *engine) {
 }
 
 sl_err sl_engine_poll(sl_engine *engine, int timeout_ms) {
+    if (engine->failed)
+        return engine->failed;
     if (engine->needs_rewind)
         rewind_to_committed(engine);
     globals_poll(engine);
@@ -1749,11 +1802,18 @@ sl_err sl_engine_poll(sl_engine *engine, int timeout_ms) {
             rd_kafka_message_destroy(m);
             break;
         }
+        int source = t->source;
+        int32_t partition = m->partition;
         process_record(engine, t, m);
         rd_kafka_message_destroy(m);
+        if (engine->failed) /* a producer reset failed: the tasks are gone */
+            return engine->failed;
         if (!engine->topology->n_punctuators)
             continue;
-        punctuate(engine, t, false);
+        /* A producer reset inside process_record replaced every task. */
+        t = engine->tasks[source][partition];
+        if (t && t->running)
+            punctuate(engine, t, false);
     }
     const sl_topology *topology = engine->topology;
     if (topology->n_punctuators)

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "error.h"
+#include "kafka.h"
 #include "log.h"
 #include "metrics.h"
 #include "topology.h"
@@ -51,6 +52,13 @@ sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
  * sl_engine_start; SL_ERR_INVALID afterwards. */
 sl_err sl_engine_set_metrics(sl_engine *engine, sl_metrics *metrics);
 
+/* Run on the embedded broker (kafka.h): it has no admin API, so the
+ * engine creates its changelog and dead-letter topics on `cluster` instead
+ * of through CreateTopics, and checks only their partition counts. Call
+ * before sl_engine_start. `cluster` is borrowed and must outlive the
+ * engine. */
+void sl_engine_use_embedded_cluster(sl_engine *engine, sl_embedded_cluster *cluster);
+
 /* Check and create topics (changelogs, dead-letter topic), create the
  * clients, subscribe, and start bootstrapping global stores. A changelog
  * whose partition count differs from the sources', or a missing source
@@ -60,7 +68,9 @@ sl_err sl_engine_start(sl_engine *engine, char *errstr, size_t errstr_size);
 /* One iteration of the loop: poll, restore, process, punctuate, and commit
  * when commit.interval.ms has passed. Waits at most timeout_ms for input.
  * Errors are handled inside (abort and rewind, producer reset); a returned
- * error is one the engine cannot recover from. */
+ * error is one the engine cannot recover from (the producer could not be
+ * recreated). It is sticky: every later call returns it, and only
+ * sl_engine_close and sl_engine_destroy are left. */
 sl_err sl_engine_poll(sl_engine *engine, int timeout_ms);
 
 /* Finish the open transaction, checkpoint and close every task, leave the

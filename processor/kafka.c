@@ -118,6 +118,7 @@ struct sl_embedded_cluster {
     rd_kafka_t *owner;             /* the mock cluster lives inside this handle */
     rd_kafka_mock_cluster_t *mock; /* borrowed from owner */
     char *bootstraps;
+    int brokers;
 };
 
 sl_embedded_cluster *sl_embedded_cluster_new(int brokers, const sl_logger *logger, char *errstr,
@@ -139,6 +140,7 @@ sl_embedded_cluster *sl_embedded_cluster_new(int brokers, const sl_logger *logge
         sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "embedded broker: %s", why);
         goto fail;
     }
+    cluster->brokers = brokers;
     cluster->owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
     if (!cluster->owner) {
         rd_kafka_conf_destroy(conf);
@@ -163,6 +165,23 @@ fail:
 
 const char *sl_embedded_cluster_bootstraps(const sl_embedded_cluster *cluster) {
     return cluster->bootstraps;
+}
+
+sl_err sl_embedded_cluster_create_topic(sl_embedded_cluster *cluster, const char *topic,
+                                        int partitions, bool *created, char *errstr,
+                                        size_t errstr_size) {
+    int replicas = cluster->brokers < 3 ? cluster->brokers : 3;
+    rd_kafka_resp_err_t code =
+        rd_kafka_mock_topic_create(cluster->mock, topic, partitions, replicas);
+    *created = code == RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (code && code != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+        return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "embedded broker: create %s: %s", topic,
+                       rd_kafka_err2str(code));
+    return SL_OK;
+}
+
+rd_kafka_mock_cluster_t *sl_embedded_cluster_mock(const sl_embedded_cluster *cluster) {
+    return cluster->mock;
 }
 
 void sl_embedded_cluster_destroy(sl_embedded_cluster *cluster) {

@@ -16,6 +16,8 @@
 #define SLUICE_KAFKA_H
 
 #include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdbool.h>
 
 #include "config.h"
 #include "error.h"
@@ -65,6 +67,21 @@ sl_embedded_cluster *sl_embedded_cluster_new(int brokers, const sl_logger *logge
 
 /* Its bootstrap servers ("127.0.0.1:port,..."), borrowed from the cluster. */
 const char *sl_embedded_cluster_bootstraps(const sl_embedded_cluster *cluster);
+
+/* Create `topic` with `partitions` partitions on the embedded cluster,
+ * replicated to min(3, brokers) brokers. The mock cluster has no admin API
+ * (CreateTopics and DescribeConfigs go unanswered), so this is how topics
+ * reach it; it keeps no topic configs (nothing is compacted anyway). SL_OK
+ * also if the topic already exists: *created says which (compare an
+ * existing topic through metadata). Any thread. */
+sl_err sl_embedded_cluster_create_topic(sl_embedded_cluster *cluster, const char *topic,
+                                        int partitions, bool *created, char *errstr,
+                                        size_t errstr_size);
+
+/* The underlying librdkafka mock cluster, borrowed from the cluster (valid
+ * until sl_embedded_cluster_destroy), for tests that inject faults with the
+ * rd_kafka_mock_* API (broker down, request errors, partition leaders). */
+rd_kafka_mock_cluster_t *sl_embedded_cluster_mock(const sl_embedded_cluster *cluster);
 
 void sl_embedded_cluster_destroy(sl_embedded_cluster *cluster);
 

@@ -141,6 +141,7 @@ static void mock_cluster_does_not_honour_aborted_transactions(void **state) {
 typedef struct app_fixture {
     char dir[64];
     sl_config *config;
+    sl_topology *topology; /* NULL: the app runs no engine */
     sl_app *app;
     pthread_t thread;
     volatile sig_atomic_t stop;
@@ -152,7 +153,15 @@ static void *run_app(void *arg) {
     return NULL;
 }
 
-static int app_setup(void **state) {
+static sl_err pass_through(sl_ctx *ctx, const sl_record *record, void *opaque) {
+    (void)opaque;
+    return sl_ctx_put(ctx, "last", record->key, record->key_len, record->value, record->value_len);
+}
+
+/* with_topology: the app also runs an engine (one source, one store). Its
+ * source topic does not exist: the mock cluster creates it on the first
+ * metadata request, as a broker with auto.create.topics.enable does. */
+static int app_setup_with(void **state, bool with_topology) {
     app_fixture *f = calloc(1, sizeof(*f));
     snprintf(f->dir, sizeof(f->dir), "/tmp/sluice-app-test-XXXXXX");
     if (!mkdtemp(f->dir))
@@ -163,7 +172,14 @@ static int app_setup(void **state) {
         sl_config_set(f->config, "state.dir", f->dir, errstr, sizeof(errstr)) ||
         sl_config_set(f->config, "health.kafka.interval.ms", "100", errstr, sizeof(errstr)))
         return -1;
-    f->app = sl_app_new(f->config, &test_logger, NULL, errstr, sizeof(errstr));
+    if (with_topology) {
+        f->topology = sl_topology_new();
+        if (!f->topology || sl_topology_add_source(f->topology, "in", "app.input", NULL, NULL) ||
+            sl_topology_add_store(f->topology, "last", "in") ||
+            sl_topology_add_processor(f->topology, "pass", "in", pass_through, NULL))
+            return -1;
+    }
+    f->app = sl_app_new(f->config, &test_logger, f->topology, errstr, sizeof(errstr));
     if (!f->app) {
         fprintf(stderr, "# app: %s\n", errstr);
         return -1;
@@ -173,11 +189,20 @@ static int app_setup(void **state) {
     return 0;
 }
 
+static int app_setup(void **state) {
+    return app_setup_with(state, false);
+}
+
+static int app_with_topology_setup(void **state) {
+    return app_setup_with(state, true);
+}
+
 static int app_teardown(void **state) {
     app_fixture *f = *state;
     f->stop = 1;
     pthread_join(f->thread, NULL);
     sl_app_destroy(f->app);
+    sl_topology_destroy(f->topology);
     sl_config_destroy(f->config);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
@@ -207,6 +232,28 @@ static void app_serves_health_on_the_embedded_broker(void **state) {
     assert_non_null(strstr(body, "\"status\":\"ok\""));
 }
 
+/* The embedded broker has no CreateTopics: the engine creates its
+ * changelog and dead-letter topics through the mock cluster instead. */
+static void app_runs_a_topology_on_the_embedded_broker(void **state) {
+    app_fixture *f = *state;
+    int port = sl_app_http_port(f->app);
+    char body[1024];
+    int status = -1;
+    for (int64_t deadline = test_now_ms() + 20000; test_now_ms() < deadline;) {
+        status = test_http(port, "GET", "/readyz", NULL, NULL, 0, NULL, 0, body, sizeof(body));
+        if (status == 200)
+            break;
+        usleep(50 * 1000);
+    }
+    assert_int_equal(status, 200);
+    json_t *ready = json_loads(body, 0, NULL);
+    assert_non_null(ready);
+    json_t *engine = json_object_get(ready, "engine");
+    assert_true(json_is_true(json_object_get(engine, "ready")));
+    assert_true(json_integer_value(json_object_get(engine, "tasks_running")) > 0);
+    json_decref(ready);
+}
+
 static void second_instance_on_the_same_state_dir_is_refused(void **state) {
     app_fixture *f = *state;
     char errstr[512];
@@ -227,6 +274,8 @@ int main(void) {
                                         app_teardown),
         cmocka_unit_test_setup_teardown(second_instance_on_the_same_state_dir_is_refused, app_setup,
                                         app_teardown),
+        cmocka_unit_test_setup_teardown(app_runs_a_topology_on_the_embedded_broker,
+                                        app_with_topology_setup, app_teardown),
     };
     return cmocka_run_group_tests_name("kafka", tests, NULL, NULL);
 }
