@@ -59,6 +59,7 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
@@ -301,6 +302,8 @@ struct sl_jwt_keys {
     size_t n_keys;
     char *jwks;
     size_t jwks_len;
+    /* HMAC key derived from the current private key (sl_jwt_keys_mac). */
+    unsigned char mac_key[32];
 };
 
 /* Never prompt on a terminal for an encrypted key: refuse it. */
@@ -460,6 +463,46 @@ static sl_err build_jwks(sl_jwt_keys *keys, char *errstr, size_t errstr_size) {
     return SL_OK;
 }
 
+/* mac_key = HMAC-SHA256(key: the private key's DER, "sluice/v1 mac key").
+ * Every instance configured with the same signing key derives the same
+ * secret, with nothing more to distribute; the DER is wiped at once. */
+static sl_err derive_mac_key(sl_jwt_keys *keys, char *errstr, size_t errstr_size) {
+    unsigned char *der = NULL;
+    int der_len = i2d_PrivateKey(keys->signing, &der);
+    if (der_len <= 0)
+        return ossl_fail(errstr, errstr_size, SL_ERR_CONFIG, "cannot encode the current key");
+    static const char label[] = "sluice/v1 mac key";
+    unsigned int out_len = 0;
+    unsigned char *ok = HMAC(EVP_sha256(), der, der_len, (const unsigned char *)label,
+                             sizeof(label) - 1, keys->mac_key, &out_len);
+    OPENSSL_clear_free(der, (size_t)der_len);
+    if (!ok || out_len != sizeof(keys->mac_key))
+        return ossl_fail(errstr, errstr_size, SL_ERR_CONFIG, "cannot derive the MAC key");
+    return SL_OK;
+}
+
+sl_err sl_jwt_keys_mac(const sl_jwt_keys *keys, const char *label, const void *data, size_t len,
+                       unsigned char out[32]) {
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    size_t out_len = 0;
+    /* The label and the data are separated by a NUL, which a label never
+     * contains: ("a", "bc") and ("ab", "c") give different MACs. */
+    bool ok = ctx && EVP_MAC_init(ctx, keys->mac_key, sizeof(keys->mac_key), params) == 1 &&
+              EVP_MAC_update(ctx, (const unsigned char *)label, strlen(label) + 1) == 1 &&
+              (len == 0 || EVP_MAC_update(ctx, data, len) == 1) &&
+              EVP_MAC_final(ctx, out, &out_len, 32) == 1 && out_len == 32;
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+    if (!ok) {
+        ERR_clear_error();
+        return SL_ERR_IO;
+    }
+    return SL_OK;
+}
+
 static sl_jwt_keys *keys_build(const char *current_pem, size_t current_len,
                                const char *current_label, const char *previous_pem,
                                size_t previous_len, const char *previous_label, char *errstr,
@@ -498,6 +541,8 @@ static sl_jwt_keys *keys_build(const char *current_pem, size_t current_len,
         }
     }
     if (build_jwks(keys, errstr, errstr_size))
+        goto fail;
+    if (derive_mac_key(keys, errstr, errstr_size))
         goto fail;
     return keys;
 fail:
@@ -595,6 +640,7 @@ void sl_jwt_keys_destroy(sl_jwt_keys *keys) {
     EVP_PKEY_free(keys->signing);
     EVP_MD_free(keys->sha256);
     free(keys->jwks);
+    OPENSSL_cleanse(keys->mac_key, sizeof(keys->mac_key));
     free(keys);
 }
 

@@ -152,6 +152,15 @@ const char *sl_jwt_keys_previous_kid(const sl_jwt_keys *keys);
 /* The alg the current key signs with. */
 sl_jwt_alg sl_jwt_keys_alg(const sl_jwt_keys *keys);
 
+/* HMAC-SHA256 of `label` (NUL-terminated, borrowed) and `len` bytes of
+ * `data` under a secret derived from the current signing key, into out.
+ * Instances that share the signing key compute the same MAC, so it can
+ * derive stable ids from client input (an idempotency key bound to the
+ * request) without putting anything guessable in a topic. A key rotation
+ * changes every MAC. SL_ERR_IO if OpenSSL fails. Any thread. */
+sl_err sl_jwt_keys_mac(const sl_jwt_keys *keys, const char *label, const void *data, size_t len,
+                       unsigned char out[32]);
+
 /* The JWKS document, {"keys":[current, previous]} with kty, use "sig", alg,
  * kid and n/e (RSA) or crv/x/y (EC). Built once when the keys are loaded, so
  * serving /.well-known/jwks.json cannot fail: the string (NUL-terminated,

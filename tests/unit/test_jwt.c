@@ -1302,11 +1302,33 @@ static void threads_share_keys_and_cache(void **state) {
     assert_true(sl_jwt_cache_count(cache) <= sl_jwt_cache_capacity(cache));
 }
 
+/* ---- derived MAC ---------------------------------------------------------- */
+
+static void mac_is_shared_by_keys_loaded_from_the_same_pem_and_separates_inputs(void **state) {
+    (void)state;
+    sl_jwt_keys *again = sl_jwt_keys_load(fx.current_path, NULL, errstr, sizeof(errstr));
+    assert_non_null(again);
+    unsigned char a[32], b[32], c[32], d[32], e[32], f[32];
+    assert_int_equal(sl_jwt_keys_mac(fx.keys, "register", "k1", 2, a), SL_OK);
+    assert_int_equal(sl_jwt_keys_mac(again, "register", "k1", 2, b), SL_OK);
+    assert_memory_equal(a, b, 32); /* another instance with the same key file */
+    assert_int_equal(sl_jwt_keys_mac(fx.keys, "register", "k2", 2, c), SL_OK);
+    assert_memory_not_equal(a, c, 32); /* other data */
+    assert_int_equal(sl_jwt_keys_mac(fx.keys, "login", "k1", 2, d), SL_OK);
+    assert_memory_not_equal(a, d, 32); /* other label */
+    assert_int_equal(sl_jwt_keys_mac(fx.keys, "registerk", "1", 1, e), SL_OK);
+    assert_memory_not_equal(a, e, 32); /* the label/data boundary counts */
+    assert_int_equal(sl_jwt_keys_mac(fx.previous_only, "register", "k1", 2, f), SL_OK);
+    assert_memory_not_equal(a, f, 32); /* another signing key */
+    sl_jwt_keys_destroy(again);
+}
+
 #define T(f) cmocka_unit_test(f)
 #define C(f) cmocka_unit_test_setup_teardown(f, cache_setup, cache_teardown)
 int main(void) {
     const struct CMUnitTest tests[] = {
         T(b64url_encodes_rfc4648_vectors_without_padding),
+        T(mac_is_shared_by_keys_loaded_from_the_same_pem_and_separates_inputs),
         T(b64url_decoder_rejects_padding_foreign_characters_and_noncanonical_bits),
         T(access_token_round_trips),
         T(access_token_header_is_typed_at_jwt_with_the_kid),
