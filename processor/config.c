@@ -52,7 +52,10 @@ static const sl_config_prop props[] = {
      "Numeric IPv4 or IPv6 address the HTTP server (API, /healthz, /readyz) binds to."},
     {"http.port", SL_CONFIG_INT, "8080", 0, 65535, NULL,
      "TCP port of the HTTP server; 0 picks a free port (logged at start)."},
-    {"http.threads", SL_CONFIG_INT, "2", 1, 64, NULL, "HTTP worker threads."},
+    {"http.threads", SL_CONFIG_INT, "0", 0, 64, NULL,
+     "0: a thread per HTTP connection (a request that waits for a password hash or a "
+     "command's outcome blocks only its own connection); n > 0: a pool of n threads "
+     "multiplexing connections (only for deployments whose routes never wait)."},
     {"http.max.connections", SL_CONFIG_INT, "1024", 1, 65536, NULL,
      "Concurrent HTTP connections; more are refused."},
     {"http.connection.timeout.s", SL_CONFIG_INT, "30", 1, 3600, NULL,

@@ -55,6 +55,7 @@ struct sl_http_request {
     const char *method;
     const char *path;
     char id[24];
+    char client_ip[INET6_ADDRSTRLEN];
     char *body;
     size_t body_len, body_cap;
     bool body_too_large;
@@ -88,7 +89,7 @@ static void __attribute__((format(printf, 2, 0))) mhd_log(void *cls, const char 
 sl_http_server *sl_http_server_new(const sl_http_options *options, const sl_logger *logger,
                                    char *errstr, size_t errstr_size) {
     if (!options || !options->host || options->port < 0 || options->port > 65535 ||
-        options->threads < 1 || options->max_connections < 1 || options->connection_timeout_s < 1 ||
+        options->threads < 0 || options->max_connections < 1 || options->connection_timeout_s < 1 ||
         options->max_body_bytes == 0) {
         sl_fail(errstr, errstr_size, SL_ERR_INVALID, "invalid HTTP server options");
         return NULL;
@@ -308,6 +309,15 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *connection, c
             return MHD_NO;
         req->server = server;
         req->connection = connection;
+        const union MHD_ConnectionInfo *peer =
+            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = peer ? peer->client_addr : NULL;
+        if (sa && sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, req->client_ip,
+                      sizeof(req->client_ip));
+        else if (sa && sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, req->client_ip,
+                      sizeof(req->client_ip));
         uint64_t n = atomic_fetch_add(&server->next_id, 1);
         snprintf(req->id, sizeof(req->id), "%08x%012llx", server->id_prefix,
                  (unsigned long long)(n & 0xffffffffffffULL));
@@ -374,7 +384,20 @@ static void completed_cb(void *cls, struct MHD_Connection *connection, void **co
 sl_err sl_http_server_start(sl_http_server *server, char *errstr, size_t errstr_size) {
     struct sockaddr_storage addr;
     memset(&addr, 0, sizeof(addr));
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    /* threads == 0: a thread per connection, so a handler that waits (a
+     * password hash, the reply to a command) blocks only its own
+     * connection. threads > 0: a fixed pool multiplexing connections with
+     * epoll, for handlers that never block. */
+    bool per_connection = server->options.threads == 0;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+                     (per_connection ? MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL
+                                     : MHD_USE_EPOLL);
+    /* The pool size only in pool mode (MHD warns about a size of 0). */
+    struct MHD_OptionItem pool_options[] = {
+        {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)server->options.threads, NULL},
+        {MHD_OPTION_END, 0, NULL}};
+    if (per_connection)
+        pool_options[0] = pool_options[1];
     struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
     if (inet_pton(AF_INET, server->host, &v4->sin_addr) == 1) {
@@ -391,8 +414,8 @@ sl_err sl_http_server_start(sl_http_server *server, char *errstr, size_t errstr_
     server->daemon = MHD_start_daemon(
         flags, (uint16_t)server->options.port, NULL, NULL, access_cb, server,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &server->logger, /* first: see MHD docs */
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)server->options.threads, MHD_OPTION_CONNECTION_LIMIT,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_ARRAY, pool_options,
+        MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)server->options.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)server->options.connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(64 * 1024), MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED,
@@ -445,6 +468,10 @@ const char *sl_http_request_query(const sl_http_request *req, const char *name) 
 
 const char *sl_http_request_header(const sl_http_request *req, const char *name) {
     return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
+const char *sl_http_request_client_ip(const sl_http_request *req) {
+    return req->client_ip[0] ? req->client_ip : NULL;
 }
 
 const char *sl_http_request_body(const sl_http_request *req, size_t *len) {

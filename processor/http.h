@@ -29,7 +29,8 @@ typedef struct sl_http_response sl_http_response;
 typedef struct sl_http_options {
     const char *host;         /* bind address, e.g. "127.0.0.1" */
     int port;                 /* 0 picks a free port */
-    int threads;              /* worker threads */
+    int threads;              /* 0: a thread per connection (handlers may block);
+                                 n: a pool of n threads (handlers must not block) */
     int max_connections;      /* concurrent connections */
     int connection_timeout_s; /* idle / slow-client timeout */
     size_t max_body_bytes;    /* request bodies above this get 413 */
@@ -71,6 +72,9 @@ const char *sl_http_request_id(const sl_http_request *req);
 const char *sl_http_request_param(const sl_http_request *req, const char *name);
 const char *sl_http_request_query(const sl_http_request *req, const char *name);
 const char *sl_http_request_header(const sl_http_request *req, const char *name);
+/* The peer's numeric address ("127.0.0.1", "::1"), or NULL if unknown. It
+ * is the TCP peer: behind a proxy, the proxy's address. */
+const char *sl_http_request_client_ip(const sl_http_request *req);
 /* The body (not NUL-terminated in general; *len receives its size). */
 const char *sl_http_request_body(const sl_http_request *req, size_t *len);
 

@@ -153,7 +153,7 @@ static void file_errors_name_the_line(void **state) {
     write_file(path, "http.port = 9100\nthis line has no equals\n");
     assert_int_equal(sl_config_load_file(config, path, errstr, sizeof(errstr)), SL_ERR_CONFIG);
     assert_non_null(strstr(errstr, ":2:"));
-    write_file(path, "\nhttp.threads = 0\n");
+    write_file(path, "\nhttp.threads = 65\n");
     assert_int_equal(sl_config_load_file(config, path, errstr, sizeof(errstr)), SL_ERR_CONFIG);
     assert_non_null(strstr(errstr, ":2: http.threads"));
     unlink(path);

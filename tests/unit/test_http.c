@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pthread.h>
+#include <semaphore.h>
+#include <time.h>
+
 #include "processor/http.h"
 #include "tests/support/testutil.h"
 
@@ -185,6 +189,75 @@ static void routes_are_validated(void **state) {
     sl_http_server_destroy(server);
 }
 
+/* A handler that waits (as a registration waits for its hash and its
+ * outcome) must not hold up another connection: with threads = 0 each
+ * connection has its own thread. /wait blocks until the test releases it
+ * and answers 500 if nobody does within 5 s, which is what happens if
+ * /fast cannot be served meanwhile. */
+static sem_t wait_entered, wait_release;
+
+static void waiting(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)opaque, (void)req;
+    sem_post(&wait_entered);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 5;
+    if (sem_timedwait(&wait_release, &deadline) == 0)
+        sl_http_respond_json(resp, 200, "{}");
+    else
+        sl_http_respond_error(resp, 500, "nobody released the waiting request");
+}
+
+static void client_ip(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)opaque;
+    const char *ip = sl_http_request_client_ip(req);
+    sl_http_respond(resp, 200, "text/plain", ip ? ip : "", ip ? strlen(ip) : 0);
+}
+
+typedef struct waiting_call {
+    int port, status;
+    char headers[1024], body[1024];
+} waiting_call;
+
+static void *call_wait(void *arg) {
+    waiting_call *c = arg;
+    c->status = test_http(c->port, "GET", "/wait", NULL, NULL, 0, c->headers, sizeof(c->headers),
+                          c->body, sizeof(c->body));
+    return NULL;
+}
+
+static void a_waiting_handler_does_not_stall_other_connections(void **state) {
+    (void)state;
+    sl_http_options options = {.host = "127.0.0.1",
+                               .port = 0,
+                               .threads = 0,
+                               .max_connections = 8,
+                               .connection_timeout_s = 10,
+                               .max_body_bytes = 64};
+    char errstr[256];
+    sl_http_server *server = sl_http_server_new(&options, &test_logger, errstr, sizeof(errstr));
+    assert_non_null(server);
+    assert_int_equal(sl_http_route(server, "GET", "/wait", waiting, NULL), SL_OK);
+    assert_int_equal(sl_http_route(server, "GET", "/ip", client_ip, NULL), SL_OK);
+    assert_int_equal(sl_http_server_start(server, errstr, sizeof(errstr)), SL_OK);
+    sem_init(&wait_entered, 0, 0);
+    sem_init(&wait_release, 0, 0);
+    waiting_call call = {.port = sl_http_server_port(server)};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, call_wait, &call), 0);
+    sem_wait(&wait_entered);
+    int status = test_http(call.port, "GET", "/ip", NULL, NULL, 0, headers, sizeof(headers), body,
+                           sizeof(body));
+    sem_post(&wait_release);
+    pthread_join(thread, NULL);
+    assert_int_equal(status, 200);
+    assert_string_equal(body, "127.0.0.1");
+    assert_int_equal(call.status, 200);
+    sl_http_server_destroy(server);
+    sem_destroy(&wait_entered);
+    sem_destroy(&wait_release);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -198,6 +271,7 @@ int main(void) {
         T(handler_without_response_answers_500),
         T(port_in_use_is_a_clear_error),
         cmocka_unit_test(routes_are_validated),
+        cmocka_unit_test(a_waiting_handler_does_not_stall_other_connections),
     };
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }
