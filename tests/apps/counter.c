@@ -28,7 +28,9 @@
  * HTTP: GET /agg/{key} answers the key's aggregate from the store "agg"
  * through the gateway (read here, or forwarded to the owner):
  * {"key", "count", "sum", "min"}, 404 for a key never seen, 503 with
- * Retry-After while the owning task restores.
+ * Retry-After while the owning task restores. GET /agg/{key}/scan?skip=N&limit=M
+ * lists, in key order, the keys of the store partition that owns {key}
+ * (a range query): {"keys": [...]}.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -213,9 +215,46 @@ static void get_agg(void *opaque, const sl_http_request *req, sl_http_response *
     sl_http_respond_json(resp, 200, json);
 }
 
+typedef struct scan {
+    char out[4096];
+    size_t len;
+} scan;
+
+static bool scan_visit(void *opaque, const void *key, size_t key_len, const void *value,
+                       size_t value_len) {
+    (void)value;
+    (void)value_len;
+    scan *sc = opaque;
+    int n = snprintf(sc->out + sc->len, sizeof(sc->out) - sc->len, "%s\"%.*s\"",
+                     sc->len > 9 ? "," : "", key_len < 64 ? (int)key_len : 0, (const char *)key);
+    if (n < 0 || (size_t)n >= sizeof(sc->out) - sc->len - 2)
+        return false;
+    sc->len += (size_t)n;
+    return true;
+}
+
+static void scan_agg(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_gateway *gateway = opaque;
+    const char *key = sl_http_request_param(req, "key");
+    const char *skip = sl_http_request_query(req, "skip");
+    const char *limit = sl_http_request_query(req, "limit");
+    sl_query_range range = {.skip = skip ? strtoul(skip, NULL, 10) : 0,
+                            .limit = limit ? strtoul(limit, NULL, 10) : 100};
+    if (range.limit > 100)
+        range.limit = 100;
+    scan sc = {.len = 0};
+    sc.len = (size_t)snprintf(sc.out, sizeof(sc.out), "{\"keys\":[");
+    if (sl_gateway_range(gateway, req, resp, "agg", key, strlen(key), &range, scan_visit, &sc) !=
+        SL_GATEWAY_LOCAL)
+        return;
+    snprintf(sc.out + sc.len, sizeof(sc.out) - sc.len, "]}");
+    sl_http_respond_json(resp, 200, sc.out);
+}
+
 static sl_err add_routes(void *opaque, sl_http_server *http, sl_gateway *gateway) {
     (void)opaque;
-    return sl_http_route(http, "GET", "/agg/{key}", get_agg, gateway);
+    sl_err err = sl_http_route(http, "GET", "/agg/{key}", get_agg, gateway);
+    return err ? err : sl_http_route(http, "GET", "/agg/{key}/scan", scan_agg, gateway);
 }
 
 int main(int argc, char **argv) {
