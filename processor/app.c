@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "connectors/gateway.h"
 #include "http.h"
 #include "kafka.h"
 #include "metrics.h"
@@ -37,6 +38,9 @@ struct sl_app {
     sl_engine *engine;
     sl_metrics *metrics;
     sl_http_server *http;
+    sl_gateway *gateway; /* with a topology only */
+    sl_app_routes_fn *routes;
+    void *routes_opaque;
     int lock_fd;
     char state_path[PATH_MAX];
     struct timespec started;
@@ -166,7 +170,9 @@ static sl_err start_kafka(sl_app *app, char *errstr, size_t errstr_size) {
     return SL_OK;
 }
 
-static sl_err start_http(sl_app *app, char *errstr, size_t errstr_size) {
+/* The server and the health routes; started by start_http once every
+ * route is registered (libmicrohttpd routes are fixed at start). */
+static sl_err create_http(sl_app *app, char *errstr, size_t errstr_size) {
     sl_http_options options = {
         .host = sl_config_get(app->config, "http.host"),
         .port = (int)sl_config_get_int(app->config, "http.port"),
@@ -183,12 +189,32 @@ static sl_err start_http(sl_app *app, char *errstr, size_t errstr_size) {
         (err = sl_http_route(app->http, "GET", "/readyz", readyz, app)) ||
         (err = sl_http_route(app->http, "GET", "/metrics", sl_metrics_http_handler, app->metrics)))
         return sl_fail(errstr, errstr_size, err, "cannot register routes: %s", sl_err_msg(err));
-    err = sl_http_server_start(app->http, errstr, errstr_size);
+    return SL_OK;
+}
+
+static sl_err start_http(sl_app *app, char *errstr, size_t errstr_size) {
+    sl_err err = sl_http_server_start(app->http, errstr, errstr_size);
     if (err)
         return err;
-    sl_log(&app->logger, SL_LOG_INFO, "http",
-           "listening on http://%s:%d (GET /healthz, /readyz, /metrics)", options.host,
-           sl_http_server_port(app->http));
+    sl_log(&app->logger, SL_LOG_INFO, "http", "listening on http://%s:%d",
+           sl_config_get(app->config, "http.host"), sl_http_server_port(app->http));
+    return SL_OK;
+}
+
+/* With a topology: the gateway, its generic routes and the app's routes
+ * (before the HTTP server starts). */
+static sl_err create_gateway(sl_app *app, char *errstr, size_t errstr_size) {
+    if (!app->engine)
+        return SL_OK;
+    app->gateway =
+        sl_gateway_new(app->config, app->engine, app->bootstrap, &app->logger, errstr, errstr_size);
+    if (!app->gateway)
+        return SL_ERR_NOMEM;
+    sl_err err = sl_gateway_routes(app->gateway, app->http);
+    if (!err && app->routes)
+        err = app->routes(app->routes_opaque, app->http, app->gateway);
+    if (err)
+        return sl_fail(errstr, errstr_size, err, "cannot register routes: %s", sl_err_msg(err));
     return SL_OK;
 }
 
@@ -207,6 +233,12 @@ static sl_err start_engine(sl_app *app, char *errstr, size_t errstr_size) {
 
 sl_app *sl_app_new(const sl_config *config, const sl_logger *logger, const sl_topology *topology,
                    char *errstr, size_t errstr_size) {
+    return sl_app_new_with_routes(config, logger, topology, NULL, NULL, errstr, errstr_size);
+}
+
+sl_app *sl_app_new_with_routes(const sl_config *config, const sl_logger *logger,
+                               const sl_topology *topology, sl_app_routes_fn *routes,
+                               void *routes_opaque, char *errstr, size_t errstr_size) {
     sl_app *app = calloc(1, sizeof(*app));
     if (!app) {
         sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
@@ -216,6 +248,8 @@ sl_app *sl_app_new(const sl_config *config, const sl_logger *logger, const sl_to
     app->logger = *logger;
     app->lock_fd = -1;
     app->topology = topology;
+    app->routes = routes;
+    app->routes_opaque = routes_opaque;
     app->metrics = sl_metrics_new(16384);
     if (!app->metrics) {
         free(app);
@@ -223,9 +257,14 @@ sl_app *sl_app_new(const sl_config *config, const sl_logger *logger, const sl_to
         return NULL;
     }
     clock_gettime(CLOCK_MONOTONIC, &app->started);
-    /* HTTP before Kafka: a port in use fails fast, before a broker starts. */
-    if (lock_state_dir(app, errstr, errstr_size) || start_http(app, errstr, errstr_size) ||
-        start_kafka(app, errstr, errstr_size) || start_engine(app, errstr, errstr_size)) {
+    /* Routes are fixed when the server starts, and the gateway's need the
+     * engine: so the server starts after the engine, and the gateway
+     * (which advertises the bound port) after the server. */
+    if (lock_state_dir(app, errstr, errstr_size) || create_http(app, errstr, errstr_size) ||
+        start_kafka(app, errstr, errstr_size) || start_engine(app, errstr, errstr_size) ||
+        create_gateway(app, errstr, errstr_size) || start_http(app, errstr, errstr_size) ||
+        (app->gateway &&
+         sl_gateway_start(app->gateway, sl_http_server_port(app->http), errstr, errstr_size))) {
         sl_app_destroy(app);
         return NULL;
     }
@@ -294,6 +333,7 @@ void sl_app_destroy(sl_app *app) {
     if (!app)
         return;
     sl_http_server_destroy(app->http);
+    sl_gateway_destroy(app->gateway); /* after the handlers, before the engine */
     if (app->engine) {
         sl_engine_close(app->engine);
         sl_engine_destroy(app->engine);
@@ -308,4 +348,8 @@ void sl_app_destroy(sl_app *app) {
         close(app->lock_fd);
     sl_metrics_destroy(app->metrics); /* after the HTTP server that serves it */
     free(app);
+}
+
+sl_gateway *sl_app_gateway(const sl_app *app) {
+    return app->gateway;
 }

@@ -14,10 +14,12 @@
 #include "config.h"
 #include "engine.h"
 #include "error.h"
+#include "http.h"
 #include "log.h"
 #include "topology.h"
 
 typedef struct sl_app sl_app;
+typedef struct sl_gateway sl_gateway;
 
 /* Prepare an instance: lock <state.dir>/<application.id> (SL_ERR_BUSY if
  * another instance holds it), connect to bootstrap.servers or, when that is
@@ -27,6 +29,23 @@ typedef struct sl_app sl_app;
  * NULL + errstr on failure (nothing is left running). */
 sl_app *sl_app_new(const sl_config *config, const sl_logger *logger, const sl_topology *topology,
                    char *errstr, size_t errstr_size);
+
+/* Registers an application's HTTP routes (identity, dialogs, a test app's)
+ * on `http`, before it starts; `gateway` (borrowed, lives as long as the
+ * app) is what handlers read stores and send commands through. Runs once,
+ * on the thread calling sl_app_new_with_routes. */
+typedef sl_err sl_app_routes_fn(void *opaque, sl_http_server *http, sl_gateway *gateway);
+
+/* sl_app_new plus the application's routes (called only when `topology` is
+ * not NULL, since the gateway needs an engine). `opaque` is borrowed. The
+ * gateway starts after the HTTP server: it advertises the bound port in
+ * "<application.id>-members". */
+sl_app *sl_app_new_with_routes(const sl_config *config, const sl_logger *logger,
+                               const sl_topology *topology, sl_app_routes_fn *routes, void *opaque,
+                               char *errstr, size_t errstr_size);
+
+/* The gateway, or NULL when the app runs no topology. Borrowed. */
+sl_gateway *sl_app_gateway(const sl_app *app);
 
 /* The engine, or NULL when the app runs no topology. Borrowed. */
 sl_engine *sl_app_engine(const sl_app *app);

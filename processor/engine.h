@@ -4,8 +4,9 @@
  * dead letters.
  *
  * Threading: every function runs on the one thread that owns the engine
- * (the instance's loop thread), except sl_engine_ready and
- * sl_engine_stats, which any thread may call.
+ * (the instance's loop thread), except sl_engine_ready,
+ * sl_engine_stats_get, sl_engine_instance_id, sl_engine_application_id and
+ * the interactive queries (sl_engine_query_*), which any thread may call.
  */
 #ifndef SLUICE_ENGINE_H
 #define SLUICE_ENGINE_H
@@ -85,5 +86,78 @@ bool sl_engine_ready(const sl_engine *engine);
 
 /* A snapshot of the counters. Any thread. */
 void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *stats);
+
+/* The persisted instance id (32 hex digits; it also names the
+ * transactional id), and the application id. Borrowed from the engine;
+ * immutable. Any thread. */
+const char *sl_engine_instance_id(const sl_engine *engine);
+const char *sl_engine_application_id(const sl_engine *engine);
+
+/*
+ * Interactive queries: reads of the committed state of task stores from
+ * any thread (HTTP handlers). A task store holds only committed writes
+ * (apply-after-commit), so a read never sees an uncommitted or aborted
+ * change. The loop thread opens and closes task stores on rebalance; a
+ * per-partition reader-writer lock (writer-preferring) keeps a store open
+ * while a query reads it, so closing waits at most for the reads in flight,
+ * never for new ones.
+ *
+ * Every query answers in *partition the partition that owns the key (or -1
+ * when it cannot be known yet), so the caller can route elsewhere:
+ *   SL_OK              answered from this instance
+ *   SL_ERR_NOT_FOUND   the key is absent (get), or the store is unknown
+ *                      (then *partition is -1)
+ *   SL_ERR_NOT_READY   the partition is assigned here but still restoring,
+ *                      or the engine has not started: retry later (503)
+ *   SL_ERR_NOT_OWNER   the partition is not assigned to this instance
+ *   SL_ERR_STORE       a RocksDB error
+ */
+
+/* Partition of `key` in `store` (murmur2 over the partition count of the
+ * store's source topic, as the Java client and murmur2_random compute it),
+ * and the source topic (borrowed from the engine; may be NULL). Any thread.
+ * SL_ERR_NOT_FOUND for an unknown store, SL_ERR_NOT_READY before start. */
+sl_err sl_engine_query_partition(sl_engine *engine, const char *store, const void *key,
+                                 size_t key_len, int32_t *partition, const char **topic);
+
+/* Look `key` up. On SL_OK *value is a malloc'd copy (the caller frees it) of
+ * *value_len bytes. */
+sl_err sl_engine_query_get(sl_engine *engine, const char *store, const void *key, size_t key_len,
+                           char **value, size_t *value_len, int32_t *partition);
+
+/* Called for each entry in key order; the pointers are valid during the
+ * call only. Return false to stop. Runs on the caller's thread while the
+ * store is held open: keep it short (copy what you need). */
+typedef bool sl_query_visit_fn(void *opaque, const void *key, size_t key_len, const void *value,
+                               size_t value_len);
+
+/* A bounded scan of the partition that owns `routing_key` (for example a
+ * dialog id, when the store's keys are "<dialog id><sequence>"): entries
+ * with keys in [from, to) (a NULL bound is open; with prefix != NULL,
+ * instead the keys starting with `prefix`), skipping the first `skip`
+ * entries and visiting at most `limit`. *visited receives the number of
+ * visits (may be NULL). The scan reads one RocksDB snapshot. */
+typedef struct sl_query_range {
+    const void *from;
+    size_t from_len;
+    const void *to;
+    size_t to_len;
+    const void *prefix;
+    size_t prefix_len;
+    size_t skip;
+    size_t limit;
+} sl_query_range;
+
+sl_err sl_engine_query_range(sl_engine *engine, const char *store, const void *routing_key,
+                             size_t routing_key_len, const sl_query_range *range,
+                             sl_query_visit_fn *visit, void *opaque, size_t *visited,
+                             int32_t *partition);
+
+/* The partitions of source topics assigned to this instance, for the
+ * membership record: at most `max` entries into topics[]/partitions[]
+ * (topics borrowed from the engine), count returned. *version changes every
+ * time the assignment changes (may be NULL). Any thread. */
+size_t sl_engine_query_assignment(sl_engine *engine, const char **topics, int32_t *partitions,
+                                  size_t max, uint64_t *version);
 
 #endif

@@ -74,6 +74,10 @@ struct sl_http_response {
     size_t body_len;
     int retry_after;
     char allow[64];
+    /* Extra headers (sl_http_response_header): bounded, copied. */
+    size_t n_extra;
+    char extra_names[SL_HTTP_MAX_EXTRA_HEADERS][64];
+    char extra_values[SL_HTTP_MAX_EXTRA_HEADERS][256];
 };
 
 /* The attribute lets clang check the vsnprintf below (-Wformat-nonliteral). */
@@ -255,6 +259,8 @@ static enum MHD_Result queue(sl_http_request *req, sl_http_response *resp) {
     }
     if (resp->allow[0])
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, resp->allow);
+    for (size_t i = 0; i < resp->n_extra; i++)
+        MHD_add_response_header(mr, resp->extra_names[i], resp->extra_values[i]);
     enum MHD_Result ok = MHD_queue_response(req->connection, (unsigned)resp->status, mr);
     MHD_destroy_response(mr);
     req->answered = true;
@@ -477,4 +483,80 @@ const char *sl_http_request_client_ip(const sl_http_request *req) {
 const char *sl_http_request_body(const sl_http_request *req, size_t *len) {
     *len = req->body_len;
     return req->body;
+}
+
+sl_err sl_http_response_header(sl_http_response *resp, const char *name, const char *value) {
+    if (!name[0] || strpbrk(name, "\r\n: ") || strpbrk(value, "\r\n") ||
+        strlen(name) >= sizeof(resp->extra_names[0]) ||
+        strlen(value) >= sizeof(resp->extra_values[0]))
+        return SL_ERR_INVALID;
+    if (resp->n_extra >= SL_HTTP_MAX_EXTRA_HEADERS)
+        return SL_ERR_FULL;
+    snprintf(resp->extra_names[resp->n_extra], sizeof(resp->extra_names[0]), "%s", name);
+    snprintf(resp->extra_values[resp->n_extra], sizeof(resp->extra_values[0]), "%s", value);
+    resp->n_extra++;
+    return SL_OK;
+}
+
+typedef struct query_builder {
+    char *out;
+    size_t size, len;
+    bool overflow;
+} query_builder;
+
+static void query_append_escaped(query_builder *b, const char *text) {
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9') || strchr("-._~", *p);
+        size_t need = plain ? 1 : 3;
+        if (b->len + need >= b->size) {
+            b->overflow = true;
+            return;
+        }
+        if (plain) {
+            b->out[b->len++] = (char)*p;
+        } else {
+            b->out[b->len++] = '%';
+            b->out[b->len++] = hex[*p >> 4];
+            b->out[b->len++] = hex[*p & 15];
+        }
+    }
+}
+
+static enum MHD_Result query_collect(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value) {
+    (void)kind;
+    query_builder *b = cls;
+    if (b->len + 1 >= b->size) {
+        b->overflow = true;
+        return MHD_NO;
+    }
+    char separator = b->len == 0 ? '?' : '&';
+    b->out[b->len++] = separator;
+    query_append_escaped(b, key);
+    if (value) {
+        if (b->len + 1 >= b->size) {
+            b->overflow = true;
+            return MHD_NO;
+        }
+        b->out[b->len++] = '=';
+        query_append_escaped(b, value);
+    }
+    b->out[b->len] = '\0';
+    return b->overflow ? MHD_NO : MHD_YES;
+}
+
+sl_err sl_http_request_query_string(const sl_http_request *req, char *out, size_t out_size) {
+    if (out_size == 0)
+        return SL_ERR_FULL;
+    out[0] = '\0';
+    query_builder b = {.out = out, .size = out_size};
+    MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_collect, &b);
+    if (b.overflow) {
+        out[0] = '\0';
+        return SL_ERR_FULL;
+    }
+    out[b.len] = '\0';
+    return SL_OK;
 }

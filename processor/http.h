@@ -84,6 +84,18 @@ sl_err sl_http_respond(sl_http_response *resp, int status, const char *content_t
 sl_err sl_http_respond_json(sl_http_response *resp, int status, const char *json);
 /* {"message": message, "code": status, "request_id": <the request's id>} */
 sl_err sl_http_respond_error(sl_http_response *resp, int status, const char *message);
+/* Re-encode the request's query arguments ("?a=1&b=x%20y", or "" when
+ * there are none) into out, e.g. to forward the request. SL_ERR_FULL if it
+ * does not fit (out is then ""). */
+sl_err sl_http_request_query_string(const sl_http_request *req, char *out, size_t out_size);
+
+#define SL_HTTP_MAX_EXTRA_HEADERS 8
+
+/* Add a response header (copied; name < 64 and value < 256 bytes, no CR,
+ * LF or ':' in the name). SL_ERR_FULL past SL_HTTP_MAX_EXTRA_HEADERS,
+ * SL_ERR_INVALID for a bad name or value. */
+sl_err sl_http_response_header(sl_http_response *resp, const char *name, const char *value);
+
 /* Adds Retry-After (with 503 and 429). */
 void sl_http_response_retry_after(sl_http_response *resp, int seconds);
 

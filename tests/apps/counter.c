@@ -24,6 +24,13 @@
  * punctuator that emits key "tick" / "stream-tick" with value
  * "<partition>:<time>" to the echo topic. Configuration also comes
  * from SLUICE_* environment variables, as for sluice itself.
+ *
+ * HTTP: GET /agg/{key} answers the key's aggregate from the store "agg"
+ * through the gateway (read here, or forwarded to the owner):
+ * {"key", "count", "sum", "min"}, 404 for a key never seen, 503 with
+ * Retry-After while the owning task restores. GET /agg/{key}/scan?skip=N&limit=M
+ * lists, in key order, the keys of the store partition that owns {key}
+ * (a range query): {"keys": [...]}.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -33,6 +40,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "connectors/gateway.h"
 #include "processor/app.h"
 #include "processor/topology.h"
 
@@ -176,6 +184,79 @@ static sl_err count(sl_ctx *ctx, const sl_record *record, void *opaque) {
     return SL_OK;
 }
 
+static void get_agg(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_gateway *gateway = opaque;
+    const char *key = sl_http_request_param(req, "key");
+    char *value = NULL;
+    size_t value_len = 0;
+    switch (sl_gateway_get(gateway, req, resp, "agg", key, strlen(key), &value, &value_len)) {
+    case SL_GATEWAY_ANSWERED:
+        return;
+    case SL_GATEWAY_MISSING:
+        sl_gateway_error(gateway, req, resp, 404, "no such key", 0);
+        return;
+    case SL_GATEWAY_LOCAL:
+        break;
+    }
+    char buf[96];
+    snprintf(buf, sizeof(buf), "%.*s", (int)(value_len < sizeof(buf) ? value_len : 0), value);
+    free(value);
+    int64_t n, sum, min;
+    char json[256];
+    if (sscanf(buf, "%" SCNd64 ",%" SCNd64 ",%" SCNd64, &n, &sum, &min) != 3 ||
+        snprintf(json, sizeof(json),
+                 "{\"key\":\"%.64s\",\"count\":%" PRId64 ",\"sum\":%" PRId64 ",\"min\":%" PRId64
+                 "}",
+                 strspn(key, "abcdefghijklmnopqrstuvwxyz0123456789-_:") == strlen(key) ? key : "?",
+                 n, sum, min) >= (int)sizeof(json)) {
+        sl_gateway_error(gateway, req, resp, 500, "malformed aggregate", 0);
+        return;
+    }
+    sl_http_respond_json(resp, 200, json);
+}
+
+typedef struct scan {
+    char out[4096];
+    size_t len;
+} scan;
+
+static bool scan_visit(void *opaque, const void *key, size_t key_len, const void *value,
+                       size_t value_len) {
+    (void)value;
+    (void)value_len;
+    scan *sc = opaque;
+    int n = snprintf(sc->out + sc->len, sizeof(sc->out) - sc->len, "%s\"%.*s\"",
+                     sc->len > 9 ? "," : "", key_len < 64 ? (int)key_len : 0, (const char *)key);
+    if (n < 0 || (size_t)n >= sizeof(sc->out) - sc->len - 2)
+        return false;
+    sc->len += (size_t)n;
+    return true;
+}
+
+static void scan_agg(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_gateway *gateway = opaque;
+    const char *key = sl_http_request_param(req, "key");
+    const char *skip = sl_http_request_query(req, "skip");
+    const char *limit = sl_http_request_query(req, "limit");
+    sl_query_range range = {.skip = skip ? strtoul(skip, NULL, 10) : 0,
+                            .limit = limit ? strtoul(limit, NULL, 10) : 100};
+    if (range.limit > 100)
+        range.limit = 100;
+    scan sc = {.len = 0};
+    sc.len = (size_t)snprintf(sc.out, sizeof(sc.out), "{\"keys\":[");
+    if (sl_gateway_range(gateway, req, resp, "agg", key, strlen(key), &range, scan_visit, &sc) !=
+        SL_GATEWAY_LOCAL)
+        return;
+    snprintf(sc.out + sc.len, sizeof(sc.out) - sc.len, "]}");
+    sl_http_respond_json(resp, 200, sc.out);
+}
+
+static sl_err add_routes(void *opaque, sl_http_server *http, sl_gateway *gateway) {
+    (void)opaque;
+    sl_err err = sl_http_route(http, "GET", "/agg/{key}", get_agg, gateway);
+    return err ? err : sl_http_route(http, "GET", "/agg/{key}/scan", scan_agg, gateway);
+}
+
 int main(int argc, char **argv) {
     const char *input = NULL, *echo = NULL, *agg = NULL, *global = NULL, *groups = NULL;
     long long tick_ms = 0, stream_tick_ms = 0;
@@ -246,7 +327,8 @@ int main(int argc, char **argv) {
     snprintf(tag, sizeof(tag), "%d", (int)getpid());
     sl_logger logger = {.fn = stderr_log, .opaque = tag, .level = SL_LOG_INFO};
     sl_log_level_parse(sl_config_get(config, "log.level"), &logger.level);
-    sl_app *app = sl_app_new(config, &logger, topology, errstr, sizeof(errstr));
+    sl_app *app =
+        sl_app_new_with_routes(config, &logger, topology, add_routes, NULL, errstr, sizeof(errstr));
     if (!app) {
         fprintf(stderr, "counter: %s\n", errstr);
         return 1;

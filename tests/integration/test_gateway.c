@@ -1,0 +1,421 @@
+/*
+ * The gateway against the real broker, with instances of the counter app
+ * (tests/apps/counter.c, route GET /agg/{key}) as separate processes:
+ *   - a key's aggregate is answered by either instance: one reads its own
+ *     store, the other forwards to the owner (and a request that was
+ *     already forwarded once is never forwarded again);
+ *   - a store that is restoring answers 503 with Retry-After, and then the
+ *     exact value, never a partial one (a 404 for a key not restored yet);
+ *   - the membership table reflects instances joining and leaving.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "connectors/admin.h"
+#include "processor/kafka.h"
+#include "tests/support/instance.h"
+#include "tests/support/testutil.h"
+
+#define PARTITIONS 4
+#define N_KEYS     16
+
+static rd_kafka_t *admin;
+static char errstr[1024];
+static char work_dir[64];
+
+static int setup(void **state) {
+    (void)state;
+    const char *bootstrap = test_kafka_bootstrap();
+    if (!bootstrap)
+        return 0;
+    rd_kafka_conf_t *conf =
+        sl_kafka_conf_new(RD_KAFKA_PRODUCER, bootstrap, NULL, &test_logger, errstr, sizeof(errstr));
+    admin = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
+    snprintf(work_dir, sizeof(work_dir), "/tmp/sluice-gateway-test-XXXXXX");
+    return admin && mkdtemp(work_dir) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    if (admin)
+        rd_kafka_destroy(admin);
+    if (work_dir[0] && !getenv("SLUICE_TEST_KEEP")) {
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work_dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "# could not remove %s\n", work_dir);
+    }
+    return 0;
+}
+
+#define NEED_BROKER()                                                                              \
+    do {                                                                                           \
+        if (!admin) {                                                                              \
+            fprintf(stderr, "# SLUICE_TEST_KAFKA_BOOTSTRAP not set: skipped\n");                   \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+typedef struct scenario {
+    char app_id[96];
+    char input[128], echo[128], agg[128];
+} scenario;
+
+static void create_topic(const char *name, const char *const *configs) {
+    sl_topic_spec spec = {
+        .name = name, .partitions = PARTITIONS, .replication_factor = 1, .configs = configs};
+    if (sl_admin_ensure_topic(admin, &spec, 30000, errstr, sizeof(errstr)))
+        fail_msg("create %s: %s", name, errstr);
+}
+
+static void scenario_init(scenario *sc, const char *name) {
+    test_unique_name(sc->app_id, sizeof(sc->app_id), name);
+    snprintf(sc->input, sizeof(sc->input), "%s.data", sc->app_id);
+    snprintf(sc->echo, sizeof(sc->echo), "%s.echo", sc->app_id);
+    snprintf(sc->agg, sizeof(sc->agg), "%s.agg", sc->app_id);
+    create_topic(sc->input, NULL);
+    create_topic(sc->echo, NULL);
+    create_topic(sc->agg, NULL);
+}
+
+static void instance_init(test_instance *inst, const scenario *sc, const char *name,
+                          const char *const *extra) {
+    char app_id[128], bootstrap[256];
+    snprintf(app_id, sizeof(app_id), "application.id=%s", sc->app_id);
+    snprintf(bootstrap, sizeof(bootstrap), "bootstrap.servers=%s", test_kafka_bootstrap());
+    const char *args[40] = {"--input", sc->input,
+                            "--echo",  sc->echo,
+                            "--agg",   sc->agg,
+                            "--set",   app_id,
+                            "--set",   bootstrap,
+                            "--set",   "kafka.consumer.session.timeout.ms=6000",
+                            "--set",   "kafka.consumer.heartbeat.interval.ms=500",
+                            "--set",   "health.kafka.interval.ms=500",
+                            "--set",   "gateway.members.interval.ms=500"};
+    size_t n = 0;
+    while (args[n])
+        n++;
+    for (size_t i = 0; extra && extra[i] && n + 1 < sizeof(args) / sizeof(args[0]); i++)
+        args[n++] = extra[i];
+    char inst_name[160];
+    snprintf(inst_name, sizeof(inst_name), "%s-%s", sc->app_id, name);
+    test_instance_init(inst, "counter", work_dir, inst_name, args);
+}
+
+/* Produce `rounds` records per key k0..k<N_KEYS-1>, value = round + key. */
+static void produce_inputs(const scenario *sc, int rounds) {
+    rd_kafka_t *producer = test_producer(test_kafka_bootstrap(), NULL);
+    for (int r = 0; r < rounds; r++)
+        for (int k = 0; k < N_KEYS; k++) {
+            char key[16], value[32];
+            int key_len = snprintf(key, sizeof(key), "k%d", k);
+            int value_len = snprintf(value, sizeof(value), "%d", r * 100 + k);
+            assert_int_equal(rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(sc->input),
+                                               RD_KAFKA_V_KEY(key, (size_t)key_len),
+                                               RD_KAFKA_V_VALUE(value, (size_t)value_len),
+                                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                               RD_KAFKA_V_END),
+                             0);
+        }
+    assert_int_equal(rd_kafka_flush(producer, 60000), 0);
+    rd_kafka_destroy(producer);
+}
+
+/* The aggregate the counter must hold for key k after `rounds` rounds,
+ * as its JSON answer. */
+static void expected_agg(int k, int rounds, char *out, size_t size) {
+    long long sum = 0, min = k;
+    for (int r = 0; r < rounds; r++)
+        sum += r * 100 + k;
+    snprintf(out, size, "{\"key\":\"k%d\",\"count\":%d,\"sum\":%lld,\"min\":%lld}", k, rounds, sum,
+             min);
+}
+
+static bool header_value(const char *headers, const char *name, char *out, size_t size) {
+    size_t name_len = strlen(name);
+    for (const char *line = headers; line && *line; line = strstr(line, "\r\n")) {
+        if (line[0] == '\r')
+            line += 2;
+        if (strncasecmp(line, name, name_len) == 0 && line[name_len] == ':') {
+            const char *v = line + name_len + 1;
+            while (*v == ' ')
+                v++;
+            size_t len = strcspn(v, "\r\n");
+            if (len >= size)
+                return false;
+            memcpy(out, v, len);
+            out[len] = '\0';
+            return true;
+        }
+    }
+    return false;
+}
+
+/* GET /v1/members of an instance: number of live members and the number of
+ * distinct input partitions they claim. */
+static void members_of(test_instance *inst, const char *input, int *members, int *claimed,
+                       char *first_instance, size_t first_size) {
+    char body[16384];
+    *members = *claimed = -1;
+    if (test_http(inst->http_port, "GET", "/v1/members", NULL, NULL, 0, NULL, 0, body,
+                  sizeof(body)) != 200)
+        return;
+    json_t *doc = json_loads(body, 0, NULL);
+    json_t *list = json_object_get(doc, "members");
+    bool seen[PARTITIONS] = {false};
+    *members = (int)json_array_size(list);
+    *claimed = 0;
+    size_t i;
+    json_t *member;
+    json_array_foreach(list, i, member) {
+        if (i == 0 && first_instance)
+            snprintf(first_instance, first_size, "%s",
+                     json_string_value(json_object_get(member, "instance")));
+        json_t *parts = json_object_get(json_object_get(member, "assignment"), input);
+        size_t j;
+        json_t *p;
+        json_array_foreach(parts, j, p) {
+            json_int_t partition = json_integer_value(p);
+            if (partition >= 0 && partition < PARTITIONS && !seen[partition]) {
+                seen[partition] = true;
+                (*claimed)++;
+            }
+        }
+    }
+    json_decref(doc);
+}
+
+static bool await_members(test_instance *inst, const char *input, int members, int timeout_ms) {
+    int m = -1, c = -1;
+    for (int64_t deadline = test_now_ms() + timeout_ms; test_now_ms() < deadline;) {
+        members_of(inst, input, &m, &c, NULL, 0);
+        if (m == members && c == PARTITIONS)
+            return true;
+        usleep(100 * 1000);
+    }
+    fprintf(stderr, "# members: %d (want %d), partitions claimed: %d\n", m, members, c);
+    return false;
+}
+
+static int compare_strings(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void a_key_is_answered_by_either_instance(void **state) {
+    (void)state;
+    NEED_BROKER();
+    scenario sc;
+    scenario_init(&sc, "gw-route");
+    test_instance a, b;
+    instance_init(&a, &sc, "a", NULL);
+    instance_init(&b, &sc, "b", NULL);
+    test_instance_start(&a);
+    test_instance_start(&b);
+    if (!test_instance_wait_ready(&a, 90000) || !test_instance_wait_ready(&b, 90000) ||
+        !await_members(&a, sc.input, 2, 60000) || !await_members(&b, sc.input, 2, 60000)) {
+        test_instance_dump_log(&a, 30);
+        test_instance_dump_log(&b, 30);
+        fail_msg("instances did not form a group of two");
+    }
+    const int rounds = 5;
+    produce_inputs(&sc, rounds);
+    test_instance *both[2] = {&a, &b};
+    int forwarded[2] = {0, 0}, local[2] = {0, 0};
+    char forwarded_key[2][16] = {"", ""};
+    for (int k = 0; k < N_KEYS; k++) {
+        char path[32], want[160];
+        snprintf(path, sizeof(path), "/agg/k%d", k);
+        expected_agg(k, rounds, want, sizeof(want));
+        for (int i = 0; i < 2; i++) {
+            char body[1024] = "", headers[2048] = "";
+            int status = -1;
+            /* processing is asynchronous: wait for the final aggregate */
+            for (int64_t deadline = test_now_ms() + 60000; test_now_ms() < deadline;) {
+                status = test_http(both[i]->http_port, "GET", path, NULL, NULL, 0, headers,
+                                   sizeof(headers), body, sizeof(body));
+                if (status == 200 && strcmp(body, want) == 0)
+                    break;
+                usleep(50 * 1000);
+            }
+            assert_int_equal(status, 200);
+            assert_string_equal(body, want);
+            char value[256];
+            assert_true(header_value(headers, "X-Sluice-Served-By", value, sizeof(value)));
+            if (header_value(headers, "X-Sluice-Forwarded-To", value, sizeof(value))) {
+                forwarded[i]++;
+                snprintf(forwarded_key[i], sizeof(forwarded_key[i]), "k%d", k);
+            } else {
+                local[i]++;
+            }
+        }
+    }
+    fprintf(stderr, "# a: %d local, %d forwarded; b: %d local, %d forwarded\n", local[0],
+            forwarded[0], local[1], forwarded[1]);
+    /* Each owns some partitions: each reads some keys itself and forwards
+     * the others; together every key is read locally exactly once. */
+    assert_true(local[0] > 0 && forwarded[0] > 0 && local[1] > 0 && forwarded[1] > 0);
+    assert_int_equal(local[0] + local[1], N_KEYS);
+    /* A range query (with its query string) is answered the same way by
+     * both: the keys of k0's partition in key order, paged. */
+    const char *keys[N_KEYS];
+    char names[N_KEYS][16];
+    size_t n_same = 0;
+    int32_t p0 = rd_kafka_msg_partitioner_murmur2_random(NULL, "k0", 2, PARTITIONS, NULL, NULL);
+    for (int k = 0; k < N_KEYS; k++) {
+        snprintf(names[k], sizeof(names[k]), "k%d", k);
+        if (rd_kafka_msg_partitioner_murmur2_random(NULL, names[k], strlen(names[k]), PARTITIONS,
+                                                    NULL, NULL) == p0)
+            keys[n_same++] = names[k];
+    }
+    qsort(keys, n_same, sizeof(keys[0]), compare_strings);
+    char want_scan[512] = "{\"keys\":[";
+    for (size_t i = 1; i < n_same && i < 3; i++) { /* skip=1&limit=2 */
+        strcat(want_scan, i > 1 ? ",\"" : "\"");
+        strcat(want_scan, keys[i]);
+        strcat(want_scan, "\"");
+    }
+    strcat(want_scan, "]}");
+    for (int i = 0; i < 2; i++) {
+        char scan_body[1024];
+        assert_int_equal(test_http(both[i]->http_port, "GET", "/agg/k0/scan?skip=1&limit=2", NULL,
+                                   NULL, 0, NULL, 0, scan_body, sizeof(scan_body)),
+                         200);
+        assert_string_equal(scan_body, want_scan);
+    }
+    /* A request that already took its one hop is not forwarded again. */
+    char path[32], body[1024], headers[2048], value[64];
+    snprintf(path, sizeof(path), "/agg/%s", forwarded_key[0]);
+    assert_int_equal(test_http(a.http_port, "GET", path, "X-Sluice-Hop: 1\r\n", NULL, 0, headers,
+                               sizeof(headers), body, sizeof(body)),
+                     503);
+    assert_true(header_value(headers, "Retry-After", value, sizeof(value)));
+    json_t *error = json_loads(body, 0, NULL);
+    assert_int_equal(json_integer_value(json_object_get(error, "code")), 503);
+    assert_non_null(json_string_value(json_object_get(error, "request_id")));
+    json_decref(error);
+    /* An unknown key is a 404 from the owner, relayed. */
+    assert_int_equal(test_http(a.http_port, "GET", "/agg/never-seen", NULL, NULL, 0, NULL, 0, body,
+                               sizeof(body)),
+                     404);
+    assert_int_equal(test_instance_stop(&a, 30000), 0);
+    assert_int_equal(test_instance_stop(&b, 30000), 0);
+    test_instance_free(&a);
+    test_instance_free(&b);
+}
+
+static void a_restoring_store_answers_503_then_the_exact_value(void **state) {
+    (void)state;
+    NEED_BROKER();
+    scenario sc;
+    scenario_init(&sc, "gw-restore");
+    /* A long changelog written directly, the key asked for last: a read of
+     * a half-restored store would answer 404 for it. */
+    char changelog[200];
+    snprintf(changelog, sizeof(changelog), "%s-agg-changelog", sc.app_id);
+    static const char *const compact[] = {"cleanup.policy", "compact", NULL};
+    create_topic(changelog, compact);
+    rd_kafka_t *producer = test_producer(test_kafka_bootstrap(), NULL);
+    const long filler = 200000;
+    for (long i = 0; i < filler; i++) {
+        char key[32];
+        int key_len = snprintf(key, sizeof(key), "filler-%ld", i);
+        while (rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(changelog),
+                                 RD_KAFKA_V_KEY(key, (size_t)key_len), RD_KAFKA_V_VALUE("1,1,1", 5),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                 RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rd_kafka_poll(producer, 10);
+    }
+    assert_int_equal(rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(changelog),
+                                       RD_KAFKA_V_KEY("target", 6), RD_KAFKA_V_VALUE("7,70,3", 6),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    assert_int_equal(rd_kafka_flush(producer, 60000), 0);
+    rd_kafka_destroy(producer);
+
+    test_instance a;
+    const char *const slow_restore[] = {"--set", "restore.batch.records=20", NULL};
+    instance_init(&a, &sc, "a", slow_restore);
+    test_instance_start(&a);
+    const char *want = "{\"key\":\"target\",\"count\":7,\"sum\":70,\"min\":3}";
+    int restoring_503 = 0, other_503 = 0, status = -1;
+    char body[1024] = "", headers[2048];
+    for (int64_t deadline = test_now_ms() + 120000; test_now_ms() < deadline;) {
+        status = test_http(a.http_port, "GET", "/agg/target", NULL, NULL, 0, headers,
+                           sizeof(headers), body, sizeof(body));
+        if (status == 200)
+            break;
+        if (status == 503) {
+            char value[16];
+            assert_true(header_value(headers, "Retry-After", value, sizeof(value)));
+            if (strstr(body, "restoring"))
+                restoring_503++;
+            else
+                other_503++;
+        } else if (status != -1) { /* -1: the server is not listening yet */
+            test_instance_dump_log(&a, 30);
+            fail_msg("answered %d (%s) before the restore finished", status, body);
+        }
+        usleep(10 * 1000);
+    }
+    fprintf(stderr, "# 503 while restoring: %d, 503 before the assignment: %d\n", restoring_503,
+            other_503);
+    assert_int_equal(status, 200);
+    assert_string_equal(body, want);
+    assert_true(restoring_503 > 0);
+    assert_int_equal(test_instance_stop(&a, 30000), 0);
+    test_instance_free(&a);
+}
+
+static void membership_reflects_join_and_leave(void **state) {
+    (void)state;
+    NEED_BROKER();
+    scenario sc;
+    scenario_init(&sc, "gw-members");
+    /* A long expiry: only the leaving instance's tombstone can remove it
+     * within this test. */
+    const char *const slow_expiry[] = {"--set", "gateway.members.expiry.ms=600000", NULL};
+    test_instance a, b;
+    instance_init(&a, &sc, "a", slow_expiry);
+    instance_init(&b, &sc, "b", slow_expiry);
+    test_instance_start(&a);
+    assert_true(test_instance_wait_ready(&a, 90000));
+    assert_true(await_members(&a, sc.input, 1, 60000));
+    test_instance_start(&b);
+    assert_true(test_instance_wait_ready(&b, 90000));
+    assert_true(await_members(&a, sc.input, 2, 60000));
+    assert_true(await_members(&b, sc.input, 2, 60000));
+    assert_int_equal(test_instance_stop(&b, 30000), 0);
+    assert_true(await_members(&a, sc.input, 1, 60000));
+    /* the one left is a, owning everything again */
+    char body[4096];
+    assert_int_equal(test_http(a.http_port, "GET", "/v1/metadata/agg/k1", NULL, NULL, 0, NULL, 0,
+                               body, sizeof(body)),
+                     200);
+    json_t *doc = json_loads(body, 0, NULL);
+    char first[64] = "";
+    int members, claimed;
+    members_of(&a, sc.input, &members, &claimed, first, sizeof(first));
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(doc, "owner"), "instance")), first);
+    json_decref(doc);
+    assert_int_equal(test_instance_stop(&a, 30000), 0);
+    test_instance_free(&a);
+    test_instance_free(&b);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_key_is_answered_by_either_instance),
+        cmocka_unit_test(a_restoring_store_answers_503_then_the_exact_value),
+        cmocka_unit_test(membership_reflects_join_and_leave),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
