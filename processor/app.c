@@ -200,6 +200,8 @@ static sl_err start_engine(sl_app *app, char *errstr, size_t errstr_size) {
     if (!app->engine)
         return SL_ERR_INVALID;
     sl_engine_set_metrics(app->engine, app->metrics);
+    if (app->embedded)
+        sl_engine_set_embedded(app->engine, app->embedded);
     return sl_engine_start(app->engine, errstr, errstr_size);
 }
 

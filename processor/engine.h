@@ -4,8 +4,8 @@
  * dead letters.
  *
  * Threading: every function runs on the one thread that owns the engine
- * (the instance's loop thread), except sl_engine_ready and
- * sl_engine_stats, which any thread may call.
+ * (the instance's loop thread), except sl_engine_ready, sl_engine_stats and
+ * sl_engine_global_get, which any thread may call.
  */
 #ifndef SLUICE_ENGINE_H
 #define SLUICE_ENGINE_H
@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "error.h"
+#include "kafka.h"
 #include "log.h"
 #include "metrics.h"
 #include "topology.h"
@@ -51,6 +52,11 @@ sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
  * sl_engine_start; SL_ERR_INVALID afterwards. */
 sl_err sl_engine_set_metrics(sl_engine *engine, sl_metrics *metrics);
 
+/* Run on the embedded broker `cluster` (borrowed; must outlive the engine):
+ * topics are created through its mock API, which answers no CreateTopics.
+ * Only before sl_engine_start; SL_ERR_INVALID afterwards. */
+sl_err sl_engine_set_embedded(sl_engine *engine, sl_embedded_cluster *cluster);
+
 /* Check and create topics (changelogs, dead-letter topic), create the
  * clients, subscribe, and start bootstrapping global stores. A changelog
  * whose partition count differs from the sources', or a missing source
@@ -72,6 +78,15 @@ void sl_engine_destroy(sl_engine *engine);
 /* True once the engine joined the group, every assigned task is running
  * (restored) and every global store is bootstrapped. Any thread. */
 bool sl_engine_ready(const sl_engine *engine);
+
+/* Read `key` from the GLOBAL store `store` (the instance's local copy), from
+ * any thread (the HTTP threads check the token blacklist with it): *value is
+ * malloc'd (caller frees). SL_ERR_NOT_FOUND for a missing key,
+ * SL_ERR_UNAVAILABLE until the global stores have been bootstrapped (caught
+ * up once with their topics), SL_ERR_INVALID for a name that is not a global
+ * store. Must not race sl_engine_destroy (sl_app stops HTTP first). */
+sl_err sl_engine_global_get(sl_engine *engine, const char *store, const void *key, size_t key_len,
+                            char **value, size_t *value_len);
 
 /* A snapshot of the counters. Any thread. */
 void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *stats);

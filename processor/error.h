@@ -31,7 +31,8 @@
     X(SL_ERR_TOPIC_MISMATCH, "existing topic does not match its definition")                       \
     X(SL_ERR_HTTP, "HTTP server error")                                                            \
     X(SL_ERR_STORE, "state store error")                                                           \
-    X(SL_ERR_CANCELLED, "cancelled before it ran (shutdown or the caller gave up)")
+    X(SL_ERR_CANCELLED, "cancelled before it ran (shutdown or the caller gave up)")                \
+    X(SL_ERR_UNAVAILABLE, "not available yet (restoring or bootstrapping): retry later")
 
 typedef enum sl_err {
 #define SL_ERR_ENUM_(code, msg) code,

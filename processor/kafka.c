@@ -165,6 +165,15 @@ const char *sl_embedded_cluster_bootstraps(const sl_embedded_cluster *cluster) {
     return cluster->bootstraps;
 }
 
+sl_err sl_embedded_cluster_ensure_topic(sl_embedded_cluster *cluster, const char *topic,
+                                        int partitions, char *errstr, size_t errstr_size) {
+    rd_kafka_resp_err_t code = rd_kafka_mock_topic_create(cluster->mock, topic, partitions, 1);
+    if (code && code != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+        return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "embedded broker: create %s: %s", topic,
+                       rd_kafka_err2str(code));
+    return SL_OK;
+}
+
 void sl_embedded_cluster_destroy(sl_embedded_cluster *cluster) {
     if (!cluster)
         return;

@@ -66,6 +66,13 @@ sl_embedded_cluster *sl_embedded_cluster_new(int brokers, const sl_logger *logge
 /* Its bootstrap servers ("127.0.0.1:port,..."), borrowed from the cluster. */
 const char *sl_embedded_cluster_bootstraps(const sl_embedded_cluster *cluster);
 
+/* Create `topic` with `partitions` partitions on the embedded cluster if it
+ * does not exist yet (the mock cluster answers no CreateTopics: it reports
+ * no controller). Existing topics are left as they are; the mock has no
+ * topic configs (no compaction) to check. */
+sl_err sl_embedded_cluster_ensure_topic(sl_embedded_cluster *cluster, const char *topic,
+                                        int partitions, char *errstr, size_t errstr_size);
+
 void sl_embedded_cluster_destroy(sl_embedded_cluster *cluster);
 
 #endif
