@@ -86,6 +86,29 @@ static const sl_config_prop props[] = {
      "How often the instance checks that the Kafka cluster answers; /readyz "
      "reports not ready while it does not."},
     {"log.level", SL_CONFIG_ENUM, "info", 0, 0, log_level_choices, "Lowest level that is logged."},
+    {"reply.partitions", SL_CONFIG_INT, "4", 1, 4096, NULL,
+     "Partitions of `<application.id>-replies`, the topic command outcomes are answered on "
+     "(created if missing when the topology sends replies). Replies are keyed by the "
+     "waiting gateway's reply_key."},
+    {"identity.topic.prefix", SL_CONFIG_STRING, "", 0, 0, NULL,
+     "Prefix of the identity topics (`<prefix>users.commands`, `users.events`, "
+     "`tokens.commands`, `tokens.revoked`). Empty in production; tests set a unique one. "
+     "Letters, digits, '.', '_' and '-' only."},
+    {"identity.topic.partitions", SL_CONFIG_INT, "4", 1, 4096, NULL,
+     "Partitions of the identity topics sluice creates if missing (users.commands, "
+     "users.events, tokens.commands, tokens.revoked); an existing topic with another count "
+     "is a startup error."},
+    {"identity.idempotency.ttl.ms", SL_CONFIG_INT, "86400000", 1000, 2592000000LL, NULL,
+     "How long a users command id is remembered: a repeated id within this time is answered "
+     "with the original outcome and changes nothing."},
+    {"identity.idempotency.sweep.interval.ms", SL_CONFIG_INT, "60000", 100, 86400000, NULL,
+     "Wall-clock interval of the punctuator that forgets expired command ids."},
+    {"identity.revocation.sweep.interval.ms", SL_CONFIG_INT, "60000", 100, 86400000, NULL,
+     "Wall-clock interval of the punctuator that removes revocations of expired tokens "
+     "(a tombstone on tokens.revoked, then the store entry)."},
+    {"identity.revocation.grace.ms", SL_CONFIG_INT, "60000", 0, 86400000, NULL,
+     "How long after a revoked token's expiry its revocation is kept, for clock skew between "
+     "sluice and the services that verify tokens."},
 };
 #define N_PROPS (sizeof(props) / sizeof(props[0]))
 

@@ -156,9 +156,11 @@ struct sl_engine {
     char source_topic[SL_TOPOLOGY_MAX_NODES][256]; /* resolved: repartition */
     char sink_topic[SL_TOPOLOGY_MAX_NODES][256];   /* topics get the app id */
     char dlq_topic[256];
+    char reply_topic[256]; /* <application.id>-replies (sl_ctx_reply) */
 
     global_state globals[SL_TOPOLOGY_MAX_NODES];
     bool globals_bootstrapped;
+    atomic_bool globals_readable; /* sl_engine_global_get may read */
 
     bool txn_open;
     bool dirty; /* records processed since the last commit */
@@ -187,7 +189,8 @@ struct sl_engine {
         sl_counter *records_in[SL_TOPOLOGY_MAX_NODES];  /* per source topic */
         sl_counter *records_out[SL_TOPOLOGY_MAX_NODES]; /* per sink topic */
         sl_counter *records_dlq, *changelog_records, *commits, *aborts, *producer_resets,
-            *restored_records, *restore_ms, *global_records, *punctuations;
+            *restored_records, *restore_ms, *global_records, *punctuations, *replies,
+            *replies_ignored;
         sl_gauge *tasks_assigned, *tasks_running, *restore_remaining, *block_cache_bytes;
         sl_histogram *process_seconds, *commit_seconds;
     } m;
@@ -380,6 +383,11 @@ static void register_metrics(sl_engine *engine) {
                                                   "Records applied to global stores", NULL);
     engine->m.punctuations =
         sl_metrics_counter(m, "sluice_punctuations_total", "Punctuator calls", NULL);
+    engine->m.replies =
+        sl_metrics_counter(m, "sluice_replies_total", "Replies produced to the reply topic", NULL);
+    engine->m.replies_ignored = sl_metrics_counter(
+        m, "sluice_replies_ignored_total",
+        "Commands whose reply_to named a topic other than <application.id>-replies", NULL);
     engine->m.tasks_assigned =
         sl_metrics_gauge(m, "sluice_tasks_assigned", "Tasks assigned to this instance", NULL);
     engine->m.tasks_running =
@@ -439,7 +447,10 @@ sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
     }
     bool names_fit =
         fits(snprintf(engine->dlq_topic, sizeof(engine->dlq_topic), "%s-dlq", engine->app_id),
-             sizeof(engine->dlq_topic));
+             sizeof(engine->dlq_topic)) &&
+        fits(snprintf(engine->reply_topic, sizeof(engine->reply_topic), "%s-replies",
+                      engine->app_id),
+             sizeof(engine->reply_topic));
     for (size_t i = 0; i < topology->n_sources; i++)
         names_fit &=
             fits(snprintf(engine->source_topic[i], sizeof(engine->source_topic[i]),
@@ -519,6 +530,27 @@ static sl_err ensure_topic(sl_engine *engine, const sl_topic_spec *spec, char *e
 
 static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size) {
     const sl_topology *topology = engine->topology;
+    /* Topics the topology owns (its inputs and outputs) and the reply topic
+     * first, so that the checks of the sources below find them. */
+    static const char *const compact[] = {"cleanup.policy", "compact", NULL};
+    for (size_t i = 0; i < topology->n_topics; i++) {
+        sl_topic_spec spec = {.name = topology->topics[i].topic,
+                              .partitions = topology->topics[i].partitions,
+                              .replication_factor = engine->replication_factor,
+                              .configs = topology->topics[i].compacted ? compact : NULL};
+        sl_err err = ensure_topic(engine, &spec, errstr, errstr_size);
+        if (err)
+            return err;
+    }
+    if (topology->replies) {
+        sl_topic_spec spec = {.name = engine->reply_topic,
+                              .partitions =
+                                  (int)sl_config_get_int(engine->config, "reply.partitions"),
+                              .replication_factor = engine->replication_factor};
+        sl_err err = ensure_topic(engine, &spec, errstr, errstr_size);
+        if (err)
+            return err;
+    }
     /* Input topics first (they must exist), then the repartition topics the
      * engine owns, which default to the first input's partition count. */
     int default_partitions = 0;
@@ -558,7 +590,6 @@ static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size
                 return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
         }
     }
-    static const char *const compact[] = {"cleanup.policy", "compact", NULL};
     for (size_t s = 0; s < topology->n_stores; s++) {
         sl_topic_spec spec = {.name = engine->changelog_topic[s],
                               .partitions = engine->source_partitions[topology->store_source[s]],
@@ -1403,6 +1434,7 @@ static void globals_poll(sl_engine *engine) {
                 all = engine->globals[g].partitions[p].at_end;
         if (all) {
             engine->globals_bootstrapped = true;
+            atomic_store(&engine->globals_readable, true);
             globals_checkpoint(engine);
             LOG(engine, SL_LOG_INFO, "global stores bootstrapped");
         }
@@ -1666,6 +1698,22 @@ sl_err sl_ctx_emit(sl_ctx *ctx, const char *sink, const void *key, size_t key_le
     return err;
 }
 
+sl_err sl_ctx_reply(sl_ctx *ctx, const char *reply_to, const void *key, size_t key_len,
+                    const void *value, size_t value_len) {
+    sl_engine *engine = ctx->engine;
+    if (!reply_to || !reply_to[0])
+        return SL_OK;
+    if (!engine->topology->replies || strcmp(reply_to, engine->reply_topic) != 0) {
+        sl_counter_add(engine->m.replies_ignored, 1);
+        return SL_OK;
+    }
+    sl_err err = produce(engine, engine->reply_topic, RD_KAFKA_PARTITION_UA, key, key_len, value,
+                         value_len, NULL);
+    if (!err)
+        sl_counter_add(engine->m.replies, 1);
+    return err;
+}
+
 void sl_ctx_reject(sl_ctx *ctx, const char *reason) {
     snprintf(ctx->reject_buf, sizeof(ctx->reject_buf), "%s", reason ? reason : "rejected");
     ctx->reject_reason = ctx->reject_buf;
@@ -1681,6 +1729,10 @@ bool sl_record_header(const sl_record *record, const char *name, const void **va
 
 int32_t sl_ctx_partition(const sl_ctx *ctx) {
     return ctx->task ? ctx->task->partition : -1;
+}
+
+const char *sl_ctx_source(const sl_ctx *ctx) {
+    return ctx->task ? ctx->engine->topology->sources[ctx->task->source].name : "";
 }
 
 int64_t sl_ctx_stream_time(const sl_ctx *ctx) {
@@ -1931,6 +1983,22 @@ void sl_engine_destroy(sl_engine *engine) {
         sl_metrics_destroy(engine->metrics);
     free(engine->bootstrap);
     free(engine);
+}
+
+sl_err sl_engine_global_get(sl_engine *engine, const char *store, const void *key, size_t key_len,
+                            char **value, size_t *value_len) {
+    *value = NULL;
+    *value_len = 0;
+    int g = sl_topology_global_index(engine->topology, store);
+    if (g < 0)
+        return SL_ERR_INVALID;
+    /* The store is opened before the flag is set and closed only by
+     * sl_engine_destroy, so a reader that saw the flag reads an open store;
+     * RocksDB's Get is thread-safe. */
+    if (!atomic_load(&engine->globals_readable))
+        return SL_ERR_UNAVAILABLE;
+    char why[256];
+    return sl_store_get(engine->globals[g].store, key, key_len, value, value_len, why, sizeof(why));
 }
 
 bool sl_engine_ready(const sl_engine *engine) {

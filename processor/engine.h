@@ -5,8 +5,9 @@
  *
  * Threading: every function runs on the one thread that owns the engine
  * (the instance's loop thread), except sl_engine_ready,
- * sl_engine_stats_get, sl_engine_instance_id, sl_engine_application_id and
- * the interactive queries (sl_engine_query_*), which any thread may call.
+ * sl_engine_stats_get, sl_engine_instance_id, sl_engine_application_id,
+ * sl_engine_global_get and the interactive queries (sl_engine_query_*),
+ * which any thread may call.
  */
 #ifndef SLUICE_ENGINE_H
 #define SLUICE_ENGINE_H
@@ -83,6 +84,15 @@ void sl_engine_destroy(sl_engine *engine);
 /* True once the engine joined the group, every assigned task is running
  * (restored) and every global store is bootstrapped. Any thread. */
 bool sl_engine_ready(const sl_engine *engine);
+
+/* Read `key` from the GLOBAL store `store` (the instance's local copy), from
+ * any thread (the HTTP threads check the token blacklist with it): *value is
+ * malloc'd (caller frees). SL_ERR_NOT_FOUND for a missing key,
+ * SL_ERR_UNAVAILABLE until the global stores have been bootstrapped (caught
+ * up once with their topics), SL_ERR_INVALID for a name that is not a global
+ * store. Must not race sl_engine_destroy (sl_app stops HTTP first). */
+sl_err sl_engine_global_get(sl_engine *engine, const char *store, const void *key, size_t key_len,
+                            char **value, size_t *value_len);
 
 /* A snapshot of the counters. Any thread. */
 void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *stats);

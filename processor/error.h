@@ -33,7 +33,8 @@
     X(SL_ERR_STORE, "state store error")                                                           \
     X(SL_ERR_CANCELLED, "cancelled before it ran (shutdown or the caller gave up)")                \
     X(SL_ERR_NOT_READY, "not ready yet (a store is restoring or the instance is starting)")        \
-    X(SL_ERR_NOT_OWNER, "owned by another instance")
+    X(SL_ERR_NOT_OWNER, "owned by another instance")                                               \
+    X(SL_ERR_UNAVAILABLE, "not available yet (a global store is bootstrapping): retry later")
 
 typedef enum sl_err {
 #define SL_ERR_ENUM_(code, msg) code,

@@ -13,6 +13,7 @@
 #include "app.h"
 #include "config.h"
 #include "log.h"
+#include "topology/identity.h"
 #include "version.h"
 
 extern char **environ;
@@ -181,14 +182,24 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    sl_app *app = sl_app_new(config, &logger, NULL, errstr, sizeof(errstr));
+    /* The identity topology is what `sluice run` serves. */
+    sl_topology *topology = sl_topology_new();
+    sl_identity_options identity_options;
+    sl_identity_options_from_config(&identity_options, config);
+    sl_identity *identity =
+        topology ? sl_identity_add(topology, &identity_options, errstr, sizeof(errstr)) : NULL;
+    sl_app *app = identity ? sl_app_new(config, &logger, topology, errstr, sizeof(errstr)) : NULL;
     if (!app) {
-        fprintf(stderr, "sluice: %s\n", errstr);
+        fprintf(stderr, "sluice: %s\n", topology ? errstr : "out of memory");
+        sl_identity_destroy(identity);
+        sl_topology_destroy(topology);
         sl_config_destroy(config);
         return 1;
     }
     err = sl_app_run(app, &stop_requested);
     sl_app_destroy(app);
+    sl_identity_destroy(identity);
+    sl_topology_destroy(topology);
     sl_config_destroy(config);
     return err ? 1 : 0;
 }

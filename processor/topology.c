@@ -134,6 +134,27 @@ sl_err sl_topology_add_repartition(sl_topology *topology, const char *name, int 
     return SL_OK;
 }
 
+sl_err sl_topology_add_topic(sl_topology *topology, const char *topic, int partitions,
+                             bool compacted) {
+    if (!valid_topic(topic) || partitions < 1 || partitions > 4096)
+        return SL_ERR_INVALID;
+    for (size_t i = 0; i < topology->n_topics; i++)
+        if (strcmp(topology->topics[i].topic, topic) == 0)
+            return SL_ERR_INVALID;
+    if (topology->n_topics == SL_TOPOLOGY_MAX_NODES)
+        return SL_ERR_FULL;
+    sl_topic_def *t = &topology->topics[topology->n_topics++];
+    strcpy(t->topic, topic); /* length checked by valid_topic */
+    t->partitions = partitions;
+    t->compacted = compacted;
+    return SL_OK;
+}
+
+sl_err sl_topology_add_replies(sl_topology *topology) {
+    topology->replies = true;
+    return SL_OK;
+}
+
 sl_err sl_topology_add_global_store(sl_topology *topology, const char *store, const char *topic) {
     if (!valid_name(store, SL_TOPOLOGY_MAX_NAME) || !valid_topic(topic) ||
         sl_topology_global_index(topology, store) >= 0 ||

@@ -101,6 +101,18 @@ sl_err sl_topology_add_sink(sl_topology *topology, const char *name, const char 
  * read are part of the transactions like everything else. */
 sl_err sl_topology_add_repartition(sl_topology *topology, const char *name, int partitions);
 
+/* A topic the topology owns: the engine creates it at start if it is missing
+ * (with `partitions` partitions and topic.replication.factor), before it
+ * checks the sources. An existing topic must have `partitions` partitions,
+ * and cleanup.policy=compact when `compacted`; otherwise sl_engine_start
+ * fails with SL_ERR_TOPIC_MISMATCH and a message naming the difference. */
+sl_err sl_topology_add_topic(sl_topology *topology, const char *topic, int partitions,
+                             bool compacted);
+
+/* The topology answers commands (sl_ctx_reply): the engine creates
+ * <application.id>-replies with reply.partitions partitions if missing. */
+sl_err sl_topology_add_replies(sl_topology *topology);
+
 sl_err sl_topology_add_global_store(sl_topology *topology, const char *store, const char *topic);
 sl_err sl_topology_add_punctuator(sl_topology *topology, const char *name, sl_punctuation_type type,
                                   int64_t interval_ms, sl_punctuate_fn *punctuate, void *opaque);
@@ -141,11 +153,25 @@ sl_err sl_ctx_global_get(sl_ctx *ctx, const char *store, const void *key, size_t
 sl_err sl_ctx_emit(sl_ctx *ctx, const char *sink, const void *key, size_t key_len,
                    const void *value, size_t value_len, int32_t partition);
 
+/* Answer the command being processed: produce `value` with `key` to the
+ * topic `reply_to`, in the same transaction as the command's other effects.
+ * Only <application.id>-replies is ever written (the topology must have
+ * called sl_topology_add_replies): an empty reply_to means nobody waits and
+ * is SL_OK with nothing produced; any other topic is ignored, counted in
+ * sluice_replies_ignored_total and also SL_OK (a producer cannot make us
+ * write to an arbitrary topic). Produce errors are returned like
+ * sl_ctx_emit's. */
+sl_err sl_ctx_reply(sl_ctx *ctx, const char *reply_to, const void *key, size_t key_len,
+                    const void *value, size_t value_len);
+
 /* Send the current record to the dead-letter topic with this reason. */
 void sl_ctx_reject(sl_ctx *ctx, const char *reason);
 
 /* The task's partition and its stream time (max record timestamp seen). */
 int32_t sl_ctx_partition(const sl_ctx *ctx);
+/* Name of the source whose task runs the callback (punctuators run on the
+ * tasks of every source: a punctuator uses this to act only on its own). */
+const char *sl_ctx_source(const sl_ctx *ctx);
 int64_t sl_ctx_stream_time(const sl_ctx *ctx);
 
 #endif

@@ -42,7 +42,17 @@ typedef struct sl_punctuator_def {
     void *opaque;
 } sl_punctuator_def;
 
+/* A topic the topology owns (sl_topology_add_topic). */
+typedef struct sl_topic_def {
+    char topic[250];
+    int partitions;
+    bool compacted;
+} sl_topic_def;
+
 struct sl_topology {
+    sl_topic_def topics[SL_TOPOLOGY_MAX_NODES];
+    size_t n_topics;
+    bool replies; /* sl_topology_add_replies */
     sl_source_def sources[SL_TOPOLOGY_MAX_NODES];
     size_t n_sources;
     char stores[SL_TOPOLOGY_MAX_NODES][SL_TOPOLOGY_MAX_NAME + 1];
