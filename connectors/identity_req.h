@@ -26,8 +26,10 @@
 /* Bounds, in bytes (text is UTF-8). */
 #define SL_IDREQ_MAX_DEPTH     4
 #define SL_IDREQ_EMAIL_MAX     254 /* RFC 5321 path limit */
-#define SL_IDREQ_NAME_MAX      256 /* first_name, second_name, city */
-#define SL_IDREQ_BIOGRAPHY_MAX 4096
+/* The identity topology's limits (topology/identity.h SL_IDENTITY_MAX_*),
+ * so the gateway refuses with a 400 what the processor would reject. */
+#define SL_IDREQ_NAME_MAX      100 /* first_name, second_name, city */
+#define SL_IDREQ_BIOGRAPHY_MAX 2000
 #define SL_IDREQ_PASSWORD_MIN  8 /* characters (code points), ASVS 5.0 6.2.1 */
 #define SL_IDREQ_PASSWORD_MAX  1024
 #define SL_IDREQ_UUID_LEN      36

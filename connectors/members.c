@@ -270,7 +270,7 @@ sl_members *sl_members_new(const sl_config *config, const char *bootstrap,
                           .partitions = 1,
                           .replication_factor = options->replication_factor,
                           .configs = compact};
-    if (sl_admin_ensure_topic(m->producer, &spec, ADMIN_TIMEOUT_MS, errstr, errstr_size))
+    if (sl_engine_ensure_topic(engine, &spec, errstr, errstr_size))
         goto fail;
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, m->topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;

@@ -528,6 +528,13 @@ static sl_err ensure_topic(sl_engine *engine, const sl_topic_spec *spec, char *e
     return sl_admin_ensure_topic(engine->producer, spec, ADMIN_TIMEOUT_MS, errstr, errstr_size);
 }
 
+sl_err sl_engine_ensure_topic(sl_engine *engine, const sl_topic_spec *spec, char *errstr,
+                              size_t errstr_size) {
+    if (!engine->producer)
+        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "the engine is not started");
+    return ensure_topic(engine, spec, errstr, errstr_size);
+}
+
 static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size) {
     const sl_topology *topology = engine->topology;
     /* Topics the topology owns (its inputs and outputs) and the reply topic

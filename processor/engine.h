@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "connectors/admin.h"
 #include "error.h"
 #include "kafka.h"
 #include "log.h"
@@ -60,6 +61,12 @@ sl_err sl_engine_set_metrics(sl_engine *engine, sl_metrics *metrics);
  * before sl_engine_start. `cluster` is borrowed and must outlive the
  * engine. */
 void sl_engine_use_embedded_cluster(sl_engine *engine, sl_embedded_cluster *cluster);
+
+/* Create `spec`'s topic if missing, or check the one that exists (see
+ * admin.h), on the engine's cluster: through the mock API on the embedded
+ * broker, which answers no CreateTopics. After sl_engine_start; any thread. */
+sl_err sl_engine_ensure_topic(sl_engine *engine, const sl_topic_spec *spec, char *errstr,
+                              size_t errstr_size);
 
 /* Check and create topics (changelogs, dead-letter topic), create the
  * clients, subscribe, and start bootstrapping global stores. A changelog

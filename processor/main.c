@@ -13,6 +13,7 @@
 #include "app.h"
 #include "config.h"
 #include "log.h"
+#include "connectors/identity_http.h"
 #include "topology/identity.h"
 #include "version.h"
 
@@ -105,6 +106,25 @@ static void print_config_doc(void) {
     }
 }
 
+/* The identity HTTP routes, made once the app has its gateway. */
+typedef struct identity_routes {
+    const sl_config *config;
+    const sl_logger *logger;
+    sl_identity_http *http;
+} identity_routes;
+
+static sl_err add_identity_routes(void *opaque, sl_http_server *http, sl_gateway *gateway) {
+    identity_routes *routes = opaque;
+    char errstr[512];
+    routes->http = sl_identity_http_new(routes->config, gateway, routes->logger, errstr,
+                                        sizeof(errstr));
+    if (!routes->http) {
+        sl_log(routes->logger, SL_LOG_ERROR, "identity", "%s", errstr);
+        return SL_ERR_CONFIG;
+    }
+    return sl_identity_http_routes(routes->http, http);
+}
+
 int main(int argc, char **argv) {
     char errstr[1024];
     sl_config *config = sl_config_new();
@@ -188,16 +208,21 @@ int main(int argc, char **argv) {
     sl_identity_options_from_config(&identity_options, config);
     sl_identity *identity =
         topology ? sl_identity_add(topology, &identity_options, errstr, sizeof(errstr)) : NULL;
-    sl_app *app = identity ? sl_app_new(config, &logger, topology, errstr, sizeof(errstr)) : NULL;
+    identity_routes routes = {.config = config, .logger = &logger};
+    sl_app *app = identity ? sl_app_new_with_routes(config, &logger, topology, add_identity_routes,
+                                                    &routes, errstr, sizeof(errstr))
+                           : NULL;
     if (!app) {
         fprintf(stderr, "sluice: %s\n", topology ? errstr : "out of memory");
+        sl_identity_http_destroy(routes.http);
         sl_identity_destroy(identity);
         sl_topology_destroy(topology);
         sl_config_destroy(config);
         return 1;
     }
     err = sl_app_run(app, &stop_requested);
-    sl_app_destroy(app);
+    sl_app_destroy(app); /* stops the HTTP server first */
+    sl_identity_http_destroy(routes.http);
     sl_identity_destroy(identity);
     sl_topology_destroy(topology);
     sl_config_destroy(config);
