@@ -156,7 +156,7 @@ void sl_uuid_from_digest(const unsigned char *digest, char out[SL_IDREQ_UUID_LEN
     uuid_format(b, 8, out);
 }
 
-bool sl_birthdate_valid(const char *s) {
+bool sl_date_valid(const char *s) {
     if (!s || strlen(s) != 10 || s[4] != '-' || s[7] != '-')
         return false;
     for (int i = 0; i < 10; i++)
@@ -166,16 +166,22 @@ bool sl_birthdate_valid(const char *s) {
     int m = (s[5] - '0') * 10 + (s[6] - '0');
     int d = (s[8] - '0') * 10 + (s[9] - '0');
     static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (y < 1900 || m < 1 || m > 12 || d < 1)
+    if (y < 1 || m < 1 || m > 12 || d < 1)
         return false;
     bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (d > days[m - 1] + (m == 2 && leap))
+    return d <= days[m - 1] + (m == 2 && leap);
+}
+
+bool sl_birthdate_valid(const char *s) {
+    if (!sl_date_valid(s) || strncmp(s, "1900", 4) < 0)
         return false;
     time_t now = time(NULL);
     struct tm today;
     gmtime_r(&now, &today);
-    int today_key = (today.tm_year + 1900) * 10000 + (today.tm_mon + 1) * 100 + today.tm_mday;
-    return y * 10000 + m * 100 + d <= today_key;
+    char today_text[16];
+    snprintf(today_text, sizeof(today_text), "%04d-%02d-%02d", today.tm_year + 1900,
+             today.tm_mon + 1, today.tm_mday);
+    return strcmp(s, today_text) <= 0; /* same-width ISO dates sort as text */
 }
 
 /* ---- JSON ------------------------------------------------------------------ */

@@ -90,7 +90,10 @@ sl_err sl_uuid_v4(char out[SL_IDREQ_UUID_LEN + 1]);
  * bytes of `digest` (at least 16): a stable id derived from a MAC. */
 void sl_uuid_from_digest(const unsigned char *digest, char out[SL_IDREQ_UUID_LEN + 1]);
 
-/* True for "YYYY-MM-DD", a real calendar date from 1900-01-01 to today. */
+/* True for "YYYY-MM-DD", a real calendar date (no clock involved, so a
+ * processor replaying old commands decides the same way). */
+bool sl_date_valid(const char *s);
+/* sl_date_valid, and from 1900-01-01 to today (UTC): the gateway's check. */
 bool sl_birthdate_valid(const char *s);
 
 /* True if `len` bytes of s are valid UTF-8 (no overlong forms, no

@@ -292,6 +292,11 @@ sl_err sl_password_verify_dummy(const char *password, size_t len, const char *du
     return sl_password_verify(password, len, dummy_encoded, params, &match, errstr, errstr_size);
 }
 
+bool sl_password_hash_acceptable(const char *encoded) {
+    phc parsed;
+    return encoded && parse_phc(encoded, NULL, &parsed, NULL, 0) == SL_OK;
+}
+
 bool sl_password_needs_rehash(const char *encoded, const sl_argon2_params *params) {
     const sl_argon2_params *want = params ? params : &sl_argon2_params_owasp;
     phc parsed;

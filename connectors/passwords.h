@@ -121,6 +121,11 @@ sl_err sl_password_dummy_new(const sl_argon2_params *params, char *encoded, size
 sl_err sl_password_verify_dummy(const char *password, size_t len, const char *dummy_encoded,
                                 const sl_argon2_params *params, char *errstr, size_t errstr_size);
 
+/* True if `encoded` (borrowed) is a PHC string that verification would run:
+ * argon2id v=19 within the production bounds above (what a processor checks
+ * before it stores a hash it did not make). Cheap; any thread. */
+bool sl_password_hash_acceptable(const char *encoded);
+
 /* True if `encoded` (borrowed) was made with parameters other than `params`
  * (NULL: OWASP), or cannot be parsed: after a successful login the gateway
  * may rehash the password with the current parameters. Cheap; any thread. */

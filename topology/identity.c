@@ -46,6 +46,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "connectors/identity_req.h"
+#include "connectors/passwords.h"
 #include "processor/arena.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "sluice/v1/meta.pb-c.h"
@@ -81,56 +83,7 @@ struct sl_identity {
  * (never the value: details go to topics and logs). */
 
 static bool valid_utf8_text(const char *s, bool allow_newlines) {
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        unsigned char c = *p;
-        if (c < 0x80) {
-            if ((c < 0x20 && !(allow_newlines && (c == '\n' || c == '\r' || c == '\t'))) ||
-                c == 0x7f)
-                return false;
-            p++;
-            continue;
-        }
-        int extra;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            extra = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            extra = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            extra = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        for (int i = 1; i <= extra; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if ((extra == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (extra == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-            return false;
-        p += extra + 1;
-    }
-    return true;
-}
-
-static bool is_lower_uuid(const char *s) {
-    if (strlen(s) != 36)
-        return false;
-    for (int i = 0; i < 36; i++) {
-        char c = s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return false;
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return false;
-        }
-    }
-    return true;
+    return sl_text_valid(s, strlen(s), allow_newlines);
 }
 
 /* A normalized e-mail: lower-case ASCII letters (non-ASCII UTF-8 allowed),
@@ -152,77 +105,6 @@ static bool is_sane_email(const char *s) {
         strstr(domain, ".."))
         return false;
     return true;
-}
-
-static bool parse_uint(const char **p, unsigned long max, unsigned long *out) {
-    const char *s = *p;
-    unsigned long v = 0;
-    if (*s < '0' || *s > '9' || (*s == '0' && s[1] >= '0' && s[1] <= '9'))
-        return false;
-    while (*s >= '0' && *s <= '9') {
-        v = v * 10 + (unsigned long)(*s - '0');
-        if (v > max)
-            return false;
-        s++;
-    }
-    *p = s;
-    *out = v;
-    return true;
-}
-
-/* Unpadded standard base64 of 16..64 bytes (22..86 characters). */
-static bool b64_field(const char **p, char end) {
-    const char *s = *p;
-    size_t n = 0;
-    while (s[n] && s[n] != end) {
-        char c = s[n];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '+' || c == '/'))
-            return false;
-        n++;
-    }
-    if (n < 22 || n > 86 || n % 4 == 1)
-        return false;
-    *p = s + n;
-    return true;
-}
-
-/* "$argon2id$v=19$m=<m>,t=<t>,p=<p>$<salt>$<hash>" with the bounds of
- * connectors/passwords.c (OWASP's minimum and a sane maximum). */
-static bool is_argon2id_phc(const char *s) {
-    if (strlen(s) > MAX_HASH || strncmp(s, "$argon2id$v=19$m=", 17) != 0)
-        return false;
-    const char *p = s + 17;
-    unsigned long m, t, par;
-    if (!parse_uint(&p, 262144, &m) || m < 19456 || strncmp(p, ",t=", 3) != 0)
-        return false;
-    p += 3;
-    if (!parse_uint(&p, 10, &t) || t < 2 || strncmp(p, ",p=", 3) != 0)
-        return false;
-    p += 3;
-    if (!parse_uint(&p, 4, &par) || par < 1 || *p != '$')
-        return false;
-    p++;
-    if (!b64_field(&p, '$') || *p != '$')
-        return false;
-    p++;
-    return b64_field(&p, '\0') && *p == '\0';
-}
-
-static bool is_date(const char *s) {
-    if (strlen(s) != 10 || s[4] != '-' || s[7] != '-')
-        return false;
-    for (int i = 0; i < 10; i++)
-        if (i != 4 && i != 7 && (s[i] < '0' || s[i] > '9'))
-            return false;
-    int year = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
-    int month = (s[5] - '0') * 10 + (s[6] - '0');
-    int day = (s[8] - '0') * 10 + (s[9] - '0');
-    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (year < 1 || month < 1 || month > 12 || day < 1)
-        return false;
-    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    return day <= days[month - 1] + (month == 2 && leap);
 }
 
 static const char *check_text(const char *value, size_t max, bool newlines, const char *too_long,
@@ -247,14 +129,14 @@ static const char *check_registration(const Sluice__V1__RegisterUser *cmd,
         return "meta.command_id: missing";
     if (strlen(cmd->meta->command_id) > MAX_COMMAND_ID)
         return "meta.command_id: longer than 128 bytes";
-    if (!is_lower_uuid(cmd->user_id))
+    if (!sl_uuid_valid(cmd->user_id))
         return "user_id: not a lower-case UUID";
     if (cmd->email[0] && !is_sane_email(cmd->email))
         return "email: not a normalized e-mail address";
     if (!key_matches(record, cmd->email, cmd->user_id))
         return cmd->email[0] ? "email: does not equal the record key"
                              : "key: must be \"id:<user_id>\" when email is empty";
-    if (!is_argon2id_phc(cmd->password_hash))
+    if (!sl_password_hash_acceptable(cmd->password_hash))
         return "password_hash: not an argon2id PHC string with accepted parameters";
     const Sluice__V1__Profile *profile = cmd->profile;
     if (!profile)
@@ -273,7 +155,7 @@ static const char *check_registration(const Sluice__V1__RegisterUser *cmd,
                              "profile.biography: longer than 2000 bytes",
                              "profile.biography: not printable UTF-8")))
         return detail;
-    if (profile->birthdate[0] && !is_date(profile->birthdate))
+    if (profile->birthdate[0] && !sl_date_valid(profile->birthdate))
         return "profile.birthdate: not a YYYY-MM-DD date";
     return NULL;
 }
@@ -495,12 +377,12 @@ static sl_err change_password(sl_identity *id, sl_ctx *ctx, const sl_record *rec
     const char *detail = NULL;
     if (!cmd->meta || !cmd->meta->command_id[0])
         detail = "meta.command_id: missing";
-    else if (!is_lower_uuid(cmd->user_id))
+    else if (!sl_uuid_valid(cmd->user_id))
         detail = "user_id: not a lower-case UUID";
     else if (!key_matches(record, cmd->email, cmd->user_id))
         detail = cmd->email[0] ? "email: does not equal the record key"
                                : "key: must be \"id:<user_id>\" when email is empty";
-    else if (!is_argon2id_phc(cmd->new_password_hash))
+    else if (!sl_password_hash_acceptable(cmd->new_password_hash))
         detail = "new_password_hash: not an argon2id PHC string with accepted parameters";
     if (detail)
         return reject_password_change(

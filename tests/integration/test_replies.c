@@ -148,6 +148,9 @@ static void a_reply_reaches_the_waiter_of_its_correlation_id(void **state) {
     assert_int_equal(sl_waiters_wait(w, second, 30000, &reply), SL_OK);
     assert_string_equal(reply->type, "sluice.v1.Second");
     sl_reply_free(reply);
+    /* The consumer thread counts a delivery after handing the reply over,
+     * so the waiter can return first: wait for the count. */
+    assert_true(await_stat(f.replies, offsetof(sl_replies_stats, delivered), 2, 10000));
     sl_replies_stats_get(f.replies, &stats);
     assert_int_equal(stats.delivered, 2);
     assert_int_equal(stats.dropped, 0);

@@ -175,6 +175,20 @@ static void uuids_are_canonical_and_random_ones_valid(void **state) {
     assert_string_equal(a, "00000000-0000-8000-8000-000000000000");
 }
 
+static void dates_are_checked_on_the_calendar_and_birthdates_against_today(void **state) {
+    (void)state;
+    assert_true(sl_date_valid("2024-02-29"));
+    assert_false(sl_date_valid("2023-02-29"));
+    assert_false(sl_date_valid("1900-02-29")); /* not a leap year */
+    assert_true(sl_date_valid("2000-02-29"));
+    assert_false(sl_date_valid("2024-13-01"));
+    assert_false(sl_date_valid("2024-1-01"));
+    assert_true(sl_date_valid("2999-01-01")); /* the processor does not read the clock */
+    assert_false(sl_birthdate_valid("2999-01-01"));
+    assert_false(sl_birthdate_valid("1899-12-31"));
+    assert_true(sl_birthdate_valid("1900-01-01"));
+}
+
 static void text_validation_rejects_bad_utf8_and_controls(void **state) {
     (void)state;
     assert_true(sl_text_valid("Привет, мир", strlen("Привет, мир"), false));
@@ -224,6 +238,7 @@ int main(void) {
         cmocka_unit_test(login_takes_exactly_one_of_id_and_email),
         cmocka_unit_test(email_normalization),
         cmocka_unit_test(uuids_are_canonical_and_random_ones_valid),
+        cmocka_unit_test(dates_are_checked_on_the_calendar_and_birthdates_against_today),
         cmocka_unit_test(text_validation_rejects_bad_utf8_and_controls),
         cmocka_unit_test(tokens_come_from_json_or_form_bodies),
     };

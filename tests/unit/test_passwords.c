@@ -258,6 +258,26 @@ static void needs_rehash_spots_other_parameters(void **state) {
     assert_true(sl_password_needs_rehash("$argon2i$v=19$m=19456,t=2,p=1$x$y", NULL));
 }
 
+static void acceptable_hashes_are_argon2id_within_the_production_bounds(void **state) {
+    (void)state;
+    assert_true(sl_password_hash_acceptable(owasp_hash));
+    assert_false(sl_password_hash_acceptable(NULL));
+    assert_false(sl_password_hash_acceptable(""));
+    assert_false(sl_password_hash_acceptable("$argon2i$v=19$m=19456,t=2,p=1$x$y"));
+    /* a weak (test) cost, and an absurd one, are refused */
+    char weak[SL_PASSWORD_ENCODED_MAX];
+    assert_int_equal(sl_password_hash("password1", 9, &sl_argon2_params_insecure_test_only, weak,
+                                      sizeof(weak), errstr, sizeof(errstr)),
+                     SL_OK);
+    assert_false(sl_password_hash_acceptable(weak));
+    char huge[SL_PASSWORD_ENCODED_MAX];
+    snprintf(huge, sizeof(huge), "%s", owasp_hash);
+    char *m = strstr(huge, "m=19456");
+    assert_non_null(m);
+    memcpy(m, "m=99999999", 10); /* overwrites ",t" too: malformed either way */
+    assert_false(sl_password_hash_acceptable(huge));
+}
+
 /* ---- The pool --------------------------------------------------------- */
 
 /* Counts callbacks by outcome. */
@@ -590,6 +610,7 @@ int main(void) {
         cmocka_unit_test(a_too_small_output_buffer_is_full_not_truncated),
         cmocka_unit_test(an_unknown_user_costs_about_as_much_as_a_real_one),
         cmocka_unit_test(needs_rehash_spots_other_parameters),
+        cmocka_unit_test(acceptable_hashes_are_argon2id_within_the_production_bounds),
         cmocka_unit_test(the_pool_calls_back_once_for_every_submission),
         cmocka_unit_test(a_full_queue_refuses_at_once),
         cmocka_unit_test(submissions_are_validated_before_queueing),
