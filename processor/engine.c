@@ -76,7 +76,7 @@ typedef struct task_store {
     sl_store_pending *pending;
     sl_store_pending *restore_batch; /* the slice's records, latest per key */
     bool restoring;
-    bool reseeking; /* out of memory mid-slice: skip until restore_position again */
+    bool reseeking;           /* out of memory mid-slice: skip until restore_position again */
     int64_t restore_position; /* next changelog offset to read */
     int64_t restore_end;      /* changelog end when the restore began */
     char path[PATH_MAX];
@@ -1110,8 +1110,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void restore_finish_store(sl_engine *engine, task *t, size_t s) {
     task_store *ts = &t->stores[s];
     char why[512];
+    /* The flush is started, not waited for: no checkpoint depends on it (a
+     * clean close flushes and waits before it writes one; under EOS a crash
+     * wipes the store anyway; at-least-once restores again from the old
+     * checkpoint, and the changelog holds every write since). Waiting here
+     * stalled every other task's restore for the length of the flush. */
     if (sl_store_pending_apply(ts->store, ts->restore_batch, true, why, sizeof(why)) ||
-        sl_store_flush(ts->store, why, sizeof(why))) {
+        sl_store_flush_start(ts->store, why, sizeof(why))) {
         LOG(engine, SL_LOG_ERROR, "restore of %s [%d] failed: %s", engine->changelog_topic[s],
             t->partition, why);
         return; /* stays restoring; retried on the next assignment */
@@ -1195,10 +1200,9 @@ static int restore_message(sl_engine *engine, const rd_kafka_message_t *m, bool 
             rd_kafka_message_errstr(m));
         return 0;
     }
-    sl_err err = m->payload
-                     ? sl_store_pending_put(ts->restore_batch, m->key, m->key_len, m->payload,
-                                            m->len)
-                     : sl_store_pending_delete(ts->restore_batch, m->key, m->key_len);
+    sl_err err =
+        m->payload ? sl_store_pending_put(ts->restore_batch, m->key, m->key_len, m->payload, m->len)
+                   : sl_store_pending_delete(ts->restore_batch, m->key, m->key_len);
     if (err) {
         /* Not taken: read the changelog again from this record. */
         LOG(engine, SL_LOG_ERROR, "restore of %s [%d]: out of memory at offset %lld; seeking back",

@@ -390,15 +390,23 @@ sl_err sl_store_apply(sl_store *store, sl_store_batch *batch, bool disable_wal, 
     return SL_OK;
 }
 
-sl_err sl_store_flush(sl_store *store, char *errstr, size_t errstr_size) {
+static sl_err flush(sl_store *store, bool wait, char *errstr, size_t errstr_size) {
     rocksdb_flushoptions_t *flush_options = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(flush_options, 1);
+    rocksdb_flushoptions_set_wait(flush_options, wait);
     char *rocks_err = NULL;
     rocksdb_flush(store->db, flush_options, &rocks_err);
     rocksdb_flushoptions_destroy(flush_options);
     if (rocks_err)
         return rocks_fail(errstr, errstr_size, SL_ERR_STORE, rocks_err, "flush", store->path);
     return SL_OK;
+}
+
+sl_err sl_store_flush(sl_store *store, char *errstr, size_t errstr_size) {
+    return flush(store, true, errstr, errstr_size);
+}
+
+sl_err sl_store_flush_start(sl_store *store, char *errstr, size_t errstr_size) {
+    return flush(store, false, errstr, errstr_size);
 }
 
 /* ---------------------------------------------------------------- iterators */
@@ -830,16 +838,27 @@ sl_err sl_store_pending_apply(sl_store *store, sl_store_pending *pending, bool d
                               char *errstr, size_t errstr_size) {
     if (pending->count == 0)
         return SL_OK;
+    /* In key order: RocksDB's skip-list memtable inserts an ascending run
+     * cheaply (it reuses the position of the previous insert), while the
+     * map's order is random. */
+    const pending_entry **sorted = malloc(pending->count * sizeof(*sorted));
+    if (!sorted)
+        return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory sorting %zu writes",
+                       pending->count);
+    size_t n = 0;
+    for (size_t i = 0; i < pending->capacity; i++)
+        if (pending->slots[i].data)
+            sorted[n++] = &pending->slots[i];
+    qsort(sorted, n, sizeof(*sorted), entry_compare);
     rocksdb_writebatch_t *batch = rocksdb_writebatch_create();
-    for (size_t i = 0; i < pending->capacity; i++) {
-        const pending_entry *e = &pending->slots[i];
-        if (!e->data)
-            continue;
+    for (size_t i = 0; i < n; i++) {
+        const pending_entry *e = sorted[i];
         if (e->tombstone)
             rocksdb_writebatch_delete(batch, e->data, e->key_len);
         else
             rocksdb_writebatch_put(batch, e->data, e->key_len, e->data + e->key_len, e->value_len);
     }
+    free(sorted);
     char *rocks_err = NULL;
     rocksdb_write(store->db, disable_wal ? store->write_options_no_wal : store->write_options_wal,
                   batch, &rocks_err);

@@ -95,6 +95,10 @@ sl_err sl_store_apply(sl_store *store, sl_store_batch *batch, bool disable_wal, 
 
 /* Flush memtables to SST files (durable without the WAL). */
 sl_err sl_store_flush(sl_store *store, char *errstr, size_t errstr_size);
+/* Schedule that flush on RocksDB's background threads and return at once:
+ * nothing is durable yet when it returns (use sl_store_flush before a
+ * checkpoint). Frees memtables without blocking the caller. */
+sl_err sl_store_flush_start(sl_store *store, char *errstr, size_t errstr_size);
 
 /* Iterate keys in [from, to) in bytewise order; a NULL bound is open. The
  * iterator sees a consistent snapshot taken at creation. The bounds are
