@@ -42,6 +42,10 @@ static const sl_config_prop props[] = {
     {"restore.batch.records", SL_CONFIG_INT, "10000", 1, 10000000, NULL,
      "Changelog records applied per RocksDB write batch (WAL off) and per loop iteration "
      "while restoring; the consumer group is polled between batches."},
+    {"store.pending.max.bytes", SL_CONFIG_INT, "67108864", 1024, 1099511627776LL, NULL,
+     "Bound on the uncommitted store writes the instance holds in memory (the record cache "
+     "of every task's stores: the latest value per key, applied to RocksDB after the "
+     "commit). Past it the engine commits early, after the current record."},
     {"rocksdb.block.cache.bytes", SL_CONFIG_INT, "67108864", 1048576, 1099511627776LL, NULL,
      "Block cache shared by every store of the instance; memtables are charged to it too."},
     {"rocksdb.write.buffer.bytes", SL_CONFIG_INT, "33554432", 1048576, 1099511627776LL, NULL,

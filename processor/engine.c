@@ -30,7 +30,8 @@
  *   - A task processes records only while RUNNING; its source partition is
  *     paused otherwise (a record that slips through is rewound).
  *   - Store writes go to the changelog at once (inside the open transaction
- *     under EOS) and into the task's pending batch; RocksDB sees them only
+ *     under EOS) and into the task's pending writes (a per-key record
+ *     cache, applied as one entry per key); RocksDB sees them only
  *     after the transaction (or, at-least-once, the flush + offset commit)
  *     succeeded: local state is never ahead of what Kafka committed.
  *   - One transaction covers every task of the instance; it is begun at the
@@ -70,12 +71,15 @@
 #define TXN_TIMEOUT_MS   60000
 #define ADMIN_TIMEOUT_MS 30000
 #define RESTORE_SLICE_MS 100
+/* Messages taken off the restore consumer's queue per call. */
+#define RESTORE_FETCH_BATCH 1024
 
 typedef struct task_store {
     sl_store *store;
     sl_store_pending *pending;
-    sl_store_batch *restore_batch;
+    sl_store_pending *restore_batch; /* the slice's records, latest per key */
     bool restoring;
+    bool reseeking;           /* out of memory mid-slice: skip until restore_position again */
     int64_t restore_position; /* next changelog offset to read */
     int64_t restore_end;      /* changelog end when the restore began */
     char path[PATH_MAX];
@@ -144,10 +148,14 @@ struct sl_engine {
     int64_t commit_interval_ms;
     int poll_batch;
     int restore_batch;
+    size_t pending_max_bytes; /* store.pending.max.bytes */
+    size_t pending_bytes;     /* of every task's pending writes (approximate) */
+    bool commit_requested;    /* pending_max_bytes passed: commit after this record */
     int replication_factor;
 
     rd_kafka_t *consumer, *producer, *restore_consumer, *global_consumer;
     sl_embedded_cluster *embedded; /* borrowed; NULL on a real cluster */
+    rd_kafka_queue_t *restore_queue; /* the restore consumer's queue, for batch reads */
     sl_store_env *env;
 
     int32_t source_partitions[SL_TOPOLOGY_MAX_NODES];
@@ -188,9 +196,9 @@ struct sl_engine {
     struct {
         sl_counter *records_in[SL_TOPOLOGY_MAX_NODES];  /* per source topic */
         sl_counter *records_out[SL_TOPOLOGY_MAX_NODES]; /* per sink topic */
-        sl_counter *records_dlq, *changelog_records, *commits, *aborts, *producer_resets,
-            *restored_records, *restore_ms, *global_records, *punctuations, *replies,
-            *replies_ignored;
+        sl_counter *records_dlq, *changelog_records, *commits, *early_commits, *aborts,
+            *producer_resets, *restored_records, *restore_ms, *global_records, *punctuations,
+            *replies, *replies_ignored;
         sl_gauge *tasks_assigned, *tasks_running, *restore_remaining, *block_cache_bytes;
         sl_histogram *process_seconds, *commit_seconds;
     } m;
@@ -371,6 +379,9 @@ static void register_metrics(sl_engine *engine) {
                                                      "Store writes sent to changelog topics", NULL);
     engine->m.commits =
         sl_metrics_counter(m, "sluice_commits_total", "Successful commits (transactions)", NULL);
+    engine->m.early_commits = sl_metrics_counter(
+        m, "sluice_commits_early_total",
+        "Commits made before commit.interval.ms because store.pending.max.bytes was reached", NULL);
     engine->m.aborts =
         sl_metrics_counter(m, "sluice_transaction_aborts_total", "Aborted transactions", NULL);
     engine->m.producer_resets = sl_metrics_counter(m, "sluice_producer_resets_total",
@@ -438,6 +449,7 @@ sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
     engine->commit_interval_ms = sl_config_get_int(config, "commit.interval.ms");
     engine->poll_batch = (int)sl_config_get_int(config, "poll.batch.records");
     engine->restore_batch = (int)sl_config_get_int(config, "restore.batch.records");
+    engine->pending_max_bytes = (size_t)sl_config_get_int(config, "store.pending.max.bytes");
     engine->replication_factor = (int)sl_config_get_int(config, "topic.replication.factor");
     if (!engine->bootstrap || snprintf(engine->state_path, sizeof(engine->state_path), "%s/%s",
                                        sl_config_get(config, "state.dir"),
@@ -763,7 +775,7 @@ static sl_err task_create(sl_engine *engine, int source, int32_t partition, char
         }
         ts->store = sl_store_open(engine->env, ts->path, errstr, errstr_size);
         ts->pending = sl_store_pending_new();
-        ts->restore_batch = sl_store_batch_new();
+        ts->restore_batch = sl_store_pending_new();
         if (!ts->store || !ts->pending || !ts->restore_batch)
             goto fail;
         int64_t end = -1;
@@ -806,7 +818,7 @@ fail:
     for (size_t s = 0; s < topology->n_stores; s++) {
         sl_store_close(t->stores[s].store);
         sl_store_pending_destroy(t->stores[s].pending);
-        sl_store_batch_destroy(t->stores[s].restore_batch);
+        sl_store_pending_destroy(t->stores[s].restore_batch);
     }
     free(t);
     return SL_ERR_STORE;
@@ -839,7 +851,7 @@ static void task_close(sl_engine *engine, task *t, bool clean) {
         } else if (clean && ts->restoring && ts->restore_position >= 0 &&
                    n < SL_CHECKPOINT_MAX_ENTRIES) {
             /* Revoked mid-restore: keep the progress made so far. */
-            sl_store_apply(ts->store, ts->restore_batch, true, why, sizeof(why));
+            sl_store_pending_apply(ts->store, ts->restore_batch, true, why, sizeof(why));
             if (sl_store_flush(ts->store, why, sizeof(why)) == SL_OK) {
                 snprintf(entries[n].store, sizeof(entries[n].store), "%s", topology->stores[s]);
                 entries[n].partition = t->partition;
@@ -849,7 +861,7 @@ static void task_close(sl_engine *engine, task *t, bool clean) {
         }
         sl_store_close(ts->store);
         sl_store_pending_destroy(ts->pending);
-        sl_store_batch_destroy(ts->restore_batch);
+        sl_store_pending_destroy(ts->restore_batch);
     }
     size_t expected = 0;
     for (size_t s = 0; s < topology->n_stores; s++)
@@ -895,6 +907,8 @@ static void drop_pending(sl_engine *engine) {
             t->consumed_next = -1;
         }
     engine->dirty = false;
+    engine->pending_bytes = 0;
+    engine->commit_requested = false;
 }
 
 /* Seek every assigned partition back to its committed offset, so the records
@@ -1025,7 +1039,10 @@ static void apply_pending(sl_engine *engine) {
                 task_store *ts = &t->stores[s];
                 if (!ts->pending || sl_store_pending_count(ts->pending) == 0)
                     continue;
-                if (sl_store_pending_apply(ts->store, ts->pending, why, sizeof(why))) {
+                /* Under EOS without the WAL: a crash leaves no checkpoint,
+                 * so the store is wiped and restored from the changelog,
+                 * and a clean close flushes before it writes one. */
+                if (sl_store_pending_apply(ts->store, ts->pending, engine->eos, why, sizeof(why))) {
                     /* Kafka committed what RocksDB could not take: the only
                      * safe state is a fresh restore. */
                     LOG(engine, SL_LOG_ERROR, "task %s_%d: store %s apply failed (%s): restoring",
@@ -1038,6 +1055,8 @@ static void apply_pending(sl_engine *engine) {
                 }
             }
         }
+    engine->pending_bytes = 0;
+    engine->commit_requested = false;
 }
 
 /* Commit everything processed since the last commit. Returns SL_OK also
@@ -1048,6 +1067,12 @@ static sl_err commit(sl_engine *engine) {
     if (!engine->dirty)
         return SL_OK;
     int64_t started = now_ms();
+    if (engine->eos && engine->delivery_failed) {
+        /* A changelog record whose pending write was lost (out of memory),
+         * or an output that failed: none of this transaction may commit. */
+        abort_and_rewind(engine, "a write of this transaction failed");
+        return SL_OK;
+    }
     rd_kafka_topic_partition_list_t *offsets = consumed_offsets(engine);
     if (engine->eos) {
         rd_kafka_consumer_group_metadata_t *group =
@@ -1191,13 +1216,17 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void restore_finish_store(sl_engine *engine, task *t, size_t s) {
     task_store *ts = &t->stores[s];
     char why[512];
-    if (sl_store_apply(ts->store, ts->restore_batch, true, why, sizeof(why)) ||
-        sl_store_flush(ts->store, why, sizeof(why))) {
+    /* The flush is started, not waited for: no checkpoint depends on it (a
+     * clean close flushes and waits before it writes one; under EOS a crash
+     * wipes the store anyway; at-least-once restores again from the old
+     * checkpoint, and the changelog holds every write since). Waiting here
+     * stalled every other task's restore for the length of the flush. */
+    if (sl_store_pending_apply(ts->store, ts->restore_batch, true, why, sizeof(why)) ||
+        sl_store_flush_start(ts->store, why, sizeof(why))) {
         LOG(engine, SL_LOG_ERROR, "restore of %s [%d] failed: %s", engine->changelog_topic[s],
             t->partition, why);
         return; /* stays restoring; retried on the next assignment */
     }
-    sl_store_batch_clear(ts->restore_batch);
     ts->restoring = false;
     t->stores_restoring--;
     if (t->stores_restoring == 0)
@@ -1244,6 +1273,62 @@ static void restore_report(sl_engine *engine) {
     sl_gauge_set(engine->m.restore_remaining, (double)remaining_all);
 }
 
+/* Take one message of the restore consumer into its store's restore batch
+ * (the message stays the caller's). Returns 1 if it was a changelog record,
+ * 0 otherwise (end of partition, error, or a store no longer restoring).
+ * Sets *finished when a store reached its end. */
+static int restore_message(sl_engine *engine, const rd_kafka_message_t *m, bool *finished) {
+    const sl_topology *topology = engine->topology;
+    const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : NULL;
+    int s = topic ? store_of_changelog(engine, topic) : -1;
+    int src = s >= 0 ? topology->store_source[s] : 0;
+    task *t = s >= 0 && m->partition >= 0 && m->partition < engine->source_partitions[src]
+                  ? engine->tasks[src][m->partition]
+                  : NULL;
+    task_store *ts = t ? &t->stores[s] : NULL;
+    if (!ts || !ts->restoring)
+        return 0;
+    if (ts->reseeking) {
+        if (m->offset != ts->restore_position)
+            return 0; /* read before the seek took effect */
+        ts->reseeking = false;
+    }
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        /* read_committed: the end is the last stable offset; commit
+         * markers and compacted gaps are simply never delivered. */
+        ts->restore_position = m->offset;
+        restore_finish_store(engine, t, (size_t)s);
+        *finished = true;
+        return 0;
+    }
+    if (m->err) {
+        LOG(engine, SL_LOG_WARN, "restore of %s [%d]: %s", topic, m->partition,
+            rd_kafka_message_errstr(m));
+        return 0;
+    }
+    sl_err err =
+        m->payload ? sl_store_pending_put(ts->restore_batch, m->key, m->key_len, m->payload, m->len)
+                   : sl_store_pending_delete(ts->restore_batch, m->key, m->key_len);
+    if (err) {
+        /* Not taken: read the changelog again from this record. */
+        LOG(engine, SL_LOG_ERROR, "restore of %s [%d]: out of memory at offset %lld; seeking back",
+            topic, m->partition, (long long)m->offset);
+        rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(list, topic, m->partition)->offset = m->offset;
+        rd_kafka_error_t *error = rd_kafka_seek_partitions(engine->restore_consumer, list, 5000);
+        if (error)
+            rd_kafka_error_destroy(error);
+        rd_kafka_topic_partition_list_destroy(list);
+        ts->restore_position = m->offset;
+        ts->reseeking = true;
+        return 0;
+    }
+    ts->restore_position = m->offset + 1;
+    t->restored_records++;
+    sl_counter_add(engine->m.restored_records, 1);
+    return 1;
+}
+
 /* One restore slice. Returns true while some store is still restoring. */
 static bool restore_poll(sl_engine *engine) {
     const sl_topology *topology = engine->topology;
@@ -1257,41 +1342,24 @@ static bool restore_poll(sl_engine *engine) {
     }
     int64_t deadline = now_ms() + RESTORE_SLICE_MS;
     char why[512];
+    /* Read in batches straight off the restore consumer's queue (one lock
+     * and wake-up per batch, not per record); wait (10 ms) only when the
+     * slice has nothing yet. */
+    rd_kafka_message_t *batch[RESTORE_FETCH_BATCH];
     for (int n = 0; n < engine->restore_batch && now_ms() < deadline;) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(engine->restore_consumer, n ? 0 : 10);
-        if (!m)
-            break;
-        const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : NULL;
-        int s = topic ? store_of_changelog(engine, topic) : -1;
-        int src = s >= 0 ? topology->store_source[s] : 0;
-        task *t = s >= 0 && m->partition >= 0 && m->partition < engine->source_partitions[src]
-                      ? engine->tasks[src][m->partition]
-                      : NULL;
-        task_store *ts = t ? &t->stores[s] : NULL;
-        if (!ts || !ts->restoring) {
-            rd_kafka_message_destroy(m);
-            continue;
+        size_t want = (size_t)(engine->restore_batch - n);
+        if (want > RESTORE_FETCH_BATCH)
+            want = RESTORE_FETCH_BATCH;
+        ssize_t got = rd_kafka_consume_batch_queue(engine->restore_queue, 0, batch, want);
+        if (got <= 0) {
+            if (n > 0 || !(batch[0] = rd_kafka_consumer_poll(engine->restore_consumer, 10)))
+                break;
+            got = 1;
         }
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            /* read_committed: the end is the last stable offset; commit
-             * markers and compacted gaps are simply never delivered. */
-            ts->restore_position = m->offset;
-            restore_finish_store(engine, t, (size_t)s);
-            finished = true;
-        } else if (m->err) {
-            LOG(engine, SL_LOG_WARN, "restore of %s [%d]: %s", topic, m->partition,
-                rd_kafka_message_errstr(m));
-        } else {
-            if (m->payload)
-                sl_store_batch_put(ts->restore_batch, m->key, m->key_len, m->payload, m->len);
-            else
-                sl_store_batch_delete(ts->restore_batch, m->key, m->key_len);
-            ts->restore_position = m->offset + 1;
-            t->restored_records++;
-            sl_counter_add(engine->m.restored_records, 1);
-            n++;
+        for (ssize_t i = 0; i < got; i++) {
+            n += restore_message(engine, batch[i], &finished);
+            rd_kafka_message_destroy(batch[i]);
         }
-        rd_kafka_message_destroy(m);
     }
     /* Write what this slice read (WAL off: the changelog is the log). */
     for (size_t src = 0; src < topology->n_sources; src++)
@@ -1299,11 +1367,12 @@ static bool restore_poll(sl_engine *engine) {
             task *t = engine->tasks[src][p];
             for (size_t s = 0; t && s < topology->n_stores; s++) {
                 task_store *ts = &t->stores[s];
-                if (!ts->restoring || sl_store_batch_count(ts->restore_batch) == 0)
+                if (!ts->restoring || sl_store_pending_count(ts->restore_batch) == 0)
                     continue;
-                if (sl_store_apply(ts->store, ts->restore_batch, true, why, sizeof(why)))
+                /* One entry per key of the slice; on error the records stay
+                 * pending and are written with the next slice. */
+                if (sl_store_pending_apply(ts->store, ts->restore_batch, true, why, sizeof(why)))
                     LOG(engine, SL_LOG_ERROR, "restore write: %s", why);
-                sl_store_batch_clear(ts->restore_batch);
             }
         }
     if (finished)
@@ -1627,10 +1696,20 @@ static sl_err ctx_write(sl_ctx *ctx, const char *store, const void *key, size_t 
                          is_delete ? NULL : value, is_delete ? 0 : value_len, NULL);
     if (err)
         return err;
-    if (is_delete)
-        sl_store_pending_delete(ts->pending, key, key_len);
-    else
-        sl_store_pending_put(ts->pending, key, key_len, value, value_len);
+    size_t before = sl_store_pending_bytes(ts->pending);
+    err = is_delete ? sl_store_pending_delete(ts->pending, key, key_len)
+                    : sl_store_pending_put(ts->pending, key, key_len, value, value_len);
+    if (err) {
+        /* The changelog has a write the local state lacks: the transaction
+         * must not commit (commit() aborts and rewinds on this flag). */
+        LOG(engine, SL_LOG_ERROR, "store %s: no memory for a pending write", store);
+        engine->delivery_failed = true;
+        return SL_ERR_KAFKA;
+    }
+    engine->pending_bytes += sl_store_pending_bytes(ts->pending);
+    engine->pending_bytes -= before;
+    if (engine->pending_bytes > engine->pending_max_bytes)
+        engine->commit_requested = true;
     sl_counter_add(engine->m.changelog_records, 1);
     return SL_OK;
 }
@@ -1793,6 +1872,9 @@ sl_err sl_engine_start(sl_engine *engine, char *errstr, size_t errstr_size) {
         new_client(engine, RD_KAFKA_CONSUMER, side_settings, false, errstr, errstr_size);
     if (!engine->restore_consumer)
         return SL_ERR_KAFKA;
+    engine->restore_queue = rd_kafka_queue_get_consumer(engine->restore_consumer);
+    if (!engine->restore_queue)
+        return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "restore consumer has no queue");
     engine->global_consumer =
         new_client(engine, RD_KAFKA_CONSUMER, side_settings, false, errstr, errstr_size);
     if (!engine->global_consumer)
@@ -1894,12 +1976,12 @@ sl_err sl_engine_poll(sl_engine *engine, int timeout_ms) {
         rd_kafka_message_destroy(m);
         if (engine->failed) /* a producer reset failed: the tasks are gone */
             return engine->failed;
-        if (!engine->topology->n_punctuators)
-            continue;
         /* A producer reset inside process_record replaced every task. */
         t = engine->tasks[source][partition];
-        if (t && t->running)
+        if (engine->topology->n_punctuators && t && t->running)
             punctuate(engine, t, false);
+        if (engine->commit_requested)
+            break; /* commit below, before the record cache grows further */
     }
     const sl_topology *topology = engine->topology;
     if (topology->n_punctuators)
@@ -1908,7 +1990,10 @@ sl_err sl_engine_poll(sl_engine *engine, int timeout_ms) {
                 if (engine->tasks[src][p] && engine->tasks[src][p]->running)
                     punctuate(engine, engine->tasks[src][p], true);
     rd_kafka_poll(engine->producer, 0);
-    if (now_ms() - engine->last_commit_ms >= engine->commit_interval_ms) {
+    if (engine->commit_requested ||
+        now_ms() - engine->last_commit_ms >= engine->commit_interval_ms) {
+        if (engine->commit_requested)
+            sl_counter_add(engine->m.early_commits, 1);
         sl_err err = commit(engine);
         if (topology->n_globals && engine->globals_bootstrapped)
             globals_checkpoint(engine);
@@ -1954,6 +2039,8 @@ void sl_engine_destroy(sl_engine *engine) {
         return;
     if (engine->consumer)
         rd_kafka_destroy(engine->consumer);
+    if (engine->restore_queue)
+        rd_kafka_queue_destroy(engine->restore_queue);
     if (engine->restore_consumer) {
         rd_kafka_consumer_close(engine->restore_consumer);
         rd_kafka_destroy(engine->restore_consumer);
@@ -1974,7 +2061,7 @@ void sl_engine_destroy(sl_engine *engine) {
             for (size_t s = 0; s < SL_TOPOLOGY_MAX_NODES; s++) {
                 sl_store_close(t->stores[s].store);
                 sl_store_pending_destroy(t->stores[s].pending);
-                sl_store_batch_destroy(t->stores[s].restore_batch);
+                sl_store_pending_destroy(t->stores[s].restore_batch);
             }
             free(t);
         }

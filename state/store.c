@@ -81,6 +81,16 @@ struct sl_store_batch {
     rocksdb_writebatch_t *batch;
 };
 
+/* One key's pending write (see "pending writes" below). */
+struct pending_entry {
+    char *data; /* key bytes then value bytes, one allocation; NULL: empty slot */
+    size_t key_len;
+    size_t value_len; /* 0 for a tombstone */
+    uint64_t hash;
+    bool tombstone;
+};
+typedef struct pending_entry pending_entry;
+
 struct sl_store_iter {
     rocksdb_t *db;    /* borrowed from the store, to release the snapshot */
     const char *path; /* borrowed from the store, for error messages */
@@ -91,13 +101,14 @@ struct sl_store_iter {
     size_t from_len;
     char *to; /* RocksDB points at these bytes: freed only after the iterator */
     size_t to_len;
-    bool started;     /* false until the first sl_store_iter_next has seeked */
-    bool check_upper; /* merged with pending writes: RocksDB's delta iterator
-                         ignores iterate_upper_bound, so next() checks `to` */
-};
-
-struct sl_store_pending {
-    rocksdb_writebatch_wi_t *batch; /* indexed: readable before it is written */
+    bool started; /* false until the first sl_store_iter_next has seeked */
+    /* Merged with pending writes: the pending entries of the range in key
+     * order (borrowed from the map), the next one to look at, and which
+     * side(s) the entry returned last came from, to advance on next(). */
+    const pending_entry **merged;
+    size_t n_merged;
+    size_t merged_pos;
+    bool advance_base, advance_merged;
 };
 
 /* Copy RocksDB's malloc'd error into errstr, free it, return `code`. */
@@ -218,6 +229,12 @@ sl_store *sl_store_open(sl_store_env *env, const char *path, char *errstr, size_
         sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    /* RocksDB counts into a thread-local perf context by default (level
+     * "enable count"), which costs a TLS lookup on every key comparison of
+     * the shared library. Nothing reads those counters: switch them off for
+     * the thread that opens stores, which in the engine is the loop thread
+     * that writes them. Other threads keep RocksDB's default. */
+    rocksdb_set_perf_level(rocksdb_disable);
     options = store_options(env);
     store->db = rocksdb_open(options, path, &rocks_err);
     rocksdb_options_destroy(options);
@@ -373,15 +390,23 @@ sl_err sl_store_apply(sl_store *store, sl_store_batch *batch, bool disable_wal, 
     return SL_OK;
 }
 
-sl_err sl_store_flush(sl_store *store, char *errstr, size_t errstr_size) {
+static sl_err flush(sl_store *store, bool wait, char *errstr, size_t errstr_size) {
     rocksdb_flushoptions_t *flush_options = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(flush_options, 1);
+    rocksdb_flushoptions_set_wait(flush_options, wait);
     char *rocks_err = NULL;
     rocksdb_flush(store->db, flush_options, &rocks_err);
     rocksdb_flushoptions_destroy(flush_options);
     if (rocks_err)
         return rocks_fail(errstr, errstr_size, SL_ERR_STORE, rocks_err, "flush", store->path);
     return SL_OK;
+}
+
+sl_err sl_store_flush(sl_store *store, char *errstr, size_t errstr_size) {
+    return flush(store, true, errstr, errstr_size);
+}
+
+sl_err sl_store_flush_start(sl_store *store, char *errstr, size_t errstr_size) {
+    return flush(store, false, errstr, errstr_size);
 }
 
 /* ---------------------------------------------------------------- iterators */
@@ -450,6 +475,8 @@ sl_store_iter *sl_store_iter_prefix(sl_store *store, const void *prefix, size_t 
     return iter;
 }
 
+static int key_compare(const void *a, size_t a_len, const void *b, size_t b_len);
+
 bool sl_store_iter_next(sl_store_iter *iter, const void **key, size_t *key_len, const void **value,
                         size_t *value_len) {
     if (!iter->started) {
@@ -458,20 +485,49 @@ bool sl_store_iter_next(sl_store_iter *iter, const void **key, size_t *key_len, 
             rocksdb_iter_seek(iter->iterator, iter->from, iter->from_len);
         else
             rocksdb_iter_seek_to_first(iter->iterator);
-    } else if (rocksdb_iter_valid(iter->iterator)) {
-        rocksdb_iter_next(iter->iterator);
+    } else {
+        if (iter->advance_base && rocksdb_iter_valid(iter->iterator))
+            rocksdb_iter_next(iter->iterator);
+        if (iter->advance_merged)
+            iter->merged_pos++;
     }
-    if (!rocksdb_iter_valid(iter->iterator))
-        return false;
-    *key = rocksdb_iter_key(iter->iterator, key_len);
-    if (iter->check_upper && iter->to) {
-        size_t common = *key_len < iter->to_len ? *key_len : iter->to_len;
-        int cmp = memcmp(*key, iter->to, common);
-        if (cmp > 0 || (cmp == 0 && *key_len >= iter->to_len))
+    for (;;) {
+        bool base_valid = rocksdb_iter_valid(iter->iterator);
+        const pending_entry *e =
+            iter->merged_pos < iter->n_merged ? iter->merged[iter->merged_pos] : NULL;
+        if (!base_valid && !e)
             return false;
+        int cmp = 1; /* > 0: the base entry comes first */
+        if (base_valid && e) {
+            size_t base_len;
+            const char *base_key = rocksdb_iter_key(iter->iterator, &base_len);
+            cmp = key_compare(e->data, e->key_len, base_key, base_len);
+            cmp = cmp < 0 ? -1 : (cmp > 0 ? 1 : 0);
+        } else if (e) {
+            cmp = -1;
+        }
+        if (cmp > 0) { /* only the base has this key */
+            iter->advance_base = true;
+            iter->advance_merged = false;
+            *key = rocksdb_iter_key(iter->iterator, key_len);
+            *value = rocksdb_iter_value(iter->iterator, value_len);
+            return true;
+        }
+        /* The pending entry wins; on equal keys it shadows the base's. */
+        iter->advance_base = cmp == 0;
+        iter->advance_merged = true;
+        if (e->tombstone) {
+            if (iter->advance_base)
+                rocksdb_iter_next(iter->iterator);
+            iter->merged_pos++;
+            continue;
+        }
+        *key = e->data;
+        *key_len = e->key_len;
+        *value = e->data + e->key_len;
+        *value_len = e->value_len;
+        return true;
     }
-    *value = rocksdb_iter_value(iter->iterator, value_len);
-    return true;
 }
 
 sl_err sl_store_iter_error(const sl_store_iter *iter, char *errstr, size_t errstr_size) {
@@ -494,86 +550,322 @@ void sl_store_iter_destroy(sl_store_iter *iter) {
         rocksdb_release_snapshot(iter->db, iter->snapshot);
     free(iter->from);
     free(iter->to);
+    free(iter->merged);
     free(iter);
 }
 
-/* ---------------------------------------------------------------- pending writes */
+/* ---------------------------------------------------------------- pending writes
+ *
+ * A record cache in the manner of Kafka Streams': an open-addressing hash
+ * map (linear probing, power-of-two capacity, at most 5/8 full) from key to
+ * the latest value or tombstone written in the open transaction. One entry
+ * per key whatever the number of writes, so reads are one hash probe and the
+ * apply at commit writes each key once. Entries are never removed singly
+ * (a delete is a tombstone entry), only all at once by clear, so probing
+ * needs no deleted-slot markers. Ordered iteration sorts the entries of the
+ * requested range on demand and merges them with a RocksDB iterator.
+ *
+ * Memory: `bytes` counts each entry's key, value and slot; the caller reads
+ * it (sl_store_pending_bytes) and commits early past its bound.
+ */
+
+struct sl_store_pending {
+    pending_entry *slots;
+    size_t capacity; /* 0 or a power of two */
+    size_t count;    /* used slots = distinct keys */
+    size_t bytes;
+};
+
+#define PENDING_MIN_CAPACITY 64
+/* Past this many slots, a clear that finds the map mostly empty shrinks it,
+ * so one large transaction does not make every later clear walk a big table. */
+#define PENDING_SHRINK_CAPACITY 4096
+
+/* FNV-1a with a final avalanche (from SplitMix64): keys are short, and the
+ * mix spreads FNV's weak low bits over the mask. */
+static uint64_t pending_hash(const void *key, size_t key_len) {
+    const unsigned char *bytes = key;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < key_len; i++) {
+        h ^= bytes[i];
+        h *= 0x100000001b3ULL;
+    }
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    h ^= h >> 31;
+    return h;
+}
+
+/* An entry's share of memory: its bytes, the allocator's header, and the
+ * ~2 slots per entry of a table kept at most 5/8 full. */
+static size_t entry_bytes(size_t key_len, size_t value_len) {
+    return key_len + value_len + 16 + 2 * sizeof(pending_entry);
+}
+
+/* The slot holding `key`, or the empty slot where it would go. The map must
+ * have a free slot (capacity > count). */
+static pending_entry *pending_find(const sl_store_pending *pending, const void *key, size_t key_len,
+                                   uint64_t hash) {
+    size_t mask = pending->capacity - 1;
+    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
+        pending_entry *e = &pending->slots[i];
+        if (!e->data ||
+            (e->hash == hash && e->key_len == key_len && memcmp(e->data, key, key_len) == 0))
+            return e;
+    }
+}
+
+static bool pending_resize(sl_store_pending *pending, size_t capacity) {
+    pending_entry *slots = calloc(capacity, sizeof(*slots));
+    if (!slots)
+        return false;
+    pending_entry *old = pending->slots;
+    size_t old_capacity = pending->capacity;
+    pending->slots = slots;
+    pending->capacity = capacity;
+    for (size_t i = 0; i < old_capacity; i++) {
+        if (!old[i].data)
+            continue;
+        size_t mask = capacity - 1;
+        size_t j = (size_t)old[i].hash & mask;
+        while (slots[j].data)
+            j = (j + 1) & mask;
+        slots[j] = old[i];
+    }
+    free(old);
+    return true;
+}
 
 sl_store_pending *sl_store_pending_new(void) {
     sl_store_pending *pending = calloc(1, sizeof(*pending));
     if (!pending)
         return NULL;
-    pending->batch = rocksdb_writebatch_wi_create(0, 1 /* a later put replaces an earlier */);
+    if (!pending_resize(pending, PENDING_MIN_CAPACITY)) {
+        free(pending);
+        return NULL;
+    }
     return pending;
 }
 
 void sl_store_pending_destroy(sl_store_pending *pending) {
     if (!pending)
         return;
-    rocksdb_writebatch_wi_destroy(pending->batch);
+    for (size_t i = 0; i < pending->capacity; i++)
+        free(pending->slots[i].data);
+    free(pending->slots);
     free(pending);
 }
 
-void sl_store_pending_put(sl_store_pending *pending, const void *key, size_t key_len,
-                          const void *value, size_t value_len) {
-    rocksdb_writebatch_wi_put(pending->batch, key, key_len, value, value_len);
+static sl_err pending_write(sl_store_pending *pending, const void *key, size_t key_len,
+                            const void *value, size_t value_len, bool tombstone) {
+    /* Grow before the map passes 5/8 full: probes stay short. */
+    if ((pending->count + 1) * 8 > pending->capacity * 5 &&
+        !pending_resize(pending, pending->capacity * 2))
+        return SL_ERR_NOMEM;
+    uint64_t hash = pending_hash(key, key_len);
+    pending_entry *e = pending_find(pending, key, key_len, hash);
+    size_t size = key_len + value_len;
+    char *data = malloc(size ? size : 1);
+    if (!data)
+        return SL_ERR_NOMEM;
+    memcpy(data, key, key_len);
+    if (value_len)
+        memcpy(data + key_len, value, value_len);
+    if (e->data) {
+        pending->bytes -= entry_bytes(e->key_len, e->value_len);
+        free(e->data);
+    } else {
+        pending->count++;
+    }
+    *e = (pending_entry){.data = data,
+                         .key_len = key_len,
+                         .value_len = value_len,
+                         .hash = hash,
+                         .tombstone = tombstone};
+    pending->bytes += entry_bytes(key_len, value_len);
+    return SL_OK;
 }
 
-void sl_store_pending_delete(sl_store_pending *pending, const void *key, size_t key_len) {
-    rocksdb_writebatch_wi_delete(pending->batch, key, key_len);
+sl_err sl_store_pending_put(sl_store_pending *pending, const void *key, size_t key_len,
+                            const void *value, size_t value_len) {
+    return pending_write(pending, key, key_len, value, value_len, false);
+}
+
+sl_err sl_store_pending_delete(sl_store_pending *pending, const void *key, size_t key_len) {
+    return pending_write(pending, key, key_len, NULL, 0, true);
 }
 
 size_t sl_store_pending_count(const sl_store_pending *pending) {
-    return (size_t)rocksdb_writebatch_wi_count(pending->batch);
+    return pending->count;
+}
+
+size_t sl_store_pending_bytes(const sl_store_pending *pending) {
+    return pending->bytes;
 }
 
 void sl_store_pending_clear(sl_store_pending *pending) {
-    rocksdb_writebatch_wi_clear(pending->batch);
+    if (pending->count == 0)
+        return;
+    size_t used = pending->count;
+    for (size_t i = 0; i < pending->capacity; i++)
+        if (pending->slots[i].data) {
+            free(pending->slots[i].data);
+            pending->slots[i].data = NULL;
+        }
+    pending->count = 0;
+    pending->bytes = 0;
+    if (pending->capacity > PENDING_SHRINK_CAPACITY && used * 8 < pending->capacity) {
+        /* If the smaller table cannot be had, the big one (now empty) stays. */
+        pending_entry *slots = calloc(PENDING_MIN_CAPACITY, sizeof(*slots));
+        if (slots) {
+            free(pending->slots);
+            pending->slots = slots;
+            pending->capacity = PENDING_MIN_CAPACITY;
+        }
+    }
+}
+
+/* RocksDB get without an errstr on a miss (a miss is the common case for
+ * new keys; formatting a message each time would cost more than the get). */
+static sl_err store_get(sl_store *store, const void *key, size_t key_len, char **value,
+                        size_t *value_len, char *errstr, size_t errstr_size) {
+    *value = NULL;
+    *value_len = 0;
+    char *rocks_err = NULL;
+    /* A pinnable slice avoids RocksDB's own copy: we make the one copy the
+     * caller owns. */
+    rocksdb_pinnableslice_t *slice =
+        rocksdb_get_pinned(store->db, store->read_options, key, key_len, &rocks_err);
+    if (rocks_err)
+        return rocks_fail(errstr, errstr_size, SL_ERR_STORE, rocks_err, "get from", store->path);
+    if (!slice)
+        return SL_ERR_NOT_FOUND;
+    size_t len;
+    const char *bytes = rocksdb_pinnableslice_value(slice, &len);
+    /* Never malloc(0): an empty value is a valid, non-NULL result. */
+    char *copy = malloc(len ? len : 1);
+    if (!copy) {
+        rocksdb_pinnableslice_destroy(slice);
+        return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory for a %zu-byte value",
+                       len);
+    }
+    memcpy(copy, bytes, len);
+    rocksdb_pinnableslice_destroy(slice);
+    *value = copy;
+    *value_len = len;
+    return SL_OK;
 }
 
 sl_err sl_store_pending_get(sl_store *store, sl_store_pending *pending, const void *key,
                             size_t key_len, char **value, size_t *value_len, char *errstr,
                             size_t errstr_size) {
-    char *rocks_err = NULL;
-    size_t len = 0;
-    char *found = rocksdb_writebatch_wi_get_from_batch_and_db(
-        pending->batch, store->db, store->read_options, key, key_len, &len, &rocks_err);
-    if (rocks_err)
-        return rocks_fail(errstr, errstr_size, SL_ERR_STORE, rocks_err, "get", store->path);
-    if (!found)
-        return SL_ERR_NOT_FOUND;
-    char *copy = malloc(len ? len : 1);
-    if (!copy) {
-        rocksdb_free(found);
-        return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+    if (pending->count > 0) {
+        const pending_entry *e = pending_find(pending, key, key_len, pending_hash(key, key_len));
+        if (e->data) {
+            *value = NULL;
+            *value_len = 0;
+            if (e->tombstone)
+                return SL_ERR_NOT_FOUND;
+            char *copy = malloc(e->value_len ? e->value_len : 1);
+            if (!copy)
+                return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+            memcpy(copy, e->data + e->key_len, e->value_len);
+            *value = copy;
+            *value_len = e->value_len;
+            return SL_OK;
+        }
     }
-    memcpy(copy, found, len);
-    rocksdb_free(found);
-    *value = copy;
-    *value_len = len;
-    return SL_OK;
+    return store_get(store, key, key_len, value, value_len, errstr, errstr_size);
+}
+
+/* Bytewise order, a proper prefix first (RocksDB's default comparator). */
+static int key_compare(const void *a, size_t a_len, const void *b, size_t b_len) {
+    int cmp = memcmp(a, b, a_len < b_len ? a_len : b_len);
+    if (cmp)
+        return cmp;
+    return a_len < b_len ? -1 : a_len > b_len;
+}
+
+static int entry_compare(const void *a, const void *b) {
+    const pending_entry *x = *(const pending_entry *const *)a;
+    const pending_entry *y = *(const pending_entry *const *)b;
+    return key_compare(x->data, x->key_len, y->data, y->key_len);
 }
 
 sl_store_iter *sl_store_pending_iter_range(sl_store *store, sl_store_pending *pending,
                                            const void *from, size_t from_len, const void *to,
                                            size_t to_len) {
     sl_store_iter *iter = sl_store_iter_range(store, from, from_len, to, to_len);
-    if (!iter)
+    if (!iter || pending->count == 0)
+        return iter;
+    /* The pending entries of [from, to), sorted; borrowed pointers into the
+     * map, which must not change while the iterator lives. */
+    size_t n = 0;
+    for (size_t i = 0; i < pending->capacity; i++) {
+        const pending_entry *e = &pending->slots[i];
+        if (!e->data)
+            continue;
+        if (from && key_compare(e->data, e->key_len, from, from_len) < 0)
+            continue;
+        if (to && key_compare(e->data, e->key_len, to, to_len) >= 0)
+            continue;
+        n++;
+    }
+    if (n == 0)
+        return iter;
+    iter->merged = malloc(n * sizeof(*iter->merged));
+    if (!iter->merged) {
+        sl_store_iter_destroy(iter);
         return NULL;
-    /* The merged iterator takes over the base iterator. */
-    iter->iterator =
-        rocksdb_writebatch_wi_create_iterator_with_base(pending->batch, iter->iterator);
-    iter->check_upper = true;
+    }
+    for (size_t i = 0; i < pending->capacity; i++) {
+        const pending_entry *e = &pending->slots[i];
+        if (!e->data)
+            continue;
+        if (from && key_compare(e->data, e->key_len, from, from_len) < 0)
+            continue;
+        if (to && key_compare(e->data, e->key_len, to, to_len) >= 0)
+            continue;
+        iter->merged[iter->n_merged++] = e;
+    }
+    qsort(iter->merged, iter->n_merged, sizeof(*iter->merged), entry_compare);
     return iter;
 }
 
-sl_err sl_store_pending_apply(sl_store *store, sl_store_pending *pending, char *errstr,
-                              size_t errstr_size) {
+sl_err sl_store_pending_apply(sl_store *store, sl_store_pending *pending, bool disable_wal,
+                              char *errstr, size_t errstr_size) {
+    if (pending->count == 0)
+        return SL_OK;
+    /* In key order: RocksDB's skip-list memtable inserts an ascending run
+     * cheaply (it reuses the position of the previous insert), while the
+     * map's order is random. */
+    const pending_entry **sorted = malloc(pending->count * sizeof(*sorted));
+    if (!sorted)
+        return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory sorting %zu writes",
+                       pending->count);
+    size_t n = 0;
+    for (size_t i = 0; i < pending->capacity; i++)
+        if (pending->slots[i].data)
+            sorted[n++] = &pending->slots[i];
+    qsort(sorted, n, sizeof(*sorted), entry_compare);
+    rocksdb_writebatch_t *batch = rocksdb_writebatch_create();
+    for (size_t i = 0; i < n; i++) {
+        const pending_entry *e = sorted[i];
+        if (e->tombstone)
+            rocksdb_writebatch_delete(batch, e->data, e->key_len);
+        else
+            rocksdb_writebatch_put(batch, e->data, e->key_len, e->data + e->key_len, e->value_len);
+    }
+    free(sorted);
     char *rocks_err = NULL;
-    rocksdb_write_writebatch_wi(store->db, store->write_options_wal, pending->batch, &rocks_err);
+    rocksdb_write(store->db, disable_wal ? store->write_options_no_wal : store->write_options_wal,
+                  batch, &rocks_err);
+    rocksdb_writebatch_destroy(batch);
     if (rocks_err)
         return rocks_fail(errstr, errstr_size, SL_ERR_STORE, rocks_err, "write", store->path);
-    rocksdb_writebatch_wi_clear(pending->batch);
+    sl_store_pending_clear(pending);
     return SL_OK;
 }
 

@@ -95,6 +95,10 @@ sl_err sl_store_apply(sl_store *store, sl_store_batch *batch, bool disable_wal, 
 
 /* Flush memtables to SST files (durable without the WAL). */
 sl_err sl_store_flush(sl_store *store, char *errstr, size_t errstr_size);
+/* Schedule that flush on RocksDB's background threads and return at once:
+ * nothing is durable yet when it returns (use sl_store_flush before a
+ * checkpoint). Frees memtables without blocking the caller. */
+sl_err sl_store_flush_start(sl_store *store, char *errstr, size_t errstr_size);
 
 /* Iterate keys in [from, to) in bytewise order; a NULL bound is open. The
  * iterator sees a consistent snapshot taken at creation. The bounds are
@@ -122,36 +126,52 @@ uint64_t sl_store_disk_bytes(sl_store *store);
 /*
  * Pending writes: the uncommitted changes of a task's open transaction,
  * readable (get, ordered iteration) merged over the store, and written to
- * RocksDB in one atomic batch only after the transaction commits. Backed by
- * RocksDB's indexed write batch; a later put or delete of a key replaces an
- * earlier one. One thread at a time.
+ * RocksDB in one atomic batch only after the transaction commits. A record
+ * cache: a hash map from key to the latest value or tombstone, so a later
+ * put or delete of a key replaces the earlier one and the apply writes one
+ * entry per key. Unbounded by itself: the caller reads
+ * sl_store_pending_bytes and commits early when it passes its bound (the
+ * engine's store.pending.max.bytes). One thread at a time.
  */
 typedef struct sl_store_pending sl_store_pending;
 
+/* NULL when out of memory. Caller owns it (sl_store_pending_destroy, NULL is
+ * fine). */
 sl_store_pending *sl_store_pending_new(void);
 void sl_store_pending_destroy(sl_store_pending *pending);
-void sl_store_pending_put(sl_store_pending *pending, const void *key, size_t key_len,
-                          const void *value, size_t value_len);
-void sl_store_pending_delete(sl_store_pending *pending, const void *key, size_t key_len);
+/* Record a put or a delete of `key` (key and value are copied), replacing
+ * any earlier pending write of the key. SL_ERR_NOMEM: nothing changed. */
+sl_err sl_store_pending_put(sl_store_pending *pending, const void *key, size_t key_len,
+                            const void *value, size_t value_len);
+sl_err sl_store_pending_delete(sl_store_pending *pending, const void *key, size_t key_len);
+/* Distinct keys with a pending write (puts and deletes). */
 size_t sl_store_pending_count(const sl_store_pending *pending);
+/* Approximate memory held for the pending writes: keys, values and the
+ * map's per-entry overhead. 0 after a clear or an apply. */
+size_t sl_store_pending_bytes(const sl_store_pending *pending);
 void sl_store_pending_clear(sl_store_pending *pending);
 
 /* Like sl_store_get, but the pending writes win over the store (a pending
- * delete answers SL_ERR_NOT_FOUND). */
+ * delete answers SL_ERR_NOT_FOUND). No errstr is written for a miss. */
 sl_err sl_store_pending_get(sl_store *store, sl_store_pending *pending, const void *key,
                             size_t key_len, char **value, size_t *value_len, char *errstr,
                             size_t errstr_size);
 
-/* Like sl_store_iter_range, over the store merged with the pending writes.
- * `pending` must not change while the iterator lives. */
+/* Like sl_store_iter_range, over the store merged with the pending writes
+ * (pending entries of the range are sorted when the iterator is made).
+ * `pending` must not change while the iterator lives: the iterator borrows
+ * its entries. */
 sl_store_iter *sl_store_pending_iter_range(sl_store *store, sl_store_pending *pending,
                                            const void *from, size_t from_len, const void *to,
                                            size_t to_len);
 
-/* Write the pending changes to RocksDB (with the WAL) atomically, then clear
- * them. On error nothing was written and the pending writes are kept. */
-sl_err sl_store_pending_apply(sl_store *store, sl_store_pending *pending, char *errstr,
-                              size_t errstr_size);
+/* Write the pending changes to RocksDB atomically, one entry per key, then
+ * clear them. disable_wal: the caller guarantees that a crash before the
+ * next sl_store_flush is recovered from the changelog (the engine under
+ * exactly-once: a crash leaves no checkpoint, so the store is wiped and
+ * restored). On error nothing was written and the pending writes are kept. */
+sl_err sl_store_pending_apply(sl_store *store, sl_store_pending *pending, bool disable_wal,
+                              char *errstr, size_t errstr_size);
 
 /*
  * Checkpoint files: the changelog offset up to which each store of a task is

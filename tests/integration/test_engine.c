@@ -376,6 +376,39 @@ static void eos_counting_is_exact_across_kill9(void **state) {
     test_instance_free(&b);
 }
 
+/* With a commit interval far beyond the test's deadline, only the record
+ * cache's bound (store.pending.max.bytes at its minimum, 1 KiB: a dozen
+ * keys' pending entries) can make the engine commit while it processes;
+ * the clean stop commits the rest, and the counts are exact. */
+static void full_record_cache_commits_early_and_counts_stay_exact(void **state) {
+    (void)state;
+    NEED_BROKER();
+    scenario sc;
+    scenario_init(&sc, "eos-cache-full", MAX_KEYS);
+    enum { RECORDS = 4000 };
+    driver d = {.sc = &sc, .from = 0, .to = RECORDS};
+    drive(&d);
+    test_instance a;
+    const char *const small_cache[] = {"--set", "store.pending.max.bytes=1024", "--set",
+                                       "commit.interval.ms=600000", NULL};
+    instance_init(&a, &sc, "a", "exactly_once_v2", small_cache);
+    test_instance_start(&a);
+    long long processed = 0;
+    for (int64_t deadline = test_now_ms() + 180000;
+         test_now_ms() < deadline && processed < RECORDS; usleep(200 * 1000))
+        processed = test_instance_engine_stat(&a, "records_in");
+    if (processed < RECORDS)
+        test_instance_dump_log(&a, 40);
+    assert_int_equal(processed, RECORDS);
+    /* 16 keys per partition, a bound of about 9 entries: many commits. */
+    long long commits = test_instance_engine_stat(&a, "commits");
+    printf("# %lld commits while processing %d records\n", commits, RECORDS);
+    assert_true(commits >= 10);
+    assert_int_equal(test_instance_stop(&a, 60000), 0);
+    verify_exactly_once(&sc);
+    test_instance_free(&a);
+}
+
 static void crash_inside_an_open_transaction_loses_and_duplicates_nothing(void **state) {
     (void)state;
     NEED_BROKER();
@@ -905,6 +938,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(poison_record_goes_to_the_dlq_and_the_stream_continues),
         cmocka_unit_test(crash_inside_an_open_transaction_loses_and_duplicates_nothing),
+        cmocka_unit_test(full_record_cache_commits_early_and_counts_stay_exact),
         cmocka_unit_test(restore_rebuilds_the_store_and_a_clean_restart_restores_only_the_tail),
         cmocka_unit_test(instances_join_and_leave_while_records_flow),
         cmocka_unit_test(global_store_is_seen_by_every_instance),

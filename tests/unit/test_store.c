@@ -777,6 +777,232 @@ static void checkpoint_remove_deletes_and_a_missing_file_is_ok(void **state) {
                      SL_ERR_NOT_FOUND);
 }
 
+/* ------------------------------------------------------------ pending writes */
+
+static void pending_put_str(sl_store_pending *pending, const char *key, const char *value) {
+    assert_int_equal(sl_store_pending_put(pending, key, strlen(key), value, strlen(value)), SL_OK);
+}
+
+static void assert_pending_value(sl_store *store, sl_store_pending *pending, const char *key,
+                                 const char *expected) {
+    char *value = NULL;
+    size_t value_len = 0;
+    sl_err err = sl_store_pending_get(store, pending, key, strlen(key), &value, &value_len, errstr,
+                                      sizeof(errstr));
+    if (err != SL_OK)
+        fail_msg("pending get %s: %s", key, sl_err_name(err));
+    assert_int_equal(value_len, strlen(expected));
+    assert_memory_equal(value, expected, value_len);
+    free(value);
+}
+
+static void assert_pending_missing(sl_store *store, sl_store_pending *pending, const char *key) {
+    char *value = (char *)"untouched";
+    size_t value_len = 99;
+    assert_int_equal(sl_store_pending_get(store, pending, key, strlen(key), &value, &value_len,
+                                          errstr, sizeof(errstr)),
+                     SL_ERR_NOT_FOUND);
+    assert_null(value);
+    assert_int_equal(value_len, 0);
+}
+
+static void pending_writes_are_visible_to_get_and_win_over_the_store(void **state) {
+    fixture *fx = *state;
+    sl_store *store = open_store(fx, "s");
+    put_str(store, "a", "committed-a");
+    put_str(store, "b", "committed-b");
+    sl_store_pending *pending = sl_store_pending_new();
+    assert_non_null(pending);
+    pending_put_str(pending, "b", "first");
+    pending_put_str(pending, "b", "second");
+    pending_put_str(pending, "c", "new-c");
+    assert_int_equal(sl_store_pending_count(pending), 2);
+    assert_pending_value(store, pending, "a", "committed-a"); /* falls through */
+    assert_pending_value(store, pending, "b", "second");      /* latest write wins */
+    assert_pending_value(store, pending, "c", "new-c");
+    assert_pending_missing(store, pending, "d");
+    /* Nothing reached RocksDB yet. */
+    assert_stored_value(store, "b", "committed-b");
+    assert_key_missing(store, "c");
+    sl_store_pending_destroy(pending);
+    sl_store_close(store);
+}
+
+static void pending_delete_shadows_the_committed_value(void **state) {
+    fixture *fx = *state;
+    sl_store *store = open_store(fx, "s");
+    put_str(store, "a", "committed-a");
+    sl_store_pending *pending = sl_store_pending_new();
+    assert_non_null(pending);
+    assert_int_equal(sl_store_pending_delete(pending, "a", 1), SL_OK);
+    assert_pending_missing(store, pending, "a");
+    assert_stored_value(store, "a", "committed-a");
+    /* A put after the delete brings the key back, with an empty value too. */
+    assert_int_equal(sl_store_pending_put(pending, "a", 1, "", 0), SL_OK);
+    assert_pending_value(store, pending, "a", "");
+    assert_int_equal(sl_store_pending_delete(pending, "a", 1), SL_OK);
+    assert_int_equal(sl_store_pending_apply(store, pending, false, errstr, sizeof(errstr)), SL_OK);
+    assert_key_missing(store, "a");
+    assert_int_equal(sl_store_pending_count(pending), 0);
+    sl_store_pending_destroy(pending);
+    sl_store_close(store);
+}
+
+/* Many keys: the map grows (rehashes) and every key keeps its latest value;
+ * binary keys that differ only after a NUL are distinct. */
+static void pending_holds_many_keys_across_growth(void **state) {
+    fixture *fx = *state;
+    sl_store *store = open_store(fx, "s");
+    sl_store_pending *pending = sl_store_pending_new();
+    assert_non_null(pending);
+    enum { N = 5000 };
+    char key[32], value[32];
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < N; i++) {
+            int key_len = snprintf(key, sizeof(key), "k%c%d", '\0', i);
+            int value_len = snprintf(value, sizeof(value), "v%d.%d", i, round);
+            assert_int_equal(
+                sl_store_pending_put(pending, key, (size_t)key_len, value, (size_t)value_len),
+                SL_OK);
+        }
+    assert_int_equal(sl_store_pending_count(pending), N);
+    for (int i = 0; i < N; i++) {
+        int key_len = snprintf(key, sizeof(key), "k%c%d", '\0', i);
+        char *got = NULL;
+        size_t got_len = 0;
+        assert_int_equal(sl_store_pending_get(store, pending, key, (size_t)key_len, &got, &got_len,
+                                              errstr, sizeof(errstr)),
+                         SL_OK);
+        int value_len = snprintf(value, sizeof(value), "v%d.1", i);
+        assert_int_equal(got_len, (size_t)value_len);
+        assert_memory_equal(got, value, got_len);
+        free(got);
+    }
+    sl_store_pending_destroy(pending);
+    sl_store_close(store);
+}
+
+static void pending_range_merges_with_the_store_in_key_order(void **state) {
+    fixture *fx = *state;
+    sl_store *store = open_store(fx, "s");
+    put_str(store, "b", "committed");
+    put_str(store, "d", "committed");
+    put_str(store, "f", "committed");
+    put_str(store, "h", "committed");
+    sl_store_pending *pending = sl_store_pending_new();
+    assert_non_null(pending);
+    pending_put_str(pending, "a", "p");   /* before the range */
+    pending_put_str(pending, "c", "p");   /* between committed keys */
+    pending_put_str(pending, "d", "new"); /* overwrites a committed key */
+    assert_int_equal(sl_store_pending_delete(pending, "f", 1), SL_OK); /* hides one */
+    assert_int_equal(sl_store_pending_delete(pending, "e", 1), SL_OK); /* deletes nothing */
+    pending_put_str(pending, "g", "p");
+    pending_put_str(pending, "z", "p"); /* past the range */
+    sl_store_iter *iter = sl_store_pending_iter_range(store, pending, "b", 1, "i", 1);
+    assert_non_null(iter);
+    const char *expected_keys[] = {"b", "c", "d", "g", "h"};
+    const char *expected_values[] = {"committed", "p", "new", "p", "committed"};
+    const void *key, *value;
+    size_t key_len, value_len, seen = 0;
+    while (sl_store_iter_next(iter, &key, &key_len, &value, &value_len)) {
+        assert_true(seen < 5);
+        assert_int_equal(key_len, 1);
+        assert_memory_equal(key, expected_keys[seen], 1);
+        assert_int_equal(value_len, strlen(expected_values[seen]));
+        assert_memory_equal(value, expected_values[seen], value_len);
+        seen++;
+    }
+    assert_int_equal(seen, 5);
+    assert_false(sl_store_iter_next(iter, &key, &key_len, &value, &value_len));
+    assert_int_equal(sl_store_iter_error(iter, errstr, sizeof(errstr)), SL_OK);
+    sl_store_iter_destroy(iter);
+
+    /* Open bounds, a prefix-free order check: "a" < "ab" < "b". */
+    pending_put_str(pending, "ab", "p");
+    static const key_bytes all[] = {KEY("a"), KEY("ab"), KEY("b"), KEY("c"),
+                                    KEY("d"), KEY("g"),  KEY("h"), KEY("z")};
+    assert_iterates(sl_store_pending_iter_range(store, pending, NULL, 0, NULL, 0), all,
+                    N_KEYS(all));
+    sl_store_pending_destroy(pending);
+    sl_store_close(store);
+}
+
+static void pending_range_with_only_tombstones_is_empty(void **state) {
+    fixture *fx = *state;
+    sl_store *store = open_store(fx, "s");
+    put_str(store, "a", "committed");
+    put_str(store, "b", "committed");
+    sl_store_pending *pending = sl_store_pending_new();
+    assert_non_null(pending);
+    assert_int_equal(sl_store_pending_delete(pending, "a", 1), SL_OK);
+    assert_int_equal(sl_store_pending_delete(pending, "b", 1), SL_OK);
+    assert_iterates(sl_store_pending_iter_range(store, pending, NULL, 0, NULL, 0), NULL, 0);
+    sl_store_pending_destroy(pending);
+    sl_store_close(store);
+}
+
+/* RocksDB's key estimate counts every entry in the memtable, superseded
+ * versions included: after the apply it must count one per key. */
+static void pending_apply_writes_one_version_per_key(void **state) {
+    fixture *fx = *state;
+    sl_store *store = open_store(fx, "s");
+    sl_store_pending *pending = sl_store_pending_new();
+    assert_non_null(pending);
+    char value[16];
+    for (int i = 0; i < 100; i++) {
+        snprintf(value, sizeof(value), "%d", i);
+        pending_put_str(pending, "hot", value);
+        pending_put_str(pending, "warm", value);
+    }
+    assert_int_equal(sl_store_pending_count(pending), 2);
+    assert_int_equal(sl_store_pending_apply(store, pending, true, errstr, sizeof(errstr)), SL_OK);
+    assert_int_equal(sl_store_estimate_keys(store), 2);
+    assert_stored_value(store, "hot", "99");
+    assert_stored_value(store, "warm", "99");
+    assert_int_equal(sl_store_pending_count(pending), 0);
+    assert_int_equal(sl_store_pending_bytes(pending), 0);
+    /* Applied with the WAL off: durable once flushed. */
+    assert_int_equal(sl_store_flush(store, errstr, sizeof(errstr)), SL_OK);
+    sl_store_close(store);
+    store = open_store(fx, "s");
+    assert_stored_value(store, "hot", "99");
+    sl_store_pending_destroy(pending);
+    sl_store_close(store);
+}
+
+/* The size the engine compares with store.pending.max.bytes: grows with new
+ * keys and longer values, not with overwrites of the same size, and drops
+ * to zero on clear. */
+static void pending_bytes_track_the_latest_values(void **state) {
+    (void)state;
+    sl_store_pending *pending = sl_store_pending_new();
+    assert_non_null(pending);
+    assert_int_equal(sl_store_pending_bytes(pending), 0);
+    pending_put_str(pending, "key", "value-1");
+    size_t one = sl_store_pending_bytes(pending);
+    assert_true(one >= strlen("key") + strlen("value-1"));
+    pending_put_str(pending, "key", "value-2");
+    assert_int_equal(sl_store_pending_bytes(pending), one);
+    char big[1000];
+    memset(big, 'x', sizeof(big));
+    assert_int_equal(sl_store_pending_put(pending, "key", 3, big, sizeof(big)), SL_OK);
+    assert_int_equal(sl_store_pending_bytes(pending), one - strlen("value-2") + sizeof(big));
+    pending_put_str(pending, "other", "value-1");
+    assert_true(sl_store_pending_bytes(pending) > one - strlen("value-2") + sizeof(big));
+    /* A bound of 64 KiB is passed after a bounded number of distinct writes. */
+    char key[32];
+    size_t writes = 0;
+    while (sl_store_pending_bytes(pending) <= 64 * 1024) {
+        int key_len = snprintf(key, sizeof(key), "k%zu", writes++);
+        assert_int_equal(sl_store_pending_put(pending, key, (size_t)key_len, big, 100), SL_OK);
+        assert_true(writes < 64 * 1024 / 100 + 1);
+    }
+    sl_store_pending_clear(pending);
+    assert_int_equal(sl_store_pending_bytes(pending), 0);
+    assert_int_equal(sl_store_pending_count(pending), 0);
+    sl_store_pending_destroy(pending);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -817,6 +1043,13 @@ int main(void) {
         T(checkpoint_rejects_invalid_store_names),
         T(checkpoint_rejects_negative_partitions_and_offsets),
         T(checkpoint_remove_deletes_and_a_missing_file_is_ok),
+        T(pending_writes_are_visible_to_get_and_win_over_the_store),
+        T(pending_delete_shadows_the_committed_value),
+        T(pending_holds_many_keys_across_growth),
+        T(pending_range_merges_with_the_store_in_key_order),
+        T(pending_range_with_only_tombstones_is_empty),
+        T(pending_apply_writes_one_version_per_key),
+        T(pending_bytes_track_the_latest_values),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
