@@ -31,8 +31,8 @@ ifeq ($(origin CC),default)
 CC := gcc
 endif
 
-PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb libcrypto libargon2 libsodium
-TEST_PKGS := cmocka libpq
+PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb libcrypto libargon2 libsodium libpq
+TEST_PKGS := cmocka
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wformat=2 -Wvla
@@ -68,8 +68,14 @@ PB_H := $(PB_C:.c=.h)
 
 LIB_SRCS := $(filter-out processor/main.c,$(wildcard processor/*.c state/*.c \
               topology/*.c connectors/*.c))
+# The Postgres sink's migrations (schemas/postgres/NNNN_*.sql) are compiled
+# into the library as C strings, so the binary applies them without needing
+# the source tree.
+PG_MIGRATIONS := $(sort $(wildcard schemas/postgres/[0-9]*.sql))
+PG_MIGRATIONS_C := $(GEN)/schemas/pg_migrations.c
+
 LIB_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(LIB_SRCS)) \
-            $(patsubst $(GEN)/%.c,$(OUT)/obj/gen/%.o,$(PB_C))
+            $(patsubst $(GEN)/%.c,$(OUT)/obj/gen/%.o,$(PB_C) $(PG_MIGRATIONS_C))
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(OUT)/tests/unit/%,$(wildcard tests/unit/test_*.c))
 INTEG_TESTS := $(patsubst tests/integration/%.c,$(OUT)/tests/integration/%,\
@@ -107,6 +113,18 @@ deps:
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto | deps
 	@mkdir -p $(GEN)
 	protoc-c --proto_path=proto --c_out=$(GEN) $<
+
+# One byte array per file (NUL-terminated) and a table of {file name, text}.
+$(PG_MIGRATIONS_C): $(PG_MIGRATIONS) Makefile
+	@mkdir -p $(dir $@)
+	@{ echo '/* Generated from schemas/postgres/ by the Makefile; do not edit. */'; \
+	  echo '#include <stddef.h>'; i=0; \
+	  for f in $(PG_MIGRATIONS); do \
+	    echo "static const char m$$i[] = {"; od -An -v -tx1 "$$f" | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0};'; \
+	    i=$$((i + 1)); done; \
+	  echo 'struct sl_pg_migration { const char *name; const char *sql; };'; echo 'extern const struct sl_pg_migration sl_pg_migrations[];'; echo 'const struct sl_pg_migration sl_pg_migrations[] = {'; i=0; \
+	  for f in $(PG_MIGRATIONS); do echo "{\"$$(basename $$f)\", m$$i},"; i=$$((i + 1)); done; \
+	  echo '{NULL, NULL}};'; } > $@.tmp && mv $@.tmp $@
 
 $(OUT)/obj/gen/%.o: $(GEN)/%.c $(PB_H) | deps
 	@mkdir -p $(dir $@)
