@@ -15,6 +15,8 @@
 #                   new corpus entries and crashes go to .cache/fuzz/
 #                   (git-ignored). make test replays the committed corpora.
 #   make format     clang-format every C file
+#   make bench-pgsink  the Postgres sink vs a raw COPY of the same rows, under
+#                   scripts/harness (bench/pgsink_bench.c; ARGS="--rows N")
 #   make bench-passwords  build and run bench/passwords_bench (release build;
 #                   ARGS="N" sets the hashes per phase)
 #   make clean
@@ -99,7 +101,7 @@ FUZZ_LD :=
 endif
 FUZZ_SECONDS ?= 60
 
-.PHONY: all run test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords
+.PHONY: all run test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords bench-pgsink
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -171,6 +173,13 @@ benches: $(BENCHES)
 bench-jwt:
 	$(MAKE) VARIANT=release build/release/bench/jwt_bench
 	build/release/bench/jwt_bench $(ARGS)
+
+# The Postgres sink against a raw COPY of the same rows (bench/pgsink_bench.c),
+# with a real broker and PostgreSQL; ARGS="--rows N".
+bench-pgsink:
+	scripts/bootstrap test
+	$(MAKE) VARIANT=release build/release/bench/pgsink_bench
+	scripts/harness build/release/bench/pgsink_bench $(ARGS)
 
 bench-passwords:
 	$(MAKE) VARIANT=release build/release/bench/passwords_bench

@@ -312,6 +312,12 @@ static pg_res pg_run(PGconn *conn, const char *sql, int n_params, const char *co
     return r;
 }
 
+/* libpq prints NOTICEs to stderr by default; library code never prints. */
+static void ignore_notice(void *arg, const char *message) {
+    (void)arg;
+    (void)message;
+}
+
 /* libpq connection with a bounded connect time; the user's DSN wins for every
  * key it sets. NULL + why on failure. */
 static PGconn *pg_open(const char *dsn, char *why, size_t why_size) {
@@ -327,6 +333,7 @@ static PGconn *pg_open(const char *dsn, char *why, size_t why_size) {
         PQfinish(conn);
         return NULL;
     }
+    PQsetNoticeProcessor(conn, ignore_notice, NULL);
     return conn;
 }
 
@@ -1237,6 +1244,13 @@ sl_pgsink *sl_pgsink_new(const sl_config *config, const sl_logger *logger, sl_pg
 fail:
     sl_pgsink_destroy(sink);
     return NULL;
+}
+
+unsigned long long sl_pgsink_rows_written(const sl_pgsink *sink) {
+    unsigned long long rows = 0;
+    for (int t = 0; t < N_TOPICS; t++)
+        rows += sl_counter_value(sink->m.rows[t]);
+    return rows;
 }
 
 int sl_pgsink_http_port(const sl_pgsink *sink) {

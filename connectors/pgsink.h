@@ -59,6 +59,9 @@ int sl_pgsink_http_port(const sl_pgsink *sink);
 /* Current state. Any thread. */
 sl_pgsink_state sl_pgsink_state_get(const sl_pgsink *sink);
 
+/* Rows written in committed transactions so far (both tables). Any thread. */
+unsigned long long sl_pgsink_rows_written(const sl_pgsink *sink);
+
 /* Stop the HTTP server, close Kafka and Postgres, free. NULL is fine. */
 void sl_pgsink_destroy(sl_pgsink *sink);
 
