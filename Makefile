@@ -15,6 +15,8 @@
 #                   new corpus entries and crashes go to .cache/fuzz/
 #                   (git-ignored). make test replays the committed corpora.
 #   make format     clang-format every C file
+#   make bench-pgsink  the Postgres sink vs a raw COPY of the same rows, under
+#                   scripts/harness (bench/pgsink_bench.c; ARGS="--rows N")
 #   make bench-passwords  build and run bench/passwords_bench (release build;
 #                   ARGS="N" sets the hashes per phase)
 #   make clean
@@ -31,8 +33,8 @@ ifeq ($(origin CC),default)
 CC := gcc
 endif
 
-PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb libcrypto libargon2 libsodium
-TEST_PKGS := cmocka libpq
+PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb libcrypto libargon2 libsodium libpq
+TEST_PKGS := cmocka
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wformat=2 -Wvla
@@ -68,8 +70,14 @@ PB_H := $(PB_C:.c=.h)
 
 LIB_SRCS := $(filter-out processor/main.c,$(wildcard processor/*.c state/*.c \
               topology/*.c connectors/*.c))
+# The Postgres sink's migrations (schemas/postgres/NNNN_*.sql) are compiled
+# into the library as C strings, so the binary applies them without needing
+# the source tree.
+PG_MIGRATIONS := $(sort $(wildcard schemas/postgres/[0-9]*.sql))
+PG_MIGRATIONS_C := $(GEN)/schemas/pg_migrations.c
+
 LIB_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(LIB_SRCS)) \
-            $(patsubst $(GEN)/%.c,$(OUT)/obj/gen/%.o,$(PB_C))
+            $(patsubst $(GEN)/%.c,$(OUT)/obj/gen/%.o,$(PB_C) $(PG_MIGRATIONS_C))
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(OUT)/tests/unit/%,$(wildcard tests/unit/test_*.c))
 INTEG_TESTS := $(patsubst tests/integration/%.c,$(OUT)/tests/integration/%,\
@@ -93,7 +101,7 @@ FUZZ_LD :=
 endif
 FUZZ_SECONDS ?= 60
 
-.PHONY: all run test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords
+.PHONY: all run test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords bench-pgsink
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -107,6 +115,18 @@ deps:
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto | deps
 	@mkdir -p $(GEN)
 	protoc-c --proto_path=proto --c_out=$(GEN) $<
+
+# One byte array per file (NUL-terminated) and a table of {file name, text}.
+$(PG_MIGRATIONS_C): $(PG_MIGRATIONS) Makefile
+	@mkdir -p $(dir $@)
+	@{ echo '/* Generated from schemas/postgres/ by the Makefile; do not edit. */'; \
+	  echo '#include <stddef.h>'; i=0; \
+	  for f in $(PG_MIGRATIONS); do \
+	    echo "static const char m$$i[] = {"; od -An -v -tx1 "$$f" | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0};'; \
+	    i=$$((i + 1)); done; \
+	  echo 'struct sl_pg_migration { const char *name; const char *sql; };'; echo 'extern const struct sl_pg_migration sl_pg_migrations[];'; echo 'const struct sl_pg_migration sl_pg_migrations[] = {'; i=0; \
+	  for f in $(PG_MIGRATIONS); do echo "{\"$$(basename $$f)\", m$$i},"; i=$$((i + 1)); done; \
+	  echo '{NULL, NULL}};'; } > $@.tmp && mv $@.tmp $@
 
 $(OUT)/obj/gen/%.o: $(GEN)/%.c $(PB_H) | deps
 	@mkdir -p $(dir $@)
@@ -153,6 +173,13 @@ benches: $(BENCHES)
 bench-jwt:
 	$(MAKE) VARIANT=release build/release/bench/jwt_bench
 	build/release/bench/jwt_bench $(ARGS)
+
+# The Postgres sink against a raw COPY of the same rows (bench/pgsink_bench.c),
+# with a real broker and PostgreSQL; ARGS="--rows N".
+bench-pgsink:
+	scripts/bootstrap test
+	$(MAKE) VARIANT=release build/release/bench/pgsink_bench
+	scripts/harness build/release/bench/pgsink_bench $(ARGS)
 
 bench-passwords:
 	$(MAKE) VARIANT=release build/release/bench/passwords_bench

@@ -12,6 +12,7 @@
 
 #include "app.h"
 #include "config.h"
+#include "connectors/pgsink.h"
 #include "log.h"
 #include "connectors/identity_http.h"
 #include "topology/identity.h"
@@ -45,6 +46,9 @@ static void print_usage(FILE *out) {
             "sluice %s: a Kafka-native stateful stream processor\n"
             "\n"
             "usage: sluice [run] [-c FILE] [--set KEY=VALUE]...\n"
+            "       sluice sink [rebuild] [-c FILE] [--set KEY=VALUE]...\n"
+            "                              run the Postgres sink (rebuild: new tables from the\n"
+            "                              beginning of the topics, swapped in when complete)\n"
             "       sluice config-doc      print the configuration reference (Markdown)\n"
             "       sluice --help | --version\n"
             "\n"
@@ -135,8 +139,17 @@ int main(int argc, char **argv) {
     const char *config_file = getenv("SLUICE_CONFIG");
     int first_set = 0, n_set = 0;
     int argi = 1;
+    int sink_mode = -1; /* -1: not the sink; else an sl_pgsink_mode */
     if (argi < argc && strcmp(argv[argi], "run") == 0)
         argi++;
+    else if (argi < argc && strcmp(argv[argi], "sink") == 0) {
+        argi++;
+        sink_mode = SL_PGSINK_RUN;
+        if (argi < argc && strcmp(argv[argi], "rebuild") == 0) {
+            argi++;
+            sink_mode = SL_PGSINK_REBUILD;
+        }
+    }
     else if (argi < argc && strcmp(argv[argi], "config-doc") == 0) {
         print_config_doc();
         sl_config_destroy(config);
@@ -201,6 +214,20 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    if (sink_mode >= 0) {
+        sl_pgsink *sink = sl_pgsink_new(config, &logger, (sl_pgsink_mode)sink_mode, errstr,
+                                        sizeof(errstr));
+        if (!sink) {
+            fprintf(stderr, "sluice: %s\n", errstr);
+            sl_config_destroy(config);
+            return 1;
+        }
+        err = sl_pgsink_run(sink, &stop_requested);
+        sl_pgsink_destroy(sink);
+        sl_config_destroy(config);
+        return err ? 1 : 0;
+    }
 
     /* The identity topology is what `sluice run` serves. */
     sl_topology *topology = sl_topology_new();
