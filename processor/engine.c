@@ -971,6 +971,9 @@ static sl_err reset_after_fatal(sl_engine *engine) {
     rd_kafka_destroy(engine->producer);
     engine->producer = NULL;
     engine->txn_open = false;
+    /* What failed went with the old producer and its transaction: nothing
+     * is in flight for the new one, and the rewind redoes the batch. */
+    engine->delivery_failed = false;
     drop_pending(engine);
     char why[512];
     sl_err err = create_producer(engine, why, sizeof(why));
