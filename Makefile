@@ -19,6 +19,10 @@
 #                   scripts/harness (bench/pgsink_bench.c; ARGS="--rows N")
 #   make bench-passwords  build and run bench/passwords_bench (release build;
 #                   ARGS="N" sets the hashes per phase)
+#   make bench-identity  install what is missing, build sluice and
+#                   bench/identity_bench (release), start a real Kafka broker
+#                   and run the identity HTTP benchmark on two sluice instances;
+#                   extra flags: make bench-identity BENCH_ARGS='--seconds 5'
 #   make clean
 #
 # VARIANT=release (default), VARIANT=asan or VARIANT=fuzz (clang, for make
@@ -101,7 +105,8 @@ FUZZ_LD :=
 endif
 FUZZ_SECONDS ?= 60
 
-.PHONY: all run test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords bench-pgsink
+.PHONY: all run test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords \
+        bench-pgsink bench-identity
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -205,6 +210,14 @@ bench:
 	scripts/bootstrap test
 	$(MAKE) VARIANT=release tests benches
 	scripts/harness build/release/bench/bench_engine --build build/release \
+	    --label "$$(git describe --always --dirty 2>/dev/null || echo unknown)" $(BENCH_ARGS)
+
+# Two release-build `sluice run` instances on the harness's broker, driven
+# over HTTP (bench/identity_bench.c; results in bench/RESULTS.md).
+bench-identity:
+	scripts/bootstrap test
+	$(MAKE) VARIANT=release all build/release/bench/identity_bench
+	scripts/harness build/release/bench/identity_bench --build build/release \
 	    --label "$$(git describe --always --dirty 2>/dev/null || echo unknown)" $(BENCH_ARGS)
 
 docs: $(OUT)/sluice
