@@ -625,6 +625,35 @@ static void bad_tokens_and_bad_requests_are_refused_and_reach_no_topic(void **st
     }
 }
 
+/* The blacklist is a global store rebuilt from tokens.revoked: an instance
+ * that restarts (here on a wiped state dir, the harder case) refuses a
+ * token revoked before, and answers nothing until it has caught up. */
+static void a_revoked_token_stays_refused_after_a_restart(void **state) {
+    (void)state;
+    NEED_BROKER();
+    user u, observer;
+    new_user(&u, "restart");
+    new_user(&observer, "observer2");
+    char headers[SL_JWT_MAX_TOKEN + 64];
+    bearer(headers, sizeof(headers), u.access);
+    answer *out = call(0, "POST", "/auth/logout", headers, NULL);
+    assert_int_equal(out->status, 204);
+    answer_free(out);
+    assert_int_equal(test_instance_stop(&instances[1], 60000), 0);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", instances[1].state_dir);
+    assert_int_equal(system(cmd), 0);
+    test_instance_start(&instances[1]);
+    assert_true(test_instance_wait_ready(&instances[1], 120000));
+    answer *a = introspect(1, observer.access, u.access);
+    assert_int_equal(a->status, 200);
+    assert_false(active(a));
+    answer_free(a);
+    a = call(1, "POST", "/auth/logout", headers, NULL);
+    assert_error_shape(a, 401);
+    answer_free(a);
+}
+
 static void jwks_publishes_the_signing_key(void **state) {
     (void)state;
     NEED_BROKER();
@@ -648,6 +677,7 @@ int main(void) {
         cmocka_unit_test(logout_on_one_instance_is_refused_on_the_other),
         cmocka_unit_test(refresh_rotates_and_reuse_revokes_the_session),
         cmocka_unit_test(bad_tokens_and_bad_requests_are_refused_and_reach_no_topic),
+        cmocka_unit_test(a_revoked_token_stays_refused_after_a_restart),
         cmocka_unit_test(jwks_publishes_the_signing_key),
     };
     return cmocka_run_group_tests_name("identity_http", tests, setup, teardown);
