@@ -178,7 +178,7 @@ bool sl_birthdate_valid(const char *s) {
     time_t now = time(NULL);
     struct tm today;
     gmtime_r(&now, &today);
-    char today_text[16];
+    char today_text[40]; /* room for any int year: -O2 checks the worst case */
     snprintf(today_text, sizeof(today_text), "%04d-%02d-%02d", today.tm_year + 1900,
              today.tm_mon + 1, today.tm_mday);
     return strcmp(s, today_text) <= 0; /* same-width ISO dates sort as text */
