@@ -87,6 +87,10 @@ static const sl_config_prop props[] = {
      "How often the instance checks that the Kafka cluster answers; /readyz "
      "reports not ready while it does not."},
     {"log.level", SL_CONFIG_ENUM, "info", 0, 0, log_level_choices, "Lowest level that is logged."},
+    {"cache.max.bytes", SL_CONFIG_INT, "10485760", 1024, 1099511627776LL, NULL,
+     "Memory of the record cache (coalescing emits, sl_ctx_emit_coalesced): the latest "
+     "record per cache key is kept and produced once per commit; a full cache is flushed "
+     "early, inside the same transaction."},
     {"reply.partitions", SL_CONFIG_INT, "4", 1, 4096, NULL,
      "Partitions of `<application.id>-replies`, the topic command outcomes are answered on "
      "(created if missing when the topology sends replies). Replies are keyed by the "
