@@ -15,6 +15,8 @@
 #                   new corpus entries and crashes go to .cache/fuzz/
 #                   (git-ignored). make test replays the committed corpora.
 #   make format     clang-format every C file
+#   make bench-dialogs  build and run bench/dialogs_bench (release, under
+#                   scripts/harness: 3 instances, sends, lists, Lady Gaga)
 #   make bench-passwords  build and run bench/passwords_bench (release build;
 #                   ARGS="N" sets the hashes per phase)
 #   make clean
@@ -93,7 +95,8 @@ FUZZ_LD :=
 endif
 FUZZ_SECONDS ?= 60
 
-.PHONY: all run test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords
+.PHONY: all run test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords \
+        bench-dialogs
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -153,6 +156,14 @@ benches: $(BENCHES)
 bench-jwt:
 	$(MAKE) VARIANT=release build/release/bench/jwt_bench
 	build/release/bench/jwt_bench $(ARGS)
+
+# Three sluice instances on a real broker: HTTP and Kafka sends, routed and
+# local lists, the full-size Lady Gaga case. ARGS: --http-sends N --threads N
+# --kafka-sends N --lists N --partners N --pairs N.
+bench-dialogs:
+	scripts/bootstrap test
+	$(MAKE) VARIANT=release all build/release/bench/dialogs_bench
+	scripts/harness build/release/bench/dialogs_bench --build build/release $(ARGS)
 
 bench-passwords:
 	$(MAKE) VARIANT=release build/release/bench/passwords_bench
