@@ -551,6 +551,13 @@ sl_err sl_engine_ensure_topic(sl_engine *engine, const sl_topic_spec *spec, char
     return ensure_topic(engine, spec, errstr, errstr_size);
 }
 
+static bool owned_topic(const sl_topology *topology, const char *topic) {
+    for (size_t i = 0; i < topology->n_topics; i++)
+        if (strcmp(topology->topics[i].topic, topic) == 0)
+            return true;
+    return false;
+}
+
 static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size) {
     const sl_topology *topology = engine->topology;
     /* Topics the topology owns (its inputs and outputs) and the reply topic
@@ -595,6 +602,17 @@ static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size
             } else {
                 err = sl_admin_topic_partitions(engine->producer, engine->source_topic[i],
                                                 ADMIN_TIMEOUT_MS, &partitions, why, sizeof(why));
+                /* A topic the topology just created can be missing from
+                 * the metadata for a moment: wait for it (bounded). */
+                for (int attempt = 0; err == SL_ERR_NOT_FOUND && attempt < 50 &&
+                                      owned_topic(topology, engine->source_topic[i]);
+                     attempt++) {
+                    struct timespec pause = {0, 200 * 1000000};
+                    nanosleep(&pause, NULL);
+                    err = sl_admin_topic_partitions(engine->producer, engine->source_topic[i],
+                                                    ADMIN_TIMEOUT_MS, &partitions, why,
+                                                    sizeof(why));
+                }
                 if (err == SL_ERR_NOT_FOUND)
                     snprintf(why, sizeof(why), "does not exist (create it first)");
             }
