@@ -17,6 +17,8 @@
 #   make format     clang-format every C file
 #   make bench-pgsink  the Postgres sink vs a raw COPY of the same rows, under
 #                   scripts/harness (bench/pgsink_bench.c; ARGS="--rows N")
+#   make bench-dialogs  build and run bench/dialogs_bench (release, under
+#                   scripts/harness: 3 instances, sends, lists, Lady Gaga)
 #   make bench-passwords  build and run bench/passwords_bench (release build;
 #                   ARGS="N" sets the hashes per phase)
 #   make bench-identity  install what is missing, build sluice and
@@ -106,7 +108,8 @@ endif
 FUZZ_SECONDS ?= 60
 
 .PHONY: all run test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords \
-        bench-pgsink bench-identity
+        bench-pgsink bench-identity \
+        bench-dialogs
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -185,6 +188,14 @@ bench-pgsink:
 	scripts/bootstrap test
 	$(MAKE) VARIANT=release build/release/bench/pgsink_bench
 	scripts/harness build/release/bench/pgsink_bench $(ARGS)
+
+# Three sluice instances on a real broker: HTTP and Kafka sends, routed and
+# local lists, the full-size Lady Gaga case. ARGS: --http-sends N --threads N
+# --kafka-sends N --lists N --partners N --pairs N.
+bench-dialogs:
+	scripts/bootstrap test
+	$(MAKE) VARIANT=release all build/release/bench/dialogs_bench
+	scripts/harness build/release/bench/dialogs_bench --build build/release $(ARGS)
 
 bench-passwords:
 	$(MAKE) VARIANT=release build/release/bench/passwords_bench

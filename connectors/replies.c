@@ -251,10 +251,12 @@ static void handle(sl_replies *r, const rd_kafka_message_t *m) {
             m->partition, (long long)m->offset);
         return;
     }
-    if (sl_waiters_deliver(r->waiters, reply->correlation_id, reply)) {
-        atomic_fetch_add(&r->delivered, 1);
+    /* Counted before the waiter wakes, so a waiter that reads the stats
+     * right after its reply sees it counted (test_replies raced this). */
+    atomic_fetch_add(&r->delivered, 1);
+    if (sl_waiters_deliver(r->waiters, reply->correlation_id, reply))
         return;
-    }
+    atomic_fetch_sub(&r->delivered, 1);
     /* Unknown, or the waiter gave up (timeout): the outcome is durable on
      * the events topic anyway. */
     atomic_fetch_add(&r->dropped, 1);

@@ -109,6 +109,10 @@ static const sl_config_prop props[] = {
     {"pg.sink.retry.backoff.max.ms", SL_CONFIG_INT, "5000", 10, 3600000, NULL,
      "Longest delay between two attempts to reach Postgres."},
     {"log.level", SL_CONFIG_ENUM, "info", 0, 0, log_level_choices, "Lowest level that is logged."},
+    {"cache.max.bytes", SL_CONFIG_INT, "10485760", 1024, 1099511627776LL, NULL,
+     "Memory of the record cache (coalescing emits, sl_ctx_emit_coalesced): the latest "
+     "record per cache key is kept and produced once per commit; a full cache is flushed "
+     "early, inside the same transaction."},
     {"reply.partitions", SL_CONFIG_INT, "4", 1, 4096, NULL,
      "Partitions of `<application.id>-replies`, the topic command outcomes are answered on "
      "(created if missing when the topology sends replies). Replies are keyed by the "
@@ -177,6 +181,24 @@ static const sl_config_prop props[] = {
      "One more login attempt per account every this many milliseconds."},
     {"identity.argon2.passes", SL_CONFIG_INT, "2", 2, 10, NULL, "argon2id passes (t)."},
     {"identity.argon2.parallelism", SL_CONFIG_INT, "1", 1, 4, NULL, "argon2id lanes (p)."},
+    {"dialogs.topic.prefix", SL_CONFIG_STRING, "", 0, 0, NULL,
+     "Prefix of the dialogs topics (`<prefix>dialogs.commands`, `dialogs.events`, "
+     "`dialogs.users`). Empty in production; tests set a unique one."},
+    {"dialogs.topic.partitions", SL_CONFIG_INT, "8", 1, 4096, NULL,
+     "Partitions of the dialogs topics sluice creates if missing and of the dialogs-by-user "
+     "repartition topic: the number of message shards. An existing topic with another count "
+     "is a startup error (see ARCHITECTURE.md, resharding)."},
+    {"dialogs.idempotency.ttl.ms", SL_CONFIG_INT, "86400000", 1000, 2592000000LL, NULL,
+     "How long a SendMessage command id is remembered: a repeated id within this time gets "
+     "the original outcome and stores nothing."},
+    {"dialogs.idempotency.sweep.interval.ms", SL_CONFIG_INT, "60000", 100, 86400000, NULL,
+     "Wall-clock interval of the punctuator that forgets expired dialogs command ids."},
+    {"dialogs.list.limit.max", SL_CONFIG_INT, "100", 1, 10000, NULL,
+     "Largest `limit` of GET /dialog/{user_id}/list and GET /dialogs (also the default); a "
+     "larger one is capped."},
+    {"dialogs.read.wait.ms", SL_CONFIG_INT, "2000", 0, 60000, NULL,
+     "Longest a list waits for read-your-writes: for the owner's commit in flight to be "
+     "applied, and for `after=<sequence>` to be stored (then 503 + Retry-After)."},
 };
 #define N_PROPS (sizeof(props) / sizeof(props[0]))
 

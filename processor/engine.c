@@ -63,6 +63,7 @@
 
 #include "connectors/admin.h"
 #include "kafka.h"
+#include "emit_cache.h"
 #include "metrics.h"
 #include "state/store.h"
 #include "topology_int.h"
@@ -198,11 +199,18 @@ struct sl_engine {
         sl_counter *records_out[SL_TOPOLOGY_MAX_NODES]; /* per sink topic */
         sl_counter *records_dlq, *changelog_records, *commits, *early_commits, *aborts,
             *producer_resets, *restored_records, *restore_ms, *global_records, *punctuations,
-            *replies, *replies_ignored;
+            *replies, *replies_ignored, *cache_emitted, *cache_coalesced;
         sl_gauge *tasks_assigned, *tasks_running, *restore_remaining, *block_cache_bytes;
         sl_histogram *process_seconds, *commit_seconds;
     } m;
     int64_t last_store_stats_ms;
+
+    /* The record cache (sl_ctx_emit_coalesced): flushed by commit() before
+     * the transaction commits, cleared by drop_pending(). */
+    sl_emit_cache *emit_cache;
+    /* Read-your-writes (sl_engine_query_settle): commits begun, and the
+     * number begun when the last one finished applying. */
+    atomic_uint_fast64_t commits_begun, commits_settled;
 };
 
 static int64_t now_ms(void) {
@@ -399,6 +407,12 @@ static void register_metrics(sl_engine *engine) {
     engine->m.replies_ignored = sl_metrics_counter(
         m, "sluice_replies_ignored_total",
         "Commands whose reply_to named a topic other than <application.id>-replies", NULL);
+    engine->m.cache_emitted = sl_metrics_counter(
+        m, "sluice_record_cache_emitted_total",
+        "Records the record cache produced at commits (one per cache key per commit)", NULL);
+    engine->m.cache_coalesced = sl_metrics_counter(
+        m, "sluice_record_cache_coalesced_total",
+        "Coalescing emits that replaced a cached record instead of producing one", NULL);
     engine->m.tasks_assigned =
         sl_metrics_gauge(m, "sluice_tasks_assigned", "Tasks assigned to this instance", NULL);
     engine->m.tasks_running =
@@ -451,7 +465,9 @@ sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
     engine->restore_batch = (int)sl_config_get_int(config, "restore.batch.records");
     engine->pending_max_bytes = (size_t)sl_config_get_int(config, "store.pending.max.bytes");
     engine->replication_factor = (int)sl_config_get_int(config, "topic.replication.factor");
-    if (!engine->bootstrap || snprintf(engine->state_path, sizeof(engine->state_path), "%s/%s",
+    engine->emit_cache = sl_emit_cache_new((size_t)sl_config_get_int(config, "cache.max.bytes"));
+    if (!engine->bootstrap || !engine->emit_cache ||
+        snprintf(engine->state_path, sizeof(engine->state_path), "%s/%s",
                                        sl_config_get(config, "state.dir"),
                                        engine->app_id) >= (int)sizeof(engine->state_path)) {
         sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "state.dir too long or out of memory");
@@ -547,6 +563,13 @@ sl_err sl_engine_ensure_topic(sl_engine *engine, const sl_topic_spec *spec, char
     return ensure_topic(engine, spec, errstr, errstr_size);
 }
 
+static bool owned_topic(const sl_topology *topology, const char *topic) {
+    for (size_t i = 0; i < topology->n_topics; i++)
+        if (strcmp(topology->topics[i].topic, topic) == 0)
+            return true;
+    return false;
+}
+
 static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size) {
     const sl_topology *topology = engine->topology;
     /* Topics the topology owns (its inputs and outputs) and the reply topic
@@ -591,6 +614,17 @@ static sl_err prepare_topics(sl_engine *engine, char *errstr, size_t errstr_size
             } else {
                 err = sl_admin_topic_partitions(engine->producer, engine->source_topic[i],
                                                 ADMIN_TIMEOUT_MS, &partitions, why, sizeof(why));
+                /* A topic the topology just created can be missing from
+                 * the metadata for a moment: wait for it (bounded). */
+                for (int attempt = 0; err == SL_ERR_NOT_FOUND && attempt < 50 &&
+                                      owned_topic(topology, engine->source_topic[i]);
+                     attempt++) {
+                    struct timespec pause = {0, 200 * 1000000};
+                    nanosleep(&pause, NULL);
+                    err = sl_admin_topic_partitions(engine->producer, engine->source_topic[i],
+                                                    ADMIN_TIMEOUT_MS, &partitions, why,
+                                                    sizeof(why));
+                }
                 if (err == SL_ERR_NOT_FOUND)
                     snprintf(why, sizeof(why), "does not exist (create it first)");
             }
@@ -906,6 +940,8 @@ static void drop_pending(sl_engine *engine) {
                     sl_store_pending_clear(t->stores[s].pending);
             t->consumed_next = -1;
         }
+    if (engine->emit_cache)
+        sl_emit_cache_clear(engine->emit_cache);
     engine->dirty = false;
     engine->pending_bytes = 0;
     engine->commit_requested = false;
@@ -1065,7 +1101,7 @@ static void apply_pending(sl_engine *engine) {
 /* Commit everything processed since the last commit. Returns SL_OK also
  * when the batch had to be aborted and rewound (that is recovery, not
  * failure); an error only if the engine cannot go on (engine->failed). */
-static sl_err commit(sl_engine *engine) {
+static sl_err commit_batch(sl_engine *engine) {
     engine->last_commit_ms = now_ms();
     if (!engine->dirty)
         return SL_OK;
@@ -1135,6 +1171,39 @@ static sl_err commit(sl_engine *engine) {
     if (took > 1000)
         LOG(engine, SL_LOG_WARN, "commit took %lld ms", (long long)took);
     return SL_OK;
+}
+
+static sl_err produce(sl_engine *engine, const char *topic, int32_t partition, const void *key,
+                      size_t key_len, const void *value, size_t value_len,
+                      rd_kafka_headers_t *headers);
+
+static sl_err emit_cached(void *opaque, int sink, const void *key, size_t key_len,
+                          const void *value, size_t value_len) {
+    sl_engine *engine = opaque;
+    sl_err err = produce(engine, engine->sink_topic[sink], RD_KAFKA_PARTITION_UA, key, key_len,
+                         value, value_len, NULL);
+    if (!err) {
+        sl_counter_add(engine->m.records_out[sink], 1);
+        sl_counter_add(engine->m.cache_emitted, 1);
+    }
+    return err;
+}
+
+/* The record cache is produced first, inside the open transaction, so it
+ * commits or aborts with the batch; then commit_batch. The settle counters
+ * let a query wait for the apply that follows a visible commit. */
+static sl_err commit(sl_engine *engine) {
+    uint64_t begun = atomic_fetch_add(&engine->commits_begun, 1) + 1;
+    sl_err err = SL_OK;
+    if (engine->dirty && engine->emit_cache && sl_emit_cache_entries(engine->emit_cache) &&
+        sl_emit_cache_flush(engine->emit_cache, emit_cached, engine)) {
+        abort_and_rewind(engine, "the record cache could not be produced");
+        err = engine->failed;
+    } else {
+        err = commit_batch(engine);
+    }
+    atomic_store(&engine->commits_settled, begun);
+    return err;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1787,6 +1856,32 @@ sl_err sl_ctx_emit(sl_ctx *ctx, const char *sink, const void *key, size_t key_le
     return err;
 }
 
+sl_err sl_ctx_emit_coalesced(sl_ctx *ctx, const char *sink, const void *cache_key,
+                             size_t cache_key_len, const void *key, size_t key_len,
+                             const void *value, size_t value_len) {
+    sl_engine *engine = ctx->engine;
+    int i = sl_topology_sink_index(engine->topology, sink);
+    if (i < 0)
+        return SL_ERR_INVALID;
+    if (!engine->emit_cache)
+        return sl_ctx_emit(ctx, sink, key, key_len, value, value_len, -1);
+    bool coalesced = false;
+    sl_err err = sl_emit_cache_put(engine->emit_cache, i, cache_key, cache_key_len, key, key_len,
+                                   value, value_len, &coalesced);
+    if (err == SL_ERR_FULL) {
+        /* Flush early, in the same transaction, and cache it again. */
+        if ((err = sl_emit_cache_flush(engine->emit_cache, emit_cached, engine)))
+            return err;
+        err = sl_emit_cache_put(engine->emit_cache, i, cache_key, cache_key_len, key, key_len,
+                                value, value_len, &coalesced);
+    }
+    if (err == SL_ERR_INVALID) /* larger than the whole cache */
+        return sl_ctx_emit(ctx, sink, key, key_len, value, value_len, -1);
+    if (!err && coalesced)
+        sl_counter_add(engine->m.cache_coalesced, 1);
+    return err;
+}
+
 sl_err sl_ctx_reply(sl_ctx *ctx, const char *reply_to, const void *key, size_t key_len,
                     const void *value, size_t value_len) {
     sl_engine *engine = ctx->engine;
@@ -2076,6 +2171,7 @@ void sl_engine_destroy(sl_engine *engine) {
         free(engine->globals[g].partitions);
     }
     sl_store_env_destroy(engine->env);
+    sl_emit_cache_destroy(engine->emit_cache);
     if (engine->own_metrics)
         sl_metrics_destroy(engine->metrics);
     free(engine->bootstrap);
@@ -2108,6 +2204,8 @@ void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *stats) {
         stats->records_in += sl_counter_value(engine->m.records_in[i]);
     for (size_t i = 0; i < engine->topology->n_sinks; i++)
         stats->records_out += sl_counter_value(engine->m.records_out[i]);
+    stats->cache_emitted = sl_counter_value(engine->m.cache_emitted);
+    stats->cache_coalesced = sl_counter_value(engine->m.cache_coalesced);
     stats->records_dlq = sl_counter_value(engine->m.records_dlq);
     stats->changelog_records = sl_counter_value(engine->m.changelog_records);
     stats->commits = sl_counter_value(engine->m.commits);
@@ -2313,6 +2411,18 @@ sl_err sl_engine_query_range(sl_engine *engine, const char *store, const void *r
     if (visited)
         *visited = count;
     return err;
+}
+
+sl_err sl_engine_query_settle(sl_engine *engine, int timeout_ms) {
+    uint64_t target = atomic_load(&engine->commits_begun);
+    int64_t deadline = now_ms() + timeout_ms;
+    while (atomic_load(&engine->commits_settled) < target) {
+        if (now_ms() >= deadline)
+            return SL_ERR_TIMEOUT;
+        struct timespec pause = {0, 1000000}; /* 1 ms: a commit takes several */
+        nanosleep(&pause, NULL);
+    }
+    return SL_OK;
 }
 
 size_t sl_engine_query_assignment(sl_engine *engine, const char **topics, int32_t *partitions,

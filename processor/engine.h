@@ -38,6 +38,8 @@ typedef struct sl_engine_stats {
     uint64_t restore_ms;        /* wall time spent restoring */
     uint64_t global_records;    /* records applied to global stores */
     uint64_t punctuations;      /* punctuator calls */
+    uint64_t cache_emitted;     /* records the record cache produced */
+    uint64_t cache_coalesced;   /* cached records replaced before being produced */
     int64_t tasks_assigned;     /* gauge */
     int64_t tasks_running;      /* gauge */
 } sl_engine_stats;
@@ -169,6 +171,14 @@ sl_err sl_engine_query_range(sl_engine *engine, const char *store, const void *r
                              size_t routing_key_len, const sl_query_range *range,
                              sl_query_visit_fn *visit, void *opaque, size_t *visited,
                              int32_t *partition);
+
+/* Read-your-writes after a reply: wait (at most timeout_ms) until every
+ * commit this instance had begun when the call started has also been
+ * applied to its task stores. A command's reply becomes visible to the
+ * gateway when its transaction commits, which is a moment before the loop
+ * thread applies the writes to RocksDB (apply-after-commit); a query that
+ * settles first sees them. SL_OK, or SL_ERR_TIMEOUT. Any thread. */
+sl_err sl_engine_query_settle(sl_engine *engine, int timeout_ms);
 
 /* The partitions of source topics assigned to this instance, for the
  * membership record: at most `max` entries into topics[]/partitions[]

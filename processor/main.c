@@ -14,7 +14,9 @@
 #include "config.h"
 #include "connectors/pgsink.h"
 #include "log.h"
+#include "connectors/dialogs_http.h"
 #include "connectors/identity_http.h"
+#include "topology/dialogs.h"
 #include "topology/identity.h"
 #include "version.h"
 
@@ -110,11 +112,13 @@ static void print_config_doc(void) {
     }
 }
 
-/* The identity HTTP routes, made once the app has its gateway. */
+/* The identity and dialogs HTTP routes, made once the app has its
+ * gateway. */
 typedef struct identity_routes {
     const sl_config *config;
     const sl_logger *logger;
     sl_identity_http *http;
+    sl_dialogs_http *dialogs;
 } identity_routes;
 
 static sl_err add_identity_routes(void *opaque, sl_http_server *http, sl_gateway *gateway) {
@@ -126,7 +130,16 @@ static sl_err add_identity_routes(void *opaque, sl_http_server *http, sl_gateway
         sl_log(routes->logger, SL_LOG_ERROR, "identity", "%s", errstr);
         return SL_ERR_CONFIG;
     }
-    return sl_identity_http_routes(routes->http, http);
+    sl_err err = sl_identity_http_routes(routes->http, http);
+    if (err)
+        return err;
+    routes->dialogs = sl_dialogs_http_new(routes->config, gateway, routes->http, routes->logger,
+                                          errstr, sizeof(errstr));
+    if (!routes->dialogs) {
+        sl_log(routes->logger, SL_LOG_ERROR, "dialogs", "%s", errstr);
+        return SL_ERR_CONFIG;
+    }
+    return sl_dialogs_http_routes(routes->dialogs, http);
 }
 
 int main(int argc, char **argv) {
@@ -229,18 +242,25 @@ int main(int argc, char **argv) {
         return err ? 1 : 0;
     }
 
-    /* The identity topology is what `sluice run` serves. */
+    /* The identity and dialogs topologies are what `sluice run` serves. */
     sl_topology *topology = sl_topology_new();
     sl_identity_options identity_options;
     sl_identity_options_from_config(&identity_options, config);
     sl_identity *identity =
         topology ? sl_identity_add(topology, &identity_options, errstr, sizeof(errstr)) : NULL;
+    sl_dialogs_options dialogs_options;
+    char users_events[256];
+    sl_dialogs_options_from_config(&dialogs_options, config, users_events, sizeof(users_events));
+    sl_dialogs *dialogs =
+        identity ? sl_dialogs_add(topology, &dialogs_options, errstr, sizeof(errstr)) : NULL;
     identity_routes routes = {.config = config, .logger = &logger};
-    sl_app *app = identity ? sl_app_new_with_routes(config, &logger, topology, add_identity_routes,
-                                                    &routes, errstr, sizeof(errstr))
-                           : NULL;
+    sl_app *app = dialogs ? sl_app_new_with_routes(config, &logger, topology, add_identity_routes,
+                                                   &routes, errstr, sizeof(errstr))
+                          : NULL;
     if (!app) {
         fprintf(stderr, "sluice: %s\n", topology ? errstr : "out of memory");
+        sl_dialogs_http_destroy(routes.dialogs);
+        sl_dialogs_destroy(dialogs);
         sl_identity_http_destroy(routes.http);
         sl_identity_destroy(identity);
         sl_topology_destroy(topology);
@@ -249,6 +269,8 @@ int main(int argc, char **argv) {
     }
     err = sl_app_run(app, &stop_requested);
     sl_app_destroy(app); /* stops the HTTP server first */
+    sl_dialogs_http_destroy(routes.dialogs);
+    sl_dialogs_destroy(dialogs);
     sl_identity_http_destroy(routes.http);
     sl_identity_destroy(identity);
     sl_topology_destroy(topology);

@@ -153,6 +153,19 @@ sl_err sl_ctx_global_get(sl_ctx *ctx, const char *store, const void *key, size_t
 sl_err sl_ctx_emit(sl_ctx *ctx, const char *sink, const void *key, size_t key_len,
                    const void *value, size_t value_len, int32_t partition);
 
+/* Emit through the record cache: like sl_ctx_emit (murmur2 partition of
+ * `key`), but the record is kept in memory under (sink, cache_key) and a
+ * later emit with the same pair replaces it; the engine produces what is
+ * cached once, just before the commit, inside the transaction (an abort
+ * drops it). For updates that carry the whole new state of cache_key (not a
+ * delta): downstream sees at most one record per cache key per commit
+ * interval. Bounded by cache.max.bytes (a full cache is flushed early, in
+ * the same transaction). Counted in sluice_record_cache_emitted_total and
+ * sluice_record_cache_coalesced_total. */
+sl_err sl_ctx_emit_coalesced(sl_ctx *ctx, const char *sink, const void *cache_key,
+                             size_t cache_key_len, const void *key, size_t key_len,
+                             const void *value, size_t value_len);
+
 /* Answer the command being processed: produce `value` with `key` to the
  * topic `reply_to`, in the same transaction as the command's other effects.
  * Only <application.id>-replies is ever written (the topology must have
