@@ -716,9 +716,9 @@ static void postgres_stopped_mid_load_then_started_is_exact(void **state) {
     long long before = messages_count(&sc);
     assert_true(pg_ctl("stop"));
     printf("# postgres stopped at %lld rows\n", before);
-    /* 12 s down (the issue says 30 s; shortened to keep make test short). */
+    /* 30 s down, as the issue asks (longer than any backoff step). */
     bool saw_paused = false;
-    for (int64_t until = test_now_ms() + 12000; test_now_ms() < until;) {
+    for (int64_t until = test_now_ms() + 30000; test_now_ms() < until;) {
         char state_name[64];
         sink_state(&sc.sink, state_name, sizeof(state_name));
         saw_paused |= strcmp(state_name, "paused_for_postgres") == 0;
