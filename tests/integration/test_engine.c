@@ -23,23 +23,13 @@
 
 #include "connectors/admin.h"
 #include "processor/kafka.h"
+#include "tests/support/eos.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
-
-#define PARTITIONS 4
-#define MAX_KEYS   64
 
 static rd_kafka_t *admin;
 static char errstr[1024];
 static char work_dir[64];
-
-typedef struct scenario {
-    char app_id[96];
-    char input[128], echo[128], agg[128], dlq[160];
-    int n_keys;
-    long n_records;
-    int64_t per_key[MAX_KEYS]; /* records produced per key */
-} scenario;
 
 static int setup(void **state) {
     (void)state;
@@ -74,255 +64,6 @@ static int teardown(void **state) {
         }                                                                                          \
     } while (0)
 
-static void scenario_init(scenario *sc, const char *name, int n_keys) {
-    memset(sc, 0, sizeof(*sc));
-    test_unique_name(sc->app_id, sizeof(sc->app_id), name);
-    snprintf(sc->input, sizeof(sc->input), "%s.data", sc->app_id);
-    snprintf(sc->echo, sizeof(sc->echo), "%s.echo", sc->app_id);
-    snprintf(sc->agg, sizeof(sc->agg), "%s.agg", sc->app_id);
-    snprintf(sc->dlq, sizeof(sc->dlq), "%s-dlq", sc->app_id);
-    sc->n_keys = n_keys;
-    const char *topics[] = {sc->input, sc->echo, sc->agg};
-    for (int i = 0; i < 3; i++) {
-        sl_topic_spec spec = {.name = topics[i], .partitions = PARTITIONS, .replication_factor = 1};
-        if (sl_admin_ensure_topic(admin, &spec, 30000, errstr, sizeof(errstr)))
-            fail_msg("create %s: %s", topics[i], errstr);
-    }
-}
-
-/* `extra` is NULL or more counter arguments, NULL-terminated. */
-static void instance_init(test_instance *inst, const scenario *sc, const char *name,
-                          const char *guarantee, const char *const *extra) {
-    char app_id[128], guarantee_arg[64];
-    snprintf(app_id, sizeof(app_id), "application.id=%s", sc->app_id);
-    snprintf(guarantee_arg, sizeof(guarantee_arg), "processing.guarantee=%s", guarantee);
-    char bootstrap[256];
-    snprintf(bootstrap, sizeof(bootstrap), "bootstrap.servers=%s", test_kafka_bootstrap());
-    const char *args[32] = {"--input", sc->input, "--echo", sc->echo, "--agg", sc->agg, "--set",
-                            app_id, "--set", guarantee_arg, "--set", bootstrap,
-                            /* fail over fast after kill -9: the group waits a session timeout */
-                            "--set", "kafka.consumer.session.timeout.ms=6000", "--set",
-                            "kafka.consumer.heartbeat.interval.ms=500", "--set",
-                            "health.kafka.interval.ms=500"};
-    size_t n = 0;
-    while (args[n])
-        n++;
-    for (size_t i = 0; extra && extra[i] && n + 1 < sizeof(args) / sizeof(args[0]); i++)
-        args[n++] = extra[i];
-    char inst_name[160];
-    snprintf(inst_name, sizeof(inst_name), "%s-%s", sc->app_id, name);
-    test_instance_init(inst, "counter", work_dir, inst_name, args);
-}
-
-/* ---- the driver --------------------------------------------------------- */
-
-typedef struct driver {
-    scenario *sc;
-    long from, to; /* record numbers to produce */
-    int pace_per_ms;
-    const char *poison_value; /* produce one poison record in the middle */
-} driver;
-
-static void *drive(void *arg) {
-    driver *d = arg;
-    scenario *sc = d->sc;
-    rd_kafka_t *producer = test_producer(test_kafka_bootstrap(), NULL);
-    int64_t started = test_now_ms();
-    for (long i = d->from; i < d->to; i++) {
-        int k = (int)(i % sc->n_keys);
-        char key[16], value[32];
-        int key_len = snprintf(key, sizeof(key), "k%d", k);
-        int value_len = snprintf(value, sizeof(value), "%" PRId64, sc->per_key[k]++);
-        while (rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(sc->input),
-                                 RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE(value, value_len),
-                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                 RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            rd_kafka_poll(producer, 10);
-        if (d->poison_value && i == (d->from + d->to) / 2) {
-            rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(sc->input), RD_KAFKA_V_KEY("k0", 2),
-                              RD_KAFKA_V_VALUE((void *)d->poison_value, strlen(d->poison_value)),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-        }
-        if (d->pace_per_ms > 0 && (i - d->from) % 1000 == 999) {
-            int64_t due = started + (i - d->from) / d->pace_per_ms;
-            int64_t now = test_now_ms();
-            if (due > now)
-                usleep((useconds_t)(due - now) * 1000);
-            rd_kafka_poll(producer, 0);
-        }
-    }
-    if (rd_kafka_flush(producer, 60000))
-        fprintf(stderr, "# driver: flush failed\n");
-    rd_kafka_destroy(producer);
-    sc->n_records = d->to;
-    return NULL;
-}
-
-/* ---- waiting for the group to finish ------------------------------------ */
-
-/* True once the group's committed offsets reach the end of every input
- * partition. */
-static bool wait_consumed(const scenario *sc, int timeout_ms) {
-    char group_conf[256];
-    snprintf(group_conf, sizeof(group_conf), "%s", sc->app_id);
-    rd_kafka_conf_t *conf = sl_kafka_conf_new(RD_KAFKA_CONSUMER, test_kafka_bootstrap(), NULL,
-                                              &test_logger, errstr, sizeof(errstr));
-    rd_kafka_conf_set(conf, "group.id", group_conf, errstr, sizeof(errstr));
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    bool done = false;
-    for (int64_t deadline = test_now_ms() + timeout_ms; !done && test_now_ms() < deadline;) {
-        rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(PARTITIONS);
-        for (int p = 0; p < PARTITIONS; p++)
-            rd_kafka_topic_partition_list_add(list, sc->input, p);
-        done = rd_kafka_committed(rk, list, 10000) == 0;
-        for (int p = 0; done && p < PARTITIONS; p++) {
-            int64_t low, high;
-            int64_t committed = list->elems[p].offset < 0 ? 0 : list->elems[p].offset;
-            done = rd_kafka_query_watermark_offsets(rk, sc->input, p, &low, &high, 10000) == 0 &&
-                   committed >= high; /* an empty partition has nothing to commit */
-        }
-        rd_kafka_topic_partition_list_destroy(list);
-        if (!done)
-            usleep(500 * 1000);
-    }
-    rd_kafka_destroy(rk);
-    return done;
-}
-
-/* ---- the verifier -------------------------------------------------------- */
-
-typedef struct key_check {
-    int64_t next_echo;  /* next expected sequence number */
-    int64_t next_count; /* next expected aggregate count */
-    int64_t sum;        /* expected sum so far */
-    long echo_gaps, echo_dups, agg_bad;
-    bool seen[1]; /* unused; keeps the struct non-empty in C */
-} key_check;
-
-typedef struct verify {
-    key_check keys[MAX_KEYS];
-    long markers_seen;
-    long foreign;                   /* records that are neither k<N> nor markers */
-    int64_t *seen_counts[MAX_KEYS]; /* at-least-once: occurrences per seq */
-    int64_t capacity[MAX_KEYS];
-} verify;
-
-static int key_index(const rd_kafka_message_t *m) {
-    if (!m->key || m->key_len < 2 || ((const char *)m->key)[0] != 'k')
-        return -1;
-    char buf[16];
-    snprintf(buf, sizeof(buf), "%.*s", (int)m->key_len - 1, (const char *)m->key + 1);
-    int k = atoi(buf); /* test-only parse of our own keys */
-    return k >= 0 && k < MAX_KEYS ? k : -1;
-}
-
-static bool is_marker(const rd_kafka_message_t *m) {
-    return m->key_len == 6 && memcmp(m->key, "marker", 6) == 0;
-}
-
-static void check_echo(const rd_kafka_message_t *m, void *opaque) {
-    verify *v = opaque;
-    if (is_marker(m)) {
-        v->markers_seen++;
-        return;
-    }
-    int k = key_index(m);
-    if (k < 0) {
-        v->foreign++;
-        return;
-    }
-    char buf[32];
-    snprintf(buf, sizeof(buf), "%.*s", (int)m->len, (const char *)m->payload);
-    int64_t seq = strtoll(buf, NULL, 10);
-    key_check *kc = &v->keys[k];
-    if (v->seen_counts[k] && seq >= 0 && seq < v->capacity[k])
-        v->seen_counts[k][seq]++;
-    if (seq == kc->next_echo)
-        kc->next_echo++;
-    else if (seq < kc->next_echo)
-        kc->echo_dups++;
-    else {
-        kc->echo_gaps++;
-        kc->next_echo = seq + 1;
-    }
-}
-
-static void check_agg(const rd_kafka_message_t *m, void *opaque) {
-    verify *v = opaque;
-    if (is_marker(m)) {
-        v->markers_seen++;
-        return;
-    }
-    int k = key_index(m);
-    if (k < 0) {
-        v->foreign++;
-        return;
-    }
-    char buf[96];
-    snprintf(buf, sizeof(buf), "%.*s", (int)m->len, (const char *)m->payload);
-    int64_t count, sum, min;
-    key_check *kc = &v->keys[k];
-    if (sscanf(buf, "%" SCNd64 ",%" SCNd64 ",%" SCNd64, &count, &sum, &min) != 3) {
-        kc->agg_bad++;
-        return;
-    }
-    /* Exactly-once: aggregate n+1 follows aggregate n, and it equals the
-     * recomputation from the input 0..n. */
-    int64_t expected_count = kc->next_count + 1;
-    int64_t expected_sum = kc->sum + kc->next_count;
-    if (count != expected_count || sum != expected_sum || min != 0)
-        kc->agg_bad++;
-    kc->next_count = count;
-    kc->sum = sum;
-}
-
-/* Write a non-transactional marker to every output partition. A hanging
- * transaction would keep read_committed readers from ever seeing it. */
-static void produce_markers(const scenario *sc) {
-    rd_kafka_t *producer = test_producer(test_kafka_bootstrap(), NULL);
-    const char *topics[] = {sc->echo, sc->agg};
-    for (int t = 0; t < 2; t++)
-        for (int p = 0; p < PARTITIONS; p++)
-            assert_int_equal(
-                rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(topics[t]), RD_KAFKA_V_PARTITION(p),
-                                  RD_KAFKA_V_KEY("marker", 6), RD_KAFKA_V_VALUE("m", 1),
-                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
-                0);
-    assert_int_equal(rd_kafka_flush(producer, 30000), 0);
-    rd_kafka_destroy(producer);
-}
-
-/* Exactly-once verification: every input echoed exactly once, in order per
- * key; every aggregate equals the recomputation; markers visible. */
-static void verify_exactly_once(const scenario *sc) {
-    produce_markers(sc);
-    verify *v = calloc(1, sizeof(*v));
-    long echoed =
-        test_scan_topic(test_kafka_bootstrap(), sc->echo, "read_committed", check_echo, v, 120000);
-    long aggregated =
-        test_scan_topic(test_kafka_bootstrap(), sc->agg, "read_committed", check_agg, v, 120000);
-    long gaps = 0, dups = 0, bad = 0, short_keys = 0;
-    for (int k = 0; k < sc->n_keys; k++) {
-        gaps += v->keys[k].echo_gaps;
-        dups += v->keys[k].echo_dups;
-        bad += v->keys[k].agg_bad;
-        short_keys +=
-            v->keys[k].next_echo != sc->per_key[k] || v->keys[k].next_count != sc->per_key[k];
-    }
-    printf("# verifier: %ld input, %ld echoed, %ld aggregates, %ld gaps, %ld duplicates, "
-           "%ld wrong aggregates, %ld keys short, %ld/%d markers\n",
-           sc->n_records, echoed, aggregated, gaps, dups, bad, short_keys, v->markers_seen,
-           2 * PARTITIONS);
-    assert_int_equal(gaps, 0);
-    assert_int_equal(dups, 0);
-    assert_int_equal(bad, 0);
-    assert_int_equal(short_keys, 0);
-    assert_int_equal(v->foreign, 0);
-    assert_int_equal(v->markers_seen, 2 * PARTITIONS);
-    assert_int_equal(echoed, sc->n_records + PARTITIONS);
-    free(v);
-}
-
 static void run_kill_loop(test_instance *victim, test_instance *other, int kills,
                           pthread_t *producer_thread) {
     unsigned seed = (unsigned)getpid();
@@ -345,11 +86,11 @@ static long eos_records(void) {
 static void eos_counting_is_exact_across_kill9(void **state) {
     (void)state;
     NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "eos-kill", 40);
+    eos_scenario sc;
+    eos_scenario_init(admin, &sc, "eos-kill", 40);
     test_instance a, b;
-    instance_init(&a, &sc, "a", "exactly_once_v2", NULL);
-    instance_init(&b, &sc, "b", "exactly_once_v2", NULL);
+    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", NULL);
+    eos_instance_init(&b, &sc, work_dir, "b", "exactly_once_v2", NULL);
     test_instance_start(&a);
     test_instance_start(&b);
     if (!test_instance_wait_ready(&a, 60000) || !test_instance_wait_ready(&b, 60000)) {
@@ -358,11 +99,11 @@ static void eos_counting_is_exact_across_kill9(void **state) {
         fail_msg("instances did not become ready");
     }
     long n = eos_records();
-    driver d = {.sc = &sc, .from = 0, .to = n, .pace_per_ms = (int)(n / 15000 + 1)};
+    eos_driver d = {.sc = &sc, .from = 0, .to = n, .pace_per_ms = (int)(n / 15000 + 1)};
     pthread_t producer_thread;
-    pthread_create(&producer_thread, NULL, drive, &d);
+    pthread_create(&producer_thread, NULL, eos_drive, &d);
     run_kill_loop(&a, &b, 5, &producer_thread);
-    bool consumed = wait_consumed(&sc, 300000);
+    bool consumed = eos_wait_consumed(&sc, 300000);
     int status_a = test_instance_stop(&a, 60000), status_b = test_instance_stop(&b, 60000);
     if (!consumed || status_a != 0 || status_b != 0) {
         test_instance_dump_log(&a, 40);
@@ -371,7 +112,7 @@ static void eos_counting_is_exact_across_kill9(void **state) {
     assert_true(consumed);
     assert_int_equal(status_a, 0);
     assert_int_equal(status_b, 0);
-    verify_exactly_once(&sc);
+    eos_verify_exactly_once(&sc);
     test_instance_free(&a);
     test_instance_free(&b);
 }
@@ -383,19 +124,19 @@ static void eos_counting_is_exact_across_kill9(void **state) {
 static void full_record_cache_commits_early_and_counts_stay_exact(void **state) {
     (void)state;
     NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "eos-cache-full", MAX_KEYS);
+    eos_scenario sc;
+    eos_scenario_init(admin, &sc, "eos-cache-full", EOS_MAX_KEYS);
     enum { RECORDS = 4000 };
-    driver d = {.sc = &sc, .from = 0, .to = RECORDS};
-    drive(&d);
+    eos_driver d = {.sc = &sc, .from = 0, .to = RECORDS};
+    eos_drive(&d);
     test_instance a;
     const char *const small_cache[] = {"--set", "store.pending.max.bytes=1024", "--set",
                                        "commit.interval.ms=600000", NULL};
-    instance_init(&a, &sc, "a", "exactly_once_v2", small_cache);
+    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", small_cache);
     test_instance_start(&a);
     long long processed = 0;
-    for (int64_t deadline = test_now_ms() + 180000;
-         test_now_ms() < deadline && processed < RECORDS; usleep(200 * 1000))
+    for (int64_t deadline = test_now_ms() + 180000; test_now_ms() < deadline && processed < RECORDS;
+         usleep(200 * 1000))
         processed = test_instance_engine_stat(&a, "records_in");
     if (processed < RECORDS)
         test_instance_dump_log(&a, 40);
@@ -405,22 +146,22 @@ static void full_record_cache_commits_early_and_counts_stay_exact(void **state) 
     printf("# %lld commits while processing %d records\n", commits, RECORDS);
     assert_true(commits >= 10);
     assert_int_equal(test_instance_stop(&a, 60000), 0);
-    verify_exactly_once(&sc);
+    eos_verify_exactly_once(&sc);
     test_instance_free(&a);
 }
 
 static void crash_inside_an_open_transaction_loses_and_duplicates_nothing(void **state) {
     (void)state;
     NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "eos-txn-crash", 8);
-    driver d = {.sc = &sc, .from = 0, .to = 20000};
-    drive(&d);
+    eos_scenario sc;
+    eos_scenario_init(admin, &sc, "eos-txn-crash", 8);
+    eos_driver d = {.sc = &sc, .from = 0, .to = 20000};
+    eos_drive(&d);
     /* The first incarnation kills itself after 7777 records, in the middle of
      * a transaction; the second finishes the job from the committed state. */
     test_instance a;
     const char *const crash[] = {"--crash-after", "7777", NULL};
-    instance_init(&a, &sc, "a", "exactly_once_v2", crash);
+    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", crash);
     test_instance_start(&a);
     int status = 0;
     for (int64_t deadline = test_now_ms() + 120000; test_now_ms() < deadline;) {
@@ -431,44 +172,45 @@ static void crash_inside_an_open_transaction_loses_and_duplicates_nothing(void *
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     a.pid = 0;
     test_instance_free(&a);
-    instance_init(&a, &sc, "a", "exactly_once_v2", NULL); /* same state dir, no hook */
+    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2",
+                      NULL); /* same state dir, no hook */
     test_instance_start(&a);
-    bool consumed = wait_consumed(&sc, 120000);
+    bool consumed = eos_wait_consumed(&sc, 120000);
     if (!consumed)
         test_instance_dump_log(&a, 40);
     assert_true(consumed);
     assert_int_equal(test_instance_stop(&a, 60000), 0);
-    verify_exactly_once(&sc);
+    eos_verify_exactly_once(&sc);
     test_instance_free(&a);
 }
 
 static void at_least_once_loses_nothing_and_reports_duplicates(void **state) {
     (void)state;
     NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "alos-kill", 40);
+    eos_scenario sc;
+    eos_scenario_init(admin, &sc, "alos-kill", 40);
     test_instance a, b;
-    instance_init(&a, &sc, "a", "at_least_once", NULL);
-    instance_init(&b, &sc, "b", "at_least_once", NULL);
+    eos_instance_init(&a, &sc, work_dir, "a", "at_least_once", NULL);
+    eos_instance_init(&b, &sc, work_dir, "b", "at_least_once", NULL);
     test_instance_start(&a);
     test_instance_start(&b);
     assert_true(test_instance_wait_ready(&a, 60000) && test_instance_wait_ready(&b, 60000));
     long n = eos_records() / 4;
-    driver d = {.sc = &sc, .from = 0, .to = n, .pace_per_ms = (int)(n / 8000 + 1)};
+    eos_driver d = {.sc = &sc, .from = 0, .to = n, .pace_per_ms = (int)(n / 8000 + 1)};
     pthread_t producer_thread;
-    pthread_create(&producer_thread, NULL, drive, &d);
+    pthread_create(&producer_thread, NULL, eos_drive, &d);
     run_kill_loop(&a, &b, 3, &producer_thread);
-    assert_true(wait_consumed(&sc, 300000));
+    assert_true(eos_wait_consumed(&sc, 300000));
     assert_int_equal(test_instance_stop(&a, 60000), 0);
     assert_int_equal(test_instance_stop(&b, 60000), 0);
 
-    verify *v = calloc(1, sizeof(*v));
+    eos_verify *v = calloc(1, sizeof(*v));
     for (int k = 0; k < sc.n_keys; k++) {
         v->capacity[k] = sc.per_key[k];
         v->seen_counts[k] = calloc((size_t)sc.per_key[k] + 1, sizeof(int64_t));
     }
-    long echoed =
-        test_scan_topic(test_kafka_bootstrap(), sc.echo, "read_committed", check_echo, v, 120000);
+    long echoed = test_scan_topic(test_kafka_bootstrap(), sc.echo, "read_committed", eos_check_echo,
+                                  v, 120000);
     long missing = 0, duplicated = 0;
     for (int k = 0; k < sc.n_keys; k++) {
         for (int64_t s = 0; s < sc.per_key[k]; s++) {
@@ -500,15 +242,15 @@ static long long start_and_count_restored(test_instance *inst) {
 static void restore_rebuilds_the_store_and_a_clean_restart_restores_only_the_tail(void **state) {
     (void)state;
     NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "restore", 16);
-    driver d = {.sc = &sc, .from = 0, .to = 20000};
-    drive(&d);
+    eos_scenario sc;
+    eos_scenario_init(admin, &sc, "restore", 16);
+    eos_driver d = {.sc = &sc, .from = 0, .to = 20000};
+    eos_drive(&d);
     test_instance a, b;
-    instance_init(&a, &sc, "a", "exactly_once_v2", NULL);
-    instance_init(&b, &sc, "b", "exactly_once_v2", NULL);
+    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", NULL);
+    eos_instance_init(&b, &sc, work_dir, "b", "exactly_once_v2", NULL);
     test_instance_start(&a);
-    assert_true(wait_consumed(&sc, 120000));
+    assert_true(eos_wait_consumed(&sc, 120000));
     assert_int_equal(test_instance_stop(&a, 60000), 0);
 
     /* Clean restart: the checkpoint is at the changelog's end. */
@@ -524,8 +266,8 @@ static void restore_rebuilds_the_store_and_a_clean_restart_restores_only_the_tai
     assert_int_equal(restored, 20000);
     d.from = 20000;
     d.to = 25000;
-    drive(&d);
-    assert_true(wait_consumed(&sc, 120000));
+    eos_drive(&d);
+    assert_true(eos_wait_consumed(&sc, 120000));
     assert_int_equal(test_instance_stop(&b, 60000), 0);
 
     /* A comes back: only the tail after its checkpoint. */
@@ -556,10 +298,10 @@ static void restore_rebuilds_the_store_and_a_clean_restart_restores_only_the_tai
      * it for new input are still exact. */
     d.from = 25000;
     d.to = 30000;
-    drive(&d);
-    assert_true(wait_consumed(&sc, 120000));
+    eos_drive(&d);
+    assert_true(eos_wait_consumed(&sc, 120000));
     assert_int_equal(test_instance_stop(&a, 60000), 0);
-    verify_exactly_once(&sc);
+    eos_verify_exactly_once(&sc);
     test_instance_free(&a);
     test_instance_free(&b);
 }
@@ -567,10 +309,10 @@ static void restore_rebuilds_the_store_and_a_clean_restart_restores_only_the_tai
 static void poison_record_goes_to_the_dlq_and_the_stream_continues(void **state) {
     (void)state;
     NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "poison", 4);
-    driver d = {.sc = &sc, .from = 0, .to = 2000, .poison_value = "\xff\xfe not a number"};
-    drive(&d);
+    eos_scenario sc;
+    eos_scenario_init(admin, &sc, "poison", 4);
+    eos_driver d = {.sc = &sc, .from = 0, .to = 2000, .poison_value = "\xff\xfe not a number"};
+    eos_drive(&d);
     /* and one the processor rejects itself, named by a header */
     rd_kafka_t *producer = test_producer(test_kafka_bootstrap(), NULL);
     rd_kafka_headers_t *reject = rd_kafka_headers_new(1);
@@ -583,11 +325,11 @@ static void poison_record_goes_to_the_dlq_and_the_stream_continues(void **state)
     assert_int_equal(rd_kafka_flush(producer, 30000), 0);
     rd_kafka_destroy(producer);
     test_instance a;
-    instance_init(&a, &sc, "a", "exactly_once_v2", NULL);
+    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", NULL);
     test_instance_start(&a);
-    assert_true(wait_consumed(&sc, 120000));
+    assert_true(eos_wait_consumed(&sc, 120000));
     assert_int_equal(test_instance_stop(&a, 60000), 0);
-    verify_exactly_once(&sc); /* the records after the poison were processed */
+    eos_verify_exactly_once(&sc); /* the records after the poison were processed */
 
     test_record records[8];
     int n = test_read_topic(test_kafka_bootstrap(), sc.dlq, "read_committed", records, 8, 60000);
@@ -637,16 +379,16 @@ static void poison_record_goes_to_the_dlq_and_the_stream_continues(void **state)
 static void instances_join_and_leave_while_records_flow(void **state) {
     (void)state;
     NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "rebalance", 24);
+    eos_scenario sc;
+    eos_scenario_init(admin, &sc, "rebalance", 24);
     test_instance a, b;
-    instance_init(&a, &sc, "a", "exactly_once_v2", NULL);
-    instance_init(&b, &sc, "b", "exactly_once_v2", NULL);
+    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", NULL);
+    eos_instance_init(&b, &sc, work_dir, "b", "exactly_once_v2", NULL);
     test_instance_start(&a);
     assert_true(test_instance_wait_ready(&a, 60000));
-    driver d = {.sc = &sc, .from = 0, .to = 30000, .pace_per_ms = 3};
+    eos_driver d = {.sc = &sc, .from = 0, .to = 30000, .pace_per_ms = 3};
     pthread_t producer_thread;
-    pthread_create(&producer_thread, NULL, drive, &d);
+    pthread_create(&producer_thread, NULL, eos_drive, &d);
     usleep(2000 * 1000);
     test_instance_start(&b); /* joins: partitions move to it */
     assert_true(test_instance_wait_ready(&b, 60000));
@@ -655,10 +397,10 @@ static void instances_join_and_leave_while_records_flow(void **state) {
     usleep(1000 * 1000);
     test_instance_start(&b); /* and joins again */
     pthread_join(producer_thread, NULL);
-    assert_true(wait_consumed(&sc, 180000));
+    assert_true(eos_wait_consumed(&sc, 180000));
     assert_int_equal(test_instance_stop(&a, 60000), 0);
     assert_int_equal(test_instance_stop(&b, 60000), 0);
-    verify_exactly_once(&sc);
+    eos_verify_exactly_once(&sc);
     test_instance_free(&a);
     test_instance_free(&b);
 }
@@ -678,29 +420,29 @@ static void produce_one(const char *topic, int32_t partition, const char *key, c
 }
 
 typedef struct global_answers {
-    char per_partition[PARTITIONS][64];
+    char per_partition[EOS_PARTITIONS][64];
 } global_answers;
 
 static void collect_global_answers(const rd_kafka_message_t *m, void *opaque) {
     global_answers *answers = opaque;
-    if (m->key_len > 2 && memcmp(m->key, "g:", 2) == 0 && m->partition < PARTITIONS)
+    if (m->key_len > 2 && memcmp(m->key, "g:", 2) == 0 && m->partition < EOS_PARTITIONS)
         snprintf(answers->per_partition[m->partition], sizeof(answers->per_partition[0]), "%.*s",
                  (int)m->len, (const char *)m->payload);
 }
 
 /* Ask every partition (so every instance) for "color"; true once each
  * partition's latest answer is `expected`. */
-static bool every_partition_answers(const scenario *sc, const char *expected) {
-    for (int p = 0; p < PARTITIONS; p++)
+static bool every_partition_answers(const eos_scenario *sc, const char *expected) {
+    for (int p = 0; p < EOS_PARTITIONS; p++)
         produce_one(sc->input, p, "g:color", "0", 0);
-    if (!wait_consumed(sc, 60000))
+    if (!eos_wait_consumed(sc, 60000))
         return false;
     global_answers answers;
     memset(&answers, 0, sizeof(answers));
     test_scan_topic(test_kafka_bootstrap(), sc->agg, "read_committed", collect_global_answers,
                     &answers, 60000);
     bool all = true;
-    for (int p = 0; p < PARTITIONS; p++) {
+    for (int p = 0; p < EOS_PARTITIONS; p++) {
         printf("# partition %d answers %s\n", p, answers.per_partition[p]);
         all &= strcmp(answers.per_partition[p], expected) == 0;
     }
@@ -710,8 +452,8 @@ static bool every_partition_answers(const scenario *sc, const char *expected) {
 static void global_store_is_seen_by_every_instance(void **state) {
     (void)state;
     NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "global", 4);
+    eos_scenario sc;
+    eos_scenario_init(admin, &sc, "global", 4);
     char global_topic[160];
     snprintf(global_topic, sizeof(global_topic), "%s.settings", sc.app_id);
     const char *const compact[] = {"cleanup.policy", "compact", NULL};
@@ -722,8 +464,8 @@ static void global_store_is_seen_by_every_instance(void **state) {
 
     const char *const with_global[] = {"--global", global_topic, NULL};
     test_instance a, b;
-    instance_init(&a, &sc, "a", "exactly_once_v2", with_global);
-    instance_init(&b, &sc, "b", "exactly_once_v2", with_global);
+    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", with_global);
+    eos_instance_init(&b, &sc, work_dir, "b", "exactly_once_v2", with_global);
     test_instance_start(&a);
     test_instance_start(&b);
     assert_true(test_instance_wait_ready(&a, 60000) && test_instance_wait_ready(&b, 60000));
@@ -749,9 +491,9 @@ static void global_store_is_seen_by_every_instance(void **state) {
 }
 
 typedef struct ticks {
-    int wall[PARTITIONS];
-    int stream[PARTITIONS];
-    long long last_stream[PARTITIONS];
+    int wall[EOS_PARTITIONS];
+    int stream[EOS_PARTITIONS];
+    long long last_stream[EOS_PARTITIONS];
     int stream_out_of_order;
 } ticks;
 
@@ -762,7 +504,7 @@ static void count_ticks(const rd_kafka_message_t *m, void *opaque) {
     int partition = -1;
     long long when = 0;
     if (sscanf(value, "%d:%lld", &partition, &when) != 2 || partition != m->partition ||
-        partition < 0 || partition >= PARTITIONS)
+        partition < 0 || partition >= EOS_PARTITIONS)
         return;
     if (m->key_len == 4 && memcmp(m->key, "tick", 4) == 0) {
         t->wall[partition]++;
@@ -776,11 +518,11 @@ static void count_ticks(const rd_kafka_message_t *m, void *opaque) {
 static void punctuators_fire_on_wall_clock_and_stream_time(void **state) {
     (void)state;
     NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "punctuate", 4);
+    eos_scenario sc;
+    eos_scenario_init(admin, &sc, "punctuate", 4);
     const char *const timers[] = {"--tick-ms", "500", "--stream-tick-ms", "1000", NULL};
     test_instance a;
-    instance_init(&a, &sc, "a", "exactly_once_v2", timers);
+    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", timers);
     test_instance_start(&a);
     assert_true(test_instance_wait_ready(&a, 60000));
     /* Stream time: ten seconds of event time on partition 0 only, one record
@@ -799,21 +541,21 @@ static void punctuators_fire_on_wall_clock_and_stream_time(void **state) {
     }
     assert_int_equal(rd_kafka_flush(producer, 30000), 0);
     rd_kafka_destroy(producer);
-    assert_true(wait_consumed(&sc, 60000));
+    assert_true(eos_wait_consumed(&sc, 60000));
     usleep(3000 * 1000); /* wall-clock ticks keep coming without input */
     assert_int_equal(test_instance_stop(&a, 60000), 0);
     ticks t;
     memset(&t, 0, sizeof(t));
     test_scan_topic(test_kafka_bootstrap(), sc.echo, "read_committed", count_ticks, &t, 60000);
-    for (int p = 0; p < PARTITIONS; p++)
+    for (int p = 0; p < EOS_PARTITIONS; p++)
         printf("# partition %d: %d wall-clock ticks, %d stream-time ticks\n", p, t.wall[p],
                t.stream[p]);
     /* Stream time crossed the whole seconds base+1s .. base+10s: one tick each. */
     assert_int_equal(t.stream[0], 10);
     assert_int_equal(t.stream_out_of_order, 0);
-    for (int p = 1; p < PARTITIONS; p++)
+    for (int p = 1; p < EOS_PARTITIONS; p++)
         assert_int_equal(t.stream[p], 0); /* no input, no stream time */
-    for (int p = 0; p < PARTITIONS; p++)
+    for (int p = 0; p < EOS_PARTITIONS; p++)
         assert_true(t.wall[p] >= 4); /* at least ~3 s at 500 ms, on every task */
     test_instance_free(&a);
 }
@@ -825,23 +567,23 @@ static void punctuators_fire_on_wall_clock_and_stream_time(void **state) {
 static void zombie_instance_is_fenced_and_rejoins(void **state) {
     (void)state;
     NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "zombie", 24);
+    eos_scenario sc;
+    eos_scenario_init(admin, &sc, "zombie", 24);
     test_instance a, b;
-    instance_init(&a, &sc, "a", "exactly_once_v2", NULL);
-    instance_init(&b, &sc, "b", "exactly_once_v2", NULL);
+    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", NULL);
+    eos_instance_init(&b, &sc, work_dir, "b", "exactly_once_v2", NULL);
     test_instance_start(&a);
     test_instance_start(&b);
     assert_true(test_instance_wait_ready(&a, 60000) && test_instance_wait_ready(&b, 60000));
-    driver d = {.sc = &sc, .from = 0, .to = 40000, .pace_per_ms = 2};
+    eos_driver d = {.sc = &sc, .from = 0, .to = 40000, .pace_per_ms = 2};
     pthread_t producer_thread;
-    pthread_create(&producer_thread, NULL, drive, &d);
+    pthread_create(&producer_thread, NULL, eos_drive, &d);
     usleep(3000 * 1000);
     kill(a.pid, SIGSTOP);
     usleep(10000 * 1000); /* > kafka.consumer.session.timeout.ms (6 s) */
     kill(a.pid, SIGCONT);
     pthread_join(producer_thread, NULL);
-    bool consumed = wait_consumed(&sc, 180000);
+    bool consumed = eos_wait_consumed(&sc, 180000);
     bool rejoined =
         test_instance_wait_ready(&a, 60000) && test_instance_engine_stat(&a, "tasks_running") >= 1;
     int status_a = test_instance_stop(&a, 60000), status_b = test_instance_stop(&b, 60000);
@@ -863,7 +605,7 @@ static void zombie_instance_is_fenced_and_rejoins(void **state) {
     assert_true(rejoined);
     assert_int_equal(status_a, 0);
     assert_int_equal(status_b, 0);
-    verify_exactly_once(&sc);
+    eos_verify_exactly_once(&sc);
     test_instance_free(&a);
     test_instance_free(&b);
 }
@@ -892,25 +634,26 @@ static void check_groups(const rd_kafka_message_t *m, void *opaque) {
 static void repartitioned_counts_are_exact_across_kill9(void **state) {
     (void)state;
     NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "regroup", 8);
+    eos_scenario sc;
+    eos_scenario_init(admin, &sc, "regroup", 8);
     char groups_topic[160];
     snprintf(groups_topic, sizeof(groups_topic), "%s.groups", sc.app_id);
-    sl_topic_spec spec = {.name = groups_topic, .partitions = PARTITIONS, .replication_factor = 1};
+    sl_topic_spec spec = {
+        .name = groups_topic, .partitions = EOS_PARTITIONS, .replication_factor = 1};
     assert_int_equal(sl_admin_ensure_topic(admin, &spec, 30000, errstr, sizeof(errstr)), SL_OK);
     const char *const with_groups[] = {"--groups", groups_topic, NULL};
     test_instance a;
-    instance_init(&a, &sc, "a", "exactly_once_v2", with_groups);
+    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", with_groups);
     test_instance_start(&a);
     assert_true(test_instance_wait_ready(&a, 60000));
-    driver d = {.sc = &sc, .from = 0, .to = 20000, .pace_per_ms = 4};
+    eos_driver d = {.sc = &sc, .from = 0, .to = 20000, .pace_per_ms = 4};
     pthread_t producer_thread;
-    pthread_create(&producer_thread, NULL, drive, &d);
+    pthread_create(&producer_thread, NULL, eos_drive, &d);
     usleep(2500 * 1000);
     test_instance_kill9(&a);
     test_instance_start(&a);
     pthread_join(producer_thread, NULL);
-    bool consumed = wait_consumed(&sc, 120000);
+    bool consumed = eos_wait_consumed(&sc, 120000);
     /* the repartition topic must be drained too: wait for its group */
     group_check g;
     bool exact = false;
