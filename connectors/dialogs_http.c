@@ -249,23 +249,17 @@ static void handle_send(void *opaque, const sl_http_request *req, sl_http_respon
     if (!caller_dialog(dh, req, resp, &claims, partner, dialog_id))
         return;
     const char *key = sl_http_request_header(req, "Idempotency-Key");
-    if (key) {
-        size_t n = strlen(key);
-        bool bad = n == 0 || n > 255;
-        for (size_t i = 0; i < n && !bad; i++)
-            bad = key[i] < 0x21 || key[i] > 0x7e;
-        if (bad) {
-            http_fail(dh, req, resp, 400, "Idempotency-Key: 1 to 255 visible ASCII characters", 0);
-            return;
-        }
+    if (key && !sl_idempotency_key_valid(key)) {
+        http_fail(dh, req, resp, 400, "Idempotency-Key: 1 to 255 visible ASCII characters", 0);
+        return;
     }
     size_t len = 0;
     const char *raw = sl_http_request_body(req, &len);
-    json_error_t error;
-    json_t *root = raw ? json_loadb(raw, len, JSON_REJECT_DUPLICATES, &error) : NULL;
+    char message[256];
+    json_t *root = sl_json_object_parse(raw, len, message, sizeof(message));
     json_t *text = root ? json_object_get(root, "text") : NULL;
-    if (!root || !json_is_object(root)) {
-        http_fail(dh, req, resp, 400, "body: not a JSON object with valid UTF-8 text", 0);
+    if (!root) {
+        http_fail(dh, req, resp, 400, message, 0);
         goto done;
     }
     if (!json_is_string(text)) {
@@ -282,7 +276,7 @@ static void handle_send(void *opaque, const sl_http_request *req, sl_http_respon
         http_fail(dh, req, resp, 400, "text: longer than 4096 bytes", 0);
         goto done;
     }
-    if (!sl_dialogs_valid_utf8(text_value, text_len)) {
+    if (!sl_utf8_valid(text_value, text_len)) {
         http_fail(dh, req, resp, 400, "text: not valid UTF-8", 0);
         goto done;
     }

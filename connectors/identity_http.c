@@ -331,19 +331,6 @@ static bool throttled(sl_identity_http *ih, const sl_http_request *req, sl_http_
     return true;
 }
 
-/* Idempotency-Key: 1..255 visible ASCII bytes, or absent. */
-static const char *idempotency_key(const sl_http_request *req, bool *bad) {
-    const char *key = sl_http_request_header(req, "Idempotency-Key");
-    *bad = false;
-    if (!key)
-        return NULL;
-    size_t len = strlen(key);
-    *bad = len == 0 || len > 255;
-    for (size_t i = 0; i < len && !*bad; i++)
-        *bad = key[i] < 0x21 || key[i] > 0x7e;
-    return *bad ? NULL : key;
-}
-
 static void handle_register(void *opaque, const sl_http_request *req, sl_http_response *resp) {
     sl_identity_http *ih = opaque;
     char message[256], ipkey[80];
@@ -354,8 +341,8 @@ static void handle_register(void *opaque, const sl_http_request *req, sl_http_re
     }
     size_t len = 0;
     const char *raw = sl_http_request_body(req, &len);
-    bool bad_key = false;
-    const char *key = idempotency_key(req, &bad_key);
+    const char *key = sl_http_request_header(req, "Idempotency-Key");
+    bool bad_key = key && !sl_idempotency_key_valid(key);
     char hash[SL_PASSWORD_ENCODED_MAX];
     if (bad_key) {
         http_fail(ih, req, resp, 400, "Idempotency-Key: 1 to 255 visible ASCII characters", 0);

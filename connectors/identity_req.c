@@ -18,36 +18,59 @@
 
 /* ---- text ---------------------------------------------------------------- */
 
+/* Decode the code point at p (before end) into *cp: the bytes it takes, or
+ * 0 if it is not well-formed UTF-8 (truncated, overlong, a surrogate, or
+ * above U+10FFFF). */
+static size_t utf8_next(const unsigned char *p, const unsigned char *end, uint32_t *cp) {
+    unsigned c = *p;
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    size_t n;
+    uint32_t v, min;
+    if ((c & 0xe0) == 0xc0)
+        n = 2, v = c & 0x1f, min = 0x80;
+    else if ((c & 0xf0) == 0xe0)
+        n = 3, v = c & 0x0f, min = 0x800;
+    else if ((c & 0xf8) == 0xf0)
+        n = 4, v = c & 0x07, min = 0x10000;
+    else
+        return 0;
+    if ((size_t)(end - p) < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        v = (v << 6) | (p[i] & 0x3f);
+    }
+    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+        return 0;
+    *cp = v;
+    return n;
+}
+
+bool sl_utf8_valid(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    while (p < end) {
+        uint32_t cp;
+        size_t n = utf8_next(p, end, &cp);
+        if (n == 0 || cp == 0)
+            return false;
+        p += n;
+    }
+    return true;
+}
+
 bool sl_text_valid(const char *s, size_t len, bool multiline) {
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
     while (p < end) {
-        unsigned c = *p;
-        if (c < 0x80) {
-            if (c == 0x7f || (c < 0x20 && !(multiline && (c == '\t' || c == '\n' || c == '\r'))))
-                return false;
-            p++;
-            continue;
-        }
-        size_t n;
-        uint32_t cp, min;
-        if ((c & 0xe0) == 0xc0)
-            n = 2, cp = c & 0x1f, min = 0x80;
-        else if ((c & 0xf0) == 0xe0)
-            n = 3, cp = c & 0x0f, min = 0x800;
-        else if ((c & 0xf8) == 0xf0)
-            n = 4, cp = c & 0x07, min = 0x10000;
-        else
+        uint32_t cp;
+        size_t n = utf8_next(p, end, &cp);
+        if (n == 0)
             return false;
-        if ((size_t)(end - p) < n)
-            return false;
-        for (size_t i = 1; i < n; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        if (cp >= 0x80 && cp <= 0x9f) /* C1 controls */
+        bool allowed_control = multiline && (cp == '\t' || cp == '\n' || cp == '\r');
+        if ((cp < 0x20 && !allowed_control) || (cp >= 0x7f && cp <= 0x9f)) /* C0, DEL, C1 */
             return false;
         p += n;
     }
@@ -225,8 +248,7 @@ say(char *message, size_t message_size, const char *fmt, ...) {
     return SL_ERR_INVALID;
 }
 
-/* Parse a body that must be one JSON object. */
-static json_t *parse_object(const char *body, size_t len, char *message, size_t message_size) {
+json_t *sl_json_object_parse(const char *body, size_t len, char *message, size_t message_size) {
     if (!body || len == 0) {
         say(message, message_size, "%s", "request body is empty: a JSON object is expected");
         return NULL;
@@ -311,6 +333,16 @@ static sl_err get_email(json_t *root, char *out, char *message, size_t message_s
     return SL_OK;
 }
 
+bool sl_idempotency_key_valid(const char *key) {
+    size_t len = strlen(key);
+    if (len == 0 || len > 255)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (key[i] < 0x21 || key[i] > 0x7e)
+            return false;
+    return true;
+}
+
 void sl_register_req_clear(sl_register_req *req) {
     explicit_bzero(req, sizeof(*req));
 }
@@ -333,7 +365,7 @@ static void wipe_and_free(json_t *root) {
 sl_err sl_register_req_parse(const char *body, size_t len, sl_register_req *out, char *message,
                              size_t message_size) {
     sl_register_req_clear(out);
-    json_t *root = parse_object(body, len, message, message_size);
+    json_t *root = sl_json_object_parse(body, len, message, message_size);
     if (!root)
         return SL_ERR_INVALID;
     sl_err err;
@@ -369,7 +401,7 @@ done:
 sl_err sl_login_req_parse(const char *body, size_t len, sl_login_req *out, char *message,
                           size_t message_size) {
     sl_login_req_clear(out);
-    json_t *root = parse_object(body, len, message, message_size);
+    json_t *root = sl_json_object_parse(body, len, message, message_size);
     if (!root)
         return SL_ERR_INVALID;
     char id[SL_IDREQ_UUID_LEN * 2 + 1];
@@ -444,7 +476,7 @@ sl_err sl_token_req_parse(const char *body, size_t len, bool form, const char *f
             p = amp ? amp + 1 : end;
         }
     } else {
-        root = parse_object(body, len, message, message_size);
+        root = sl_json_object_parse(body, len, message, message_size);
         if (!root)
             return SL_ERR_INVALID;
         json_t *v = json_object_get(root, field);

@@ -19,6 +19,7 @@
 #define SLUICE_IDENTITY_REQ_H
 
 #include <stdbool.h>
+#include <jansson.h>
 #include <stddef.h>
 
 #include "processor/error.h"
@@ -74,6 +75,14 @@ void sl_login_req_clear(sl_login_req *req);
 sl_err sl_token_req_parse(const char *body, size_t len, bool form, const char *field, char *out,
                           size_t out_size, char *message, size_t message_size);
 
+/* Parse a request body that must be one JSON object, with its nesting
+ * bounded (SL_IDREQ_MAX_DEPTH) before jansson sees it and duplicate keys
+ * refused. The object (caller's, json_decref), or NULL with a 400 message. */
+json_t *sl_json_object_parse(const char *body, size_t len, char *message, size_t message_size);
+
+/* An Idempotency-Key header value: 1..255 visible ASCII characters. */
+bool sl_idempotency_key_valid(const char *key);
+
 /* Trim ASCII white space and lower-case `in` into out (SL_IDREQ_EMAIL_MAX
  * + 1 bytes). SL_ERR_INVALID unless it is local@domain with a non-empty
  * local part of at most 64 bytes, a domain of dot-separated labels (letters,
@@ -100,6 +109,10 @@ bool sl_birthdate_valid(const char *s);
  * surrogates, nothing above U+10FFFF) without NUL or C0/C1 controls other
  * than TAB, LF, CR (allowed only when multiline). */
 bool sl_text_valid(const char *s, size_t len, bool multiline);
+
+/* True if `len` bytes of s are well-formed UTF-8 without a NUL (controls
+ * allowed: message text). */
+bool sl_utf8_valid(const char *s, size_t len);
 
 /* Code points in `len` bytes of valid UTF-8. */
 size_t sl_utf8_chars(const char *s, size_t len);

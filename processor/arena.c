@@ -92,3 +92,17 @@ static void pb_free(void *data, void *pointer) {
 ProtobufCAllocator sl_arena_protobuf_allocator(sl_arena *arena) {
     return (ProtobufCAllocator){.alloc = pb_alloc, .free = pb_free, .allocator_data = arena};
 }
+
+void *sl_arena_unpack(sl_arena *arena, const ProtobufCMessageDescriptor *descriptor,
+                      const void *data, size_t len) {
+    ProtobufCAllocator allocator = sl_arena_protobuf_allocator(arena);
+    return protobuf_c_message_unpack(descriptor, &allocator, len, data);
+}
+
+uint8_t *sl_arena_pack(sl_arena *arena, const void *message, size_t *len) {
+    *len = protobuf_c_message_get_packed_size(message);
+    uint8_t *out = sl_arena_alloc(arena, *len ? *len : 1);
+    if (out)
+        protobuf_c_message_pack(message, out);
+    return out;
+}

@@ -13,6 +13,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct sl_arena sl_arena;
 
@@ -36,5 +37,15 @@ void sl_arena_destroy(sl_arena *arena);
  * Its free is a no-op: release with sl_arena_reset, never
  * protobuf_c_message_free_unpacked. */
 ProtobufCAllocator sl_arena_protobuf_allocator(sl_arena *arena);
+
+/* Unpack `len` bytes of `data` as `descriptor` into `arena`: NULL if they do
+ * not decode or the arena is full. The message lives until the arena is
+ * reset. */
+void *sl_arena_unpack(sl_arena *arena, const ProtobufCMessageDescriptor *descriptor,
+                      const void *data, size_t len);
+
+/* Pack `message` (a ProtobufCMessage) into `arena`; *len gets its size. NULL
+ * when the arena is full. */
+uint8_t *sl_arena_pack(sl_arena *arena, const void *message, size_t *len);
 
 #endif

@@ -47,13 +47,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "connectors/identity_req.h"
 #include "processor/arena.h"
+#include "topology/command.h"
 #include "sluice/v1/dialogs.pb-c.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "sluice/v1/meta.pb-c.h"
 
 #define ARENA_CAP      (1u * 1024 * 1024) /* > 2x the largest record we accept */
-#define SWEEP_MAX      512
 #define MAX_COMMAND_ID 128
 #define IDEM_KEY_MAX   (SL_DIALOGS_ID_LEN + 1 + MAX_COMMAND_ID)
 
@@ -78,18 +79,7 @@ struct sl_dialogs {
 /* Keys and checks (any thread)                                              */
 
 bool sl_dialogs_valid_user_id(const char *s) {
-    if (strlen(s) != SL_DIALOGS_USER_ID_LEN)
-        return false;
-    for (int i = 0; i < SL_DIALOGS_USER_ID_LEN; i++) {
-        char c = s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return false;
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return false;
-        }
-    }
-    return true;
+    return sl_uuid_valid(s);
 }
 
 bool sl_dialogs_id(const char *a, const char *b, char out[SL_DIALOGS_ID_LEN + 1]) {
@@ -102,57 +92,12 @@ bool sl_dialogs_id(const char *a, const char *b, char out[SL_DIALOGS_ID_LEN + 1]
     return true;
 }
 
-static void be64(unsigned char out[8], int64_t value) {
-    uint64_t v = value < 0 ? 0 : (uint64_t)value;
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        out[i] = (unsigned char)(v & 0xff);
-}
-
 size_t sl_dialogs_message_key(const char *dialog_id, int64_t sequence,
                               unsigned char out[SL_DIALOGS_ID_LEN + 8]) {
     size_t n = strnlen(dialog_id, SL_DIALOGS_ID_LEN);
     memcpy(out, dialog_id, n);
-    be64(out + n, sequence);
+    sl_be64_put(out + n, sequence);
     return n + 8;
-}
-
-bool sl_dialogs_valid_utf8(const char *text, size_t len) {
-    const unsigned char *p = (const unsigned char *)text, *end = p + len;
-    while (p < end) {
-        unsigned char c = *p;
-        if (c == 0)
-            return false;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        int extra;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            extra = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            extra = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            extra = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (end - p <= extra)
-            return false;
-        for (int i = 1; i <= extra; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if ((extra == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (extra == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-            return false;
-        p += extra + 1;
-    }
-    return true;
 }
 
 /* The first bytes of `text`, at most SL_DIALOGS_PREVIEW_MAX, cut before a
@@ -186,44 +131,13 @@ static const char *check_send(const Sluice__V1__SendMessage *cmd, const sl_recor
         return "text: empty";
     if (len > SL_DIALOGS_MAX_TEXT)
         return "text: longer than 4096 bytes";
-    if (!sl_dialogs_valid_utf8(cmd->text, len))
+    if (!sl_utf8_valid(cmd->text, len))
         return "text: not valid UTF-8";
     return NULL;
 }
 
 /* ------------------------------------------------------------------------ */
-/* Encoding helpers (everything from the arena)                              */
-
-static void *decode(sl_dialogs *d, const ProtobufCMessageDescriptor *descriptor, const void *data,
-                    size_t len) {
-    ProtobufCAllocator allocator = sl_arena_protobuf_allocator(d->arena);
-    return protobuf_c_message_unpack(descriptor, &allocator, len, data);
-}
-
-static uint8_t *pack(sl_dialogs *d, const void *message, size_t *len) {
-    *len = protobuf_c_message_get_packed_size(message);
-    uint8_t *out = sl_arena_alloc(d->arena, *len ? *len : 1);
-    if (out)
-        protobuf_c_message_pack(message, out);
-    return out;
-}
-
-static sl_err reply(sl_dialogs *d, sl_ctx *ctx, const Sluice__V1__CommandMeta *meta,
-                    const char *type, const uint8_t *payload, size_t payload_len) {
-    if (!meta || !meta->reply_to[0])
-        return SL_OK;
-    Sluice__V1__Reply answer = SLUICE__V1__REPLY__INIT;
-    answer.correlation_id = meta->correlation_id;
-    answer.command_id = meta->command_id;
-    answer.type = (char *)type;
-    answer.payload.data = (uint8_t *)payload;
-    answer.payload.len = payload_len;
-    size_t len;
-    uint8_t *bytes = pack(d, &answer, &len);
-    if (!bytes)
-        return SL_ERR_FULL;
-    return sl_ctx_reply(ctx, meta->reply_to, meta->reply_key, strlen(meta->reply_key), bytes, len);
-}
+/* Command ids                                                               */
 
 /* "<dialog id>/<command id>", or 0 when the command has no usable id. */
 static size_t idempotency_key(const char *dialog_id, const Sluice__V1__CommandMeta *meta,
@@ -242,7 +156,7 @@ static bool validate_command(const sl_record *record, char *reason, size_t reaso
     sl_dialogs *d = opaque;
     sl_arena_reset(d->arena);
     Sluice__V1__DialogsCommand *cmd =
-        decode(d, &sluice__v1__dialogs_command__descriptor, record->value, record->value_len);
+        sl_arena_unpack(d->arena, &sluice__v1__dialogs_command__descriptor, record->value, record->value_len);
     const char *why = NULL;
     if (!cmd)
         why = "value is not a sluice.v1.DialogsCommand";
@@ -263,15 +177,15 @@ static sl_err outcome(sl_dialogs *d, sl_ctx *ctx, const sl_record *record,
                       const Sluice__V1__DialogsEvent *event, const void *payload_message,
                       bool remember) {
     size_t event_len, payload_len;
-    uint8_t *event_bytes = pack(d, event, &event_len);
-    uint8_t *payload = pack(d, payload_message, &payload_len);
+    uint8_t *event_bytes = sl_arena_pack(d->arena, event, &event_len);
+    uint8_t *payload = sl_arena_pack(d->arena, payload_message, &payload_len);
     if (!event_bytes || !payload)
         return SL_ERR_FULL;
     sl_err err = sl_ctx_emit(ctx, SINK_EVENTS, record->key, record->key_len, event_bytes,
                              event_len, -1);
     const char *type = ((const ProtobufCMessage *)payload_message)->descriptor->name;
     if (!err)
-        err = reply(d, ctx, meta, type, payload, payload_len);
+        err = sl_command_reply(ctx, d->arena, meta, type, payload, payload_len);
     char key[IDEM_KEY_MAX + 1];
     size_t key_len = idempotency_key(dialog_id, meta, key);
     if (err || !remember || key_len == 0)
@@ -282,11 +196,11 @@ static sl_err outcome(sl_dialogs *d, sl_ctx *ctx, const sl_record *record,
     stored.payload.len = payload_len;
     stored.expires_at_ms = record->timestamp_ms + d->options.idempotency_ttl_ms;
     size_t stored_len;
-    uint8_t *stored_bytes = pack(d, &stored, &stored_len);
+    uint8_t *stored_bytes = sl_arena_pack(d->arena, &stored, &stored_len);
     if (!stored_bytes)
         return SL_ERR_FULL;
     unsigned char ttl_key[8 + IDEM_KEY_MAX];
-    be64(ttl_key, stored.expires_at_ms);
+    sl_be64_put(ttl_key, stored.expires_at_ms);
     memcpy(ttl_key + 8, key, key_len);
     if ((err = sl_ctx_put(ctx, STORE_IDEM, key, key_len, stored_bytes, stored_len)) ||
         (err = sl_ctx_put(ctx, STORE_IDEM_TTL, ttl_key, 8 + key_len, "", 0)))
@@ -335,12 +249,12 @@ static sl_err answer_repeat(sl_dialogs *d, sl_ctx *ctx, const sl_record *record,
     if (err)
         return err;
     Sluice__V1__CommandOutcome *stored =
-        decode(d, &sluice__v1__command_outcome__descriptor, value, len);
+        sl_arena_unpack(d->arena, &sluice__v1__command_outcome__descriptor, value, len);
     free(value);
     if (!stored)
         return SL_ERR_STORE;
     *answered = true;
-    return reply(d, ctx, meta, stored->type, stored->payload.data, stored->payload.len);
+    return sl_command_reply(ctx, d->arena, meta, stored->type, stored->payload.data, stored->payload.len);
 }
 
 /* Hand user_id's new index entry for this dialog to the record cache. */
@@ -362,7 +276,7 @@ static sl_err index_update(sl_dialogs *d, sl_ctx *ctx, const Sluice__V1__Message
     summary.last_at_ms = sent->sent_at_ms;
     summary.unread = unread;
     size_t len;
-    uint8_t *bytes = pack(d, &summary, &len);
+    uint8_t *bytes = sl_arena_pack(d->arena, &summary, &len);
     if (!bytes)
         return SL_ERR_FULL;
     char cache_key[SL_DIALOGS_USER_ID_LEN + SL_DIALOGS_ID_LEN];
@@ -400,7 +314,7 @@ static sl_err send_message(sl_dialogs *d, sl_ctx *ctx, const sl_record *record,
     err = sl_ctx_get(ctx, SL_DIALOGS_STORE_HEADS, dialog_id, SL_DIALOGS_ID_LEN, &stored,
                      &stored_len);
     if (err == SL_OK) {
-        head = decode(d, &sluice__v1__dialog_head__descriptor, stored, stored_len);
+        head = sl_arena_unpack(d->arena, &sluice__v1__dialog_head__descriptor, stored, stored_len);
         free(stored);
         if (!head)
             return SL_ERR_STORE;
@@ -433,8 +347,8 @@ static sl_err send_message(sl_dialogs *d, sl_ctx *ctx, const sl_record *record,
     Sluice__V1__MessageSent stored_message = sent;
     stored_message.meta = NULL;
     size_t message_len, head_len;
-    uint8_t *message_bytes = pack(d, &stored_message, &message_len);
-    uint8_t *head_bytes = pack(d, head, &head_len);
+    uint8_t *message_bytes = sl_arena_pack(d->arena, &stored_message, &message_len);
+    uint8_t *head_bytes = sl_arena_pack(d->arena, head, &head_len);
     if (!message_bytes || !head_bytes)
         return SL_ERR_FULL;
     unsigned char message_key[SL_DIALOGS_ID_LEN + 8];
@@ -457,7 +371,7 @@ static sl_err process_command(sl_ctx *ctx, const sl_record *record, void *opaque
     sl_dialogs *d = opaque;
     sl_arena_reset(d->arena);
     Sluice__V1__DialogsCommand *cmd =
-        decode(d, &sluice__v1__dialogs_command__descriptor, record->value, record->value_len);
+        sl_arena_unpack(d->arena, &sluice__v1__dialogs_command__descriptor, record->value, record->value_len);
     if (!cmd || cmd->command_case != SLUICE__V1__DIALOGS_COMMAND__COMMAND_SEND_MESSAGE)
         return SL_ERR_INVALID;
     return send_message(d, ctx, record, cmd->send_message);
@@ -470,7 +384,7 @@ static sl_err process_index_update(sl_ctx *ctx, const sl_record *record, void *o
     sl_dialogs *d = opaque;
     sl_arena_reset(d->arena);
     Sluice__V1__DialogSummary *summary =
-        decode(d, &sluice__v1__dialog_summary__descriptor, record->value, record->value_len);
+        sl_arena_unpack(d->arena, &sluice__v1__dialog_summary__descriptor, record->value, record->value_len);
     if (!summary || !sl_dialogs_valid_user_id(summary->user_id) ||
         strlen(summary->dialog_id) != SL_DIALOGS_ID_LEN || !record->key ||
         record->key_len != SL_DIALOGS_USER_ID_LEN ||
@@ -486,7 +400,7 @@ static sl_err process_index_update(sl_ctx *ctx, const sl_record *record, void *o
     sl_err err = sl_ctx_get(ctx, SL_DIALOGS_STORE_BY_USER, key, sizeof(key), &stored, &stored_len);
     if (err == SL_OK) {
         Sluice__V1__DialogSummary *previous =
-            decode(d, &sluice__v1__dialog_summary__descriptor, stored, stored_len);
+            sl_arena_unpack(d->arena, &sluice__v1__dialog_summary__descriptor, stored, stored_len);
         free(stored);
         if (previous && previous->last_sequence > summary->last_sequence)
             return SL_OK; /* older than what we have */
@@ -504,7 +418,7 @@ static sl_err process_users_event(sl_ctx *ctx, const sl_record *record, void *op
     sl_dialogs *d = opaque;
     sl_arena_reset(d->arena);
     Sluice__V1__UsersEvent *event =
-        decode(d, &sluice__v1__users_event__descriptor, record->value, record->value_len);
+        sl_arena_unpack(d->arena, &sluice__v1__users_event__descriptor, record->value, record->value_len);
     if (!event || event->event_case != SLUICE__V1__USERS_EVENT__EVENT_USER_REGISTERED)
         return SL_OK; /* only registrations matter here; identity owns the rest */
     const Sluice__V1__UserRegistered *registered = event->user_registered;
@@ -514,7 +428,7 @@ static sl_err process_users_event(sl_ctx *ctx, const sl_record *record, void *op
     user.user_id = registered->user_id;
     user.registered_at_ms = registered->registered_at_ms;
     size_t len;
-    uint8_t *bytes = pack(d, &user, &len);
+    uint8_t *bytes = sl_arena_pack(d->arena, &user, &len);
     if (!bytes)
         return SL_ERR_FULL;
     return sl_ctx_emit(ctx, SINK_USERS, user.user_id, strlen(user.user_id), bytes, len, -1);
@@ -523,41 +437,11 @@ static sl_err process_users_event(sl_ctx *ctx, const sl_record *record, void *op
 /* ------------------------------------------------------------------------ */
 /* Forgetting command ids                                                    */
 
-typedef struct expired {
-    size_t n;
-    unsigned char key[SWEEP_MAX][8 + IDEM_KEY_MAX];
-    size_t len[SWEEP_MAX];
-} expired;
-
-static bool collect_expired(const void *key, size_t key_len, const void *value, size_t value_len,
-                            void *opaque) {
-    (void)value;
-    (void)value_len;
-    expired *list = opaque;
-    if (key_len <= 8 || key_len > sizeof(list->key[0]))
-        return true;
-    memcpy(list->key[list->n], key, key_len);
-    list->len[list->n++] = key_len;
-    return list->n < SWEEP_MAX;
-}
-
 static sl_err sweep_idempotency(sl_ctx *ctx, int64_t now_ms, void *opaque) {
     (void)opaque;
     if (strcmp(sl_ctx_source(ctx), SRC_DIALOGS) != 0)
         return SL_OK;
-    expired *list = calloc(1, sizeof(*list));
-    if (!list)
-        return SL_ERR_NOMEM;
-    unsigned char to[8];
-    be64(to, now_ms + 1);
-    sl_err err = sl_ctx_range(ctx, STORE_IDEM_TTL, NULL, 0, to, sizeof(to), collect_expired, list);
-    for (size_t i = 0; !err && i < list->n; i++) {
-        err = sl_ctx_delete(ctx, STORE_IDEM, list->key[i] + 8, list->len[i] - 8);
-        if (!err)
-            err = sl_ctx_delete(ctx, STORE_IDEM_TTL, list->key[i], list->len[i]);
-    }
-    free(list);
-    return err;
+    return sl_expiry_sweep(ctx, STORE_IDEM_TTL, STORE_IDEM, now_ms + 1);
 }
 
 /* ------------------------------------------------------------------------ */

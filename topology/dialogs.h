@@ -84,9 +84,6 @@ bool sl_dialogs_id(const char *user_a, const char *user_b, char out[SL_DIALOGS_I
 size_t sl_dialogs_message_key(const char *dialog_id, int64_t sequence,
                               unsigned char out[SL_DIALOGS_ID_LEN + 8]);
 
-/* Whether `text` (len bytes) is valid UTF-8 (no overlongs, surrogates or
- * code points past U+10FFFF) without NUL bytes. Any thread. */
-bool sl_dialogs_valid_utf8(const char *text, size_t len);
 
 /* A lower-case UUID (8-4-4-4-12 hex digits). */
 bool sl_dialogs_valid_user_id(const char *id);

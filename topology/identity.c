@@ -49,11 +49,11 @@
 #include "connectors/identity_req.h"
 #include "connectors/passwords.h"
 #include "processor/arena.h"
+#include "topology/command.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "sluice/v1/meta.pb-c.h"
 
 #define ARENA_CAP      (8u * 1024 * 1024) /* > 2x the largest record we accept */
-#define SWEEP_MAX      512                /* entries removed per punctuation */
 #define MAX_KEY        512
 #define MAX_TOKEN_ID   256 /* jti, session id */
 #define MAX_EMAIL      254
@@ -161,46 +161,6 @@ static const char *check_registration(const Sluice__V1__RegisterUser *cmd,
 }
 
 /* ------------------------------------------------------------------------ */
-/* Encoding helpers (everything from the arena)                              */
-
-static void *decode(sl_identity *id, const ProtobufCMessageDescriptor *descriptor, const void *data,
-                    size_t len) {
-    ProtobufCAllocator allocator = sl_arena_protobuf_allocator(id->arena);
-    return protobuf_c_message_unpack(descriptor, &allocator, len, data);
-}
-
-static uint8_t *pack(sl_identity *id, const void *message, size_t *len) {
-    *len = protobuf_c_message_get_packed_size(message);
-    uint8_t *out = sl_arena_alloc(id->arena, *len ? *len : 1);
-    if (out)
-        protobuf_c_message_pack(message, out);
-    return out;
-}
-
-static void be64(uint8_t out[8], int64_t value) {
-    uint64_t v = value < 0 ? 0 : (uint64_t)value;
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        out[i] = (uint8_t)(v & 0xff);
-}
-
-static sl_err reply(sl_identity *id, sl_ctx *ctx, const Sluice__V1__CommandMeta *meta,
-                    const char *type, const uint8_t *payload, size_t payload_len) {
-    if (!meta || !meta->reply_to[0])
-        return SL_OK;
-    Sluice__V1__Reply answer = SLUICE__V1__REPLY__INIT;
-    answer.correlation_id = meta->correlation_id;
-    answer.command_id = meta->command_id;
-    answer.type = (char *)type;
-    answer.payload.data = (uint8_t *)payload;
-    answer.payload.len = payload_len;
-    size_t len;
-    uint8_t *bytes = pack(id, &answer, &len);
-    if (!bytes)
-        return SL_ERR_FULL;
-    return sl_ctx_reply(ctx, meta->reply_to, meta->reply_key, strlen(meta->reply_key), bytes, len);
-}
-
-/* ------------------------------------------------------------------------ */
 /* Users                                                                     */
 
 static bool validate_users_command(const sl_record *record, char *reason, size_t reason_size,
@@ -212,7 +172,7 @@ static bool validate_users_command(const sl_record *record, char *reason, size_t
         return false;
     }
     Sluice__V1__UsersCommand *cmd =
-        decode(id, &sluice__v1__users_command__descriptor, record->value, record->value_len);
+        sl_arena_unpack(id->arena, &sluice__v1__users_command__descriptor, record->value, record->value_len);
     if (!cmd) {
         snprintf(reason, reason_size, "value is not a sluice.v1.UsersCommand");
         return false;
@@ -230,15 +190,15 @@ static sl_err users_outcome(sl_identity *id, sl_ctx *ctx, const sl_record *recor
                             const Sluice__V1__CommandMeta *meta, const char *user_id,
                             const Sluice__V1__UsersEvent *event, const void *payload_message) {
     size_t event_len, payload_len;
-    uint8_t *event_bytes = pack(id, event, &event_len);
-    uint8_t *payload = pack(id, payload_message, &payload_len);
+    uint8_t *event_bytes = sl_arena_pack(id->arena, event, &event_len);
+    uint8_t *payload = sl_arena_pack(id->arena, payload_message, &payload_len);
     if (!event_bytes || !payload)
         return SL_ERR_FULL;
     sl_err err =
         sl_ctx_emit(ctx, SINK_EVENTS, user_id, strlen(user_id), event_bytes, event_len, -1);
     const char *type = ((const ProtobufCMessage *)payload_message)->descriptor->name;
     if (!err)
-        err = reply(id, ctx, meta, type, payload, payload_len);
+        err = sl_command_reply(ctx, id->arena, meta, type, payload, payload_len);
     if (err || !meta || !meta->command_id[0] || strlen(meta->command_id) > MAX_COMMAND_ID)
         return err;
     Sluice__V1__CommandOutcome outcome = SLUICE__V1__COMMAND_OUTCOME__INIT;
@@ -247,12 +207,12 @@ static sl_err users_outcome(sl_identity *id, sl_ctx *ctx, const sl_record *recor
     outcome.payload.len = payload_len;
     outcome.expires_at_ms = record->timestamp_ms + id->options.idempotency_ttl_ms;
     size_t outcome_len;
-    uint8_t *outcome_bytes = pack(id, &outcome, &outcome_len);
+    uint8_t *outcome_bytes = sl_arena_pack(id->arena, &outcome, &outcome_len);
     if (!outcome_bytes)
         return SL_ERR_FULL;
     size_t cid_len = strlen(meta->command_id);
     uint8_t ttl_key[8 + MAX_COMMAND_ID];
-    be64(ttl_key, outcome.expires_at_ms);
+    sl_be64_put(ttl_key, outcome.expires_at_ms);
     memcpy(ttl_key + 8, meta->command_id, cid_len);
     if ((err =
              sl_ctx_put(ctx, STORE_IDEM, meta->command_id, cid_len, outcome_bytes, outcome_len)) ||
@@ -277,12 +237,12 @@ static sl_err answer_repeat(sl_identity *id, sl_ctx *ctx, const Sluice__V1__Comm
     if (err)
         return err;
     Sluice__V1__CommandOutcome *outcome =
-        decode(id, &sluice__v1__command_outcome__descriptor, value, len);
+        sl_arena_unpack(id->arena, &sluice__v1__command_outcome__descriptor, value, len);
     free(value);
     if (!outcome)
         return SL_ERR_STORE;
     *answered = true;
-    return reply(id, ctx, meta, outcome->type, outcome->payload.data, outcome->payload.len);
+    return sl_command_reply(ctx, id->arena, meta, outcome->type, outcome->payload.data, outcome->payload.len);
 }
 
 static sl_err reject_registration(sl_identity *id, sl_ctx *ctx, const sl_record *record,
@@ -305,7 +265,7 @@ static sl_err reject_registration(sl_identity *id, sl_ctx *ctx, const sl_record 
 static sl_err put_user(sl_identity *id, sl_ctx *ctx, const sl_record *record,
                        const Sluice__V1__UserRecord *user) {
     size_t len;
-    uint8_t *bytes = pack(id, user, &len);
+    uint8_t *bytes = sl_arena_pack(id->arena, user, &len);
     if (!bytes)
         return SL_ERR_FULL;
     sl_err err =
@@ -397,7 +357,7 @@ static sl_err change_password(sl_identity *id, sl_ctx *ctx, const sl_record *rec
     if (err)
         return err;
     Sluice__V1__UserRecord *user =
-        decode(id, &sluice__v1__user_record__descriptor, stored, stored_len);
+        sl_arena_unpack(id->arena, &sluice__v1__user_record__descriptor, stored, stored_len);
     free(stored);
     if (!user)
         return SL_ERR_STORE;
@@ -423,7 +383,7 @@ static sl_err process_users_command(sl_ctx *ctx, const sl_record *record, void *
     sl_identity *id = opaque;
     sl_arena_reset(id->arena);
     Sluice__V1__UsersCommand *cmd =
-        decode(id, &sluice__v1__users_command__descriptor, record->value, record->value_len);
+        sl_arena_unpack(id->arena, &sluice__v1__users_command__descriptor, record->value, record->value_len);
     if (!cmd)
         return SL_ERR_INVALID; /* the validator let it through: cannot happen */
     const Sluice__V1__CommandMeta *meta =
@@ -452,7 +412,7 @@ static sl_err process_user_by_id(sl_ctx *ctx, const sl_record *record, void *opa
     if (!record->key || !record->value)
         return SL_ERR_INVALID;
     Sluice__V1__UserRecord *user =
-        decode(id, &sluice__v1__user_record__descriptor, record->value, record->value_len);
+        sl_arena_unpack(id->arena, &sluice__v1__user_record__descriptor, record->value, record->value_len);
     if (!user)
         return SL_ERR_INVALID;
     char *stored;
@@ -461,7 +421,7 @@ static sl_err process_user_by_id(sl_ctx *ctx, const sl_record *record, void *opa
                             &stored, &stored_len);
     if (err == SL_OK) {
         Sluice__V1__UserRecord *previous =
-            decode(id, &sluice__v1__user_record__descriptor, stored, stored_len);
+            sl_arena_unpack(id->arena, &sluice__v1__user_record__descriptor, stored, stored_len);
         free(stored);
         if (previous && strcmp(previous->email, user->email) != 0) {
             /* Two registrations chose one user id: the first keeps it. */
@@ -478,58 +438,22 @@ static sl_err process_user_by_id(sl_ctx *ctx, const sl_record *record, void *opa
 /* ------------------------------------------------------------------------ */
 /* Expiry indexes                                                            */
 
-typedef struct expired {
-    size_t n;
-    size_t len[SWEEP_MAX];
-    uint8_t key[SWEEP_MAX][8 + MAX_KEY];
-} expired;
-
-static bool collect_expired(const void *key, size_t key_len, const void *value, size_t value_len,
-                            void *opaque) {
-    (void)value;
-    (void)value_len;
-    expired *list = opaque;
-    if (key_len <= 8 || key_len > sizeof(list->key[0]))
-        return true; /* not ours; skip */
-    memcpy(list->key[list->n], key, key_len);
-    list->len[list->n++] = key_len;
-    return list->n < SWEEP_MAX;
-}
-
-/* Entries of `index` whose expiry is < `before`, in expiry order. */
-static sl_err find_expired(sl_ctx *ctx, const char *index, int64_t before, expired *list) {
-    uint8_t to[8];
-    be64(to, before);
-    list->n = 0;
-    return sl_ctx_range(ctx, index, NULL, 0, to, sizeof(to), collect_expired, list);
-}
-
 static sl_err sweep_idempotency(sl_ctx *ctx, int64_t now_ms, void *opaque) {
     (void)opaque;
     if (strcmp(sl_ctx_source(ctx), SRC_USERS) != 0)
         return SL_OK;
-    expired *list = malloc(sizeof(*list));
-    if (!list)
-        return SL_ERR_NOMEM;
-    sl_err err = find_expired(ctx, STORE_IDEM_TTL, now_ms + 1, list);
-    for (size_t i = 0; !err && i < list->n; i++) {
-        err = sl_ctx_delete(ctx, STORE_IDEM, list->key[i] + 8, list->len[i] - 8);
-        if (!err)
-            err = sl_ctx_delete(ctx, STORE_IDEM_TTL, list->key[i], list->len[i]);
-    }
-    free(list);
-    return err;
+    return sl_expiry_sweep(ctx, STORE_IDEM_TTL, STORE_IDEM, now_ms + 1);
 }
 
 static sl_err sweep_revocations(sl_ctx *ctx, int64_t now_ms, void *opaque) {
     sl_identity *id = opaque;
     if (strcmp(sl_ctx_source(ctx), SRC_TOKENS) != 0)
         return SL_OK;
-    expired *list = malloc(sizeof(*list));
+    sl_expired *list = malloc(sizeof(*list));
     if (!list)
         return SL_ERR_NOMEM;
     sl_err err =
-        find_expired(ctx, STORE_REVOKED_EX, now_ms - id->options.revocation_grace_ms + 1, list);
+        sl_expiry_find(ctx, STORE_REVOKED_EX, now_ms - id->options.revocation_grace_ms + 1, list);
     for (size_t i = 0; !err && i < list->n; i++) {
         const uint8_t *key = list->key[i] + 8;
         size_t key_len = list->len[i] - 8;
@@ -568,7 +492,7 @@ static bool validate_tokens_command(const sl_record *record, char *reason, size_
     sl_identity *id = opaque;
     sl_arena_reset(id->arena);
     Sluice__V1__TokensCommand *cmd =
-        decode(id, &sluice__v1__tokens_command__descriptor, record->value, record->value_len);
+        sl_arena_unpack(id->arena, &sluice__v1__tokens_command__descriptor, record->value, record->value_len);
     const char *why = NULL;
     if (!cmd)
         why = "value is not a sluice.v1.TokensCommand";
@@ -603,10 +527,10 @@ static bool validate_tokens_command(const sl_record *record, char *reason, size_
 static sl_err answer_revocation(sl_identity *id, sl_ctx *ctx, const Sluice__V1__CommandMeta *meta,
                                 const Sluice__V1__TokenRevoked *revoked) {
     size_t len;
-    uint8_t *bytes = pack(id, revoked, &len);
+    uint8_t *bytes = sl_arena_pack(id->arena, revoked, &len);
     if (!bytes)
         return SL_ERR_FULL;
-    return reply(id, ctx, meta, sluice__v1__token_revoked__descriptor.name, bytes, len);
+    return sl_command_reply(ctx, id->arena, meta, sluice__v1__token_revoked__descriptor.name, bytes, len);
 }
 
 static sl_err revoke(sl_identity *id, sl_ctx *ctx, const sl_record *record,
@@ -621,7 +545,7 @@ static sl_err revoke(sl_identity *id, sl_ctx *ctx, const sl_record *record,
     sl_err err = sl_ctx_get(ctx, STORE_REVOKED, key, (size_t)key_len, &stored, &stored_len);
     if (err == SL_OK) {
         Sluice__V1__RevocationRecord *previous =
-            decode(id, &sluice__v1__revocation_record__descriptor, stored, stored_len);
+            sl_arena_unpack(id->arena, &sluice__v1__revocation_record__descriptor, stored, stored_len);
         free(stored);
         if (!previous || !previous->revoked)
             return SL_ERR_STORE;
@@ -632,16 +556,16 @@ static sl_err revoke(sl_identity *id, sl_ctx *ctx, const sl_record *record,
         return err;
     revoked->revoked_at_ms = record->timestamp_ms;
     size_t len;
-    uint8_t *bytes = pack(id, revoked, &len);
+    uint8_t *bytes = sl_arena_pack(id->arena, revoked, &len);
     Sluice__V1__RevocationRecord entry = SLUICE__V1__REVOCATION_RECORD__INIT;
     entry.revoked = revoked;
     entry.command_id = meta->command_id;
     size_t entry_len;
-    uint8_t *entry_bytes = pack(id, &entry, &entry_len);
+    uint8_t *entry_bytes = sl_arena_pack(id->arena, &entry, &entry_len);
     if (!bytes || !entry_bytes)
         return SL_ERR_FULL;
     uint8_t index_key[8 + MAX_KEY];
-    be64(index_key, revoked->expires_at_ms);
+    sl_be64_put(index_key, revoked->expires_at_ms);
     memcpy(index_key + 8, key, (size_t)key_len);
     if ((err = sl_ctx_emit(ctx, SINK_REVOKED, key, (size_t)key_len, bytes, len, -1)) ||
         (err = sl_ctx_put(ctx, STORE_REVOKED, key, (size_t)key_len, entry_bytes, entry_len)) ||
@@ -654,7 +578,7 @@ static sl_err process_tokens_command(sl_ctx *ctx, const sl_record *record, void 
     sl_identity *id = opaque;
     sl_arena_reset(id->arena);
     Sluice__V1__TokensCommand *cmd =
-        decode(id, &sluice__v1__tokens_command__descriptor, record->value, record->value_len);
+        sl_arena_unpack(id->arena, &sluice__v1__tokens_command__descriptor, record->value, record->value_len);
     if (!cmd)
         return SL_ERR_INVALID;
     Sluice__V1__TokenRevoked revoked = SLUICE__V1__TOKEN_REVOKED__INIT;

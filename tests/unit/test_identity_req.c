@@ -200,6 +200,13 @@ static void text_validation_rejects_bad_utf8_and_controls(void **state) {
     assert_false(sl_text_valid("\xc2\x85", 2, true));          /* C1 NEL */
     assert_false(sl_text_valid("ab\xe2\x82", 4, false));       /* truncated */
     assert_int_equal(sl_utf8_chars("Привет", strlen("Привет")), 6);
+    /* message text: any well-formed UTF-8 but NUL, controls included */
+    assert_true(sl_utf8_valid("a\x01\tb\xc2\x85", 6));
+    assert_false(sl_utf8_valid("a\0b", 3));
+    assert_false(sl_utf8_valid("\xc0\xaf", 2));
+    assert_false(sl_utf8_valid("\xed\xa0\x80", 3));
+    assert_false(sl_utf8_valid("\xf4\x90\x80\x80", 4));
+    assert_false(sl_utf8_valid("ab\xe2\x82", 4));
 }
 
 static void tokens_come_from_json_or_form_bodies(void **state) {
