@@ -74,8 +74,9 @@ PROTOS := $(wildcard proto/sluice/v1/*.proto)
 PB_C := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTOS))
 PB_H := $(PB_C:.c=.h)
 
-LIB_SRCS := $(filter-out processor/main.c,$(wildcard processor/*.c state/*.c \
-              topology/*.c connectors/*.c))
+# Every .c under the four library folders, except the binary's main.
+LIB_SRCS := $(sort $(filter-out processor/cmd/%,$(shell find processor state topology connectors \
+              -name '*.c' 2>/dev/null)))
 # The Postgres sink's migrations (schemas/postgres/NNNN_*.sql) are compiled
 # into the library as C strings, so the binary applies them without needing
 # the source tree.
@@ -150,7 +151,7 @@ $(OUT)/libsluice.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(OUT)/sluice: $(OUT)/obj/processor/main.o $(OUT)/libsluice.a
+$(OUT)/sluice: $(OUT)/obj/processor/cmd/sluice.o $(OUT)/libsluice.a
 	$(CC) $(SAN_LD) -o $@ $^ $(LDLIBS_ALL)
 
 $(OUT)/tests/%: $(OUT)/obj/tests/%.o $(SUPPORT_OBJS) $(OUT)/libsluice.a

@@ -80,8 +80,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "connectors/admin.h"
-#include "processor/kafka.h"
+#include "processor/kafka/admin.h"
+#include "processor/kafka/client.h"
 
 #define MAX_PARTITIONS  256
 #define MAX_CHILDREN    4

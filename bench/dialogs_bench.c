@@ -33,11 +33,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "connectors/jwt.h"
-#include "processor/kafka.h"
+#include "connectors/http/auth/jwt.h"
+#include "processor/kafka/client.h"
 #include "sluice/v1/dialogs.pb-c.h"
 #include "sluice/v1/identity.pb-c.h"
-#include "topology/dialogs.h"
+#include "topology/dialogs/dialogs.h"
 
 #define INSTANCES  3
 #define PARTITIONS 12

@@ -69,8 +69,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "connectors/jwt.h"
-#include "connectors/passwords.h"
+#include "connectors/http/auth/jwt.h"
+#include "connectors/http/auth/passwords.h"
 
 #define INSTANCES       2
 #define MAX_CLIENTS     128

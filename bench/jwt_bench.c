@@ -31,7 +31,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
-#include "connectors/jwt.h"
+#include "connectors/http/auth/jwt.h"
 
 #define NOW 1700000000
 #define ISS "https://sluice.bench"

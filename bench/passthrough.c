@@ -40,7 +40,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "processor/kafka.h"
+#include "processor/kafka/client.h"
 
 #define MAX_OUTPUTS    4
 #define MAX_PARTITIONS 1024

@@ -33,7 +33,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "connectors/passwords.h"
+#include "connectors/http/auth/passwords.h"
 
 static const char PASSWORD[] = "correct horse battery staple";
 

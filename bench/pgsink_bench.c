@@ -29,9 +29,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "connectors/admin.h"
-#include "connectors/pgsink.h"
-#include "processor/kafka.h"
+#include "processor/kafka/admin.h"
+#include "connectors/postgres/sink.h"
+#include "processor/kafka/client.h"
 #include "sluice/v1/dialogs.pb-c.h"
 
 #define BATCH 5000

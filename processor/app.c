@@ -6,7 +6,7 @@
  * the same flag. The loop probes Kafka every health.kafka.interval.ms and
  * logs only when the state changes, so an outage is one line, not a flood.
  */
-#include "app.h"
+#include "processor/app.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,11 +22,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "connectors/gateway.h"
-#include "http.h"
-#include "kafka.h"
-#include "metrics.h"
-#include "version.h"
+#include "processor/gateway/gateway.h"
+#include "processor/http/server.h"
+#include "processor/kafka/client.h"
+#include "processor/base/metrics.h"
+#include "processor/http/metrics.h"
+#include "processor/base/version.h"
 
 struct sl_app {
     const sl_config *config;

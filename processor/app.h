@@ -11,12 +11,12 @@
 
 #include <signal.h>
 
-#include "config.h"
-#include "engine.h"
-#include "error.h"
-#include "http.h"
-#include "log.h"
-#include "topology.h"
+#include "processor/base/config.h"
+#include "processor/engine/engine.h"
+#include "processor/base/error.h"
+#include "processor/http/server.h"
+#include "processor/base/log.h"
+#include "processor/topology.h"
 
 typedef struct sl_app sl_app;
 typedef struct sl_gateway sl_gateway;

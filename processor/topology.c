@@ -1,5 +1,5 @@
 /* topology.c: building and validating a topology description. */
-#include "topology_int.h"
+#include "processor/topology_int.h"
 
 #include <ctype.h>
 #include <stdlib.h>

@@ -33,7 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "error.h"
+#include "processor/base/error.h"
 
 typedef struct sl_topology sl_topology;
 typedef struct sl_ctx sl_ctx;

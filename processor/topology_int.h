@@ -5,7 +5,7 @@
 #ifndef SLUICE_TOPOLOGY_INT_H
 #define SLUICE_TOPOLOGY_INT_H
 
-#include "topology.h"
+#include "processor/topology.h"
 
 typedef struct sl_source_def {
     char name[SL_TOPOLOGY_MAX_NAME + 1];

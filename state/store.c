@@ -24,7 +24,7 @@
  *   <store> <partition> <offset>\n      (one line per entry, decimal)
  *   crc32 <8 lowercase hex digits>\n    (IEEE CRC-32 of all preceding bytes)
  */
-#include "store.h"
+#include "state/store.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "processor/error.h"
+#include "processor/base/error.h"
 
 typedef struct sl_store_env sl_store_env;
 typedef struct sl_store sl_store;

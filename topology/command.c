@@ -2,7 +2,7 @@
  * command.c: replies to commands and expiry indexes, shared by the domain
  * topologies. See command.h.
  */
-#include "command.h"
+#include "topology/command.h"
 
 #include <stdlib.h>
 #include <string.h>

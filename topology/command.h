@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "processor/arena.h"
+#include "processor/base/arena.h"
 #include "processor/topology.h"
 #include "sluice/v1/meta.pb-c.h"
 

@@ -40,7 +40,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "connectors/gateway.h"
+#include "processor/gateway/gateway.h"
 #include "processor/app.h"
 #include "processor/topology.h"
 

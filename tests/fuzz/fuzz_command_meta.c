@@ -19,7 +19,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "processor/arena.h"
+#include "processor/base/arena.h"
 #include "sluice/v1/meta.pb-c.h"
 #include "tests/fuzz/fuzz.h"
 

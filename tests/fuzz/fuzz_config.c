@@ -9,7 +9,7 @@
  */
 #include <string.h>
 
-#include "processor/config.h"
+#include "processor/base/config.h"
 #include "tests/fuzz/fuzz.h"
 
 /* More lines than this are not passed to sl_config_load_env: the loader is

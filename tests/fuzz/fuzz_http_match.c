@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "processor/http_int.h"
+#include "processor/http/server_int.h"
 #include "tests/fuzz/fuzz.h"
 
 static const char *const patterns[] = {

@@ -25,7 +25,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "processor/http.h"
+#include "processor/http/server.h"
 #include "tests/fuzz/fuzz.h"
 
 #define MAX_BODY_BYTES 1024

@@ -8,7 +8,7 @@
  */
 #include <string.h>
 
-#include "connectors/identity_req.h"
+#include "connectors/http/identity_requests.h"
 #include "tests/fuzz/fuzz.h"
 
 static void check_text(const char *s, size_t max, bool multiline) {

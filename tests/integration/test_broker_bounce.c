@@ -28,7 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "processor/kafka.h"
+#include "processor/kafka/client.h"
 #include "tests/support/eos.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"

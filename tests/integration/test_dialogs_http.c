@@ -20,13 +20,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "connectors/jwt.h"
-#include "processor/kafka.h"
+#include "connectors/http/auth/jwt.h"
+#include "processor/kafka/client.h"
 #include "sluice/v1/dialogs.pb-c.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
-#include "topology/dialogs.h"
+#include "topology/dialogs/dialogs.h"
 
 #define WAIT_MS    60000
 #define N          3

@@ -31,13 +31,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "processor/kafka.h"
+#include "processor/kafka/client.h"
 #include "sluice/v1/dialogs.pb-c.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "sluice/v1/meta.pb-c.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
-#include "topology/dialogs.h"
+#include "topology/dialogs/dialogs.h"
 
 #define DEFAULT_MESSAGES 100000
 #define USERS            250

@@ -21,8 +21,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "connectors/admin.h"
-#include "processor/kafka.h"
+#include "processor/kafka/admin.h"
+#include "processor/kafka/client.h"
 #include "tests/support/eos.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"

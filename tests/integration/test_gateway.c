@@ -19,8 +19,8 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "connectors/admin.h"
-#include "processor/kafka.h"
+#include "processor/kafka/admin.h"
+#include "processor/kafka/client.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
 

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "processor/kafka.h"
+#include "processor/kafka/client.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "sluice/v1/meta.pb-c.h"
 #include "tests/support/instance.h"

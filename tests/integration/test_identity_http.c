@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "connectors/jwt.h"
-#include "processor/kafka.h"
+#include "connectors/http/auth/jwt.h"
+#include "processor/kafka/client.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
 

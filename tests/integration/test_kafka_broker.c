@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "connectors/admin.h"
-#include "processor/kafka.h"
+#include "processor/kafka/admin.h"
+#include "processor/kafka/client.h"
 #include "tests/support/testutil.h"
 
 static rd_kafka_t *admin; /* a plain producer used for admin requests */

@@ -24,9 +24,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "connectors/admin.h"
-#include "connectors/pgsink.h"
-#include "processor/kafka.h"
+#include "processor/kafka/admin.h"
+#include "connectors/postgres/sink.h"
+#include "processor/kafka/client.h"
 #include "sluice/v1/dialogs.pb-c.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "tests/support/instance.h"

@@ -15,9 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "connectors/admin.h"
-#include "connectors/replies.h"
-#include "processor/kafka.h"
+#include "processor/kafka/admin.h"
+#include "processor/gateway/replies.h"
+#include "processor/kafka/client.h"
 #include "tests/support/testutil.h"
 
 #define REPLY_PARTITIONS 3

@@ -1,5 +1,5 @@
 /* eos.c: the exactly-once system-test kit (see eos.h). */
-#include "eos.h"
+#include "tests/support/eos.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -11,9 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "connectors/admin.h"
-#include "processor/kafka.h"
-#include "testutil.h"
+#include "processor/kafka/admin.h"
+#include "processor/kafka/client.h"
+#include "tests/support/testutil.h"
 
 void eos_scenario_init(rd_kafka_t *admin, eos_scenario *sc, const char *name, int n_keys) {
     char errstr[512];

@@ -16,7 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "instance.h"
+#include "tests/support/instance.h"
 
 #define EOS_PARTITIONS 4
 #define EOS_MAX_KEYS   64

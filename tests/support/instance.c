@@ -1,5 +1,5 @@
 /* instance.c: test applications as child processes (see instance.h). */
-#include "instance.h"
+#include "tests/support/instance.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -20,7 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "testutil.h"
+#include "tests/support/testutil.h"
 
 int test_free_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -1,5 +1,5 @@
 /* testutil.c: shared test helpers (see testutil.h). */
-#include "testutil.h"
+#include "tests/support/testutil.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "processor/kafka.h"
+#include "processor/kafka/client.h"
 
 static void stderr_log(void *opaque, sl_log_level level, const char *component, const char *line) {
     (void)opaque;

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "processor/log.h"
+#include "processor/base/log.h"
 
 /* A logger that writes warnings and errors to stderr (tests are quiet). */
 extern const sl_logger test_logger;

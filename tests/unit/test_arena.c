@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "processor/arena.h"
+#include "processor/base/arena.h"
 #include "sluice/v1/meta.pb-c.h"
 
 static void allocations_are_aligned_and_counted(void **state) {

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "processor/config.h"
+#include "processor/base/config.h"
 
 static char errstr[1024];
 

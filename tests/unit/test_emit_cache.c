@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "processor/emit_cache.h"
+#include "processor/engine/emit_cache.h"
 
 typedef struct seen {
     int n;

@@ -54,8 +54,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "processor/engine.h"
-#include "processor/kafka.h"
+#include "processor/engine/engine.h"
+#include "processor/kafka/client.h"
 #include "state/store.h"
 #include "tests/support/testutil.h"
 

@@ -5,7 +5,7 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "processor/error.h"
+#include "processor/base/error.h"
 
 static void every_code_has_a_distinct_name_and_a_message(void **state) {
     (void)state;

@@ -12,7 +12,7 @@
 #include <semaphore.h>
 #include <time.h>
 
-#include "processor/http.h"
+#include "processor/http/server.h"
 #include "tests/support/testutil.h"
 
 static void echo(void *opaque, const sl_http_request *req, sl_http_response *resp) {

@@ -14,7 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "connectors/httpc.h"
+#include "processor/http/client.h"
 
 static char errstr[256];
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "connectors/identity_req.h"
+#include "connectors/http/identity_requests.h"
 
 static char message[256];
 

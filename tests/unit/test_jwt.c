@@ -25,7 +25,7 @@
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 
-#include "connectors/jwt.h"
+#include "connectors/http/auth/jwt.h"
 
 #define NOW 1700000000
 #define ISS "https://sluice.test"

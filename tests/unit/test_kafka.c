@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "processor/app.h"
-#include "processor/kafka.h"
+#include "processor/kafka/client.h"
 #include "tests/support/testutil.h"
 
 static void murmur2_matches_the_java_client(void **state) {

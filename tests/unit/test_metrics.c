@@ -10,8 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/http.h"
-#include "processor/metrics.h"
+#include "processor/http/server.h"
+#include "processor/base/metrics.h"
+#include "processor/http/metrics.h"
 #include "tests/support/testutil.h"
 
 #define OWN_COUNTERS                                                                               \

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "connectors/passwords.h"
+#include "connectors/http/auth/passwords.h"
 #include "tests/support/testutil.h"
 
 static const char PASSWORD[] = "correct horse battery staple";

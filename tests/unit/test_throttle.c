@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "connectors/throttle.h"
+#include "connectors/http/auth/throttle.h"
 
 static char errstr[256];
 static const int64_t T0 = 1000000; /* any monotonic start */

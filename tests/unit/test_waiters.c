@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "connectors/replies.h"
+#include "processor/gateway/replies.h"
 
 static Sluice__V1__Reply *make_reply(const char *correlation, const char *type) {
     Sluice__V1__Reply *reply = calloc(1, sizeof(*reply));

@@ -1,0 +1,876 @@
+/*
+ * identity_http.c: the identity routes (see identity_http.h for the list).
+ *
+ * Design notes.
+ *
+ * Registration is decided by the identity topology on the partition owning
+ * the e-mail; the gateway hashes the password first (argon2id on the pool),
+ * produces RegisterUser through the reply path and answers from the
+ * outcome. A client retry is safe when it repeats its Idempotency-Key: the
+ * command id is then MAC(signing-key secret; key, e-mail, password), so the
+ * same request gets the same command id (the processor answers a repeated
+ * id with the original outcome) and the user id is derived from it too
+ * (a user without an e-mail is keyed by "id:<user id>", so the retry lands
+ * on the same partition). Without a key, every request is a new command.
+ * The MAC keeps the password out of the id: nothing in a topic can be
+ * guessed offline without the signing key.
+ *
+ *   register:  parse -> IP throttle -> hash (pool) -> RegisterUser -> reply
+ *              UserRegistered -> tokens (200) | EMAIL_TAKEN (409) |
+ *              INVALID (400) | no reply in time (503, retry with the key)
+ *
+ * Login is a read of a task store, so it runs where the user's partition
+ * lives: by id in users-by-id, by e-mail in users-by-email. The first
+ * instance checks the per-IP limit and forwards when it is not the owner;
+ * the owner checks the per-account limit (all attempts for one account meet
+ * there), verifies on the pool (an unknown user runs the dummy hash: same
+ * answer, same time) and issues the tokens.
+ *
+ * Tokens: access and refresh share a session id (sid). Refresh revokes the
+ * presented refresh token through tokens.commands (keyed by its jti, so the
+ * partition owning it decides): if the topology says it was already revoked
+ * by another command, the token was rotated before, i.e. stolen or
+ * replayed, and the whole session is revoked (RFC 9700 4.14.2). Logout
+ * revokes the access token and the session. Every instance refuses revoked
+ * tokens from its replicated blacklist (a global store).
+ */
+#include "connectors/http/identity_routes.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "connectors/http/identity_requests.h"
+#include "connectors/http/auth/passwords.h"
+#include "connectors/http/auth/throttle.h"
+#include "sluice/v1/identity.pb-c.h"
+#include "topology/identity/identity.h"
+
+_Static_assert(SL_IDREQ_NAME_MAX == SL_IDENTITY_MAX_NAME, "gateway and topology limits differ");
+_Static_assert(SL_IDREQ_BIOGRAPHY_MAX == SL_IDENTITY_MAX_BIOGRAPHY,
+               "gateway and topology limits differ");
+
+#define MSG_BAD_CREDENTIALS "invalid credentials"
+#define RETRY_AFTER_S       1
+
+struct sl_identity_http {
+    const sl_config *config;
+    sl_gateway *gateway;
+    sl_engine *engine;
+    const sl_logger *logger;
+    sl_jwt_keys *keys;
+    sl_jwt_cache *cache;
+    sl_password_pool *pool;
+    sl_throttle *per_ip, *per_account;
+    char iss[SL_JWT_MAX_NAME + 1], aud[SL_JWT_MAX_NAME + 1];
+    int64_t access_ttl_s, refresh_ttl_s, leeway_s;
+    int hash_timeout_ms;
+    char users_topic[256], tokens_topic[256];
+};
+
+#define logf_(ih, level, ...) sl_log((ih)->logger, (level), "identity", __VA_ARGS__)
+
+static int64_t now_s(void) {
+    return (int64_t)time(NULL);
+}
+
+static void http_fail(sl_identity_http *ih, const sl_http_request *req, sl_http_response *resp,
+                  int status, const char *message, int retry_after_s) {
+    sl_gateway_error(ih->gateway, req, resp, status, message, retry_after_s);
+}
+
+/* Answer `root` (taken) as JSON with `status`. */
+static void answer_json(sl_identity_http *ih, const sl_http_request *req, sl_http_response *resp,
+                        int status, json_t *root) {
+    char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    if (!text || sl_http_respond_json(resp, status, text))
+        http_fail(ih, req, resp, 500, "out of memory", 0);
+    if (text) {
+        explicit_bzero(text, strlen(text)); /* it may hold tokens */
+        free(text);
+    }
+}
+
+/* ---- tokens ----------------------------------------------------------------- */
+
+typedef struct token_pair {
+    char access[SL_JWT_MAX_TOKEN + 1];
+    char refresh[SL_JWT_MAX_TOKEN + 1];
+} token_pair;
+
+/* Issue an access and a refresh token for user `sub` in session `sid`
+ * (a fresh one when NULL). */
+static sl_err issue_pair(sl_identity_http *ih, const char *sub, const char *sid, token_pair *out) {
+    char fresh_sid[SL_JWT_RANDOM_ID_LEN + 1];
+    char why[256];
+    if (!sid) {
+        if (sl_jwt_random_id(fresh_sid, sizeof(fresh_sid)))
+            return SL_ERR_IO;
+        sid = fresh_sid;
+    }
+    int64_t now = now_s();
+    sl_jwt_claims access, refresh;
+    size_t len;
+    sl_err err;
+    if ((err = sl_jwt_claims_init(&access, SL_JWT_ACCESS, sub, sid, ih->iss, ih->aud, now,
+                                  ih->access_ttl_s, why, sizeof(why))) ||
+        (err = sl_jwt_claims_init(&refresh, SL_JWT_REFRESH, sub, sid, ih->iss, ih->aud, now,
+                                  ih->refresh_ttl_s, why, sizeof(why))) ||
+        (err = sl_jwt_issue(ih->keys, &access, out->access, sizeof(out->access), &len, why,
+                            sizeof(why))) ||
+        (err = sl_jwt_issue(ih->keys, &refresh, out->refresh, sizeof(out->refresh), &len, why,
+                            sizeof(why))))
+        logf_(ih, SL_LOG_ERROR, "cannot issue tokens: %s", why);
+    return err;
+}
+
+static json_t *pair_json(sl_identity_http *ih, const token_pair *pair) {
+    return json_pack("{s:s, s:s, s:s, s:s, s:I}", "token", pair->access, "access_token",
+                     pair->access, "refresh_token", pair->refresh, "token_type", "Bearer",
+                     "expires_in", (json_int_t)ih->access_ttl_s);
+}
+
+/* Verify `token` as `typ` and check the blacklist. 0 with *claims, else the
+ * HTTP status to answer (401, 503) with *message; *revoked (may be NULL)
+ * tells a valid but revoked token from the other 401s. */
+static int check_token(sl_identity_http *ih, const char *token, sl_jwt_typ typ,
+                       sl_jwt_claims *claims, const char **message, bool *was_revoked) {
+    if (was_revoked)
+        *was_revoked = false;
+    sl_jwt_expect expect = {
+        .iss = ih->iss, .aud = ih->aud, .typ = typ, .now = now_s(), .leeway_s = ih->leeway_s};
+    char why[256];
+    sl_jwt_error verdict = sl_jwt_verify_cached(ih->keys, ih->cache, token, strlen(token),
+                                                &expect, claims, why, sizeof(why));
+    if (verdict != SL_JWT_OK) {
+        *message = sl_jwt_error_msg(verdict);
+        return verdict == SL_JWT_ERR_INTERNAL ? 500 : 401;
+    }
+    bool revoked = false;
+    sl_err err = sl_identity_token_revoked(ih->engine, claims->jti, claims->sid, &revoked);
+    if (err == SL_ERR_UNAVAILABLE) {
+        *message = "the token blacklist is still loading";
+        return 503;
+    }
+    if (err) {
+        *message = "the token blacklist cannot be read";
+        return 500;
+    }
+    if (revoked) {
+        *message = "token has been revoked";
+        if (was_revoked)
+            *was_revoked = true;
+        return 401;
+    }
+    return 0;
+}
+
+bool sl_identity_http_authenticate(sl_identity_http *ih, const sl_http_request *req,
+                                   sl_http_response *resp, sl_jwt_claims *claims) {
+    const char *header = sl_http_request_header(req, "Authorization");
+    if (!header || strncasecmp(header, "Bearer ", 7) != 0) {
+        http_fail(ih, req, resp, 401, "an Authorization: Bearer access token is required", 0);
+        return false;
+    }
+    const char *token = header + 7;
+    while (*token == ' ')
+        token++;
+    if (strlen(token) > SL_JWT_MAX_TOKEN) {
+        http_fail(ih, req, resp, 401, sl_jwt_error_msg(SL_JWT_ERR_TOO_LONG), 0);
+        return false;
+    }
+    const char *message = NULL;
+    int status = check_token(ih, token, SL_JWT_ACCESS, claims, &message, NULL);
+    if (status) {
+        http_fail(ih, req, resp, status, message, status == 503 ? RETRY_AFTER_S : 0);
+        return false;
+    }
+    return true;
+}
+
+/* ---- commands through the reply path ------------------------------------------ */
+
+typedef struct register_command {
+    const sl_register_req *req;
+    const char *command_id;
+    const char *user_id;
+    const char *password_hash;
+} register_command;
+
+static sl_err encode_register(void *opaque, const Sluice__V1__CommandMeta *meta, void **value,
+                              size_t *value_len) {
+    const register_command *c = opaque;
+    Sluice__V1__CommandMeta m = *meta;
+    m.command_id = (char *)c->command_id;
+    Sluice__V1__Profile profile = SLUICE__V1__PROFILE__INIT;
+    profile.first_name = (char *)c->req->first_name;
+    profile.second_name = (char *)c->req->second_name;
+    profile.birthdate = (char *)c->req->birthdate;
+    profile.biography = (char *)c->req->biography;
+    profile.city = (char *)c->req->city;
+    Sluice__V1__RegisterUser reg = SLUICE__V1__REGISTER_USER__INIT;
+    reg.meta = &m;
+    reg.user_id = (char *)c->user_id;
+    reg.email = (char *)c->req->email;
+    reg.password_hash = (char *)c->password_hash;
+    reg.profile = &profile;
+    Sluice__V1__UsersCommand command = SLUICE__V1__USERS_COMMAND__INIT;
+    command.command_case = SLUICE__V1__USERS_COMMAND__COMMAND_REGISTER_USER;
+    command.register_user = &reg;
+    size_t len = sluice__v1__users_command__get_packed_size(&command);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return SL_ERR_NOMEM;
+    sluice__v1__users_command__pack(&command, buf);
+    *value = buf;
+    *value_len = len;
+    return SL_OK;
+}
+
+typedef struct revoke_command {
+    const char *command_id;
+    const char *jti; /* NULL: revoke the session */
+    const char *sid;
+    int64_t expires_at_ms;
+    const char *reason;
+} revoke_command;
+
+static sl_err encode_revoke(void *opaque, const Sluice__V1__CommandMeta *meta, void **value,
+                            size_t *value_len) {
+    const revoke_command *c = opaque;
+    Sluice__V1__CommandMeta m = *meta;
+    m.command_id = (char *)c->command_id;
+    Sluice__V1__RevokeToken token = SLUICE__V1__REVOKE_TOKEN__INIT;
+    Sluice__V1__RevokeSession session = SLUICE__V1__REVOKE_SESSION__INIT;
+    Sluice__V1__TokensCommand command = SLUICE__V1__TOKENS_COMMAND__INIT;
+    if (c->jti) {
+        token.meta = &m;
+        token.jti = (char *)c->jti;
+        token.session_id = (char *)c->sid;
+        token.expires_at_ms = c->expires_at_ms;
+        token.reason = (char *)c->reason;
+        command.command_case = SLUICE__V1__TOKENS_COMMAND__COMMAND_REVOKE_TOKEN;
+        command.revoke_token = &token;
+    } else {
+        session.meta = &m;
+        session.session_id = (char *)c->sid;
+        session.expires_at_ms = c->expires_at_ms;
+        session.reason = (char *)c->reason;
+        command.command_case = SLUICE__V1__TOKENS_COMMAND__COMMAND_REVOKE_SESSION;
+        command.revoke_session = &session;
+    }
+    size_t len = sluice__v1__tokens_command__get_packed_size(&command);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return SL_ERR_NOMEM;
+    sluice__v1__tokens_command__pack(&command, buf);
+    *value = buf;
+    *value_len = len;
+    return SL_OK;
+}
+
+/* Answer the failure of a request through the reply path. */
+static void request_failed(sl_identity_http *ih, const sl_http_request *req,
+                           sl_http_response *resp, sl_err err, const char *what) {
+    char message[256];
+    switch (err) {
+    case SL_ERR_TIMEOUT:
+        snprintf(message, sizeof(message),
+                 "%s is still being processed; retry later (with the same Idempotency-Key "
+                 "to be sure it is applied once)",
+                 what);
+        http_fail(ih, req, resp, 503, message, RETRY_AFTER_S);
+        break;
+    case SL_ERR_FULL:
+        http_fail(ih, req, resp, 503, "too many requests in flight", RETRY_AFTER_S);
+        break;
+    default:
+        snprintf(message, sizeof(message), "%s cannot be processed now (%s)", what,
+                 sl_err_name(err));
+        http_fail(ih, req, resp, 503, message, RETRY_AFTER_S);
+        break;
+    }
+}
+
+/* A random command id (no idempotency asked for). */
+static sl_err random_command_id(char out[SL_IDREQ_UUID_LEN + 1]) {
+    return sl_uuid_v4(out);
+}
+
+/* base64url of a MAC: a stable command id. */
+static sl_err mac_id(sl_identity_http *ih, const char *label, const void *data, size_t len,
+                     char *out, size_t out_size, unsigned char digest[32]) {
+    sl_err err = sl_jwt_keys_mac(ih->keys, label, data, len, digest);
+    if (err)
+        return err;
+    return sl_jwt_b64url_encode(digest, 32, out, out_size);
+}
+
+/* ---- handlers ------------------------------------------------------------------ */
+
+static const char *client_key(const sl_http_request *req, char *out, size_t out_size) {
+    const char *ip = sl_http_request_client_ip(req);
+    snprintf(out, out_size, "ip:%s", ip ? ip : "?");
+    return out;
+}
+
+static bool throttled(sl_identity_http *ih, const sl_http_request *req, sl_http_response *resp,
+                      sl_throttle *t, const char *key) {
+    int retry_after = 0;
+    if (sl_throttle_check(t, key, sl_throttle_now_ms(), &retry_after) == SL_THROTTLE_ALLOWED)
+        return false;
+    http_fail(ih, req, resp, 429, "too many attempts; retry later", retry_after);
+    return true;
+}
+
+static void handle_register(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_identity_http *ih = opaque;
+    char message[256], ipkey[80];
+    sl_register_req *body = malloc(sizeof(*body));
+    if (!body) {
+        http_fail(ih, req, resp, 500, "out of memory", 0);
+        return;
+    }
+    size_t len = 0;
+    const char *raw = sl_http_request_body(req, &len);
+    const char *key = sl_http_request_header(req, "Idempotency-Key");
+    bool bad_key = key && !sl_idempotency_key_valid(key);
+    char hash[SL_PASSWORD_ENCODED_MAX];
+    if (bad_key) {
+        http_fail(ih, req, resp, 400, "Idempotency-Key: 1 to 255 visible ASCII characters", 0);
+        goto done_clear;
+    }
+    if (sl_register_req_parse(raw, len, body, message, sizeof(message))) {
+        http_fail(ih, req, resp, 400, message, 0);
+        goto done;
+    }
+    if (throttled(ih, req, resp, ih->per_ip, client_key(req, ipkey, sizeof(ipkey))))
+        goto done_clear;
+
+    /* Ids first (they need the password), then hash and wipe it. */
+    char command_id[64], user_id[SL_IDREQ_UUID_LEN + 1];
+    if (key) {
+        unsigned char digest[32];
+        size_t klen = strlen(key), elen = strlen(body->email);
+        size_t n = klen + 1 + elen + 1 + body->password_len;
+        char *material = malloc(n);
+        sl_err err = material ? SL_OK : SL_ERR_NOMEM;
+        if (!err) {
+            memcpy(material, key, klen + 1);
+            memcpy(material + klen + 1, body->email, elen + 1);
+            memcpy(material + klen + 1 + elen + 1, body->password, body->password_len);
+            err = mac_id(ih, "register/command", material, n, command_id, sizeof(command_id),
+                         digest);
+            explicit_bzero(material, n);
+            free(material);
+        }
+        if (!err)
+            err = sl_jwt_keys_mac(ih->keys, "register/user", command_id, strlen(command_id),
+                                  digest);
+        if (err) {
+            http_fail(ih, req, resp, 500, "cannot derive the command id", 0);
+            goto done_clear;
+        }
+        sl_uuid_from_digest(digest, user_id);
+    } else if (random_command_id(command_id) || sl_uuid_v4(user_id)) {
+        http_fail(ih, req, resp, 500, "no randomness", 0);
+        goto done_clear;
+    }
+    sl_err err = sl_password_pool_hash_wait(ih->pool, body->password, body->password_len,
+                                            ih->hash_timeout_ms, hash, sizeof(hash));
+    explicit_bzero(body->password, sizeof(body->password));
+    if (err) {
+        http_fail(ih, req, resp, 503,
+              err == SL_ERR_FULL ? "too many passwords are being hashed; retry later"
+                                 : "the password could not be hashed now",
+              RETRY_AFTER_S);
+        goto done_clear;
+    }
+
+    char record_key[SL_IDREQ_EMAIL_MAX + 4];
+    if (body->email[0])
+        snprintf(record_key, sizeof(record_key), "%s", body->email);
+    else
+        snprintf(record_key, sizeof(record_key), "id:%s", user_id);
+    register_command command = {
+        .req = body, .command_id = command_id, .user_id = user_id, .password_hash = hash};
+    Sluice__V1__Reply *reply = NULL;
+    err = sl_gateway_request(ih->gateway, ih->users_topic, record_key, strlen(record_key),
+                             encode_register, &command, &reply);
+    explicit_bzero(hash, sizeof(hash));
+    if (err) {
+        request_failed(ih, req, resp, err, "the registration");
+        goto done_clear;
+    }
+    if (strcmp(reply->type, "sluice.v1.UserRegistered") == 0) {
+        Sluice__V1__UserRegistered *ev =
+            sluice__v1__user_registered__unpack(NULL, reply->payload.len, reply->payload.data);
+        token_pair *pair = ev ? malloc(sizeof(*pair)) : NULL;
+        if (!pair || issue_pair(ih, ev->user_id, NULL, pair)) {
+            http_fail(ih, req, resp, 500, "registered, but the tokens could not be issued: log in", 0);
+        } else {
+            json_t *root = pair_json(ih, pair);
+            json_object_set_new(root, "user_id", json_string(ev->user_id));
+            answer_json(ih, req, resp, 200, root);
+        }
+        if (pair) {
+            explicit_bzero(pair, sizeof(*pair));
+            free(pair);
+        }
+        sluice__v1__user_registered__free_unpacked(ev, NULL);
+    } else if (strcmp(reply->type, "sluice.v1.RegistrationRejected") == 0) {
+        Sluice__V1__RegistrationRejected *ev = sluice__v1__registration_rejected__unpack(
+            NULL, reply->payload.len, reply->payload.data);
+        if (!ev)
+            http_fail(ih, req, resp, 500, "undecodable outcome", 0);
+        else if (ev->reason == SLUICE__V1__REGISTRATION_REJECTED__REASON__EMAIL_TAKEN)
+            http_fail(ih, req, resp, 409, "email is already registered", 0);
+        else if (ev->reason == SLUICE__V1__REGISTRATION_REJECTED__REASON__USER_ID_TAKEN)
+            http_fail(ih, req, resp, 409, "user id is already taken", 0);
+        else
+            http_fail(ih, req, resp, 400, ev->detail && ev->detail[0] ? ev->detail : "invalid data",
+                  0);
+        sluice__v1__registration_rejected__free_unpacked(ev, NULL);
+    } else {
+        http_fail(ih, req, resp, 500, "unexpected outcome", 0);
+    }
+    sl_reply_free(reply);
+done_clear:
+    sl_register_req_clear(body);
+done:
+    free(body);
+}
+
+static void handle_login(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_identity_http *ih = opaque;
+    char message[256], ipkey[80];
+    sl_login_req *body = malloc(sizeof(*body));
+    if (!body) {
+        http_fail(ih, req, resp, 500, "out of memory", 0);
+        return;
+    }
+    size_t len = 0;
+    const char *raw = sl_http_request_body(req, &len);
+    char *value = NULL;
+    size_t value_len = 0;
+    Sluice__V1__UserRecord *user = NULL;
+    if (sl_login_req_parse(raw, len, body, message, sizeof(message))) {
+        http_fail(ih, req, resp, 400, message, 0);
+        goto done;
+    }
+    bool forwarded = sl_http_request_header(req, SL_GATEWAY_HOP_HEADER) != NULL;
+    if (!forwarded && throttled(ih, req, resp, ih->per_ip, client_key(req, ipkey, sizeof(ipkey))))
+        goto done;
+    const char *store = body->email[0] ? SL_IDENTITY_STORE_USERS_BY_EMAIL
+                                       : SL_IDENTITY_STORE_USERS_BY_ID;
+    const char *key = body->email[0] ? body->email : body->user_id;
+    sl_gateway_outcome outcome =
+        sl_gateway_get(ih->gateway, req, resp, store, key, strlen(key), &value, &value_len);
+    if (outcome == SL_GATEWAY_ANSWERED)
+        goto done; /* forwarded to the owner, or 503 */
+    char account[SL_IDREQ_EMAIL_MAX + 8];
+    snprintf(account, sizeof(account), "acct:%s", key);
+    if (throttled(ih, req, resp, ih->per_account, account))
+        goto done;
+    if (outcome == SL_GATEWAY_LOCAL) {
+        user = sluice__v1__user_record__unpack(NULL, value_len, (const uint8_t *)value);
+        if (!user)
+            logf_(ih, SL_LOG_ERROR, "%s: undecodable user record (request %s)", store,
+                  sl_http_request_id(req));
+    }
+    bool match = false;
+    sl_err err = sl_password_pool_verify_wait(ih->pool, body->password, body->password_len,
+                                              user ? user->password_hash : NULL,
+                                              ih->hash_timeout_ms, &match);
+    explicit_bzero(body->password, sizeof(body->password));
+    if (err && err != SL_ERR_INVALID) {
+        http_fail(ih, req, resp, 503,
+              err == SL_ERR_FULL ? "too many logins are being checked; retry later"
+                                 : "the password could not be checked now",
+              RETRY_AFTER_S);
+        goto done;
+    }
+    if (!match || !user) {
+        sl_throttle_failure(ih->per_account, account, sl_throttle_now_ms());
+        if (!forwarded)
+            sl_throttle_failure(ih->per_ip, ipkey, sl_throttle_now_ms());
+        http_fail(ih, req, resp, 401, MSG_BAD_CREDENTIALS, 0);
+        goto done;
+    }
+    sl_throttle_success(ih->per_account, account);
+    token_pair *pair = malloc(sizeof(*pair));
+    if (!pair || issue_pair(ih, user->user_id, NULL, pair)) {
+        http_fail(ih, req, resp, 500, "the tokens could not be issued", 0);
+    } else {
+        json_t *root = pair_json(ih, pair);
+        json_object_set_new(root, "user_id", json_string(user->user_id));
+        answer_json(ih, req, resp, 200, root);
+    }
+    if (pair) {
+        explicit_bzero(pair, sizeof(*pair));
+        free(pair);
+    }
+done:
+    sluice__v1__user_record__free_unpacked(user, NULL);
+    if (value) {
+        explicit_bzero(value, value_len); /* it holds a password hash */
+        free(value);
+    }
+    sl_login_req_clear(body);
+    free(body);
+}
+
+static void handle_user_get(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_identity_http *ih = opaque;
+    const char *param = sl_http_request_param(req, "id");
+    char id[SL_IDREQ_UUID_LEN + 1];
+    if (!param || strlen(param) != SL_IDREQ_UUID_LEN) {
+        http_fail(ih, req, resp, 400, "id: not a user id", 0);
+        return;
+    }
+    for (size_t i = 0; i <= SL_IDREQ_UUID_LEN; i++)
+        id[i] = (param[i] >= 'A' && param[i] <= 'F') ? (char)(param[i] - 'A' + 'a') : param[i];
+    if (!sl_uuid_valid(id)) {
+        http_fail(ih, req, resp, 400, "id: not a user id", 0);
+        return;
+    }
+    char *value = NULL;
+    size_t value_len = 0;
+    sl_gateway_outcome outcome = sl_gateway_get(ih->gateway, req, resp,
+                                                SL_IDENTITY_STORE_USERS_BY_ID, id, strlen(id),
+                                                &value, &value_len);
+    if (outcome == SL_GATEWAY_ANSWERED)
+        return;
+    if (outcome == SL_GATEWAY_MISSING) {
+        http_fail(ih, req, resp, 404, "user not found", 0);
+        return;
+    }
+    Sluice__V1__UserRecord *user =
+        sluice__v1__user_record__unpack(NULL, value_len, (const uint8_t *)value);
+    explicit_bzero(value, value_len);
+    free(value);
+    if (!user) {
+        http_fail(ih, req, resp, 500, "undecodable user record", 0);
+        return;
+    }
+    Sluice__V1__Profile empty = SLUICE__V1__PROFILE__INIT;
+    const Sluice__V1__Profile *p = user->profile ? user->profile : &empty;
+    json_t *root = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", user->user_id, "first_name",
+                             p->first_name, "second_name", p->second_name, "birthdate",
+                             p->birthdate, "biography", p->biography, "city", p->city);
+    if (root && !p->birthdate[0])
+        json_object_del(root, "birthdate"); /* format: date; absent rather than "" */
+    answer_json(ih, req, resp, 200, root);
+    sluice__v1__user_record__free_unpacked(user, NULL);
+}
+
+/* Revoke (jti set) a token or (jti NULL) a session through tokens.commands.
+ * SL_OK with *already (revoked before by another command), or the error
+ * answered through request_failed by the caller. */
+static sl_err revoke(sl_identity_http *ih, const char *jti, const char *sid,
+                     int64_t expires_at_s, const char *reason, bool *already) {
+    char command_id[SL_IDREQ_UUID_LEN + 1];
+    if (random_command_id(command_id))
+        return SL_ERR_IO;
+    revoke_command command = {.command_id = command_id,
+                              .jti = jti,
+                              .sid = sid,
+                              .expires_at_ms = expires_at_s * 1000,
+                              .reason = reason};
+    const char *key = jti ? jti : sid;
+    Sluice__V1__Reply *reply = NULL;
+    sl_err err = sl_gateway_request(ih->gateway, ih->tokens_topic, key, strlen(key),
+                                    encode_revoke, &command, &reply);
+    if (err)
+        return err;
+    *already = false;
+    if (strcmp(reply->type, "sluice.v1.TokenRevoked") == 0) {
+        Sluice__V1__TokenRevoked *ev =
+            sluice__v1__token_revoked__unpack(NULL, reply->payload.len, reply->payload.data);
+        if (!ev)
+            err = SL_ERR_INVALID;
+        else
+            *already = ev->already_revoked;
+        sluice__v1__token_revoked__free_unpacked(ev, NULL);
+    } else {
+        err = SL_ERR_INVALID; /* a rejection: a malformed command of ours */
+    }
+    sl_reply_free(reply);
+    return err;
+}
+
+static void handle_refresh(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_identity_http *ih = opaque;
+    char message[256];
+    size_t len = 0;
+    const char *raw = sl_http_request_body(req, &len);
+    char *token = malloc(SL_IDREQ_TOKEN_MAX + 1);
+    if (!token) {
+        http_fail(ih, req, resp, 500, "out of memory", 0);
+        return;
+    }
+    sl_jwt_claims claims;
+    const char *why = NULL;
+    int status;
+    bool already = false;
+    if (sl_token_req_parse(raw, len, false, "refresh_token", token, SL_IDREQ_TOKEN_MAX + 1,
+                           message, sizeof(message))) {
+        http_fail(ih, req, resp, 400, message, 0);
+        goto done;
+    }
+    bool revoked = false;
+    if ((status = check_token(ih, token, SL_JWT_REFRESH, &claims, &why, &revoked)) && !revoked) {
+        http_fail(ih, req, resp, status, why, status == 503 ? RETRY_AFTER_S : 0);
+        goto done;
+    }
+    /* A genuine refresh token that is revoked already (this instance's
+     * blacklist saw the rotation), or that the owner of its jti says was
+     * revoked by another command: it was used before. */
+    sl_err err = SL_OK;
+    if (!revoked)
+        err = revoke(ih, claims.jti, claims.sid, claims.exp, "rotated", &already);
+    if (err) {
+        request_failed(ih, req, resp, err, "the refresh");
+        goto done;
+    }
+    if (revoked || already) {
+        /* This refresh token was rotated before: someone replays it. */
+        logf_(ih, SL_LOG_WARN, "refresh token reuse for session %.8s...: revoking the session "
+                               "(request %s)", claims.sid, sl_http_request_id(req));
+        err = revoke(ih, NULL, claims.sid, now_s() + ih->refresh_ttl_s, "refresh token reuse",
+                     &already);
+        if (err) {
+            request_failed(ih, req, resp, err, "the refresh");
+            goto done;
+        }
+        http_fail(ih, req, resp, 401,
+                  "refresh token was revoked or already used: the session is revoked", 0);
+        goto done;
+    }
+    token_pair *pair = malloc(sizeof(*pair));
+    if (!pair || issue_pair(ih, claims.sub, claims.sid, pair))
+        http_fail(ih, req, resp, 500, "the tokens could not be issued", 0);
+    else
+        answer_json(ih, req, resp, 200, pair_json(ih, pair));
+    if (pair) {
+        explicit_bzero(pair, sizeof(*pair));
+        free(pair);
+    }
+done:
+    explicit_bzero(token, SL_IDREQ_TOKEN_MAX + 1);
+    free(token);
+}
+
+static void handle_logout(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_identity_http *ih = opaque;
+    sl_jwt_claims claims;
+    if (!sl_identity_http_authenticate(ih, req, resp, &claims))
+        return;
+    bool already = false;
+    sl_err err = revoke(ih, claims.jti, claims.sid, claims.exp, "logout", &already);
+    /* The session outlives every token of it: the newest refresh token of
+     * the session expires at most refresh_ttl from now. */
+    if (!err)
+        err = revoke(ih, NULL, claims.sid, now_s() + ih->refresh_ttl_s, "logout", &already);
+    if (err) {
+        request_failed(ih, req, resp, err, "the logout");
+        return;
+    }
+    sl_http_respond(resp, 204, NULL, NULL, 0);
+}
+
+static void handle_introspect(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_identity_http *ih = opaque;
+    sl_jwt_claims caller;
+    /* RFC 7662 2.1: the endpoint requires authorization; any valid access
+     * token will do (a token reveals nothing its holder cannot decode). */
+    if (!sl_identity_http_authenticate(ih, req, resp, &caller))
+        return;
+    const char *type = sl_http_request_header(req, "Content-Type");
+    bool form = type && strncasecmp(type, "application/x-www-form-urlencoded", 33) == 0;
+    size_t len = 0;
+    const char *raw = sl_http_request_body(req, &len);
+    char message[256];
+    char *token = malloc(SL_IDREQ_TOKEN_MAX + 1);
+    if (!token) {
+        http_fail(ih, req, resp, 500, "out of memory", 0);
+        return;
+    }
+    if (sl_token_req_parse(raw, len, form, "token", token, SL_IDREQ_TOKEN_MAX + 1, message,
+                           sizeof(message))) {
+        http_fail(ih, req, resp, 400, message, 0);
+        goto done;
+    }
+    sl_jwt_claims claims;
+    const char *why = NULL;
+    sl_jwt_typ typ = SL_JWT_ACCESS;
+    int status = check_token(ih, token, typ, &claims, &why, NULL);
+    if (status == 401) {
+        typ = SL_JWT_REFRESH;
+        status = check_token(ih, token, typ, &claims, &why, NULL);
+    }
+    if (status == 503 || status == 500) {
+        http_fail(ih, req, resp, status, why, status == 503 ? RETRY_AFTER_S : 0);
+        goto done;
+    }
+    json_t *root;
+    if (status)
+        root = json_pack("{s:b}", "active", 0);
+    else
+        root = json_pack("{s:b, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "active", 1,
+                         "token_type", typ == SL_JWT_ACCESS ? "access_token" : "refresh_token",
+                         "sub", claims.sub, "sid", claims.sid, "jti", claims.jti, "iss",
+                         claims.iss, "aud", claims.aud, "exp", (json_int_t)claims.exp, "iat",
+                         (json_int_t)claims.iat);
+    answer_json(ih, req, resp, 200, root);
+done:
+    explicit_bzero(token, SL_IDREQ_TOKEN_MAX + 1);
+    free(token);
+}
+
+static void handle_jwks(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_identity_http *ih = opaque;
+    size_t len = 0;
+    const char *jwks = sl_jwt_jwks_json(ih->keys, &len);
+    if (sl_http_respond(resp, 200, "application/json", jwks, len))
+        http_fail(ih, req, resp, 500, "out of memory", 0);
+    else
+        sl_http_response_header(resp, "Cache-Control", "public, max-age=300");
+}
+
+/* ---- construction ------------------------------------------------------------- */
+
+static sl_err load_keys(sl_identity_http *ih, char *errstr, size_t errstr_size) {
+    const char *path = sl_config_get(ih->config, "identity.key.file");
+    const char *previous = sl_config_get(ih->config, "identity.key.previous.file");
+    char generated[PATH_MAX];
+    if (!path || !path[0]) {
+        const char *state_dir = sl_config_get(ih->config, "state.dir");
+        const char *app = sl_config_get(ih->config, "application.id");
+        if (snprintf(generated, sizeof(generated), "%s/%s", state_dir, app) >=
+            (int)sizeof(generated))
+            return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "state.dir is too long");
+        /* state.dir/<app> may not exist yet: the engine creates it later. */
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s", state_dir);
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            return sl_fail(errstr, errstr_size, SL_ERR_IO, "cannot create %s: %s", dir,
+                           strerror(errno));
+        if (mkdir(generated, 0700) != 0 && errno != EEXIST)
+            return sl_fail(errstr, errstr_size, SL_ERR_IO, "cannot create %s: %s", generated,
+                           strerror(errno));
+        size_t n = strlen(generated);
+        if (snprintf(generated + n, sizeof(generated) - n, "/token-signing-key.pem") >=
+            (int)(sizeof(generated) - n))
+            return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "state.dir is too long");
+        const char *alg_name = sl_config_get(ih->config, "identity.key.alg");
+        sl_jwt_alg alg = alg_name && strcmp(alg_name, "ES256") == 0 ? SL_JWT_ES256 : SL_JWT_RS256;
+        bool created = false;
+        sl_err err = sl_jwt_key_generate(generated, alg, &created, errstr, errstr_size);
+        if (err)
+            return err;
+        if (created)
+            logf_(ih, SL_LOG_WARN,
+                  "generated a token signing key in the state dir (set identity.key.file, the "
+                  "same on every instance, for more than one instance)");
+        path = generated;
+    }
+    ih->keys = sl_jwt_keys_load(path, previous && previous[0] ? previous : NULL, errstr,
+                                errstr_size);
+    if (!ih->keys)
+        return SL_ERR_CONFIG;
+    logf_(ih, SL_LOG_INFO, "token signing key %s (%s)%s%s", sl_jwt_keys_current_kid(ih->keys),
+          sl_jwt_keys_alg(ih->keys) == SL_JWT_ES256 ? "ES256" : "RS256",
+          sl_jwt_keys_previous_kid(ih->keys) ? ", previous key " : "",
+          sl_jwt_keys_previous_kid(ih->keys) ? sl_jwt_keys_previous_kid(ih->keys) : "");
+    return SL_OK;
+}
+
+sl_identity_http *sl_identity_http_new(const sl_config *config, sl_gateway *gateway,
+                                       const sl_logger *logger, char *errstr,
+                                       size_t errstr_size) {
+    sl_identity_http *ih = calloc(1, sizeof(*ih));
+    if (!ih) {
+        sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    ih->config = config;
+    ih->gateway = gateway;
+    ih->engine = sl_gateway_engine(gateway);
+    ih->logger = logger;
+    snprintf(ih->iss, sizeof(ih->iss), "%s", sl_config_get(config, "identity.token.issuer"));
+    snprintf(ih->aud, sizeof(ih->aud), "%s", sl_config_get(config, "identity.token.audience"));
+    ih->access_ttl_s = sl_config_get_int(config, "identity.token.access.ttl.s");
+    ih->refresh_ttl_s = sl_config_get_int(config, "identity.token.refresh.ttl.s");
+    ih->leeway_s = sl_config_get_int(config, "identity.token.leeway.s");
+    ih->hash_timeout_ms = (int)sl_config_get_int(config, "identity.argon2.timeout.ms");
+    sl_identity_options options;
+    sl_identity_options_from_config(&options, config);
+    snprintf(ih->users_topic, sizeof(ih->users_topic), "%susers.commands", options.topic_prefix);
+    snprintf(ih->tokens_topic, sizeof(ih->tokens_topic), "%stokens.commands",
+             options.topic_prefix);
+    sl_argon2_params params = {
+        .m_cost_kib = (uint32_t)sl_config_get_int(config, "identity.argon2.memory.kib"),
+        .t_cost = (uint32_t)sl_config_get_int(config, "identity.argon2.passes"),
+        .parallelism = (uint32_t)sl_config_get_int(config, "identity.argon2.parallelism")};
+    if (load_keys(ih, errstr, errstr_size))
+        goto fail;
+    ih->cache = sl_jwt_cache_new((size_t)sl_config_get_int(config, "identity.token.cache.entries"),
+                                 errstr, errstr_size);
+    if (!ih->cache)
+        goto fail;
+    ih->pool = sl_password_pool_new((int)sl_config_get_int(config, "identity.argon2.threads"),
+                                    (int)sl_config_get_int(config, "identity.argon2.queue"),
+                                    &params, errstr, errstr_size);
+    if (!ih->pool)
+        goto fail;
+    sl_throttle_config per_ip = sl_throttle_config_per_ip;
+    per_ip.burst = (uint32_t)sl_config_get_int(config, "identity.throttle.ip.burst");
+    per_ip.refill_ms = (uint32_t)sl_config_get_int(config, "identity.throttle.ip.refill.ms");
+    sl_throttle_config per_account = sl_throttle_config_per_account;
+    per_account.burst = (uint32_t)sl_config_get_int(config, "identity.throttle.account.burst");
+    per_account.refill_ms =
+        (uint32_t)sl_config_get_int(config, "identity.throttle.account.refill.ms");
+    ih->per_ip = sl_throttle_new(&per_ip, errstr, errstr_size);
+    if (!ih->per_ip)
+        goto fail;
+    ih->per_account = sl_throttle_new(&per_account, errstr, errstr_size);
+    if (!ih->per_account)
+        goto fail;
+    return ih;
+fail:
+    sl_identity_http_destroy(ih);
+    return NULL;
+}
+
+sl_err sl_identity_http_routes(sl_identity_http *ih, sl_http_server *http) {
+    sl_err err;
+    if ((err = sl_http_route(http, "POST", "/user/register", handle_register, ih)) ||
+        (err = sl_http_route(http, "POST", "/login", handle_login, ih)) ||
+        (err = sl_http_route(http, "GET", "/user/get/{id}", handle_user_get, ih)) ||
+        (err = sl_http_route(http, "POST", "/auth/refresh", handle_refresh, ih)) ||
+        (err = sl_http_route(http, "POST", "/auth/logout", handle_logout, ih)) ||
+        (err = sl_http_route(http, "POST", "/auth/introspect", handle_introspect, ih)) ||
+        (err = sl_http_route(http, "GET", "/.well-known/jwks.json", handle_jwks, ih)))
+        return err;
+    return SL_OK;
+}
+
+void sl_identity_http_destroy(sl_identity_http *ih) {
+    if (!ih)
+        return;
+    sl_password_pool_destroy(ih->pool);
+    sl_throttle_destroy(ih->per_ip);
+    sl_throttle_destroy(ih->per_account);
+    sl_jwt_cache_destroy(ih->cache);
+    sl_jwt_keys_destroy(ih->keys);
+    free(ih);
+}

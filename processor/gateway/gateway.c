@@ -1,0 +1,324 @@
+/*
+ * gateway.c: routing of interactive queries and the reply path for route
+ * handlers (see gateway.h).
+ *
+ * Deciding where a read is answered (sl_gateway_get / sl_gateway_range):
+ *
+ *   engine query ---- SL_OK ----------------------------> LOCAL / MISSING
+ *        |       ---- NOT_READY (restoring, starting) --> 503 Retry-After
+ *        |       ---- STORE error ---------------------> 500
+ *        +-- NOT_OWNER --> request carries the hop header? -> 503 (moving)
+ *                          owner in the membership table?
+ *                            none, or this instance ------> 503 (rebalancing)
+ *                            another instance -> forward --> relay its answer
+ *                                                  failed --> 503 Retry-After
+ *
+ * The engine decides "owned here" from the task it runs, not from the
+ * membership table, so a stale table can only cost a hop or a 503, never a
+ * read of a store this instance does not hold.
+ */
+#include "processor/gateway/gateway.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "processor/kafka/admin.h"
+#include "processor/http/client.h"
+#include "processor/kafka/client.h"
+
+#define RETRY_AFTER_S 1
+
+struct sl_gateway {
+    sl_logger logger;
+    const sl_config *config;
+    sl_engine *engine;
+    char *bootstrap;
+    sl_members *members;
+    sl_replies *replies;
+    int forward_timeout_ms;
+    size_t forward_max_bytes;
+    int reply_timeout_ms;
+    char address[SL_MEMBERS_MAX_ADDRESS];
+};
+
+#define LOG(g, level, ...) sl_log(&(g)->logger, level, "gateway", __VA_ARGS__)
+
+sl_gateway *sl_gateway_new(const sl_config *config, sl_engine *engine, const char *bootstrap,
+                           const sl_logger *logger, char *errstr, size_t errstr_size) {
+    sl_gateway *g = calloc(1, sizeof(*g));
+    if (!g || !(g->bootstrap = strdup(bootstrap))) {
+        free(g);
+        sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    g->logger = *logger;
+    g->config = config;
+    g->engine = engine;
+    g->forward_timeout_ms = (int)sl_config_get_int(config, "gateway.forward.timeout.ms");
+    g->forward_max_bytes = (size_t)sl_config_get_int(config, "gateway.forward.max.bytes");
+    g->reply_timeout_ms = (int)sl_config_get_int(config, "gateway.reply.timeout.ms");
+    return g;
+}
+
+sl_err sl_gateway_start(sl_gateway *g, int http_port, char *errstr, size_t errstr_size) {
+    const char *advertised = sl_config_get(g->config, "gateway.advertised.address");
+    const char *host = sl_config_get(g->config, "http.host");
+    int n = advertised[0] ? snprintf(g->address, sizeof(g->address), "%s", advertised)
+            : strchr(host, ':')
+                ? snprintf(g->address, sizeof(g->address), "[%s]:%d", host, http_port)
+                : snprintf(g->address, sizeof(g->address), "%s:%d", host, http_port);
+    if (n < 0 || (size_t)n >= sizeof(g->address))
+        return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "advertised address too long");
+    const char *app_id = sl_engine_application_id(g->engine);
+    char topic[256];
+    snprintf(topic, sizeof(topic), "%s-members", app_id);
+    sl_members_options options = {
+        .topic = topic,
+        .instance_id = sl_engine_instance_id(g->engine),
+        .address = g->address,
+        .interval_ms = (int)sl_config_get_int(g->config, "gateway.members.interval.ms"),
+        .expiry_ms = (int)sl_config_get_int(g->config, "gateway.members.expiry.ms"),
+        .replication_factor = (int)sl_config_get_int(g->config, "topic.replication.factor"),
+    };
+    g->members = sl_members_new(g->config, g->bootstrap, &options, g->engine, &g->logger, errstr,
+                                errstr_size);
+    if (!g->members)
+        return SL_ERR_KAFKA;
+    /* The reply topic belongs to the engine (it creates it for topologies
+     * that answer commands); without it there is no reply path. */
+    snprintf(topic, sizeof(topic), "%s-replies", app_id);
+    char why[512];
+    g->replies = sl_replies_new(g->config, g->bootstrap, topic, sl_engine_instance_id(g->engine),
+                                (size_t)sl_config_get_int(g->config, "gateway.reply.max.waiters"),
+                                &g->logger, why, sizeof(why));
+    if (!g->replies)
+        LOG(g, SL_LOG_INFO, "no reply path (%s): commands cannot be answered over HTTP", why);
+    return SL_OK;
+}
+
+void sl_gateway_destroy(sl_gateway *g) {
+    if (!g)
+        return;
+    sl_replies_destroy(g->replies);
+    sl_members_destroy(g->members);
+    free(g->bootstrap);
+    free(g);
+}
+
+sl_engine *sl_gateway_engine(sl_gateway *g) {
+    return g->engine;
+}
+
+sl_replies *sl_gateway_replies(sl_gateway *g) {
+    return g->replies;
+}
+
+sl_members *sl_gateway_members(sl_gateway *g) {
+    return g->members;
+}
+
+void sl_gateway_error(sl_gateway *g, const sl_http_request *req, sl_http_response *resp, int status,
+                      const char *message, int retry_after_s) {
+    sl_log(&g->logger, status >= 500 ? SL_LOG_WARN : SL_LOG_DEBUG, "gateway",
+           "request %s %s %s: %d %s", sl_http_request_id(req), sl_http_request_method(req),
+           sl_http_request_path(req), status, message);
+    sl_http_respond_error(resp, status, message);
+    if (retry_after_s > 0)
+        sl_http_response_retry_after(resp, retry_after_s);
+}
+
+static void path_escape(const char *path, char *out, size_t size) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t len = 0;
+    for (const unsigned char *p = (const unsigned char *)path; *p && len + 4 < size; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            strchr("-._~/", *p)) {
+            out[len++] = (char)*p;
+        } else {
+            out[len++] = '%';
+            out[len++] = hex[*p >> 4];
+            out[len++] = hex[*p & 15];
+        }
+    }
+    out[len] = '\0';
+}
+
+/* Forward the request to `address` and relay the answer. */
+static void forward(sl_gateway *g, const sl_http_request *req, sl_http_response *resp,
+                    const char *address) {
+    char target[4096], query[2048];
+    path_escape(sl_http_request_path(req), target, sizeof(target) - sizeof(query));
+    if (sl_http_request_query_string(req, query, sizeof(query))) {
+        sl_gateway_error(g, req, resp, 414, "query string too long to forward", 0);
+        return;
+    }
+    strncat(target, query, sizeof(target) - strlen(target) - 1);
+    sl_httpc_header headers[8];
+    size_t n = 0;
+    headers[n++] = (sl_httpc_header){SL_GATEWAY_HOP_HEADER, "1"};
+    headers[n++] = (sl_httpc_header){"X-Sluice-Origin-Request-Id", sl_http_request_id(req)};
+    static const char *const passed[] = {"Authorization", "Content-Type", "Accept",
+                                         "Accept-Language", NULL};
+    for (const char *const *name = passed; *name; name++) {
+        const char *value = sl_http_request_header(req, *name);
+        if (value)
+            headers[n++] = (sl_httpc_header){*name, value};
+    }
+    size_t body_len = 0;
+    const char *body = sl_http_request_body(req, &body_len);
+    sl_httpc_response answer;
+    char why[512];
+    sl_err err = sl_httpc_request(address, sl_http_request_method(req), target, headers, n,
+                                  body_len ? body : NULL, body_len, g->forward_timeout_ms,
+                                  g->forward_max_bytes, &answer, why, sizeof(why));
+    if (err == SL_ERR_FULL) {
+        sl_gateway_error(g, req, resp, 502, "the owner's answer is too large to relay", 0);
+        return;
+    }
+    if (err) {
+        LOG(g, SL_LOG_WARN, "request %s: forwarding to %s failed: %s", sl_http_request_id(req),
+            address, why);
+        sl_gateway_error(g, req, resp, 503, "the instance that owns this key did not answer",
+                         RETRY_AFTER_S);
+        return;
+    }
+    char content_type[128] = "application/json", value[256];
+    sl_httpc_response_header(&answer, "Content-Type", content_type, sizeof(content_type));
+    if (sl_http_respond(resp, answer.status, content_type, answer.body, answer.body_len)) {
+        sl_httpc_response_free(&answer);
+        sl_gateway_error(g, req, resp, 500, "out of memory", 0);
+        return;
+    }
+    if (sl_httpc_response_header(&answer, "Retry-After", value, sizeof(value)))
+        sl_http_response_retry_after(resp, atoi(value) > 0 ? atoi(value) : RETRY_AFTER_S);
+    if (sl_httpc_response_header(&answer, SL_GATEWAY_SERVED_BY_HEADER, value, sizeof(value)))
+        sl_http_response_header(resp, SL_GATEWAY_SERVED_BY_HEADER, value);
+    sl_http_response_header(resp, "X-Sluice-Forwarded-To", address);
+    LOG(g, SL_LOG_DEBUG, "request %s forwarded to %s: %d", sl_http_request_id(req), address,
+        answer.status);
+    sl_httpc_response_free(&answer);
+}
+
+/* Everything but a local answer: 503s, 500s and forwarding. */
+static sl_gateway_outcome not_local(sl_gateway *g, const sl_http_request *req,
+                                    sl_http_response *resp, const char *store, const void *key,
+                                    size_t key_len, sl_err err) {
+    if (err == SL_ERR_NOT_READY) {
+        sl_gateway_error(g, req, resp, 503, "the store is restoring or the instance is starting",
+                         RETRY_AFTER_S);
+        return SL_GATEWAY_ANSWERED;
+    }
+    if (err == SL_ERR_NOT_FOUND) {
+        sl_gateway_error(g, req, resp, 404, "no such store", 0);
+        return SL_GATEWAY_ANSWERED;
+    }
+    if (err != SL_ERR_NOT_OWNER) {
+        sl_gateway_error(g, req, resp, 500, "the store could not be read", 0);
+        return SL_GATEWAY_ANSWERED;
+    }
+    if (sl_http_request_header(req, SL_GATEWAY_HOP_HEADER)) {
+        sl_gateway_error(g, req, resp, 503, "the key's owner is moving (rebalance in progress)",
+                         RETRY_AFTER_S);
+        return SL_GATEWAY_ANSWERED;
+    }
+    int32_t partition;
+    const char *topic;
+    char owner_id[SL_MEMBERS_MAX_ID], address[SL_MEMBERS_MAX_ADDRESS];
+    if (sl_engine_query_partition(g->engine, store, key, key_len, &partition, &topic) ||
+        !g->members || sl_members_owner(g->members, topic, partition, owner_id, address) != SL_OK ||
+        strcmp(owner_id, sl_engine_instance_id(g->engine)) == 0) {
+        sl_gateway_error(g, req, resp, 503, "the key's owner is not known yet (rebalancing)",
+                         RETRY_AFTER_S);
+        return SL_GATEWAY_ANSWERED;
+    }
+    forward(g, req, resp, address);
+    return SL_GATEWAY_ANSWERED;
+}
+
+sl_gateway_outcome sl_gateway_get(sl_gateway *g, const sl_http_request *req, sl_http_response *resp,
+                                  const char *store, const void *key, size_t key_len, char **value,
+                                  size_t *value_len) {
+    int32_t partition;
+    sl_err err = sl_engine_query_get(g->engine, store, key, key_len, value, value_len, &partition);
+    if (err == SL_OK || (err == SL_ERR_NOT_FOUND && partition >= 0)) {
+        sl_http_response_header(resp, SL_GATEWAY_SERVED_BY_HEADER,
+                                sl_engine_instance_id(g->engine));
+        return err == SL_OK ? SL_GATEWAY_LOCAL : SL_GATEWAY_MISSING;
+    }
+    return not_local(g, req, resp, store, key, key_len, err);
+}
+
+sl_gateway_outcome sl_gateway_range(sl_gateway *g, const sl_http_request *req,
+                                    sl_http_response *resp, const char *store,
+                                    const void *routing_key, size_t routing_key_len,
+                                    const sl_query_range *range, sl_query_visit_fn *visit,
+                                    void *opaque) {
+    int32_t partition;
+    sl_err err = sl_engine_query_range(g->engine, store, routing_key, routing_key_len, range, visit,
+                                       opaque, NULL, &partition);
+    if (err == SL_OK) {
+        sl_http_response_header(resp, SL_GATEWAY_SERVED_BY_HEADER,
+                                sl_engine_instance_id(g->engine));
+        return SL_GATEWAY_LOCAL;
+    }
+    return not_local(g, req, resp, store, routing_key, routing_key_len, err);
+}
+
+sl_err sl_gateway_request(sl_gateway *g, const char *topic, const void *key, size_t key_len,
+                          sl_command_encode_fn *encode, void *opaque, Sluice__V1__Reply **reply) {
+    *reply = NULL;
+    if (!g->replies)
+        return SL_ERR_NOT_READY;
+    return sl_replies_request(g->replies, topic, key, key_len, encode, opaque, g->reply_timeout_ms,
+                              reply, NULL);
+}
+
+/* ---- generic routes ------------------------------------------------------ */
+
+static void respond_text(sl_gateway *g, const sl_http_request *req, sl_http_response *resp,
+                         char *text) {
+    if (!text || sl_http_respond_json(resp, 200, text))
+        sl_gateway_error(g, req, resp, 500, "out of memory", 0);
+    free(text);
+}
+
+static void members_route(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_gateway *g = opaque;
+    if (!g->members) {
+        sl_gateway_error(g, req, resp, 503, "membership is starting", RETRY_AFTER_S);
+        return;
+    }
+    respond_text(g, req, resp, sl_members_json(g->members));
+}
+
+static void metadata_route(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_gateway *g = opaque;
+    const char *store = sl_http_request_param(req, "store");
+    const char *key = sl_http_request_param(req, "key");
+    int32_t partition;
+    const char *topic;
+    sl_err err = sl_engine_query_partition(g->engine, store, key, strlen(key), &partition, &topic);
+    if (err) {
+        not_local(g, req, resp, store, key, strlen(key), err);
+        return;
+    }
+    char owner_id[SL_MEMBERS_MAX_ID], address[SL_MEMBERS_MAX_ADDRESS];
+    bool known =
+        g->members && sl_members_owner(g->members, topic, partition, owner_id, address) == SL_OK;
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:s, s:i, s:o}", "store", store, "key", key, "topic", topic, "partition",
+        partition, "owner",
+        known ? json_pack("{s:s, s:s}", "instance", owner_id, "address", address) : json_null());
+    respond_text(g, req, resp, doc ? json_dumps(doc, JSON_COMPACT) : NULL);
+    json_decref(doc);
+}
+
+sl_err sl_gateway_routes(sl_gateway *g, sl_http_server *http) {
+    sl_err err;
+    if ((err = sl_http_route(http, "GET", "/v1/members", members_route, g)) ||
+        (err = sl_http_route(http, "GET", "/v1/metadata/{store}/{key}", metadata_route, g)))
+        return err;
+    return SL_OK;
+}

@@ -1,0 +1,96 @@
+/*
+ * gateway.h: what HTTP routes over the engine stand on: interactive
+ * queries routed to the instance that owns the key, the reply path for
+ * commands, and JSON error answers.
+ *
+ * A route handler asks the gateway for a key of a store. The gateway
+ *   - reads it locally when this instance owns the key's partition and the
+ *     task is running (the handler then builds its own answer),
+ *   - forwards the request (method, path, query, body, the headers that
+ *     matter) to the owner found in the membership table, and relays the
+ *     owner's answer (status, Content-Type, Retry-After, body), marking the
+ *     request with the hop header so it is forwarded at most once,
+ *   - or answers 503 with Retry-After when no answer can be right now: the
+ *     store is restoring, the owner is unknown or unreachable, or a
+ *     forwarded request arrives at an instance that does not own the key
+ *     either (the assignment is moving).
+ * Every error answer is {"message", "code", "request_id"} (the public
+ * spec's error schema) and is logged with the request id.
+ *
+ * Threading: sl_gateway_new/start/destroy on the app's thread; everything
+ * else from HTTP handler threads.
+ */
+#ifndef SLUICE_GATEWAY_H
+#define SLUICE_GATEWAY_H
+
+#include "processor/gateway/members.h"
+#include "processor/gateway/replies.h"
+#include "processor/base/config.h"
+#include "processor/engine/engine.h"
+#include "processor/http/server.h"
+#include "processor/base/log.h"
+
+/* Forwarded requests carry this header; an instance never forwards a
+ * request that has it. */
+#define SL_GATEWAY_HOP_HEADER "X-Sluice-Hop"
+/* Every answer the gateway builds or relays names the instance that read
+ * the store. */
+#define SL_GATEWAY_SERVED_BY_HEADER "X-Sluice-Served-By"
+
+typedef struct sl_gateway sl_gateway;
+
+/* A stopped gateway over `engine` (borrowed). config and logger borrowed.
+ * NULL + errstr on failure. */
+sl_gateway *sl_gateway_new(const sl_config *config, sl_engine *engine, const char *bootstrap,
+                           const sl_logger *logger, char *errstr, size_t errstr_size);
+
+/* Register the gateway's own generic routes on `http` (before it starts):
+ *   GET /v1/members                  the live membership table
+ *   GET /v1/metadata/{store}/{key}   the partition and owner of a key */
+sl_err sl_gateway_routes(sl_gateway *gateway, sl_http_server *http);
+
+/* Start membership (advertising gateway.advertised.address, or
+ * http.host:http_port) and, if "<application.id>-replies" exists, the
+ * reply consumer. */
+sl_err sl_gateway_start(sl_gateway *gateway, int http_port, char *errstr, size_t errstr_size);
+
+/* Stop everything (writes the membership tombstone). NULL is fine. */
+void sl_gateway_destroy(sl_gateway *gateway);
+
+sl_engine *sl_gateway_engine(sl_gateway *gateway);
+/* NULL before start (or when the reply topic does not exist). */
+sl_replies *sl_gateway_replies(sl_gateway *gateway);
+sl_members *sl_gateway_members(sl_gateway *gateway);
+
+typedef enum sl_gateway_outcome {
+    SL_GATEWAY_LOCAL,   /* read here: the handler answers (value / visits are set) */
+    SL_GATEWAY_MISSING, /* read here, the key is absent: the handler answers (404) */
+    SL_GATEWAY_ANSWERED /* resp is filled (forwarded answer, 503, 500): return */
+} sl_gateway_outcome;
+
+/* Get `key` of `store` for the request being handled. On SL_GATEWAY_LOCAL
+ * *value is malloc'd (the caller frees it). */
+sl_gateway_outcome sl_gateway_get(sl_gateway *gateway, const sl_http_request *req,
+                                  sl_http_response *resp, const char *store, const void *key,
+                                  size_t key_len, char **value, size_t *value_len);
+
+/* A bounded scan of the partition owning `routing_key` (see
+ * sl_engine_query_range); `visit` runs only on SL_GATEWAY_LOCAL. */
+sl_gateway_outcome sl_gateway_range(sl_gateway *gateway, const sl_http_request *req,
+                                    sl_http_response *resp, const char *store,
+                                    const void *routing_key, size_t routing_key_len,
+                                    const sl_query_range *range, sl_query_visit_fn *visit,
+                                    void *opaque);
+
+/* Answer an error {"message", "code", "request_id"}, with Retry-After when
+ * retry_after_s > 0, and log it with the request id (5xx as warnings). */
+void sl_gateway_error(sl_gateway *gateway, const sl_http_request *req, sl_http_response *resp,
+                      int status, const char *message, int retry_after_s);
+
+/* Produce a command and wait for its reply (sl_replies_request with
+ * gateway.reply.timeout.ms). SL_ERR_NOT_READY when the reply path is not
+ * running. */
+sl_err sl_gateway_request(sl_gateway *gateway, const char *topic, const void *key, size_t key_len,
+                          sl_command_encode_fn *encode, void *opaque, Sluice__V1__Reply **reply);
+
+#endif

@@ -1,0 +1,562 @@
+/*
+ * http.c: libmicrohttpd glue, routing, bounded bodies, JSON errors.
+ *
+ * Life of a request (MHD calls access_cb several times per request):
+ *
+ *   first call (*con_cls == NULL)  -> allocate sl_http_request; if the
+ *                                     declared Content-Length exceeds the cap,
+ *                                     answer 413 at once (body never read)
+ *   calls with upload data         -> append to the bounded body buffer; past
+ *                                     the cap, drop data and remember it
+ *   final call (no upload data)    -> 413 if the body overflowed, else route:
+ *                                     404 / 405 / the handler's response
+ *   completed_cb                   -> free the sl_http_request
+ */
+#include "processor/http/server.h"
+#include "processor/http/server_int.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define MAX_SEGMENTS 16
+
+typedef struct route {
+    char method[8];
+    char *pattern;
+    sl_http_handler *handler;
+    void *opaque;
+} route;
+
+struct sl_http_server {
+    sl_http_options options;
+    char host[64];
+    sl_logger logger;
+    route routes[SL_HTTP_MAX_ROUTES];
+    size_t n_routes;
+    struct MHD_Daemon *daemon;
+    int port;
+    uint32_t id_prefix;
+    atomic_uint_fast64_t next_id;
+};
+
+struct sl_http_request {
+    sl_http_server *server;
+    struct MHD_Connection *connection;
+    const char *method;
+    const char *path;
+    char id[24];
+    char client_ip[INET6_ADDRSTRLEN];
+    char *body;
+    size_t body_len, body_cap;
+    bool body_too_large;
+    bool answered;
+    size_t n_params;
+    const char *param_names[SL_HTTP_MAX_PARAMS];
+    size_t param_name_lens[SL_HTTP_MAX_PARAMS];
+    char *param_values[SL_HTTP_MAX_PARAMS];
+};
+
+struct sl_http_response {
+    const sl_http_request *req;
+    int status;
+    char content_type[64];
+    char *body;
+    size_t body_len;
+    int retry_after;
+    char allow[64];
+    /* Extra headers (sl_http_response_header): bounded, copied. */
+    size_t n_extra;
+    char extra_names[SL_HTTP_MAX_EXTRA_HEADERS][64];
+    char extra_values[SL_HTTP_MAX_EXTRA_HEADERS][256];
+};
+
+/* The attribute lets clang check the vsnprintf below (-Wformat-nonliteral). */
+static void __attribute__((format(printf, 2, 0))) mhd_log(void *cls, const char *fmt, va_list ap) {
+    char line[512];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    size_t n = strlen(line);
+    while (n > 0 && line[n - 1] == '\n')
+        line[--n] = '\0';
+    sl_log(cls, SL_LOG_WARN, "http", "%s", line);
+}
+
+sl_http_server *sl_http_server_new(const sl_http_options *options, const sl_logger *logger,
+                                   char *errstr, size_t errstr_size) {
+    if (!options || !options->host || options->port < 0 || options->port > 65535 ||
+        options->threads < 0 || options->max_connections < 1 || options->connection_timeout_s < 1 ||
+        options->max_body_bytes == 0) {
+        sl_fail(errstr, errstr_size, SL_ERR_INVALID, "invalid HTTP server options");
+        return NULL;
+    }
+    sl_http_server *server = calloc(1, sizeof(*server));
+    if (!server) {
+        sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (strlen(options->host) >= sizeof(server->host)) {
+        free(server);
+        sl_fail(errstr, errstr_size, SL_ERR_INVALID, "http.host too long");
+        return NULL;
+    }
+    server->options = *options;
+    strcpy(server->host, options->host); /* length checked above */
+    server->options.host = server->host;
+    if (logger)
+        server->logger = *logger;
+    if (getrandom(&server->id_prefix, sizeof(server->id_prefix), 0) != sizeof(server->id_prefix))
+        server->id_prefix = (uint32_t)time(NULL);
+    return server;
+}
+
+static bool valid_pattern(const char *pattern) {
+    if (pattern[0] != '/')
+        return false;
+    size_t segments = 0;
+    for (const char *p = pattern; *p; p++)
+        if (*p == '/')
+            segments++;
+    return segments <= MAX_SEGMENTS;
+}
+
+sl_err sl_http_route(sl_http_server *server, const char *method, const char *pattern,
+                     sl_http_handler *handler, void *opaque) {
+    if (!server || !method || !pattern || !handler || server->daemon ||
+        strlen(method) >= sizeof(server->routes[0].method) || !valid_pattern(pattern))
+        return SL_ERR_INVALID;
+    if (server->n_routes == SL_HTTP_MAX_ROUTES)
+        return SL_ERR_FULL;
+    route *r = &server->routes[server->n_routes];
+    r->pattern = strdup(pattern);
+    if (!r->pattern)
+        return SL_ERR_NOMEM;
+    strcpy(r->method, method); /* length checked above */
+    r->handler = handler;
+    r->opaque = opaque;
+    server->n_routes++;
+    return SL_OK;
+}
+
+bool sl_http_match_pattern(const char *pattern, const char *path, size_t *n_params_out,
+                           const char **names, size_t *name_lens, char **values) {
+    size_t n_params = 0;
+    const char *p = pattern, *s = path;
+    while (*p && *s) {
+        if (*p != '/' || *s != '/')
+            return false;
+        p++, s++;
+        size_t plen = strcspn(p, "/"), slen = strcspn(s, "/");
+        if (plen > 2 && p[0] == '{' && p[plen - 1] == '}') {
+            if (slen == 0 || n_params == SL_HTTP_MAX_PARAMS)
+                return false;
+            names[n_params] = p + 1;
+            name_lens[n_params] = plen - 2;
+            n_params++;
+        } else if (plen != slen || strncmp(p, s, plen) != 0) {
+            return false;
+        }
+        p += plen, s += slen;
+    }
+    if (*p || *s)
+        return false;
+    /* Matched: copy the captured segments now that we know they are used. */
+    p = pattern, s = path;
+    size_t k = 0;
+    while (*p) {
+        p++, s++;
+        size_t plen = strcspn(p, "/"), slen = strcspn(s, "/");
+        if (plen > 2 && p[0] == '{' && p[plen - 1] == '}') {
+            values[k] = strndup(s, slen);
+            if (!values[k])
+                return false;
+            k++;
+        }
+        p += plen, s += slen;
+    }
+    *n_params_out = n_params;
+    return true;
+}
+
+/* Match `path` against `pattern`; on success record {name} captures in req
+ * (values are copies, names point into the pattern). */
+static bool match(const char *pattern, const char *path, sl_http_request *req) {
+    return sl_http_match_pattern(pattern, path, &req->n_params, req->param_names,
+                                 req->param_name_lens, req->param_values);
+}
+
+static void free_params(sl_http_request *req) {
+    for (size_t i = 0; i < SL_HTTP_MAX_PARAMS; i++) {
+        free(req->param_values[i]);
+        req->param_values[i] = NULL;
+    }
+    req->n_params = 0;
+}
+
+sl_err sl_http_respond(sl_http_response *resp, int status, const char *content_type,
+                       const char *body, size_t body_len) {
+    char *copy = malloc(body_len ? body_len : 1);
+    if (!copy)
+        return SL_ERR_NOMEM;
+    if (body_len)
+        memcpy(copy, body, body_len);
+    free(resp->body);
+    resp->body = copy;
+    resp->body_len = body_len;
+    resp->status = status;
+    snprintf(resp->content_type, sizeof(resp->content_type), "%s", content_type);
+    return SL_OK;
+}
+
+sl_err sl_http_respond_json(sl_http_response *resp, int status, const char *json) {
+    return sl_http_respond(resp, status, "application/json", json, strlen(json));
+}
+
+sl_err sl_http_respond_error(sl_http_response *resp, int status, const char *message) {
+    json_t *obj = json_pack("{s:s, s:i, s:s}", "message", message, "code", status, "request_id",
+                            resp->req->id);
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (!text)
+        return SL_ERR_NOMEM;
+    sl_err err = sl_http_respond_json(resp, status, text);
+    free(text);
+    return err;
+}
+
+void sl_http_response_retry_after(sl_http_response *resp, int seconds) {
+    resp->retry_after = seconds;
+}
+
+static enum MHD_Result queue(sl_http_request *req, sl_http_response *resp) {
+    if (!resp->body)
+        sl_http_respond_error(resp, 500, "handler produced no response");
+    struct MHD_Response *mr = NULL;
+    if (resp->body) {
+        mr = MHD_create_response_from_buffer(resp->body_len, resp->body, MHD_RESPMEM_MUST_FREE);
+        if (mr)
+            resp->body = NULL; /* MHD owns it now */
+    }
+    free(resp->body);
+    resp->body = NULL;
+    if (!mr)
+        return MHD_NO; /* out of memory: MHD closes the connection */
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(mr, "X-Request-Id", req->id);
+    if (resp->retry_after > 0) {
+        char value[16];
+        snprintf(value, sizeof(value), "%d", resp->retry_after);
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_RETRY_AFTER, value);
+    }
+    if (resp->allow[0])
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, resp->allow);
+    for (size_t i = 0; i < resp->n_extra; i++)
+        MHD_add_response_header(mr, resp->extra_names[i], resp->extra_values[i]);
+    enum MHD_Result ok = MHD_queue_response(req->connection, (unsigned)resp->status, mr);
+    MHD_destroy_response(mr);
+    req->answered = true;
+    return ok;
+}
+
+static enum MHD_Result answer_error(sl_http_request *req, int status, const char *message) {
+    sl_http_response resp = {.req = req};
+    if (sl_http_respond_error(&resp, status, message))
+        return MHD_NO;
+    return queue(req, &resp);
+}
+
+static enum MHD_Result dispatch(sl_http_request *req) {
+    sl_http_server *server = req->server;
+    bool path_known = false;
+    sl_http_response resp = {.req = req};
+    for (size_t i = 0; i < server->n_routes; i++) {
+        route *r = &server->routes[i];
+        if (!match(r->pattern, req->path, req))
+            continue;
+        if (strcmp(r->method, req->method) != 0 &&
+            !(strcmp(r->method, "GET") == 0 && strcmp(req->method, "HEAD") == 0)) {
+            path_known = true;
+            size_t used = strlen(resp.allow);
+            snprintf(resp.allow + used, sizeof(resp.allow) - used, "%s%s", used ? ", " : "",
+                     r->method);
+            free_params(req);
+            continue;
+        }
+        r->handler(r->opaque, req, &resp);
+        enum MHD_Result result = queue(req, &resp);
+        free_params(req);
+        return result;
+    }
+    if (path_known) {
+        sl_http_respond_error(&resp, 405, "method not allowed");
+        return queue(req, &resp);
+    }
+    return answer_error(req, 404, "no such route");
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *connection, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls) {
+    (void)version;
+    sl_http_server *server = cls;
+    sl_http_request *req = *con_cls;
+    if (!req) {
+        req = calloc(1, sizeof(*req));
+        if (!req)
+            return MHD_NO;
+        req->server = server;
+        req->connection = connection;
+        const union MHD_ConnectionInfo *peer =
+            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = peer ? peer->client_addr : NULL;
+        if (sa && sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, req->client_ip,
+                      sizeof(req->client_ip));
+        else if (sa && sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, req->client_ip,
+                      sizeof(req->client_ip));
+        uint64_t n = atomic_fetch_add(&server->next_id, 1);
+        snprintf(req->id, sizeof(req->id), "%08x%012llx", server->id_prefix,
+                 (unsigned long long)(n & 0xffffffffffffULL));
+        *con_cls = req;
+        const char *declared = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                                           MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (declared) {
+            char *end;
+            unsigned long long length = strtoull(declared, &end, 10);
+            if (*end || length > server->options.max_body_bytes) {
+                req->method = method;
+                req->path = url;
+                return answer_error(req, 413, "request body too large");
+            }
+        }
+        return MHD_YES;
+    }
+    req->method = method;
+    req->path = url;
+    if (req->answered) { /* 413 already queued: discard whatever still arrives */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t chunk = *upload_data_size;
+        *upload_data_size = 0;
+        if (req->body_too_large || chunk > server->options.max_body_bytes - req->body_len) {
+            req->body_too_large = true;
+            return MHD_YES;
+        }
+        if (req->body_len + chunk > req->body_cap) {
+            size_t cap = req->body_cap ? req->body_cap : 1024;
+            while (cap < req->body_len + chunk)
+                cap *= 2;
+            if (cap > server->options.max_body_bytes)
+                cap = server->options.max_body_bytes;
+            char *grown = realloc(req->body, cap);
+            if (!grown)
+                return MHD_NO;
+            req->body = grown;
+            req->body_cap = cap;
+        }
+        memcpy(req->body + req->body_len, upload_data, chunk);
+        req->body_len += chunk;
+        return MHD_YES;
+    }
+    if (req->body_too_large)
+        return answer_error(req, 413, "request body too large");
+    return dispatch(req);
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *connection, void **con_cls,
+                         enum MHD_RequestTerminationCode code) {
+    (void)cls, (void)connection, (void)code;
+    sl_http_request *req = *con_cls;
+    if (!req)
+        return;
+    free_params(req);
+    free(req->body);
+    free(req);
+    *con_cls = NULL;
+}
+
+sl_err sl_http_server_start(sl_http_server *server, char *errstr, size_t errstr_size) {
+    struct sockaddr_storage addr;
+    memset(&addr, 0, sizeof(addr));
+    /* threads == 0: a thread per connection, so a handler that waits (a
+     * password hash, the reply to a command) blocks only its own
+     * connection. threads > 0: a fixed pool multiplexing connections with
+     * epoll, for handlers that never block. */
+    bool per_connection = server->options.threads == 0;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+                     (per_connection ? MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL
+                                     : MHD_USE_EPOLL);
+    /* The pool size only in pool mode (MHD warns about a size of 0). */
+    struct MHD_OptionItem pool_options[] = {
+        {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)server->options.threads, NULL},
+        {MHD_OPTION_END, 0, NULL}};
+    if (per_connection)
+        pool_options[0] = pool_options[1];
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
+    if (inet_pton(AF_INET, server->host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)server->options.port);
+    } else if (inet_pton(AF_INET6, server->host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)server->options.port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        return sl_fail(errstr, errstr_size, SL_ERR_CONFIG,
+                       "http.host '%s' is not a numeric IPv4 or IPv6 address", server->host);
+    }
+    server->daemon = MHD_start_daemon(
+        flags, (uint16_t)server->options.port, NULL, NULL, access_cb, server,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &server->logger, /* first: see MHD docs */
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_ARRAY, pool_options,
+        MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)server->options.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)server->options.connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(64 * 1024), MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED,
+        completed_cb, server, MHD_OPTION_END);
+    if (!server->daemon)
+        return sl_fail(errstr, errstr_size, SL_ERR_HTTP,
+                       "cannot listen on %s:%d (port in use or address not local?)", server->host,
+                       server->options.port);
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(server->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    server->port = info ? info->port : server->options.port;
+    return SL_OK;
+}
+
+int sl_http_server_port(const sl_http_server *server) {
+    return server->port;
+}
+
+void sl_http_server_destroy(sl_http_server *server) {
+    if (!server)
+        return;
+    if (server->daemon)
+        MHD_stop_daemon(server->daemon);
+    for (size_t i = 0; i < server->n_routes; i++)
+        free(server->routes[i].pattern);
+    free(server);
+}
+
+const char *sl_http_request_method(const sl_http_request *req) {
+    return req->method;
+}
+const char *sl_http_request_path(const sl_http_request *req) {
+    return req->path;
+}
+const char *sl_http_request_id(const sl_http_request *req) {
+    return req->id;
+}
+
+const char *sl_http_request_param(const sl_http_request *req, const char *name) {
+    size_t len = strlen(name);
+    for (size_t i = 0; i < req->n_params; i++)
+        if (req->param_name_lens[i] == len && strncmp(req->param_names[i], name, len) == 0)
+            return req->param_values[i];
+    return NULL;
+}
+
+const char *sl_http_request_query(const sl_http_request *req, const char *name) {
+    return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *sl_http_request_header(const sl_http_request *req, const char *name) {
+    return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
+const char *sl_http_request_client_ip(const sl_http_request *req) {
+    return req->client_ip[0] ? req->client_ip : NULL;
+}
+
+const char *sl_http_request_body(const sl_http_request *req, size_t *len) {
+    *len = req->body_len;
+    return req->body;
+}
+
+sl_err sl_http_response_header(sl_http_response *resp, const char *name, const char *value) {
+    if (!name[0] || strpbrk(name, "\r\n: ") || strpbrk(value, "\r\n") ||
+        strlen(name) >= sizeof(resp->extra_names[0]) ||
+        strlen(value) >= sizeof(resp->extra_values[0]))
+        return SL_ERR_INVALID;
+    if (resp->n_extra >= SL_HTTP_MAX_EXTRA_HEADERS)
+        return SL_ERR_FULL;
+    snprintf(resp->extra_names[resp->n_extra], sizeof(resp->extra_names[0]), "%s", name);
+    snprintf(resp->extra_values[resp->n_extra], sizeof(resp->extra_values[0]), "%s", value);
+    resp->n_extra++;
+    return SL_OK;
+}
+
+typedef struct query_builder {
+    char *out;
+    size_t size, len;
+    bool overflow;
+} query_builder;
+
+static void query_append_escaped(query_builder *b, const char *text) {
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9') || strchr("-._~", *p);
+        size_t need = plain ? 1 : 3;
+        if (b->len + need >= b->size) {
+            b->overflow = true;
+            return;
+        }
+        if (plain) {
+            b->out[b->len++] = (char)*p;
+        } else {
+            b->out[b->len++] = '%';
+            b->out[b->len++] = hex[*p >> 4];
+            b->out[b->len++] = hex[*p & 15];
+        }
+    }
+}
+
+static enum MHD_Result query_collect(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value) {
+    (void)kind;
+    query_builder *b = cls;
+    if (b->len + 1 >= b->size) {
+        b->overflow = true;
+        return MHD_NO;
+    }
+    char separator = b->len == 0 ? '?' : '&';
+    b->out[b->len++] = separator;
+    query_append_escaped(b, key);
+    if (value) {
+        if (b->len + 1 >= b->size) {
+            b->overflow = true;
+            return MHD_NO;
+        }
+        b->out[b->len++] = '=';
+        query_append_escaped(b, value);
+    }
+    b->out[b->len] = '\0';
+    return b->overflow ? MHD_NO : MHD_YES;
+}
+
+sl_err sl_http_request_query_string(const sl_http_request *req, char *out, size_t out_size) {
+    if (out_size == 0)
+        return SL_ERR_FULL;
+    out[0] = '\0';
+    query_builder b = {.out = out, .size = out_size};
+    MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_collect, &b);
+    if (b.overflow) {
+        out[0] = '\0';
+        return SL_ERR_FULL;
+    }
+    out[b.len] = '\0';
+    return SL_OK;
+}
