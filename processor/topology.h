@@ -187,4 +187,21 @@ int32_t sl_ctx_partition(const sl_ctx *ctx);
 const char *sl_ctx_source(const sl_ctx *ctx);
 int64_t sl_ctx_stream_time(const sl_ctx *ctx);
 
+/*
+ * Reading a running instance's global stores, for the domain helpers that
+ * the edges call outside the loop (a token check against the blacklist).
+ * The engine implements it; the type is opaque here so that domain code
+ * needs no engine header.
+ */
+typedef struct sl_engine sl_engine;
+
+/* Read `key` from the GLOBAL store `store` (the instance's local copy), from
+ * any thread (the HTTP threads check the token blacklist with it): *value is
+ * malloc'd (caller frees). SL_ERR_NOT_FOUND for a missing key,
+ * SL_ERR_UNAVAILABLE until the global stores have been bootstrapped (caught
+ * up once with their topics), SL_ERR_INVALID for a name that is not a global
+ * store. Must not race sl_engine_destroy (sl_app stops HTTP first). */
+sl_err sl_engine_global_get(sl_engine *engine, const char *store, const void *key, size_t key_len,
+                            char **value, size_t *value_len);
+
 #endif

@@ -23,7 +23,7 @@
 #include "processor/base/metrics.h"
 #include "processor/topology.h"
 
-typedef struct sl_engine sl_engine;
+/* typedef struct sl_engine sl_engine: in processor/topology.h. */
 
 /* Counters for tests, metrics and logs. Monotonic unless noted. */
 typedef struct sl_engine_stats {
@@ -94,14 +94,8 @@ void sl_engine_destroy(sl_engine *engine);
  * (restored) and every global store is bootstrapped. Any thread. */
 bool sl_engine_ready(const sl_engine *engine);
 
-/* Read `key` from the GLOBAL store `store` (the instance's local copy), from
- * any thread (the HTTP threads check the token blacklist with it): *value is
- * malloc'd (caller frees). SL_ERR_NOT_FOUND for a missing key,
- * SL_ERR_UNAVAILABLE until the global stores have been bootstrapped (caught
- * up once with their topics), SL_ERR_INVALID for a name that is not a global
- * store. Must not race sl_engine_destroy (sl_app stops HTTP first). */
-sl_err sl_engine_global_get(sl_engine *engine, const char *store, const void *key, size_t key_len,
-                            char **value, size_t *value_len);
+/* sl_engine_global_get: declared in processor/topology.h (domain code
+ * reads global stores through it). */
 
 /* A snapshot of the counters. Any thread. */
 void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *stats);

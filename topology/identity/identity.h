@@ -33,7 +33,6 @@
 #include <stdint.h>
 
 #include "processor/base/config.h"
-#include "processor/engine/engine.h"
 #include "processor/base/error.h"
 #include "processor/topology.h"
 
