@@ -15,6 +15,10 @@
 /* CLOCK_MONOTONIC in milliseconds. */
 int64_t sl_clock_mono_ms(void);
 
+/* CLOCK_MONOTONIC in microseconds, for timings finer than a millisecond
+ * (histograms of per-record work). */
+int64_t sl_clock_mono_us(void);
+
 /* CLOCK_REALTIME in milliseconds since the Unix epoch. */
 int64_t sl_clock_wall_ms(void);
 

@@ -109,9 +109,8 @@ done:
     return err;
 }
 
-/* The topic exists: does it match spec? */
-static sl_err check_existing(rd_kafka_t *rk, const sl_topic_spec *spec, int timeout_ms,
-                             char *errstr, size_t errstr_size) {
+sl_err sl_admin_check_partitions(rd_kafka_t *rk, const sl_topic_spec *spec, int timeout_ms,
+                                 char *errstr, size_t errstr_size) {
     int partitions = 0;
     sl_err err =
         sl_admin_topic_partitions(rk, spec->name, timeout_ms, &partitions, errstr, errstr_size);
@@ -121,6 +120,15 @@ static sl_err check_existing(rd_kafka_t *rk, const sl_topic_spec *spec, int time
         return sl_fail(errstr, errstr_size, SL_ERR_TOPIC_MISMATCH,
                        "topic %s exists with %d partitions, expected %d", spec->name, partitions,
                        spec->partitions);
+    return SL_OK;
+}
+
+/* The topic exists: does it match spec? */
+static sl_err check_existing(rd_kafka_t *rk, const sl_topic_spec *spec, int timeout_ms,
+                             char *errstr, size_t errstr_size) {
+    sl_err err = sl_admin_check_partitions(rk, spec, timeout_ms, errstr, errstr_size);
+    if (err)
+        return err;
     for (const char *const *c = spec->configs; c && c[0]; c += 2) {
         char value[256];
         err = sl_admin_describe_config(rk, RD_KAFKA_RESOURCE_TOPIC, spec->name, c[0], value,

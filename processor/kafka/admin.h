@@ -34,6 +34,12 @@ sl_err sl_admin_describe_config(rd_kafka_t *rk, rd_kafka_ResourceType_t type, co
                                 const char *key, char *out, size_t out_size, int timeout_ms,
                                 char *errstr, size_t errstr_size);
 
+/* The existing topic has spec->partitions partitions, else
+ * SL_ERR_TOPIC_MISMATCH (configs are not compared: for a cluster that keeps
+ * none, such as the embedded one). */
+sl_err sl_admin_check_partitions(rd_kafka_t *rk, const sl_topic_spec *spec, int timeout_ms,
+                                 char *errstr, size_t errstr_size);
+
 /* Partition count of an existing topic in *partitions; SL_ERR_NOT_FOUND if the
  * topic does not exist. */
 sl_err sl_admin_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms, int *partitions,

@@ -1,0 +1,168 @@
+/*
+ * globals.c: global stores. Every instance reads all partitions of each
+ * global topic into its own RocksDB (assign-only, read_committed, from the
+ * checkpointed offsets), so a lookup is local. The engine is ready only
+ * after every global store reached the end of its topic once
+ * (bootstrapped); after that sl_engine_global_get may read from any thread.
+ */
+#include <string.h>
+
+#include "processor/engine/engine_int.h"
+#include "processor/kafka/admin.h"
+
+sl_err globals_start(sl_engine *engine, char *errstr, size_t errstr_size) {
+    const sl_topology *topology = engine->topology;
+    if (topology->n_globals == 0) {
+        engine->globals_bootstrapped = true;
+        return SL_OK;
+    }
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(16);
+    sl_err err = SL_OK;
+    for (size_t g = 0; g < topology->n_globals; g++) {
+        global_state *gs = &engine->globals[g];
+        int partitions = 0;
+        err = sl_admin_topic_partitions(engine->producer, topology->globals[g].topic,
+                                        ADMIN_TIMEOUT_MS, &partitions, errstr, errstr_size);
+        if (err)
+            break;
+        if (!fits(snprintf(gs->path, sizeof(gs->path), "%s/global/%s", engine->state_path,
+                           topology->globals[g].store),
+                  sizeof(gs->path))) {
+            err = sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "state.dir too long");
+            break;
+        }
+        char cp_path[PATH_MAX + 16];
+        snprintf(cp_path, sizeof(cp_path), "%s.checkpoint", gs->path);
+        sl_checkpoint_entry entries[SL_CHECKPOINT_MAX_ENTRIES];
+        size_t n_entries = 0;
+        char why[256];
+        bool have_cp = sl_checkpoint_read(cp_path, entries, SL_CHECKPOINT_MAX_ENTRIES, &n_entries,
+                                          why, sizeof(why)) == SL_OK;
+        gs->store = sl_store_open(engine->env, gs->path, errstr, errstr_size);
+        gs->partitions = calloc((size_t)partitions, sizeof(global_partition));
+        if (!gs->store || !gs->partitions) {
+            err = SL_ERR_STORE;
+            break;
+        }
+        gs->n_partitions = partitions;
+        for (int p = 0; p < partitions; p++) {
+            gs->partitions[p].partition = p;
+            gs->partitions[p].next_offset = RD_KAFKA_OFFSET_BEGINNING;
+            for (size_t e = 0; have_cp && e < n_entries; e++)
+                if (entries[e].partition == p)
+                    gs->partitions[p].next_offset = entries[e].offset;
+            rd_kafka_topic_partition_list_add(list, topology->globals[g].topic, p)->offset =
+                gs->partitions[p].next_offset;
+        }
+    }
+    if (!err && rd_kafka_assign(engine->global_consumer, list))
+        err = sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "cannot assign global topics");
+    rd_kafka_topic_partition_list_destroy(list);
+    return err;
+}
+
+void globals_checkpoint(sl_engine *engine) {
+    const sl_topology *topology = engine->topology;
+    char why[256];
+    for (size_t g = 0; g < topology->n_globals; g++) {
+        global_state *gs = &engine->globals[g];
+        if (!gs->store)
+            continue;
+        sl_checkpoint_entry entries[SL_CHECKPOINT_MAX_ENTRIES];
+        size_t n = 0;
+        for (int p = 0; p < gs->n_partitions && n < SL_CHECKPOINT_MAX_ENTRIES; p++) {
+            if (gs->partitions[p].next_offset < 0)
+                continue;
+            snprintf(entries[n].store, sizeof(entries[n].store), "%s", topology->globals[g].store);
+            entries[n].partition = p;
+            entries[n].offset = gs->partitions[p].next_offset;
+            n++;
+        }
+        char cp_path[PATH_MAX + 16];
+        snprintf(cp_path, sizeof(cp_path), "%s.checkpoint", gs->path);
+        if (n > 0 && (sl_store_flush(gs->store, why, sizeof(why)) ||
+                      sl_checkpoint_write(cp_path, entries, n, why, sizeof(why))))
+            LOG(engine, SL_LOG_WARN, "global store %s: checkpoint: %s", topology->globals[g].store,
+                why);
+    }
+}
+
+void globals_poll(sl_engine *engine) {
+    const sl_topology *topology = engine->topology;
+    if (topology->n_globals == 0)
+        return;
+    sl_store_batch *batch = sl_store_batch_new();
+    int last_global = -1;
+    char why[256];
+    for (int n = 0; n < engine->restore_batch; n++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(engine->global_consumer, 0);
+        if (!m)
+            break;
+        const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
+        int g = -1;
+        for (size_t i = 0; i < topology->n_globals; i++)
+            if (strcmp(topology->globals[i].topic, topic) == 0)
+                g = (int)i;
+        global_state *gs = g >= 0 ? &engine->globals[g] : NULL;
+        if (gs && m->partition >= 0 && m->partition < gs->n_partitions) {
+            if (g != last_global && last_global >= 0) {
+                sl_store_apply(engine->globals[last_global].store, batch, false, why, sizeof(why));
+                sl_store_batch_clear(batch);
+            }
+            last_global = g;
+            global_partition *gp = &gs->partitions[m->partition];
+            if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                gp->at_end = true;
+                gp->next_offset = m->offset;
+            } else if (!m->err && m->key) {
+                if (m->payload)
+                    sl_store_batch_put(batch, m->key, m->key_len, m->payload, m->len);
+                else
+                    sl_store_batch_delete(batch, m->key, m->key_len);
+                gp->next_offset = m->offset + 1;
+                sl_counter_add(engine->m.global_records, 1);
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    if (last_global >= 0 && sl_store_batch_count(batch) > 0 &&
+        sl_store_apply(engine->globals[last_global].store, batch, false, why, sizeof(why)))
+        LOG(engine, SL_LOG_ERROR, "global store write: %s", why);
+    sl_store_batch_destroy(batch);
+    if (!engine->globals_bootstrapped) {
+        bool all = true;
+        for (size_t g = 0; all && g < topology->n_globals; g++)
+            for (int p = 0; all && p < engine->globals[g].n_partitions; p++)
+                all = engine->globals[g].partitions[p].at_end;
+        if (all) {
+            engine->globals_bootstrapped = true;
+            atomic_store(&engine->globals_readable, true);
+            globals_checkpoint(engine);
+            LOG(engine, SL_LOG_INFO, "global stores bootstrapped");
+        }
+    }
+}
+
+void globals_free(sl_engine *engine) {
+    for (size_t g = 0; g < SL_TOPOLOGY_MAX_NODES; g++) {
+        sl_store_close(engine->globals[g].store);
+        free(engine->globals[g].partitions);
+    }
+}
+
+sl_err sl_engine_global_get(sl_engine *engine, const char *store, const void *key, size_t key_len,
+                            char **value, size_t *value_len) {
+    *value = NULL;
+    *value_len = 0;
+    int g = sl_topology_global_index(engine->topology, store);
+    if (g < 0)
+        return SL_ERR_INVALID;
+    /* The store is opened before the flag is set and closed only by
+     * sl_engine_destroy, so a reader that saw the flag reads an open store;
+     * RocksDB's Get is thread-safe. */
+    if (!atomic_load(&engine->globals_readable))
+        return SL_ERR_UNAVAILABLE;
+    char why[256];
+    return sl_store_get(engine->globals[g].store, key, key_len, value, value_len, why, sizeof(why));
+}
+

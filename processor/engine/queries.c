@@ -1,0 +1,227 @@
+/*
+ * queries.c: interactive queries (sl_engine_query_*): reads of the
+ * committed state of task stores from any thread (HTTP handlers).
+ *
+ * HTTP threads read task stores while the loop thread opens and closes them.
+ * One query_slot per source partition, with a writer-preferring rwlock:
+ *
+ *   task_create --query_publish--> RESTORING --query_set_running--> RUNNING
+ *   RESTORING/RUNNING --query_withdraw (task_close, before any store is
+ *   closed)--> ABSENT
+ *
+ * Readers hold the read lock only while they call RocksDB; the loop thread
+ * takes the write lock for a pointer swap, so it waits at most for the
+ * reads in flight. Stores hold committed state only (apply-after-commit),
+ * and a RESTORING store is never read: a query answers SL_ERR_NOT_READY,
+ * never a partial answer. query_version changes on every transition so the
+ * membership publisher notices a new assignment at once.
+ */
+#include <string.h>
+#include <time.h>
+
+#include "processor/base/clock.h"
+#include "processor/engine/engine_int.h"
+
+sl_err queries_init(sl_engine *engine, char *errstr, size_t errstr_size) {
+    const sl_topology *topology = engine->topology;
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    for (size_t src = 0; src < topology->n_sources; src++) {
+        size_t n = (size_t)engine->source_partitions[src];
+        engine->query_slots[src] = calloc(n ? n : 1, sizeof(query_slot));
+        if (!engine->query_slots[src]) {
+            pthread_rwlockattr_destroy(&attr);
+            return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
+        }
+        for (size_t p = 0; p < n; p++)
+            pthread_rwlock_init(&engine->query_slots[src][p].lock, &attr);
+    }
+    pthread_rwlockattr_destroy(&attr);
+    atomic_store_explicit(&engine->queries_open, true, memory_order_release);
+    return SL_OK;
+}
+
+void queries_free(sl_engine *engine) {
+    for (size_t src = 0; src < SL_TOPOLOGY_MAX_NODES; src++) {
+        if (!engine->query_slots[src])
+            continue;
+        for (int32_t p = 0; p < engine->source_partitions[src]; p++)
+            pthread_rwlock_destroy(&engine->query_slots[src][p].lock);
+        free(engine->query_slots[src]);
+        engine->query_slots[src] = NULL;
+    }
+}
+
+static query_slot *query_slot_of(sl_engine *engine, const task *t) {
+    return engine->query_slots[t->source] ? &engine->query_slots[t->source][t->partition] : NULL;
+}
+
+void query_publish(sl_engine *engine, const task *t) {
+    query_slot *slot = query_slot_of(engine, t);
+    if (!slot)
+        return;
+    pthread_rwlock_wrlock(&slot->lock);
+    for (size_t s = 0; s < engine->topology->n_stores; s++)
+        slot->stores[s] = t->stores[s].store;
+    slot->state = t->state == TASK_RUNNING ? QUERY_RUNNING : QUERY_RESTORING;
+    pthread_rwlock_unlock(&slot->lock);
+    atomic_fetch_add(&engine->query_version, 1);
+}
+
+void query_set_running(sl_engine *engine, const task *t) {
+    query_slot *slot = query_slot_of(engine, t);
+    if (!slot)
+        return;
+    pthread_rwlock_wrlock(&slot->lock);
+    if (slot->state != QUERY_ABSENT)
+        slot->state = QUERY_RUNNING;
+    pthread_rwlock_unlock(&slot->lock);
+    atomic_fetch_add(&engine->query_version, 1);
+}
+
+void query_withdraw(sl_engine *engine, const task *t) {
+    query_slot *slot = query_slot_of(engine, t);
+    if (!slot)
+        return;
+    pthread_rwlock_wrlock(&slot->lock);
+    slot->state = QUERY_ABSENT;
+    memset(slot->stores, 0, sizeof(slot->stores));
+    pthread_rwlock_unlock(&slot->lock);
+    atomic_fetch_add(&engine->query_version, 1);
+}
+
+sl_err sl_engine_query_partition(sl_engine *engine, const char *store, const void *key,
+                                 size_t key_len, int32_t *partition, const char **topic) {
+    *partition = -1;
+    if (topic)
+        *topic = NULL;
+    int s = sl_topology_store_index(engine->topology, store);
+    if (s < 0)
+        return SL_ERR_NOT_FOUND;
+    if (!atomic_load_explicit(&engine->queries_open, memory_order_acquire))
+        return SL_ERR_NOT_READY;
+    int src = engine->topology->store_source[s];
+    int32_t n = engine->source_partitions[src];
+    if (n <= 0)
+        return SL_ERR_NOT_READY;
+    /* With a non-NULL key murmur2_random is plain murmur2 (the Java
+     * client's partitioner); an empty key still hashes (not "random"). */
+    static const char empty[1] = "";
+    *partition =
+        rd_kafka_msg_partitioner_murmur2_random(NULL, key ? key : empty, key_len, n, NULL, NULL);
+    if (topic)
+        *topic = engine->source_topic[src];
+    return SL_OK;
+}
+
+/* Read-lock the slot that owns `key` and return the store, or an error
+ * (the slot is then not locked). */
+static sl_err query_acquire(sl_engine *engine, const char *store, const void *key, size_t key_len,
+                            int32_t *partition, query_slot **slot_out, sl_store **store_out) {
+    sl_err err = sl_engine_query_partition(engine, store, key, key_len, partition, NULL);
+    if (err)
+        return err;
+    int s = sl_topology_store_index(engine->topology, store);
+    query_slot *slot = &engine->query_slots[engine->topology->store_source[s]][*partition];
+    pthread_rwlock_rdlock(&slot->lock);
+    if (slot->state != QUERY_RUNNING || !slot->stores[s]) {
+        err = slot->state == QUERY_RESTORING ? SL_ERR_NOT_READY : SL_ERR_NOT_OWNER;
+        pthread_rwlock_unlock(&slot->lock);
+        return err;
+    }
+    *slot_out = slot;
+    *store_out = slot->stores[s];
+    return SL_OK;
+}
+
+sl_err sl_engine_query_get(sl_engine *engine, const char *store, const void *key, size_t key_len,
+                           char **value, size_t *value_len, int32_t *partition) {
+    query_slot *slot;
+    sl_store *st;
+    *value = NULL;
+    *value_len = 0;
+    sl_err err = query_acquire(engine, store, key, key_len, partition, &slot, &st);
+    if (err)
+        return err;
+    char why[256];
+    err = sl_store_get(st, key, key_len, value, value_len, why, sizeof(why));
+    pthread_rwlock_unlock(&slot->lock);
+    if (err && err != SL_ERR_NOT_FOUND)
+        LOG(engine, SL_LOG_WARN, "query of store %s [%d]: %s", store, *partition, why);
+    return err;
+}
+
+sl_err sl_engine_query_range(sl_engine *engine, const char *store, const void *routing_key,
+                             size_t routing_key_len, const sl_query_range *range,
+                             sl_query_visit_fn *visit, void *opaque, size_t *visited,
+                             int32_t *partition) {
+    query_slot *slot;
+    sl_store *st;
+    if (visited)
+        *visited = 0;
+    sl_err err = query_acquire(engine, store, routing_key, routing_key_len, partition, &slot, &st);
+    if (err)
+        return err;
+    sl_store_iter *iter = range->prefix ? sl_store_iter_prefix(st, range->prefix, range->prefix_len)
+                                        : sl_store_iter_range(st, range->from, range->from_len,
+                                                              range->to, range->to_len);
+    if (!iter) {
+        pthread_rwlock_unlock(&slot->lock);
+        return SL_ERR_NOMEM;
+    }
+    const void *k, *v;
+    size_t k_len, v_len, seen = 0, count = 0;
+    while (count < range->limit && sl_store_iter_next(iter, &k, &k_len, &v, &v_len)) {
+        if (seen++ < range->skip)
+            continue;
+        count++;
+        if (!visit(opaque, k, k_len, v, v_len))
+            break;
+    }
+    char why[256];
+    err = sl_store_iter_error(iter, why, sizeof(why));
+    sl_store_iter_destroy(iter);
+    pthread_rwlock_unlock(&slot->lock);
+    if (err)
+        LOG(engine, SL_LOG_WARN, "range query of store %s [%d]: %s", store, *partition, why);
+    if (visited)
+        *visited = count;
+    return err;
+}
+
+sl_err sl_engine_query_settle(sl_engine *engine, int timeout_ms) {
+    uint64_t target = atomic_load(&engine->commits_begun);
+    int64_t deadline = sl_clock_mono_ms() + timeout_ms;
+    while (atomic_load(&engine->commits_settled) < target) {
+        if (sl_clock_mono_ms() >= deadline)
+            return SL_ERR_TIMEOUT;
+        struct timespec pause = {0, 1000000}; /* 1 ms: a commit takes several */
+        nanosleep(&pause, NULL);
+    }
+    return SL_OK;
+}
+
+size_t sl_engine_query_assignment(sl_engine *engine, const char **topics, int32_t *partitions,
+                                  size_t max, uint64_t *version) {
+    /* Read the version first: a change during the scan makes the caller
+     * see a newer version next time and publish again. */
+    if (version)
+        *version = atomic_load(&engine->query_version);
+    size_t n = 0;
+    if (!atomic_load_explicit(&engine->queries_open, memory_order_acquire))
+        return 0;
+    for (size_t src = 0; src < engine->topology->n_sources; src++)
+        for (int32_t p = 0; p < engine->source_partitions[src]; p++) {
+            query_slot *slot = &engine->query_slots[src][p];
+            pthread_rwlock_rdlock(&slot->lock);
+            bool owned = slot->state != QUERY_ABSENT;
+            pthread_rwlock_unlock(&slot->lock);
+            if (owned && n < max) {
+                topics[n] = engine->source_topic[src];
+                partitions[n] = p;
+                n++;
+            }
+        }
+    return n;
+}
