@@ -130,7 +130,6 @@ void task_start_running(sl_engine *engine, task *t) {
         t->partition, (unsigned long long)t->restored_records, (long long)took);
 }
 
-
 /* Open the task's stores and decide where each restore starts. */
 sl_err task_create(sl_engine *engine, int source, int32_t partition, char *errstr,
                    size_t errstr_size) {
