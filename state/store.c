@@ -453,7 +453,6 @@ sl_store_iter *sl_store_iter_prefix(sl_store *store, const void *prefix, size_t 
     return iter;
 }
 
-
 bool sl_store_iter_next(sl_store_iter *iter, const void **key, size_t *key_len, const void **value,
                         size_t *value_len) {
     if (!iter->started) {
