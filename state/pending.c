@@ -216,6 +216,16 @@ static int entry_compare(const void *a, const void *b) {
     return sl_store_key_compare(x->data, x->key_len, y->data, y->key_len);
 }
 
+/* A used slot whose key is in [from, to) (a NULL bound is open). */
+static bool in_range(const pending_entry *e, const void *from, size_t from_len, const void *to,
+                     size_t to_len) {
+    if (!e->data)
+        return false;
+    if (from && sl_store_key_compare(e->data, e->key_len, from, from_len) < 0)
+        return false;
+    return !to || sl_store_key_compare(e->data, e->key_len, to, to_len) < 0;
+}
+
 sl_store_iter *sl_store_pending_iter_range(sl_store *store, sl_store_pending *pending,
                                            const void *from, size_t from_len, const void *to,
                                            size_t to_len) {
@@ -225,16 +235,9 @@ sl_store_iter *sl_store_pending_iter_range(sl_store *store, sl_store_pending *pe
     /* The pending entries of [from, to), sorted; borrowed pointers into the
      * map, which must not change while the iterator lives. */
     size_t n = 0;
-    for (size_t i = 0; i < pending->capacity; i++) {
-        const pending_entry *e = &pending->slots[i];
-        if (!e->data)
-            continue;
-        if (from && sl_store_key_compare(e->data, e->key_len, from, from_len) < 0)
-            continue;
-        if (to && sl_store_key_compare(e->data, e->key_len, to, to_len) >= 0)
-            continue;
-        n++;
-    }
+    for (size_t i = 0; i < pending->capacity; i++)
+        if (in_range(&pending->slots[i], from, from_len, to, to_len))
+            n++;
     if (n == 0)
         return iter;
     iter->merged = malloc(n * sizeof(*iter->merged));
@@ -242,16 +245,9 @@ sl_store_iter *sl_store_pending_iter_range(sl_store *store, sl_store_pending *pe
         sl_store_iter_destroy(iter);
         return NULL;
     }
-    for (size_t i = 0; i < pending->capacity; i++) {
-        const pending_entry *e = &pending->slots[i];
-        if (!e->data)
-            continue;
-        if (from && sl_store_key_compare(e->data, e->key_len, from, from_len) < 0)
-            continue;
-        if (to && sl_store_key_compare(e->data, e->key_len, to, to_len) >= 0)
-            continue;
-        iter->merged[iter->n_merged++] = e;
-    }
+    for (size_t i = 0; i < pending->capacity; i++)
+        if (in_range(&pending->slots[i], from, from_len, to, to_len))
+            iter->merged[iter->n_merged++] = &pending->slots[i];
     qsort(iter->merged, iter->n_merged, sizeof(*iter->merged), entry_compare);
     return iter;
 }

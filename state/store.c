@@ -240,36 +240,6 @@ sl_err sl_store_destroy_files(const char *path, char *errstr, size_t errstr_size
 
 /* ---------------------------------------------------------------- reads */
 
-sl_err sl_store_get(sl_store *store, const void *key, size_t key_len, char **value,
-                    size_t *value_len, char *errstr, size_t errstr_size) {
-    *value = NULL;
-    *value_len = 0;
-    char *rocks_err = NULL;
-    /* A pinnable slice avoids RocksDB's own copy: we make the one copy the
-     * caller owns. */
-    rocksdb_pinnableslice_t *slice =
-        rocksdb_get_pinned(store->db, store->read_options, key, key_len, &rocks_err);
-    if (rocks_err)
-        return sl_store_rocks_fail(errstr, errstr_size, SL_ERR_STORE, rocks_err, "get from",
-                                   store->path);
-    if (!slice)
-        return sl_fail(errstr, errstr_size, SL_ERR_NOT_FOUND, "key not found in %s", store->path);
-    size_t len;
-    const char *bytes = rocksdb_pinnableslice_value(slice, &len);
-    /* Never malloc(0): an empty value is a valid, non-NULL result. */
-    char *copy = malloc(len ? len : 1);
-    if (!copy) {
-        rocksdb_pinnableslice_destroy(slice);
-        return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory for a %zu-byte value",
-                       len);
-    }
-    memcpy(copy, bytes, len);
-    rocksdb_pinnableslice_destroy(slice);
-    *value = copy;
-    *value_len = len;
-    return SL_OK;
-}
-
 /* See store_int.h. */
 sl_err sl_store_get_quiet(sl_store *store, const void *key, size_t key_len, char **value,
                           size_t *value_len, char *errstr, size_t errstr_size) {
@@ -299,6 +269,14 @@ sl_err sl_store_get_quiet(sl_store *store, const void *key, size_t key_len, char
     *value = copy;
     *value_len = len;
     return SL_OK;
+}
+
+sl_err sl_store_get(sl_store *store, const void *key, size_t key_len, char **value,
+                    size_t *value_len, char *errstr, size_t errstr_size) {
+    sl_err err = sl_store_get_quiet(store, key, key_len, value, value_len, errstr, errstr_size);
+    if (err == SL_ERR_NOT_FOUND)
+        return sl_fail(errstr, errstr_size, SL_ERR_NOT_FOUND, "key not found in %s", store->path);
+    return err;
 }
 
 static uint64_t uint64_property(sl_store *store, const char *name) {
