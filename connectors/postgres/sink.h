@@ -1,12 +1,12 @@
 /*
- * pgsink.h: the Postgres sink: an exactly-once, batched, rebuildable SQL copy
+ * sink.h: the Postgres sink: an exactly-once, batched, rebuildable SQL copy
  * of the users and messages event topics (`sluice sink`).
  *
  * The sink is its own consumer group (pg.sink.group.id, default
  * "<application.id>-pgsink"): it reads users.events and dialogs.events with
  * read_committed and writes rows plus the consumed offsets in one Postgres
  * transaction per batch. Postgres, not Kafka, holds its position. See the
- * design note at the top of pgsink.c and docs/ARCHITECTURE.md section 7.
+ * design note at the top of sink.c and docs/ARCHITECTURE.md section 7.
  *
  * Threading: sl_pgsink_run is the sink's loop and runs on the caller's thread;
  * librdkafka's and the HTTP server's threads do their I/O. The other

@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "state/store.h"
+#include "state/checkpoint.h"
 #include "tests/fuzz/fuzz.h"
 
 /* The IEEE CRC-32 (zlib's), as the checkpoint format specifies. */

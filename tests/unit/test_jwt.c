@@ -1,5 +1,5 @@
 /* Unit tests: token keys, issuing, strict verification, the verified-token
- * cache and JWKS (connectors/jwt.c).
+ * cache and JWKS (connectors/http/auth/{jwt,keys,cache}.c).
  *
  * Forged tokens are signed here with OpenSSL directly (not through the
  * module), so a test of "a validly signed token with a bad claim" does not

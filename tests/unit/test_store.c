@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "state/store.h"
+#include "state/checkpoint.h"
 
 #define CACHE_BYTES        (8 * 1024 * 1024)
 #define WRITE_BUFFER_BYTES (1024 * 1024)

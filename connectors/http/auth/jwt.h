@@ -2,6 +2,8 @@
  * jwt.h: signed access and refresh tokens (JWS compact serialization) for
  * the HTTP gateway and the dialog service: keys, issuing, strict
  * verification, a bounded verified-token cache and the JWKS document.
+ * Implemented in jwt.c (issuing, verification, base64url), keys.c (the key
+ * set, JWKS, key files) and cache.c (the verified-token cache).
  *
  * Built on OpenSSL 3 (signatures, digests, randomness) and jansson (JSON);
  * libjwt is deliberately not used: the libjwt 1.10 in Debian bookworm parses
