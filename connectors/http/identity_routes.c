@@ -53,10 +53,6 @@
 #include "sluice/v1/identity.pb-c.h"
 #include "topology/identity/identity.h"
 
-_Static_assert(SL_IDREQ_NAME_MAX == SL_IDENTITY_MAX_NAME, "gateway and topology limits differ");
-_Static_assert(SL_IDREQ_BIOGRAPHY_MAX == SL_IDENTITY_MAX_BIOGRAPHY,
-               "gateway and topology limits differ");
-
 #define MSG_BAD_CREDENTIALS "invalid credentials"
 #define RETRY_AFTER_S       1
 
@@ -301,7 +297,7 @@ static void request_failed(sl_identity_http *ih, const sl_http_request *req,
 }
 
 /* A random command id (no idempotency asked for). */
-static sl_err random_command_id(char out[SL_IDREQ_UUID_LEN + 1]) {
+static sl_err random_command_id(char out[SL_UUID_LEN + 1]) {
     return sl_uuid_v4(out);
 }
 
@@ -356,7 +352,7 @@ static void handle_register(void *opaque, const sl_http_request *req, sl_http_re
         goto done_clear;
 
     /* Ids first (they need the password), then hash and wipe it. */
-    char command_id[64], user_id[SL_IDREQ_UUID_LEN + 1];
+    char command_id[64], user_id[SL_UUID_LEN + 1];
     if (key) {
         unsigned char digest[32];
         size_t klen = strlen(key), elen = strlen(body->email);
@@ -395,7 +391,7 @@ static void handle_register(void *opaque, const sl_http_request *req, sl_http_re
         goto done_clear;
     }
 
-    char record_key[SL_IDREQ_EMAIL_MAX + 4];
+    char record_key[SL_IDENTITY_MAX_EMAIL + 4];
     if (body->email[0])
         snprintf(record_key, sizeof(record_key), "%s", body->email);
     else
@@ -476,7 +472,7 @@ static void handle_login(void *opaque, const sl_http_request *req, sl_http_respo
         sl_gateway_get(ih->gateway, req, resp, store, key, strlen(key), &value, &value_len);
     if (outcome == SL_GATEWAY_ANSWERED)
         goto done; /* forwarded to the owner, or 503 */
-    char account[SL_IDREQ_EMAIL_MAX + 8];
+    char account[SL_IDENTITY_MAX_EMAIL + 8];
     snprintf(account, sizeof(account), "acct:%s", key);
     if (throttled(ih, req, resp, ih->per_account, account))
         goto done;
@@ -531,12 +527,12 @@ done:
 static void handle_user_get(void *opaque, const sl_http_request *req, sl_http_response *resp) {
     sl_identity_http *ih = opaque;
     const char *param = sl_http_request_param(req, "id");
-    char id[SL_IDREQ_UUID_LEN + 1];
-    if (!param || strlen(param) != SL_IDREQ_UUID_LEN) {
+    char id[SL_UUID_LEN + 1];
+    if (!param || strlen(param) != SL_UUID_LEN) {
         http_fail(ih, req, resp, 400, "id: not a user id", 0);
         return;
     }
-    for (size_t i = 0; i <= SL_IDREQ_UUID_LEN; i++)
+    for (size_t i = 0; i <= SL_UUID_LEN; i++)
         id[i] = (param[i] >= 'A' && param[i] <= 'F') ? (char)(param[i] - 'A' + 'a') : param[i];
     if (!sl_uuid_valid(id)) {
         http_fail(ih, req, resp, 400, "id: not a user id", 0);
@@ -577,7 +573,7 @@ static void handle_user_get(void *opaque, const sl_http_request *req, sl_http_re
  * answered through request_failed by the caller. */
 static sl_err revoke(sl_identity_http *ih, const char *jti, const char *sid,
                      int64_t expires_at_s, const char *reason, bool *already) {
-    char command_id[SL_IDREQ_UUID_LEN + 1];
+    char command_id[SL_UUID_LEN + 1];
     if (random_command_id(command_id))
         return SL_ERR_IO;
     revoke_command command = {.command_id = command_id,
