@@ -48,13 +48,14 @@
 #include <time.h>
 
 #include "connectors/http/identity_requests.h"
+#include "connectors/http/respond.h"
 #include "connectors/http/auth/passwords.h"
 #include "connectors/http/auth/throttle.h"
+#include "processor/base/clock.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "topology/identity/identity.h"
 
 #define MSG_BAD_CREDENTIALS "invalid credentials"
-#define RETRY_AFTER_S       1
 
 struct sl_identity_http {
     const sl_config *config;
@@ -82,17 +83,9 @@ static void http_fail(sl_identity_http *ih, const sl_http_request *req, sl_http_
     sl_gateway_error(ih->gateway, req, resp, status, message, retry_after_s);
 }
 
-/* Answer `root` (taken) as JSON with `status`. */
 static void answer_json(sl_identity_http *ih, const sl_http_request *req, sl_http_response *resp,
                         int status, json_t *root) {
-    char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
-    json_decref(root);
-    if (!text || sl_http_respond_json(resp, status, text))
-        http_fail(ih, req, resp, 500, "out of memory", 0);
-    if (text) {
-        explicit_bzero(text, strlen(text)); /* it may hold tokens */
-        free(text);
-    }
+    sl_respond_json(ih->gateway, req, resp, status, root);
 }
 
 /* ---- tokens ----------------------------------------------------------------- */
@@ -186,7 +179,7 @@ bool sl_identity_http_authenticate(sl_identity_http *ih, const sl_http_request *
     const char *message = NULL;
     int status = check_token(ih, token, SL_JWT_ACCESS, claims, &message, NULL);
     if (status) {
-        http_fail(ih, req, resp, status, message, status == 503 ? RETRY_AFTER_S : 0);
+        http_fail(ih, req, resp, status, message, status == 503 ? SL_RESPOND_RETRY_AFTER_S : 0);
         return false;
     }
     return true;
@@ -221,14 +214,7 @@ static sl_err encode_register(void *opaque, const Sluice__V1__CommandMeta *meta,
     Sluice__V1__UsersCommand command = SLUICE__V1__USERS_COMMAND__INIT;
     command.command_case = SLUICE__V1__USERS_COMMAND__COMMAND_REGISTER_USER;
     command.register_user = &reg;
-    size_t len = sluice__v1__users_command__get_packed_size(&command);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return SL_ERR_NOMEM;
-    sluice__v1__users_command__pack(&command, buf);
-    *value = buf;
-    *value_len = len;
-    return SL_OK;
+    return sl_command_pack(&command, value, value_len);
 }
 
 typedef struct revoke_command {
@@ -263,37 +249,20 @@ static sl_err encode_revoke(void *opaque, const Sluice__V1__CommandMeta *meta, v
         command.command_case = SLUICE__V1__TOKENS_COMMAND__COMMAND_REVOKE_SESSION;
         command.revoke_session = &session;
     }
-    size_t len = sluice__v1__tokens_command__get_packed_size(&command);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return SL_ERR_NOMEM;
-    sluice__v1__tokens_command__pack(&command, buf);
-    *value = buf;
-    *value_len = len;
-    return SL_OK;
+    return sl_command_pack(&command, value, value_len);
 }
 
 /* Answer the failure of a request through the reply path. */
 static void request_failed(sl_identity_http *ih, const sl_http_request *req,
                            sl_http_response *resp, sl_err err, const char *what) {
-    char message[256];
-    switch (err) {
-    case SL_ERR_TIMEOUT:
-        snprintf(message, sizeof(message),
-                 "%s is still being processed; retry later (with the same Idempotency-Key "
-                 "to be sure it is applied once)",
-                 what);
-        http_fail(ih, req, resp, 503, message, RETRY_AFTER_S);
-        break;
-    case SL_ERR_FULL:
-        http_fail(ih, req, resp, 503, "too many requests in flight", RETRY_AFTER_S);
-        break;
-    default:
-        snprintf(message, sizeof(message), "%s cannot be processed now (%s)", what,
-                 sl_err_name(err));
-        http_fail(ih, req, resp, 503, message, RETRY_AFTER_S);
-        break;
-    }
+    char timeout_message[256], failed_message[256];
+    snprintf(timeout_message, sizeof(timeout_message),
+             "%s is still being processed; retry later (with the same Idempotency-Key "
+             "to be sure it is applied once)",
+             what);
+    snprintf(failed_message, sizeof(failed_message), "%s cannot be processed now (%s)", what,
+             sl_err_name(err));
+    sl_respond_unanswered(ih->gateway, req, resp, err, timeout_message, failed_message);
 }
 
 /* A random command id (no idempotency asked for). */
@@ -321,7 +290,7 @@ static const char *client_key(const sl_http_request *req, char *out, size_t out_
 static bool throttled(sl_identity_http *ih, const sl_http_request *req, sl_http_response *resp,
                       sl_throttle *t, const char *key) {
     int retry_after = 0;
-    if (sl_throttle_check(t, key, sl_throttle_now_ms(), &retry_after) == SL_THROTTLE_ALLOWED)
+    if (sl_throttle_check(t, key, sl_clock_mono_ms(), &retry_after) == SL_THROTTLE_ALLOWED)
         return false;
     http_fail(ih, req, resp, 429, "too many attempts; retry later", retry_after);
     return true;
@@ -387,7 +356,7 @@ static void handle_register(void *opaque, const sl_http_request *req, sl_http_re
         http_fail(ih, req, resp, 503,
               err == SL_ERR_FULL ? "too many passwords are being hashed; retry later"
                                  : "the password could not be hashed now",
-              RETRY_AFTER_S);
+              SL_RESPOND_RETRY_AFTER_S);
         goto done_clear;
     }
 
@@ -491,13 +460,13 @@ static void handle_login(void *opaque, const sl_http_request *req, sl_http_respo
         http_fail(ih, req, resp, 503,
               err == SL_ERR_FULL ? "too many logins are being checked; retry later"
                                  : "the password could not be checked now",
-              RETRY_AFTER_S);
+              SL_RESPOND_RETRY_AFTER_S);
         goto done;
     }
     if (!match || !user) {
-        sl_throttle_failure(ih->per_account, account, sl_throttle_now_ms());
+        sl_throttle_failure(ih->per_account, account, sl_clock_mono_ms());
         if (!forwarded)
-            sl_throttle_failure(ih->per_ip, ipkey, sl_throttle_now_ms());
+            sl_throttle_failure(ih->per_ip, ipkey, sl_clock_mono_ms());
         http_fail(ih, req, resp, 401, MSG_BAD_CREDENTIALS, 0);
         goto done;
     }
@@ -624,7 +593,7 @@ static void handle_refresh(void *opaque, const sl_http_request *req, sl_http_res
     }
     bool revoked = false;
     if ((status = check_token(ih, token, SL_JWT_REFRESH, &claims, &why, &revoked)) && !revoked) {
-        http_fail(ih, req, resp, status, why, status == 503 ? RETRY_AFTER_S : 0);
+        http_fail(ih, req, resp, status, why, status == 503 ? SL_RESPOND_RETRY_AFTER_S : 0);
         goto done;
     }
     /* A genuine refresh token that is revoked already (this instance's
@@ -714,7 +683,7 @@ static void handle_introspect(void *opaque, const sl_http_request *req, sl_http_
         status = check_token(ih, token, typ, &claims, &why, NULL);
     }
     if (status == 503 || status == 500) {
-        http_fail(ih, req, resp, status, why, status == 503 ? RETRY_AFTER_S : 0);
+        http_fail(ih, req, resp, status, why, status == 503 ? SL_RESPOND_RETRY_AFTER_S : 0);
         goto done;
     }
     json_t *root;

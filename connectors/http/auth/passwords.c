@@ -47,6 +47,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "processor/base/clock.h"
+
 const sl_argon2_params sl_argon2_params_owasp = {
     .m_cost_kib = SL_ARGON2_M_MIN_KIB, .t_cost = SL_ARGON2_T_MIN, .parallelism = 1};
 
@@ -374,23 +376,11 @@ sl_err sl_password_pool_submit_verify(sl_password_pool *pool, const char *passwo
     return submit(pool, JOB_VERIFY, password, len, encoded, done, opaque, false, &j);
 }
 
-static struct timespec deadline_after(int timeout_ms) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 /* Wait for a slot we hold a reference to; copy the result out under the
  * lock; drop our reference. */
 static sl_err wait_job(sl_password_pool *pool, job *j, int timeout_ms, char *encoded,
                        size_t encoded_size, bool *match) {
-    struct timespec deadline = deadline_after(timeout_ms < 0 ? 0 : timeout_ms);
+    struct timespec deadline = sl_clock_mono_deadline(timeout_ms < 0 ? 0 : timeout_ms);
     sl_err err;
     pthread_mutex_lock(&pool->lock);
     while (j->state != JOB_DONE) {
