@@ -359,7 +359,8 @@ static void handle_list(void *opaque, const sl_http_request *req, sl_http_respon
     /* Read-your-writes (see the design note). */
     int64_t deadline = sl_clock_mono_ms() + dh->read_wait_ms;
     if (sl_engine_query_settle(dh->engine, dh->read_wait_ms) != SL_OK) {
-        http_fail(dh, req, resp, 503, "the store is behind its last commit; retry", SL_RESPOND_RETRY_AFTER_S);
+        http_fail(dh, req, resp, 503, "the store is behind its last commit; retry",
+                  SL_RESPOND_RETRY_AFTER_S);
         return;
     }
     while (after > 0) {

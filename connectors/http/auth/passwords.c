@@ -321,7 +321,8 @@ static sl_err submit(sl_password_pool *pool, job_kind kind, const char *password
     bool use_dummy = kind == JOB_VERIFY && !encoded;
     bool refused = false;
     sl_phc parsed;
-    if (kind == JOB_VERIFY && encoded && sl_phc_parse(encoded, floors_for(pool->policy), &parsed, NULL, 0)) {
+    if (kind == JOB_VERIFY && encoded &&
+        sl_phc_parse(encoded, floors_for(pool->policy), &parsed, NULL, 0)) {
         use_dummy = true;
         refused = true;
     }
