@@ -25,6 +25,7 @@
 #include "processor/gateway/gateway.h"
 #include "processor/http/server.h"
 #include "processor/kafka/client.h"
+#include "processor/base/clock.h"
 #include "processor/base/metrics.h"
 #include "processor/http/metrics.h"
 #include "processor/base/version.h"
@@ -44,15 +45,13 @@ struct sl_app {
     void *routes_opaque;
     int lock_fd;
     char state_path[PATH_MAX];
-    struct timespec started;
+    int64_t started_ms; /* sl_clock_mono_ms */
     atomic_bool kafka_reachable;
     atomic_int kafka_brokers;
 };
 
-static double seconds_since(const struct timespec *t0) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+static double seconds_since(int64_t t0_ms) {
+    return (double)(sl_clock_mono_ms() - t0_ms) / 1000.0;
 }
 
 static sl_err mkdir_p(const char *path, char *errstr, size_t errstr_size) {
@@ -113,7 +112,7 @@ static void healthz(void *opaque, const sl_http_request *req, sl_http_response *
     sl_app *app = opaque;
     respond_json_object(resp, 200,
                         json_pack("{s:s, s:s, s:f}", "status", "ok", "version", SLUICE_VERSION,
-                                  "uptime_s", seconds_since(&app->started)));
+                                  "uptime_s", seconds_since(app->started_ms)));
 }
 
 static void readyz(void *opaque, const sl_http_request *req, sl_http_response *resp) {
@@ -257,7 +256,7 @@ sl_app *sl_app_new_with_routes(const sl_config *config, const sl_logger *logger,
         sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    clock_gettime(CLOCK_MONOTONIC, &app->started);
+    app->started_ms = sl_clock_mono_ms();
     /* Routes are fixed when the server starts, and the gateway's need the
      * engine: so the server starts after the engine, and the gateway
      * (which advertises the bound port) after the server. */
@@ -289,15 +288,15 @@ static void probe_kafka(sl_app *app) {
 
 sl_err sl_app_run(sl_app *app, volatile sig_atomic_t *stop) {
     double interval_s = (double)sl_config_get_int(app->config, "health.kafka.interval.ms") / 1000.0;
-    struct timespec last_probe = {0, 0};
+    int64_t last_probe_ms = 0;
     bool first = true;
     while (!*stop) {
-        if (first || seconds_since(&last_probe) >= interval_s) {
+        if (first || seconds_since(last_probe_ms) >= interval_s) {
             probe_kafka(app);
             if (first && !atomic_load(&app->kafka_reachable))
                 sl_log(&app->logger, SL_LOG_WARN, "kafka", "cluster not reachable yet at %s",
                        app->bootstrap);
-            clock_gettime(CLOCK_MONOTONIC, &last_probe);
+            last_probe_ms = sl_clock_mono_ms();
             first = false;
         }
         if (app->engine) {

@@ -42,10 +42,10 @@
 #include <time.h>
 
 #include "connectors/http/identity_requests.h"
+#include "connectors/http/respond.h"
 #include "sluice/v1/dialogs.pb-c.h"
 #include "topology/dialogs/dialogs.h"
 
-#define RETRY_AFTER_S 1
 
 struct sl_dialogs_http {
     sl_gateway *gateway;
@@ -62,14 +62,9 @@ static void http_fail(sl_dialogs_http *dh, const sl_http_request *req, sl_http_r
     sl_gateway_error(dh->gateway, req, resp, status, message, retry_after_s);
 }
 
-/* Answer `root` (taken) as JSON. */
 static void answer_json(sl_dialogs_http *dh, const sl_http_request *req, sl_http_response *resp,
                         int status, json_t *root) {
-    char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
-    json_decref(root);
-    if (!text || sl_http_respond_json(resp, status, text))
-        http_fail(dh, req, resp, 500, "out of memory", 0);
-    free(text);
+    sl_respond_json(dh->gateway, req, resp, status, root);
 }
 
 /* The path's {user_id}, lower-cased, as a valid user id; false (400
@@ -168,14 +163,7 @@ static sl_err encode_send(void *opaque, const Sluice__V1__CommandMeta *meta, voi
     Sluice__V1__DialogsCommand command = SLUICE__V1__DIALOGS_COMMAND__INIT;
     command.command_case = SLUICE__V1__DIALOGS_COMMAND__COMMAND_SEND_MESSAGE;
     command.send_message = &send;
-    size_t len = sluice__v1__dialogs_command__get_packed_size(&command);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return SL_ERR_NOMEM;
-    sluice__v1__dialogs_command__pack(&command, buf);
-    *value = buf;
-    *value_len = len;
-    return SL_OK;
+    return sl_command_pack(&command, value, value_len);
 }
 
 /* "idem-" + hex SHA-256(sender NUL key): stable for a retry of the same
@@ -199,15 +187,10 @@ static bool derived_command_id(const char *sender, const char *key, char out[5 +
 
 static void request_failed(sl_dialogs_http *dh, const sl_http_request *req,
                            sl_http_response *resp, sl_err err) {
-    if (err == SL_ERR_TIMEOUT)
-        http_fail(dh, req, resp, 503,
-                  "the message is still being processed; retry later (with the same "
-                  "Idempotency-Key to be sure it is stored once)",
-                  RETRY_AFTER_S);
-    else if (err == SL_ERR_FULL)
-        http_fail(dh, req, resp, 503, "too many requests in flight", RETRY_AFTER_S);
-    else
-        http_fail(dh, req, resp, 503, "the message cannot be sent now", RETRY_AFTER_S);
+    sl_respond_unanswered(dh->gateway, req, resp, err,
+                          "the message is still being processed; retry later (with the same "
+                          "Idempotency-Key to be sure it is stored once)",
+                          "the message cannot be sent now");
 }
 
 static void answer_outcome(sl_dialogs_http *dh, const sl_http_request *req,
@@ -376,7 +359,8 @@ static void handle_list(void *opaque, const sl_http_request *req, sl_http_respon
     /* Read-your-writes (see the design note). */
     int64_t deadline = sl_clock_mono_ms() + dh->read_wait_ms;
     if (sl_engine_query_settle(dh->engine, dh->read_wait_ms) != SL_OK) {
-        http_fail(dh, req, resp, 503, "the store is behind its last commit; retry", RETRY_AFTER_S);
+        http_fail(dh, req, resp, 503, "the store is behind its last commit; retry",
+                  SL_RESPOND_RETRY_AFTER_S);
         return;
     }
     while (after > 0) {
@@ -388,7 +372,7 @@ static void handle_list(void *opaque, const sl_http_request *req, sl_http_respon
             http_fail(dh, req, resp, 503,
                       err ? "the dialog's owner is moving; retry"
                           : "the dialog has not reached the asked position yet; retry",
-                      RETRY_AFTER_S);
+                      SL_RESPOND_RETRY_AFTER_S);
             return;
         }
         struct timespec pause = {0, 10 * 1000000};

@@ -48,17 +48,14 @@
 #include <time.h>
 
 #include "connectors/http/identity_requests.h"
+#include "connectors/http/respond.h"
 #include "connectors/http/auth/passwords.h"
 #include "connectors/http/auth/throttle.h"
+#include "processor/base/clock.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "topology/identity/identity.h"
 
-_Static_assert(SL_IDREQ_NAME_MAX == SL_IDENTITY_MAX_NAME, "gateway and topology limits differ");
-_Static_assert(SL_IDREQ_BIOGRAPHY_MAX == SL_IDENTITY_MAX_BIOGRAPHY,
-               "gateway and topology limits differ");
-
 #define MSG_BAD_CREDENTIALS "invalid credentials"
-#define RETRY_AFTER_S       1
 
 struct sl_identity_http {
     const sl_config *config;
@@ -86,17 +83,9 @@ static void http_fail(sl_identity_http *ih, const sl_http_request *req, sl_http_
     sl_gateway_error(ih->gateway, req, resp, status, message, retry_after_s);
 }
 
-/* Answer `root` (taken) as JSON with `status`. */
 static void answer_json(sl_identity_http *ih, const sl_http_request *req, sl_http_response *resp,
                         int status, json_t *root) {
-    char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
-    json_decref(root);
-    if (!text || sl_http_respond_json(resp, status, text))
-        http_fail(ih, req, resp, 500, "out of memory", 0);
-    if (text) {
-        explicit_bzero(text, strlen(text)); /* it may hold tokens */
-        free(text);
-    }
+    sl_respond_json(ih->gateway, req, resp, status, root);
 }
 
 /* ---- tokens ----------------------------------------------------------------- */
@@ -190,7 +179,7 @@ bool sl_identity_http_authenticate(sl_identity_http *ih, const sl_http_request *
     const char *message = NULL;
     int status = check_token(ih, token, SL_JWT_ACCESS, claims, &message, NULL);
     if (status) {
-        http_fail(ih, req, resp, status, message, status == 503 ? RETRY_AFTER_S : 0);
+        http_fail(ih, req, resp, status, message, status == 503 ? SL_RESPOND_RETRY_AFTER_S : 0);
         return false;
     }
     return true;
@@ -225,14 +214,7 @@ static sl_err encode_register(void *opaque, const Sluice__V1__CommandMeta *meta,
     Sluice__V1__UsersCommand command = SLUICE__V1__USERS_COMMAND__INIT;
     command.command_case = SLUICE__V1__USERS_COMMAND__COMMAND_REGISTER_USER;
     command.register_user = &reg;
-    size_t len = sluice__v1__users_command__get_packed_size(&command);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return SL_ERR_NOMEM;
-    sluice__v1__users_command__pack(&command, buf);
-    *value = buf;
-    *value_len = len;
-    return SL_OK;
+    return sl_command_pack(&command, value, value_len);
 }
 
 typedef struct revoke_command {
@@ -267,41 +249,24 @@ static sl_err encode_revoke(void *opaque, const Sluice__V1__CommandMeta *meta, v
         command.command_case = SLUICE__V1__TOKENS_COMMAND__COMMAND_REVOKE_SESSION;
         command.revoke_session = &session;
     }
-    size_t len = sluice__v1__tokens_command__get_packed_size(&command);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return SL_ERR_NOMEM;
-    sluice__v1__tokens_command__pack(&command, buf);
-    *value = buf;
-    *value_len = len;
-    return SL_OK;
+    return sl_command_pack(&command, value, value_len);
 }
 
 /* Answer the failure of a request through the reply path. */
 static void request_failed(sl_identity_http *ih, const sl_http_request *req,
                            sl_http_response *resp, sl_err err, const char *what) {
-    char message[256];
-    switch (err) {
-    case SL_ERR_TIMEOUT:
-        snprintf(message, sizeof(message),
-                 "%s is still being processed; retry later (with the same Idempotency-Key "
-                 "to be sure it is applied once)",
-                 what);
-        http_fail(ih, req, resp, 503, message, RETRY_AFTER_S);
-        break;
-    case SL_ERR_FULL:
-        http_fail(ih, req, resp, 503, "too many requests in flight", RETRY_AFTER_S);
-        break;
-    default:
-        snprintf(message, sizeof(message), "%s cannot be processed now (%s)", what,
-                 sl_err_name(err));
-        http_fail(ih, req, resp, 503, message, RETRY_AFTER_S);
-        break;
-    }
+    char timeout_message[256], failed_message[256];
+    snprintf(timeout_message, sizeof(timeout_message),
+             "%s is still being processed; retry later (with the same Idempotency-Key "
+             "to be sure it is applied once)",
+             what);
+    snprintf(failed_message, sizeof(failed_message), "%s cannot be processed now (%s)", what,
+             sl_err_name(err));
+    sl_respond_unanswered(ih->gateway, req, resp, err, timeout_message, failed_message);
 }
 
 /* A random command id (no idempotency asked for). */
-static sl_err random_command_id(char out[SL_IDREQ_UUID_LEN + 1]) {
+static sl_err random_command_id(char out[SL_UUID_LEN + 1]) {
     return sl_uuid_v4(out);
 }
 
@@ -325,7 +290,7 @@ static const char *client_key(const sl_http_request *req, char *out, size_t out_
 static bool throttled(sl_identity_http *ih, const sl_http_request *req, sl_http_response *resp,
                       sl_throttle *t, const char *key) {
     int retry_after = 0;
-    if (sl_throttle_check(t, key, sl_throttle_now_ms(), &retry_after) == SL_THROTTLE_ALLOWED)
+    if (sl_throttle_check(t, key, sl_clock_mono_ms(), &retry_after) == SL_THROTTLE_ALLOWED)
         return false;
     http_fail(ih, req, resp, 429, "too many attempts; retry later", retry_after);
     return true;
@@ -356,7 +321,7 @@ static void handle_register(void *opaque, const sl_http_request *req, sl_http_re
         goto done_clear;
 
     /* Ids first (they need the password), then hash and wipe it. */
-    char command_id[64], user_id[SL_IDREQ_UUID_LEN + 1];
+    char command_id[64], user_id[SL_UUID_LEN + 1];
     if (key) {
         unsigned char digest[32];
         size_t klen = strlen(key), elen = strlen(body->email);
@@ -391,11 +356,11 @@ static void handle_register(void *opaque, const sl_http_request *req, sl_http_re
         http_fail(ih, req, resp, 503,
               err == SL_ERR_FULL ? "too many passwords are being hashed; retry later"
                                  : "the password could not be hashed now",
-              RETRY_AFTER_S);
+              SL_RESPOND_RETRY_AFTER_S);
         goto done_clear;
     }
 
-    char record_key[SL_IDREQ_EMAIL_MAX + 4];
+    char record_key[SL_IDENTITY_MAX_EMAIL + 4];
     if (body->email[0])
         snprintf(record_key, sizeof(record_key), "%s", body->email);
     else
@@ -476,7 +441,7 @@ static void handle_login(void *opaque, const sl_http_request *req, sl_http_respo
         sl_gateway_get(ih->gateway, req, resp, store, key, strlen(key), &value, &value_len);
     if (outcome == SL_GATEWAY_ANSWERED)
         goto done; /* forwarded to the owner, or 503 */
-    char account[SL_IDREQ_EMAIL_MAX + 8];
+    char account[SL_IDENTITY_MAX_EMAIL + 8];
     snprintf(account, sizeof(account), "acct:%s", key);
     if (throttled(ih, req, resp, ih->per_account, account))
         goto done;
@@ -495,13 +460,13 @@ static void handle_login(void *opaque, const sl_http_request *req, sl_http_respo
         http_fail(ih, req, resp, 503,
               err == SL_ERR_FULL ? "too many logins are being checked; retry later"
                                  : "the password could not be checked now",
-              RETRY_AFTER_S);
+              SL_RESPOND_RETRY_AFTER_S);
         goto done;
     }
     if (!match || !user) {
-        sl_throttle_failure(ih->per_account, account, sl_throttle_now_ms());
+        sl_throttle_failure(ih->per_account, account, sl_clock_mono_ms());
         if (!forwarded)
-            sl_throttle_failure(ih->per_ip, ipkey, sl_throttle_now_ms());
+            sl_throttle_failure(ih->per_ip, ipkey, sl_clock_mono_ms());
         http_fail(ih, req, resp, 401, MSG_BAD_CREDENTIALS, 0);
         goto done;
     }
@@ -531,12 +496,12 @@ done:
 static void handle_user_get(void *opaque, const sl_http_request *req, sl_http_response *resp) {
     sl_identity_http *ih = opaque;
     const char *param = sl_http_request_param(req, "id");
-    char id[SL_IDREQ_UUID_LEN + 1];
-    if (!param || strlen(param) != SL_IDREQ_UUID_LEN) {
+    char id[SL_UUID_LEN + 1];
+    if (!param || strlen(param) != SL_UUID_LEN) {
         http_fail(ih, req, resp, 400, "id: not a user id", 0);
         return;
     }
-    for (size_t i = 0; i <= SL_IDREQ_UUID_LEN; i++)
+    for (size_t i = 0; i <= SL_UUID_LEN; i++)
         id[i] = (param[i] >= 'A' && param[i] <= 'F') ? (char)(param[i] - 'A' + 'a') : param[i];
     if (!sl_uuid_valid(id)) {
         http_fail(ih, req, resp, 400, "id: not a user id", 0);
@@ -577,7 +542,7 @@ static void handle_user_get(void *opaque, const sl_http_request *req, sl_http_re
  * answered through request_failed by the caller. */
 static sl_err revoke(sl_identity_http *ih, const char *jti, const char *sid,
                      int64_t expires_at_s, const char *reason, bool *already) {
-    char command_id[SL_IDREQ_UUID_LEN + 1];
+    char command_id[SL_UUID_LEN + 1];
     if (random_command_id(command_id))
         return SL_ERR_IO;
     revoke_command command = {.command_id = command_id,
@@ -628,7 +593,7 @@ static void handle_refresh(void *opaque, const sl_http_request *req, sl_http_res
     }
     bool revoked = false;
     if ((status = check_token(ih, token, SL_JWT_REFRESH, &claims, &why, &revoked)) && !revoked) {
-        http_fail(ih, req, resp, status, why, status == 503 ? RETRY_AFTER_S : 0);
+        http_fail(ih, req, resp, status, why, status == 503 ? SL_RESPOND_RETRY_AFTER_S : 0);
         goto done;
     }
     /* A genuine refresh token that is revoked already (this instance's
@@ -718,7 +683,7 @@ static void handle_introspect(void *opaque, const sl_http_request *req, sl_http_
         status = check_token(ih, token, typ, &claims, &why, NULL);
     }
     if (status == 503 || status == 500) {
-        http_fail(ih, req, resp, status, why, status == 503 ? RETRY_AFTER_S : 0);
+        http_fail(ih, req, resp, status, why, status == 503 ? SL_RESPOND_RETRY_AFTER_S : 0);
         goto done;
     }
     json_t *root;

@@ -30,3 +30,9 @@ struct timespec sl_clock_add_ms(struct timespec ts, int64_t ms) {
     }
     return ts;
 }
+
+struct timespec sl_clock_mono_deadline(int64_t ms) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return sl_clock_add_ms(now, ms);
+}

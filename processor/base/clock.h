@@ -26,4 +26,8 @@ int64_t sl_clock_wall_ms(void);
  * pthread_cond_timedwait on a clock of the caller's choosing. */
 struct timespec sl_clock_add_ms(struct timespec ts, int64_t ms);
 
+/* CLOCK_MONOTONIC now plus `ms` milliseconds: an absolute deadline for
+ * pthread_cond_timedwait on a condition variable set to CLOCK_MONOTONIC. */
+struct timespec sl_clock_mono_deadline(int64_t ms);
+
 #endif

@@ -257,17 +257,11 @@ int main(int argc, char **argv) {
     sl_app *app = dialogs ? sl_app_new_with_routes(config, &logger, topology, add_identity_routes,
                                                    &routes, errstr, sizeof(errstr))
                           : NULL;
-    if (!app) {
+    bool built = app != NULL;
+    if (built)
+        err = sl_app_run(app, &stop_requested);
+    else
         fprintf(stderr, "sluice: %s\n", topology ? errstr : "out of memory");
-        sl_dialogs_http_destroy(routes.dialogs);
-        sl_dialogs_destroy(dialogs);
-        sl_identity_http_destroy(routes.http);
-        sl_identity_destroy(identity);
-        sl_topology_destroy(topology);
-        sl_config_destroy(config);
-        return 1;
-    }
-    err = sl_app_run(app, &stop_requested);
     sl_app_destroy(app); /* stops the HTTP server first */
     sl_dialogs_http_destroy(routes.dialogs);
     sl_dialogs_destroy(dialogs);
@@ -275,5 +269,5 @@ int main(int argc, char **argv) {
     sl_identity_destroy(identity);
     sl_topology_destroy(topology);
     sl_config_destroy(config);
-    return err ? 1 : 0;
+    return !built || err ? 1 : 0;
 }

@@ -192,28 +192,6 @@ static void *run(void *arg) {
     return NULL;
 }
 
-static rd_kafka_t *new_client(sl_members *m, rd_kafka_type_t type, const sl_config *config,
-                              const char *bootstrap, const char *const *settings, char *errstr,
-                              size_t errstr_size) {
-    rd_kafka_conf_t *conf =
-        sl_kafka_conf_new(type, bootstrap, config, &m->logger, errstr, errstr_size);
-    if (!conf)
-        return NULL;
-    for (const char *const *s = settings; s[0]; s += 2)
-        if (sl_kafka_conf_set(conf, s[0], s[1], errstr, errstr_size)) {
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
-    rd_kafka_conf_set_opaque(conf, m);
-    char why[512];
-    rd_kafka_t *rk = rd_kafka_new(type, conf, why, sizeof(why));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "cannot create Kafka client: %s", why);
-    }
-    return rk;
-}
-
 sl_members *sl_members_new(const sl_config *config, const char *bootstrap,
                            const sl_members_options *options, sl_engine *engine,
                            const sl_logger *logger, char *errstr, size_t errstr_size) {
@@ -246,12 +224,12 @@ sl_members *sl_members_new(const sl_config *config, const char *bootstrap,
     static const char *const producer_settings[] = {"acks", "all", "linger.ms", "0", NULL};
     const char *const consumer_settings[] = {
         "enable.auto.commit", "false", "enable.partition.eof", "false", "group.id", m->topic, NULL};
-    m->producer =
-        new_client(m, RD_KAFKA_PRODUCER, config, bootstrap, producer_settings, errstr, errstr_size);
+    m->producer = sl_kafka_client_new(RD_KAFKA_PRODUCER, bootstrap, config, &m->logger,
+                                      producer_settings, m, NULL, errstr, errstr_size);
     if (!m->producer)
         goto fail;
-    m->consumer =
-        new_client(m, RD_KAFKA_CONSUMER, config, bootstrap, consumer_settings, errstr, errstr_size);
+    m->consumer = sl_kafka_client_new(RD_KAFKA_CONSUMER, bootstrap, config, &m->logger,
+                                      consumer_settings, m, NULL, errstr, errstr_size);
     if (!m->consumer)
         goto fail;
     static const char *const compact[] = {"cleanup.policy", "compact", NULL};
@@ -287,13 +265,7 @@ fail:
 void sl_members_destroy(sl_members *m) {
     if (!m)
         return;
-    atomic_store(&m->stop, true);
-    if (m->thread_started)
-        pthread_join(m->thread, NULL);
-    if (m->consumer) {
-        rd_kafka_consumer_close(m->consumer);
-        rd_kafka_destroy(m->consumer);
-    }
+    sl_kafka_reader_stop(&m->stop, m->thread, m->thread_started, m->consumer);
     if (m->producer) {
         if (m->publish && m->thread_started) {
             /* A clean shutdown removes this instance at once. */

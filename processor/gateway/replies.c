@@ -24,6 +24,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "processor/base/clock.h"
 #include "processor/kafka/admin.h"
 #include "processor/kafka/client.h"
 
@@ -168,11 +169,7 @@ bool sl_waiters_fail(sl_waiters *w, const char *id, sl_err err) {
 
 sl_err sl_waiters_wait(sl_waiters *w, const char *id, int timeout_ms, Sluice__V1__Reply **reply) {
     *reply = NULL;
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    long long ns = deadline.tv_nsec + (long long)(timeout_ms > 0 ? timeout_ms : 0) * 1000000LL;
-    deadline.tv_sec += (time_t)(ns / 1000000000LL);
-    deadline.tv_nsec = (long)(ns % 1000000000LL);
+    struct timespec deadline = sl_clock_mono_deadline(timeout_ms > 0 ? timeout_ms : 0);
     pthread_mutex_lock(&w->lock);
     slot *s = find(w, id);
     if (!s) {
@@ -282,28 +279,10 @@ static void *consume(void *arg) {
     return NULL;
 }
 
-static rd_kafka_t *new_client(sl_replies *r, rd_kafka_type_t type, const sl_config *config,
-                              const char *bootstrap, const char *const *settings, char *errstr,
-                              size_t errstr_size) {
-    rd_kafka_conf_t *conf =
-        sl_kafka_conf_new(type, bootstrap, config, &r->logger, errstr, errstr_size);
-    if (!conf)
-        return NULL;
-    for (const char *const *s = settings; s[0]; s += 2)
-        if (sl_kafka_conf_set(conf, s[0], s[1], errstr, errstr_size)) {
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
-    rd_kafka_conf_set_opaque(conf, r);
-    if (type == RD_KAFKA_PRODUCER)
-        rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
-    char why[512];
-    rd_kafka_t *rk = rd_kafka_new(type, conf, why, sizeof(why));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "cannot create Kafka client: %s", why);
-    }
-    return rk;
+/* The producer's delivery reports count and free what was sent. */
+static void set_delivery_callback(rd_kafka_conf_t *conf, void *opaque) {
+    (void)opaque;
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
 }
 
 sl_replies *sl_replies_new(const sl_config *config, const char *bootstrap, const char *reply_topic,
@@ -329,12 +308,13 @@ sl_replies *sl_replies_new(const sl_config *config, const char *bootstrap, const
     const char *const consumer_settings[] = {
         "isolation.level", "read_committed", "enable.auto.commit", "false", "enable.partition.eof",
         "false",           "group.id",       reply_topic,          NULL};
-    r->producer =
-        new_client(r, RD_KAFKA_PRODUCER, config, bootstrap, producer_settings, errstr, errstr_size);
+    r->producer = sl_kafka_client_new(RD_KAFKA_PRODUCER, bootstrap, config, &r->logger,
+                                      producer_settings, r, set_delivery_callback, errstr,
+                                      errstr_size);
     if (!r->producer)
         goto fail;
-    r->consumer =
-        new_client(r, RD_KAFKA_CONSUMER, config, bootstrap, consumer_settings, errstr, errstr_size);
+    r->consumer = sl_kafka_client_new(RD_KAFKA_CONSUMER, bootstrap, config, &r->logger,
+                                      consumer_settings, r, NULL, errstr, errstr_size);
     if (!r->consumer)
         goto fail;
     int partitions = 0;
@@ -394,13 +374,7 @@ fail:
 void sl_replies_destroy(sl_replies *r) {
     if (!r)
         return;
-    atomic_store(&r->stop, true);
-    if (r->thread_started)
-        pthread_join(r->thread, NULL);
-    if (r->consumer) {
-        rd_kafka_consumer_close(r->consumer);
-        rd_kafka_destroy(r->consumer);
-    }
+    sl_kafka_reader_stop(&r->stop, r->thread, r->thread_started, r->consumer);
     if (r->producer) {
         rd_kafka_flush(r->producer, 5000);
         /* Whatever is still queued fails now; its delivery report frees
@@ -427,10 +401,15 @@ void sl_replies_stats_get(sl_replies *r, sl_replies_stats *stats) {
     stats->partition = r->partition;
 }
 
-static int64_t wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+sl_err sl_command_pack(const void *message, void **value, size_t *value_len) {
+    size_t len = protobuf_c_message_get_packed_size(message);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return SL_ERR_NOMEM;
+    protobuf_c_message_pack(message, buf);
+    *value = buf;
+    *value_len = len;
+    return SL_OK;
 }
 
 sl_err sl_replies_request(sl_replies *r, const char *topic, const void *key, size_t key_len,
@@ -447,7 +426,7 @@ sl_err sl_replies_request(sl_replies *r, const char *topic, const void *key, siz
     meta.correlation_id = id;
     meta.reply_to = r->topic;
     meta.reply_key = r->instance_id;
-    meta.issued_at_ms = wall_ms();
+    meta.issued_at_ms = sl_clock_wall_ms();
     void *value = NULL;
     size_t value_len = 0;
     if ((err = encode(opaque, &meta, &value, &value_len))) {

@@ -117,6 +117,10 @@ void sl_replies_stats_get(sl_replies *replies, sl_replies_stats *stats);
 typedef sl_err sl_command_encode_fn(void *opaque, const Sluice__V1__CommandMeta *meta, void **value,
                                     size_t *value_len);
 
+/* The usual end of an encoder: pack the protobuf-c `message` (borrowed)
+ * into a malloc'd buffer (at least 1 byte) that *value takes. SL_ERR_NOMEM. */
+sl_err sl_command_pack(const void *message, void **value, size_t *value_len);
+
 /* Produce a command to `topic` keyed by `key` (murmur2_random, idempotent,
  * acks=all) with a fresh correlation id (copied to correlation_id if not
  * NULL), reply_to = the reply topic, reply_key = the instance id,

@@ -88,6 +88,17 @@ rd_kafka_t *sl_kafka_client_new(rd_kafka_type_t type, const char *bootstrap,
     return rk;
 }
 
+void sl_kafka_reader_stop(atomic_bool *stop, pthread_t thread, bool started,
+                          rd_kafka_t *consumer) {
+    atomic_store(stop, true);
+    if (started)
+        pthread_join(thread, NULL);
+    if (consumer) {
+        rd_kafka_consumer_close(consumer);
+        rd_kafka_destroy(consumer);
+    }
+}
+
 sl_err sl_kafka_classify(rd_kafka_resp_err_t code, const rd_kafka_error_t *error) {
     if (error) {
         if (rd_kafka_error_is_fatal(error))

@@ -17,6 +17,8 @@
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "processor/base/config.h"
@@ -59,6 +61,12 @@ rd_kafka_t *sl_kafka_client_new(rd_kafka_type_t type, const char *bootstrap,
                                 const sl_config *config, const sl_logger *logger,
                                 const char *const *settings, void *opaque,
                                 sl_kafka_conf_hook *hook, char *errstr, size_t errstr_size);
+
+/* Stop a thread that reads `consumer`: set *stop (the thread's loop checks
+ * it between polls), join the thread when `started`, then close and destroy
+ * `consumer` (may be NULL; taken). On the thread that owns the reader. */
+void sl_kafka_reader_stop(atomic_bool *stop, pthread_t thread, bool started,
+                          rd_kafka_t *consumer);
 
 /* Map a librdkafka error to our classes. A non-NULL `error` object (from the
  * transactional API) wins over `code`: fatal -> SL_ERR_KAFKA_FATAL,

@@ -1,5 +1,5 @@
 /*
- * fuzz_identity_req.c: the identity request parsers (connectors/identity_req.h)
+ * fuzz_identity_req.c: the identity request parsers (connectors/http/identity_requests.h)
  * on untrusted bodies: register, login, and token bodies as JSON and as a
  * form. Whatever the input, a parser answers SL_OK or SL_ERR_INVALID; on
  * SL_OK every field it filled is valid text within its bound (and the
@@ -20,7 +20,7 @@ static void check_text(const char *s, size_t max, bool multiline) {
 static void check_email(const char *email) {
     if (!email[0])
         return;
-    char again[SL_IDREQ_EMAIL_MAX + 1];
+    char again[SL_IDENTITY_MAX_EMAIL + 1];
     FUZZ_CHECK(sl_email_normalize(email, strlen(email), again, sizeof(again)) == SL_OK);
     FUZZ_CHECK(strcmp(email, again) == 0);
 }
@@ -34,10 +34,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sl_err err = sl_register_req_parse(body, size, &reg, message, sizeof(message));
     FUZZ_CHECK(err == SL_OK || err == SL_ERR_INVALID);
     if (err == SL_OK) {
-        check_text(reg.first_name, SL_IDREQ_NAME_MAX, false);
-        check_text(reg.second_name, SL_IDREQ_NAME_MAX, false);
-        check_text(reg.city, SL_IDREQ_NAME_MAX, false);
-        check_text(reg.biography, SL_IDREQ_BIOGRAPHY_MAX, true);
+        check_text(reg.first_name, SL_IDENTITY_MAX_NAME, false);
+        check_text(reg.second_name, SL_IDENTITY_MAX_NAME, false);
+        check_text(reg.city, SL_IDENTITY_MAX_NAME, false);
+        check_text(reg.biography, SL_IDENTITY_MAX_BIOGRAPHY, true);
         FUZZ_CHECK(!reg.birthdate[0] || sl_birthdate_valid(reg.birthdate));
         check_email(reg.email);
         FUZZ_CHECK(reg.password_len == strlen(reg.password));

@@ -1,5 +1,7 @@
 /*
- * Unit tests: identity request parsing and validation (connectors/identity_req.c).
+ * Unit tests: identity request parsing and validation
+ * (connectors/http/identity_requests.c), and the text and e-mail checks it
+ * applies (processor/base/text.c, topology/identity/rules.c).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +12,8 @@
 #include <string.h>
 
 #include "connectors/http/identity_requests.h"
+#include "processor/base/text.h"
+#include "topology/identity/rules.h"
 
 static char message[256];
 
@@ -143,7 +147,7 @@ static void login_takes_exactly_one_of_id_and_email(void **state) {
 
 static void email_normalization(void **state) {
     (void)state;
-    char out[SL_IDREQ_EMAIL_MAX + 1];
+    char out[SL_IDENTITY_MAX_EMAIL + 1];
     assert_int_equal(sl_email_normalize(" X@Y.Z1 ", 8, out, sizeof(out)), SL_OK);
     assert_string_equal(out, "x@y.z1");
     static const char *const bad[] = {"@b.co", "a@", "a@b", "a@@b.co", "a b@c.co", "a@-b.co",

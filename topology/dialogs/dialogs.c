@@ -47,16 +47,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "connectors/http/identity_requests.h"
 #include "processor/base/arena.h"
+#include "processor/base/text.h"
 #include "topology/command.h"
 #include "sluice/v1/dialogs.pb-c.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "sluice/v1/meta.pb-c.h"
 
 #define ARENA_CAP      (1u * 1024 * 1024) /* > 2x the largest record we accept */
-#define MAX_COMMAND_ID 128
-#define IDEM_KEY_MAX   (SL_DIALOGS_ID_LEN + 1 + MAX_COMMAND_ID)
+#define IDEM_KEY_MAX   (SL_DIALOGS_ID_LEN + 1 + SL_COMMAND_ID_MAX)
 
 #define SRC_DIALOGS     "dialogs"
 #define SRC_USERS_FEED  "dialogs-users-feed"
@@ -137,18 +136,6 @@ static const char *check_send(const Sluice__V1__SendMessage *cmd, const sl_recor
 }
 
 /* ------------------------------------------------------------------------ */
-/* Command ids                                                               */
-
-/* "<dialog id>/<command id>", or 0 when the command has no usable id. */
-static size_t idempotency_key(const char *dialog_id, const Sluice__V1__CommandMeta *meta,
-                              char out[IDEM_KEY_MAX + 1]) {
-    if (!meta || !meta->command_id[0] || strlen(meta->command_id) > MAX_COMMAND_ID)
-        return 0;
-    int n = snprintf(out, IDEM_KEY_MAX + 1, "%s/%s", dialog_id, meta->command_id);
-    return n > 0 && n <= IDEM_KEY_MAX ? (size_t)n : 0;
-}
-
-/* ------------------------------------------------------------------------ */
 /* dialogs.commands                                                          */
 
 static bool validate_command(const sl_record *record, char *reason, size_t reason_size,
@@ -164,48 +151,38 @@ static bool validate_command(const sl_record *record, char *reason, size_t reaso
         why = "empty DialogsCommand envelope (no command set)";
     else if (!cmd->send_message->meta || !cmd->send_message->meta->command_id[0])
         why = "SendMessage.meta.command_id: missing";
-    else if (strlen(cmd->send_message->meta->command_id) > MAX_COMMAND_ID)
+    else if (strlen(cmd->send_message->meta->command_id) > SL_COMMAND_ID_MAX)
         why = "SendMessage.meta.command_id: longer than 128 bytes";
     if (why)
         snprintf(reason, reason_size, "%s", why);
     return why == NULL;
 }
 
+/* The idempotency key of a command in the dialog its record key names
+ * (the key must name the record's partition, so an invalid dialog id is
+ * remembered under the record key), or 0 (see sl_command_key). */
+static size_t idempotency_key(const sl_record *record, const Sluice__V1__CommandMeta *meta,
+                              char out[IDEM_KEY_MAX + 1]) {
+    char key_id[SL_DIALOGS_ID_LEN + 1] = "";
+    if (record->key && record->key_len <= SL_DIALOGS_ID_LEN)
+        snprintf(key_id, sizeof(key_id), "%.*s", (int)record->key_len, (const char *)record->key);
+    return sl_command_key(key_id, meta, out, IDEM_KEY_MAX + 1);
+}
+
 /* Emit the event, answer, and remember the outcome when `remember`. */
 static sl_err outcome(sl_dialogs *d, sl_ctx *ctx, const sl_record *record,
-                      const Sluice__V1__CommandMeta *meta, const char *dialog_id,
-                      const Sluice__V1__DialogsEvent *event, const void *payload_message,
-                      bool remember) {
-    size_t event_len, payload_len;
-    uint8_t *event_bytes = sl_arena_pack(d->arena, event, &event_len);
-    uint8_t *payload = sl_arena_pack(d->arena, payload_message, &payload_len);
-    if (!event_bytes || !payload)
-        return SL_ERR_FULL;
-    sl_err err = sl_ctx_emit(ctx, SINK_EVENTS, record->key, record->key_len, event_bytes,
-                             event_len, -1);
-    const char *type = ((const ProtobufCMessage *)payload_message)->descriptor->name;
-    if (!err)
-        err = sl_command_reply(ctx, d->arena, meta, type, payload, payload_len);
+                      const Sluice__V1__CommandMeta *meta, const Sluice__V1__DialogsEvent *event,
+                      const void *payload_message, bool remember) {
     char key[IDEM_KEY_MAX + 1];
-    size_t key_len = idempotency_key(dialog_id, meta, key);
-    if (err || !remember || key_len == 0)
-        return err;
-    Sluice__V1__CommandOutcome stored = SLUICE__V1__COMMAND_OUTCOME__INIT;
-    stored.type = (char *)type;
-    stored.payload.data = payload;
-    stored.payload.len = payload_len;
-    stored.expires_at_ms = record->timestamp_ms + d->options.idempotency_ttl_ms;
-    size_t stored_len;
-    uint8_t *stored_bytes = sl_arena_pack(d->arena, &stored, &stored_len);
-    if (!stored_bytes)
-        return SL_ERR_FULL;
-    unsigned char ttl_key[8 + IDEM_KEY_MAX];
-    sl_be64_put(ttl_key, stored.expires_at_ms);
-    memcpy(ttl_key + 8, key, key_len);
-    if ((err = sl_ctx_put(ctx, STORE_IDEM, key, key_len, stored_bytes, stored_len)) ||
-        (err = sl_ctx_put(ctx, STORE_IDEM_TTL, ttl_key, 8 + key_len, "", 0)))
-        return err;
-    return SL_OK;
+    sl_command_memory memory = {
+        .store = STORE_IDEM,
+        .ttl_index = STORE_IDEM_TTL,
+        .key = key,
+        .key_len = remember ? idempotency_key(record, meta, key) : 0,
+        .expires_at_ms = record->timestamp_ms + d->options.idempotency_ttl_ms,
+    };
+    return sl_command_outcome(ctx, d->arena, meta, SINK_EVENTS, record->key, record->key_len,
+                              event, payload_message, &memory);
 }
 
 static sl_err reject(sl_dialogs *d, sl_ctx *ctx, const sl_record *record,
@@ -221,40 +198,8 @@ static sl_err reject(sl_dialogs *d, sl_ctx *ctx, const sl_record *record,
     Sluice__V1__DialogsEvent event = SLUICE__V1__DIALOGS_EVENT__INIT;
     event.event_case = SLUICE__V1__DIALOGS_EVENT__EVENT_MESSAGE_REJECTED;
     event.message_rejected = &rejected;
-    /* The key of the idempotency entry must name the record's partition,
-     * so an invalid dialog id is remembered under the record key. */
-    char key_id[SL_DIALOGS_ID_LEN + 1] = "";
-    if (record->key && record->key_len <= SL_DIALOGS_ID_LEN)
-        snprintf(key_id, sizeof(key_id), "%.*s", (int)record->key_len, (const char *)record->key);
-    return outcome(d, ctx, record, cmd->meta, key_id, &event, &rejected,
+    return outcome(d, ctx, record, cmd->meta, &event, &rejected,
                    reason != SLUICE__V1__MESSAGE_REJECTED__REASON__UNKNOWN_RECIPIENT);
-}
-
-/* A command id seen before in this dialog: answer it again. */
-static sl_err answer_repeat(sl_dialogs *d, sl_ctx *ctx, const sl_record *record,
-                            const Sluice__V1__CommandMeta *meta, bool *answered) {
-    *answered = false;
-    char key_id[SL_DIALOGS_ID_LEN + 1] = "";
-    if (record->key && record->key_len <= SL_DIALOGS_ID_LEN)
-        snprintf(key_id, sizeof(key_id), "%.*s", (int)record->key_len, (const char *)record->key);
-    char key[IDEM_KEY_MAX + 1];
-    size_t key_len = idempotency_key(key_id, meta, key);
-    if (key_len == 0)
-        return SL_OK;
-    char *value;
-    size_t len;
-    sl_err err = sl_ctx_get(ctx, STORE_IDEM, key, key_len, &value, &len);
-    if (err == SL_ERR_NOT_FOUND)
-        return SL_OK;
-    if (err)
-        return err;
-    Sluice__V1__CommandOutcome *stored =
-        sl_arena_unpack(d->arena, &sluice__v1__command_outcome__descriptor, value, len);
-    free(value);
-    if (!stored)
-        return SL_ERR_STORE;
-    *answered = true;
-    return sl_command_reply(ctx, d->arena, meta, stored->type, stored->payload.data, stored->payload.len);
 }
 
 /* Hand user_id's new index entry for this dialog to the record cache. */
@@ -288,8 +233,12 @@ static sl_err index_update(sl_dialogs *d, sl_ctx *ctx, const Sluice__V1__Message
 
 static sl_err send_message(sl_dialogs *d, sl_ctx *ctx, const sl_record *record,
                            const Sluice__V1__SendMessage *cmd) {
+    /* A command id seen before in this dialog: answer it again. */
+    char key[IDEM_KEY_MAX + 1];
     bool answered;
-    sl_err err = answer_repeat(d, ctx, record, cmd->meta, &answered);
+    sl_err err = sl_command_answer_repeat(ctx, d->arena, STORE_IDEM, key,
+                                          idempotency_key(record, cmd->meta, key), cmd->meta,
+                                          &answered);
     if (err || answered)
         return err;
     char dialog_id[SL_DIALOGS_ID_LEN + 1];
@@ -364,7 +313,7 @@ static sl_err send_message(sl_dialogs *d, sl_ctx *ctx, const sl_record *record,
     Sluice__V1__DialogsEvent event = SLUICE__V1__DIALOGS_EVENT__INIT;
     event.event_case = SLUICE__V1__DIALOGS_EVENT__EVENT_MESSAGE_SENT;
     event.message_sent = &sent;
-    return outcome(d, ctx, record, cmd->meta, dialog_id, &event, &sent, true);
+    return outcome(d, ctx, record, cmd->meta, &event, &sent, true);
 }
 
 static sl_err process_command(sl_ctx *ctx, const sl_record *record, void *opaque) {

@@ -46,19 +46,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "connectors/http/identity_requests.h"
-#include "connectors/http/auth/passwords.h"
 #include "processor/base/arena.h"
+#include "processor/base/text.h"
 #include "topology/command.h"
+#include "topology/identity/rules.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "sluice/v1/meta.pb-c.h"
 
 #define ARENA_CAP      (8u * 1024 * 1024) /* > 2x the largest record we accept */
 #define MAX_KEY        512
 #define MAX_TOKEN_ID   256 /* jti, session id */
-#define MAX_EMAIL      254
-#define MAX_HASH       256
-#define MAX_COMMAND_ID 128
 
 #define SRC_USERS        "users"
 #define SRC_TOKENS       "tokens"
@@ -86,27 +83,6 @@ static bool valid_utf8_text(const char *s, bool allow_newlines) {
     return sl_text_valid(s, strlen(s), allow_newlines);
 }
 
-/* A normalized e-mail: lower-case ASCII letters (non-ASCII UTF-8 allowed),
- * no spaces or controls, one '@', a local part of 1..64 bytes and a domain
- * with a dot, no empty labels. */
-static bool is_sane_email(const char *s) {
-    size_t n = strlen(s);
-    if (n < 3 || n > MAX_EMAIL || !valid_utf8_text(s, false))
-        return false;
-    const char *at = strchr(s, '@');
-    if (!at || strchr(at + 1, '@') || at == s || at - s > 64)
-        return false;
-    for (const char *p = s; *p; p++)
-        if ((*p >= 'A' && *p <= 'Z') || *p == ' ' || *p == '"' || *p == '\\' || *p == ',')
-            return false;
-    const char *domain = at + 1;
-    size_t dn = strlen(domain);
-    if (dn < 3 || !strchr(domain, '.') || domain[0] == '.' || domain[dn - 1] == '.' ||
-        strstr(domain, ".."))
-        return false;
-    return true;
-}
-
 static const char *check_text(const char *value, size_t max, bool newlines, const char *too_long,
                               const char *bad) {
     if (strlen(value) > max)
@@ -127,11 +103,11 @@ static const char *check_registration(const Sluice__V1__RegisterUser *cmd,
                                       const sl_record *record) {
     if (!cmd->meta || !cmd->meta->command_id[0])
         return "meta.command_id: missing";
-    if (strlen(cmd->meta->command_id) > MAX_COMMAND_ID)
+    if (strlen(cmd->meta->command_id) > SL_COMMAND_ID_MAX)
         return "meta.command_id: longer than 128 bytes";
     if (!sl_uuid_valid(cmd->user_id))
         return "user_id: not a lower-case UUID";
-    if (cmd->email[0] && !is_sane_email(cmd->email))
+    if (cmd->email[0] && !sl_email_normalized(cmd->email))
         return "email: not a normalized e-mail address";
     if (!key_matches(record, cmd->email, cmd->user_id))
         return cmd->email[0] ? "email: does not equal the record key"
@@ -189,60 +165,16 @@ static bool validate_users_command(const sl_record *record, char *reason, size_t
 static sl_err users_outcome(sl_identity *id, sl_ctx *ctx, const sl_record *record,
                             const Sluice__V1__CommandMeta *meta, const char *user_id,
                             const Sluice__V1__UsersEvent *event, const void *payload_message) {
-    size_t event_len, payload_len;
-    uint8_t *event_bytes = sl_arena_pack(id->arena, event, &event_len);
-    uint8_t *payload = sl_arena_pack(id->arena, payload_message, &payload_len);
-    if (!event_bytes || !payload)
-        return SL_ERR_FULL;
-    sl_err err =
-        sl_ctx_emit(ctx, SINK_EVENTS, user_id, strlen(user_id), event_bytes, event_len, -1);
-    const char *type = ((const ProtobufCMessage *)payload_message)->descriptor->name;
-    if (!err)
-        err = sl_command_reply(ctx, id->arena, meta, type, payload, payload_len);
-    if (err || !meta || !meta->command_id[0] || strlen(meta->command_id) > MAX_COMMAND_ID)
-        return err;
-    Sluice__V1__CommandOutcome outcome = SLUICE__V1__COMMAND_OUTCOME__INIT;
-    outcome.type = (char *)type;
-    outcome.payload.data = payload;
-    outcome.payload.len = payload_len;
-    outcome.expires_at_ms = record->timestamp_ms + id->options.idempotency_ttl_ms;
-    size_t outcome_len;
-    uint8_t *outcome_bytes = sl_arena_pack(id->arena, &outcome, &outcome_len);
-    if (!outcome_bytes)
-        return SL_ERR_FULL;
-    size_t cid_len = strlen(meta->command_id);
-    uint8_t ttl_key[8 + MAX_COMMAND_ID];
-    sl_be64_put(ttl_key, outcome.expires_at_ms);
-    memcpy(ttl_key + 8, meta->command_id, cid_len);
-    if ((err =
-             sl_ctx_put(ctx, STORE_IDEM, meta->command_id, cid_len, outcome_bytes, outcome_len)) ||
-        (err = sl_ctx_put(ctx, STORE_IDEM_TTL, ttl_key, 8 + cid_len, "", 0)))
-        return err;
-    return SL_OK;
-}
-
-/* A command id seen before: answer with the remembered outcome. *answered
- * is false if the id is new. */
-static sl_err answer_repeat(sl_identity *id, sl_ctx *ctx, const Sluice__V1__CommandMeta *meta,
-                            bool *answered) {
-    *answered = false;
-    if (!meta || !meta->command_id[0] || strlen(meta->command_id) > MAX_COMMAND_ID)
-        return SL_OK;
-    char *value;
-    size_t len;
-    sl_err err =
-        sl_ctx_get(ctx, STORE_IDEM, meta->command_id, strlen(meta->command_id), &value, &len);
-    if (err == SL_ERR_NOT_FOUND)
-        return SL_OK;
-    if (err)
-        return err;
-    Sluice__V1__CommandOutcome *outcome =
-        sl_arena_unpack(id->arena, &sluice__v1__command_outcome__descriptor, value, len);
-    free(value);
-    if (!outcome)
-        return SL_ERR_STORE;
-    *answered = true;
-    return sl_command_reply(ctx, id->arena, meta, outcome->type, outcome->payload.data, outcome->payload.len);
+    char key[SL_COMMAND_ID_MAX + 1];
+    sl_command_memory memory = {
+        .store = STORE_IDEM,
+        .ttl_index = STORE_IDEM_TTL,
+        .key = key,
+        .key_len = sl_command_key(NULL, meta, key, sizeof(key)),
+        .expires_at_ms = record->timestamp_ms + id->options.idempotency_ttl_ms,
+    };
+    return sl_command_outcome(ctx, id->arena, meta, SINK_EVENTS, user_id, strlen(user_id), event,
+                              payload_message, &memory);
 }
 
 static sl_err reject_registration(sl_identity *id, sl_ctx *ctx, const sl_record *record,
@@ -390,8 +322,11 @@ static sl_err process_users_command(sl_ctx *ctx, const sl_record *record, void *
         cmd->command_case == SLUICE__V1__USERS_COMMAND__COMMAND_REGISTER_USER
             ? cmd->register_user->meta
             : cmd->change_password->meta;
+    char key[SL_COMMAND_ID_MAX + 1];
     bool answered;
-    sl_err err = answer_repeat(id, ctx, meta, &answered);
+    sl_err err = sl_command_answer_repeat(ctx, id->arena, STORE_IDEM, key,
+                                          sl_command_key(NULL, meta, key, sizeof(key)), meta,
+                                          &answered);
     if (err || answered)
         return err;
     switch (cmd->command_case) {

@@ -35,15 +35,11 @@
 #include "processor/base/config.h"
 #include "processor/base/error.h"
 #include "processor/topology.h"
+#include "topology/identity/rules.h" /* limits of RegisterUser's fields */
 
 #define SL_IDENTITY_STORE_USERS_BY_EMAIL "users-by-email"
 #define SL_IDENTITY_STORE_USERS_BY_ID    "users-by-id"
 #define SL_IDENTITY_STORE_BLACKLIST      "blacklist"
-
-/* Limits of RegisterUser's fields (bytes); longer is RegistrationRejected
- * INVALID naming the field. */
-#define SL_IDENTITY_MAX_NAME      100 /* first_name, second_name, city */
-#define SL_IDENTITY_MAX_BIOGRAPHY 2000
 
 typedef struct sl_identity sl_identity;
 

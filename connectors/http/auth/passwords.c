@@ -47,54 +47,29 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "processor/base/clock.h"
+
 const sl_argon2_params sl_argon2_params_owasp = {
     .m_cost_kib = SL_ARGON2_M_MIN_KIB, .t_cost = SL_ARGON2_T_MIN, .parallelism = 1};
 
 const sl_argon2_params sl_argon2_params_insecure_test_only = {
     .m_cost_kib = 64, .t_cost = 1, .parallelism = 1};
 
-/* Bounds of stored salts and tags, in bytes. We write 16 and 32. */
-#define SALT_MIN 16
-#define SALT_MAX 64
-#define TAG_MIN  16
-#define TAG_MAX  64
-
 /* ---- Parameters ----------------------------------------------------------- */
-
-typedef struct bounds {
-    uint32_t m_min, t_min, p_min;
-} bounds;
 
 /* The floors in force: production ones, unless the caller passed the one
  * test-only object (by address, so a weak struct cannot pass by accident).
  * The ceilings are never lifted. */
-static bounds bounds_for(const sl_argon2_params *policy) {
+static sl_argon2_floors floors_for(const sl_argon2_params *policy) {
     if (policy == &sl_argon2_params_insecure_test_only)
-        return (bounds){.m_min = 8, .t_min = 1, .p_min = 1};
-    return (bounds){
-        .m_min = SL_ARGON2_M_MIN_KIB, .t_min = SL_ARGON2_T_MIN, .p_min = SL_ARGON2_P_MIN};
-}
-
-static sl_err check_costs(uint32_t m, uint32_t t, uint32_t p, bounds b, sl_err err, char *errstr,
-                          size_t errstr_size) {
-    if (m < b.m_min || m > SL_ARGON2_M_MAX_KIB)
-        return sl_fail(errstr, errstr_size, err, "argon2 memory %u KiB is outside [%u, %u]", m,
-                       b.m_min, SL_ARGON2_M_MAX_KIB);
-    if (t < b.t_min || t > SL_ARGON2_T_MAX)
-        return sl_fail(errstr, errstr_size, err, "argon2 passes %u is outside [%u, %u]", t, b.t_min,
-                       SL_ARGON2_T_MAX);
-    if (p < b.p_min || p > SL_ARGON2_P_MAX)
-        return sl_fail(errstr, errstr_size, err, "argon2 parallelism %u is outside [%u, %u]", p,
-                       b.p_min, SL_ARGON2_P_MAX);
-    if (m < 8 * p) /* argon2's own floor: 8 KiB per lane */
-        return sl_fail(errstr, errstr_size, err, "argon2 memory %u KiB is below 8 KiB per lane", m);
-    return SL_OK;
+        return (sl_argon2_floors){.m_min = 8, .t_min = 1, .p_min = 1};
+    return sl_argon2_floors_production;
 }
 
 sl_err sl_argon2_params_check(const sl_argon2_params *params, char *errstr, size_t errstr_size) {
     const sl_argon2_params *p = params ? params : &sl_argon2_params_owasp;
-    return check_costs(p->m_cost_kib, p->t_cost, p->parallelism, bounds_for(params), SL_ERR_CONFIG,
-                       errstr, errstr_size);
+    return sl_argon2_costs_check(p->m_cost_kib, p->t_cost, p->parallelism, floors_for(params),
+                                 SL_ERR_CONFIG, errstr, errstr_size);
 }
 
 static sl_err check_password(const char *password, size_t len, char *errstr, size_t errstr_size) {
@@ -103,91 +78,6 @@ static sl_err check_password(const char *password, size_t len, char *errstr, siz
     if (len > SL_PASSWORD_MAX_LEN)
         return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "password longer than %d bytes",
                        SL_PASSWORD_MAX_LEN);
-    return SL_OK;
-}
-
-/* ---- Parsing a stored hash ---------------------------------------------- */
-
-typedef struct phc {
-    uint32_t m, t, p;
-    size_t salt_len, tag_len; /* decoded bytes */
-} phc;
-
-/* A decimal without sign or leading zeros that fits uint32_t. Advances *s. */
-static bool parse_u32(const char **s, uint32_t *out) {
-    const char *c = *s;
-    uint64_t v = 0;
-    int digits = 0;
-    while (*c >= '0' && *c <= '9') {
-        if (digits == 0 && *c == '0' && c[1] >= '0' && c[1] <= '9')
-            return false;
-        v = v * 10 + (uint64_t)(*c - '0');
-        if (++digits > 10 || v > UINT32_MAX)
-            return false;
-        c++;
-    }
-    if (digits == 0)
-        return false;
-    *out = (uint32_t)v;
-    *s = c;
-    return true;
-}
-
-static bool is_b64(char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
-           c == '/';
-}
-
-/* Length in bytes of an unpadded base64 run starting at *s; advances *s to
- * its end. false if the run has an impossible length. */
-static bool b64_run(const char **s, size_t *bytes) {
-    const char *c = *s;
-    size_t n = 0;
-    while (is_b64(c[n]))
-        n++;
-    if (n % 4 == 1)
-        return false;
-    *bytes = n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0);
-    *s = c + n;
-    return true;
-}
-
-static bool eat(const char **s, const char *lit) {
-    size_t n = strlen(lit);
-    if (strncmp(*s, lit, n) != 0)
-        return false;
-    *s += n;
-    return true;
-}
-
-/* Parse `$argon2id$v=19$m=M,t=T,p=P$SALT$TAG` strictly and bound every
- * number. Never runs argon2; never echoes the string into errstr. */
-static sl_err parse_phc(const char *encoded, const sl_argon2_params *policy, phc *out, char *errstr,
-                        size_t errstr_size) {
-    if (!encoded)
-        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "no stored hash");
-    if (strnlen(encoded, SL_PASSWORD_ENCODED_MAX) >= SL_PASSWORD_ENCODED_MAX)
-        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "stored hash is too long");
-    const char *s = encoded;
-    if (!eat(&s, "$argon2id$"))
-        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "stored hash is not argon2id");
-    if (!eat(&s, "v=19$"))
-        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "stored hash is not argon2 v=19");
-    if (!eat(&s, "m=") || !parse_u32(&s, &out->m) || !eat(&s, ",t=") || !parse_u32(&s, &out->t) ||
-        !eat(&s, ",p=") || !parse_u32(&s, &out->p) || !eat(&s, "$"))
-        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "stored hash has malformed parameters");
-    sl_err err = check_costs(out->m, out->t, out->p, bounds_for(policy), SL_ERR_INVALID, errstr,
-                             errstr_size);
-    if (err)
-        return err;
-    if (!b64_run(&s, &out->salt_len) || !eat(&s, "$") || !b64_run(&s, &out->tag_len) || *s != '\0')
-        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "stored hash is malformed");
-    if (out->salt_len < SALT_MIN || out->salt_len > SALT_MAX)
-        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "stored salt of %zu bytes",
-                       out->salt_len);
-    if (out->tag_len < TAG_MIN || out->tag_len > TAG_MAX)
-        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "stored tag of %zu bytes",
-                       out->tag_len);
     return SL_OK;
 }
 
@@ -254,8 +144,8 @@ sl_err sl_password_verify(const char *password, size_t len, const char *encoded,
     sl_err err = check_password(password, len, errstr, errstr_size);
     if (err)
         return err;
-    phc parsed;
-    err = parse_phc(encoded, params, &parsed, errstr, errstr_size);
+    sl_phc parsed;
+    err = sl_phc_parse(encoded, floors_for(params), &parsed, errstr, errstr_size);
     if (err)
         return err;
     int rc = argon2id_verify(encoded, password, len);
@@ -292,15 +182,10 @@ sl_err sl_password_verify_dummy(const char *password, size_t len, const char *du
     return sl_password_verify(password, len, dummy_encoded, params, &match, errstr, errstr_size);
 }
 
-bool sl_password_hash_acceptable(const char *encoded) {
-    phc parsed;
-    return encoded && parse_phc(encoded, NULL, &parsed, NULL, 0) == SL_OK;
-}
-
 bool sl_password_needs_rehash(const char *encoded, const sl_argon2_params *params) {
     const sl_argon2_params *want = params ? params : &sl_argon2_params_owasp;
-    phc parsed;
-    if (parse_phc(encoded, params, &parsed, NULL, 0))
+    sl_phc parsed;
+    if (sl_phc_parse(encoded, floors_for(params), &parsed, NULL, 0))
         return true;
     return parsed.m != want->m_cost_kib || parsed.t != want->t_cost ||
            parsed.p != want->parallelism || parsed.salt_len != SL_PASSWORD_SALT_LEN ||
@@ -435,8 +320,9 @@ static sl_err submit(sl_password_pool *pool, job_kind kind, const char *password
      * so the answer takes the usual time. */
     bool use_dummy = kind == JOB_VERIFY && !encoded;
     bool refused = false;
-    phc parsed;
-    if (kind == JOB_VERIFY && encoded && parse_phc(encoded, pool->policy, &parsed, NULL, 0)) {
+    sl_phc parsed;
+    if (kind == JOB_VERIFY && encoded &&
+        sl_phc_parse(encoded, floors_for(pool->policy), &parsed, NULL, 0)) {
         use_dummy = true;
         refused = true;
     }
@@ -469,7 +355,7 @@ static sl_err submit(sl_password_pool *pool, job_kind kind, const char *password
     memcpy(j->password, password, len);
     j->encoded[0] = '\0';
     if (kind == JOB_VERIFY && !use_dummy)
-        memcpy(j->encoded, encoded, strlen(encoded) + 1); /* < ENCODED_MAX: parse_phc checked */
+        memcpy(j->encoded, encoded, strlen(encoded) + 1); /* < ENCODED_MAX: sl_phc_parse checked */
     pool->queue[(pool->queue_head + pool->queue_len) % pool->queue_cap] = j;
     pool->queue_len++;
     pthread_cond_signal(&pool->work_cond);
@@ -491,23 +377,11 @@ sl_err sl_password_pool_submit_verify(sl_password_pool *pool, const char *passwo
     return submit(pool, JOB_VERIFY, password, len, encoded, done, opaque, false, &j);
 }
 
-static struct timespec deadline_after(int timeout_ms) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 /* Wait for a slot we hold a reference to; copy the result out under the
  * lock; drop our reference. */
 static sl_err wait_job(sl_password_pool *pool, job *j, int timeout_ms, char *encoded,
                        size_t encoded_size, bool *match) {
-    struct timespec deadline = deadline_after(timeout_ms < 0 ? 0 : timeout_ms);
+    struct timespec deadline = sl_clock_mono_deadline(timeout_ms < 0 ? 0 : timeout_ms);
     sl_err err;
     pthread_mutex_lock(&pool->lock);
     while (j->state != JOB_DONE) {

@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "processor/base/error.h"
+#include "topology/identity/rules.h"
 
 /* Longest password accepted, in bytes (anything longer is SL_ERR_INVALID:
  * argon2 would hash it fine, but a megabyte "password" is an attack, not a
@@ -47,22 +48,12 @@
  * Unicode normalization is the caller's business, done before hashing. */
 #define SL_PASSWORD_MAX_LEN 1024
 
-/* Buffer size that holds any encoded hash this module writes or accepts,
- * NUL included. */
-#define SL_PASSWORD_ENCODED_MAX 256
-
 #define SL_PASSWORD_SALT_LEN 16 /* bytes of salt in hashes we write */
 #define SL_PASSWORD_TAG_LEN  32 /* bytes of argon2 output in hashes we write */
 
-/* Bounds on argon2id parameters, for hashing and for stored hashes. The
- * floors are OWASP's minimum for argon2id; the ceilings keep one verification
- * at most 256 MiB and a few hundred ms, whatever a stored string says. */
-#define SL_ARGON2_M_MIN_KIB 19456u
-#define SL_ARGON2_M_MAX_KIB 262144u
-#define SL_ARGON2_T_MIN     2u
-#define SL_ARGON2_T_MAX     10u
-#define SL_ARGON2_P_MIN     1u
-#define SL_ARGON2_P_MAX     4u
+/* The argon2id bounds (SL_ARGON2_*), the encoded-hash size
+ * (SL_PASSWORD_ENCODED_MAX), the PHC parser and sl_password_hash_acceptable
+ * are identity rules: topology/identity/rules.h, shared with the processor. */
 
 typedef struct sl_argon2_params {
     uint32_t m_cost_kib;  /* memory per hash, KiB */
@@ -120,11 +111,6 @@ sl_err sl_password_dummy_new(const sl_argon2_params *params, char *encoded, size
  * means the work was done and there is no match; errors as verify. */
 sl_err sl_password_verify_dummy(const char *password, size_t len, const char *dummy_encoded,
                                 const sl_argon2_params *params, char *errstr, size_t errstr_size);
-
-/* True if `encoded` (borrowed) is a PHC string that verification would run:
- * argon2id v=19 within the production bounds above (what a processor checks
- * before it stores a hash it did not make). Cheap; any thread. */
-bool sl_password_hash_acceptable(const char *encoded);
 
 /* True if `encoded` (borrowed) was made with parameters other than `params`
  * (NULL: OWASP), or cannot be parsed: after a successful login the gateway

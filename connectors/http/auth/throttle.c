@@ -66,12 +66,6 @@ struct sl_throttle {
     pthread_mutex_t locks[MAX_LOCKS];
 };
 
-int64_t sl_throttle_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static sl_err check_range(const char *name, uint32_t v, uint32_t lo, uint32_t hi, char *errstr,
                           size_t errstr_size) {
     if (v < lo || v > hi)

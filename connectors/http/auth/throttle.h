@@ -27,7 +27,7 @@
  * someone's entry; two real keys share an entry with probability ~2^-64 per
  * pair (they would then share a limit, never a secret).
  *
- * Time is the caller's: now_ms from a monotonic clock (sl_throttle_now_ms),
+ * Time is the caller's: now_ms from a monotonic clock (sl_clock_mono_ms),
  * which makes the behaviour testable. Every function may be called from any
  * thread; calls on keys in different sets rarely contend (striped locks).
  *
@@ -98,8 +98,5 @@ size_t sl_throttle_tracked(sl_throttle *t);
 
 /* Slots in the table: the hard bound of sl_throttle_tracked. */
 size_t sl_throttle_capacity(const sl_throttle *t);
-
-/* CLOCK_MONOTONIC in milliseconds: the clock now_ms should come from. */
-int64_t sl_throttle_now_ms(void);
 
 #endif

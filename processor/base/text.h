@@ -1,0 +1,46 @@
+/*
+ * text.h: checks and makers for the text values every room handles: UTF-8
+ * (profile fields, message text, passwords), canonical UUIDs (user ids,
+ * command ids) and calendar dates.
+ *
+ * Pure functions of their input except sl_uuid_v4 (getrandom): no
+ * allocation, no clock, any thread. A processor replaying old commands
+ * decides the same way as the gateway that first saw them.
+ */
+#ifndef SLUICE_TEXT_H
+#define SLUICE_TEXT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "processor/base/error.h"
+
+/* Characters of a canonical UUID (8-4-4-4-12), without the NUL. */
+#define SL_UUID_LEN 36
+
+/* True if `len` bytes of s are valid UTF-8 (no overlong forms, no
+ * surrogates, nothing above U+10FFFF) without NUL or C0/C1 controls other
+ * than TAB, LF, CR (allowed only when multiline). */
+bool sl_text_valid(const char *s, size_t len, bool multiline);
+
+/* True if `len` bytes of s are well-formed UTF-8 without a NUL (controls
+ * allowed: message text). */
+bool sl_utf8_valid(const char *s, size_t len);
+
+/* Code points in `len` bytes of valid UTF-8. */
+size_t sl_utf8_chars(const char *s, size_t len);
+
+/* True for a canonical UUID: 8-4-4-4-12 hex digits, lower case. */
+bool sl_uuid_valid(const char *s);
+/* A random (version 4) UUID, lower case, into out (37 bytes). SL_ERR_IO
+ * when the kernel gives no randomness. */
+sl_err sl_uuid_v4(char out[SL_UUID_LEN + 1]);
+/* The UUID (version 8, RFC 9562 custom) whose 122 free bits are the first
+ * bytes of `digest` (at least 16): a stable id derived from a MAC. */
+void sl_uuid_from_digest(const unsigned char *digest, char out[SL_UUID_LEN + 1]);
+
+/* True for "YYYY-MM-DD", a real calendar date (no clock involved, so a
+ * processor replaying old commands decides the same way). */
+bool sl_date_valid(const char *s);
+
+#endif
