@@ -8,7 +8,7 @@
 #                   and bench/ programs included), start a real Kafka broker and
 #                   run the engine benchmark (bench/bench_engine); extra flags:
 #                   make bench BENCH_ARGS='--records 200000'
-#   make docs       regenerate docs/CONFIGURATION.md from the config table
+#   make docs       regenerate docs/CONFIGURATION.md from the config tables
 #   make bench-jwt  build and run the token-verification benchmark (bench/jwt_bench.c)
 #   make fuzz       install clang, build the libFuzzer targets of tests/fuzz/
 #                   (build/fuzz) and run each for FUZZ_SECONDS (default 60);
@@ -86,6 +86,11 @@ PG_MIGRATIONS_C := $(GEN)/schemas/pg_migrations.c
 LIB_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(LIB_SRCS)) \
             $(patsubst $(GEN)/%.c,$(OUT)/obj/gen/%.o,$(PB_C) $(PG_MIGRATIONS_C))
 
+# The full list of configuration key groups (processor/cmd/config_groups.c)
+# sees every room, so it is not in libsluice.a; the binary, the tests and the
+# benchmarks link this object beside the library (sl_config_new takes it).
+CONFIG_GROUPS_OBJ := $(OUT)/obj/processor/cmd/config_groups.o
+
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(OUT)/tests/unit/%,$(wildcard tests/unit/test_*.c))
 INTEG_TESTS := $(patsubst tests/integration/%.c,$(OUT)/tests/integration/%,\
                  $(wildcard tests/integration/test_*.c))
@@ -151,15 +156,16 @@ $(OUT)/libsluice.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(OUT)/sluice: $(OUT)/obj/processor/cmd/sluice.o $(OUT)/libsluice.a
+$(OUT)/sluice: $(OUT)/obj/processor/cmd/sluice.o $(CONFIG_GROUPS_OBJ) $(OUT)/libsluice.a
 	$(CC) $(SAN_LD) -o $@ $^ $(LDLIBS_ALL)
 
-$(OUT)/tests/%: $(OUT)/obj/tests/%.o $(SUPPORT_OBJS) $(OUT)/libsluice.a
+$(OUT)/tests/%: $(OUT)/obj/tests/%.o $(SUPPORT_OBJS) $(CONFIG_GROUPS_OBJ) $(OUT)/libsluice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_LD) -o $@ $^ $(LDLIBS_ALL) $(call pkg_libs,$(TEST_PKGS))
 
 # More specific than $(OUT)/tests/%, so make picks it for the fuzz targets.
-$(OUT)/tests/fuzz/fuzz_%: $(OUT)/obj/tests/fuzz/fuzz_%.o $(FUZZ_DRIVER) $(OUT)/libsluice.a
+$(OUT)/tests/fuzz/fuzz_%: $(OUT)/obj/tests/fuzz/fuzz_%.o $(FUZZ_DRIVER) $(CONFIG_GROUPS_OBJ) \
+                           $(OUT)/libsluice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_LD) $(FUZZ_LD) -o $@ $^ $(LDLIBS_ALL)
 
@@ -172,7 +178,7 @@ fuzzers: $(FUZZ_BINS)
 BENCH_PKGS := libjwt
 $(OUT)/obj/bench/%.o: CFLAGS_ALL += $(call pkg_cflags,$(BENCH_PKGS))
 
-$(OUT)/bench/%: $(OUT)/obj/bench/%.o $(OUT)/libsluice.a
+$(OUT)/bench/%: $(OUT)/obj/bench/%.o $(CONFIG_GROUPS_OBJ) $(OUT)/libsluice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_LD) -o $@ $^ $(LDLIBS_ALL) $(call pkg_libs,$(BENCH_PKGS))
 

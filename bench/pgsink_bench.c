@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "processor/cmd/config_groups.h"
 #include "processor/kafka/admin.h"
 #include "connectors/postgres/sink.h"
 #include "processor/kafka/client.h"
@@ -273,7 +274,7 @@ int main(int argc, char **argv) {
     for (int format = 0; format < 2; format++)
         raw_rate[0][format] = raw_pass(conn, rows, format == 1);
 
-    sl_config *config = sl_config_new();
+    sl_config *config = sl_config_new(sl_config_groups, NULL, 0);
     char port[] = "0";
     const char *settings[][2] = {
         {"bootstrap.servers", bootstrap},     {"pg.dsn", dsn},

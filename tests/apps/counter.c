@@ -40,6 +40,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "processor/cmd/config_groups.h"
 #include "processor/gateway/gateway.h"
 #include "processor/app.h"
 #include "processor/topology.h"
@@ -261,7 +262,7 @@ int main(int argc, char **argv) {
     const char *input = NULL, *echo = NULL, *agg = NULL, *global = NULL, *groups = NULL;
     long long tick_ms = 0, stream_tick_ms = 0;
     char errstr[1024];
-    sl_config *config = sl_config_new();
+    sl_config *config = sl_config_new(sl_config_groups, NULL, 0);
     sl_err err = sl_config_load_env(config, environ, errstr, sizeof(errstr));
     for (int i = 1; !err && i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--input") == 0)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "processor/base/config.h"
+#include "processor/cmd/config_groups.h"
 #include "tests/fuzz/fuzz.h"
 
 /* More lines than this are not passed to sl_config_load_env: the loader is
@@ -18,15 +19,14 @@
 
 static void check_values_are_valid(sl_config *config) {
     char errstr[512];
-    size_t n_props;
-    const sl_config_prop *props = sl_config_props(&n_props);
-    for (size_t i = 0; i < n_props; i++) {
-        const char *value = sl_config_get(config, props[i].name);
+    for (size_t i = 0; i < sl_config_key_count(config); i++) {
+        const char *name = sl_config_key_at(config, i, NULL)->name;
+        const char *value = sl_config_get(config, name);
         FUZZ_CHECK(value != NULL);
         char *copy = strdup(value);
         FUZZ_CHECK(copy != NULL);
-        FUZZ_CHECK(sl_config_set(config, props[i].name, copy, errstr, sizeof(errstr)) == SL_OK);
-        FUZZ_CHECK(strcmp(sl_config_get(config, props[i].name), copy) == 0);
+        FUZZ_CHECK(sl_config_set(config, name, copy, errstr, sizeof(errstr)) == SL_OK);
+        FUZZ_CHECK(strcmp(sl_config_get(config, name), copy) == 0);
         free(copy);
     }
     size_t n_kafka = sl_config_kafka_count(config);
@@ -43,7 +43,7 @@ static void load_as_file(const uint8_t *data, size_t size) {
     char path[64], errstr[512];
     int fd = fuzz_memfile(data, size, path, sizeof(path));
     FUZZ_CHECK(fd >= 0);
-    sl_config *config = sl_config_new();
+    sl_config *config = sl_config_new(sl_config_groups, NULL, 0);
     FUZZ_CHECK(config != NULL);
     sl_err err = sl_config_load_file(config, path, errstr, sizeof(errstr));
     FUZZ_CHECK(err == SL_OK || errstr[0] != '\0');
@@ -69,7 +69,7 @@ static void load_as_environment(const uint8_t *data, size_t size) {
     }
     envp[n] = NULL;
     char errstr[512];
-    sl_config *config = sl_config_new();
+    sl_config *config = sl_config_new(sl_config_groups, NULL, 0);
     FUZZ_CHECK(config != NULL);
     sl_err err = sl_config_load_env(config, envp, errstr, sizeof(errstr));
     FUZZ_CHECK(err == SL_OK || errstr[0] != '\0');

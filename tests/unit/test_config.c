@@ -9,11 +9,12 @@
 #include <unistd.h>
 
 #include "processor/base/config.h"
+#include "processor/cmd/config_groups.h"
 
 static char errstr[1024];
 
 static int setup(void **state) {
-    *state = sl_config_new();
+    *state = sl_config_new(sl_config_groups, errstr, sizeof(errstr));
     return *state ? 0 : -1;
 }
 
@@ -24,12 +25,14 @@ static int teardown(void **state) {
 
 static void defaults_come_from_the_table(void **state) {
     sl_config *config = *state;
-    size_t n;
-    const sl_config_prop *props = sl_config_props(&n);
+    size_t n = sl_config_key_count(config);
     assert_true(n > 5);
     for (size_t i = 0; i < n; i++) {
-        assert_string_equal(sl_config_get(config, props[i].name), props[i].default_value);
-        assert_true(strlen(props[i].description) > 10);
+        const char *owner;
+        const sl_config_prop *prop = sl_config_key_at(config, i, &owner);
+        assert_string_equal(sl_config_get(config, prop->name), prop->default_value);
+        assert_true(strlen(prop->description) > 10);
+        assert_true(strlen(owner) > 0);
     }
     assert_string_equal(sl_config_get(config, "application.id"), "sluice");
     assert_string_equal(sl_config_get(config, "bootstrap.servers"), "");
@@ -187,6 +190,117 @@ static void environment_typos_are_an_error(void **state) {
     assert_int_equal(sl_config_load_env(*state, bad_value, errstr, sizeof(errstr)), SL_ERR_CONFIG);
 }
 
+static void each_key_belongs_to_the_owner_that_reads_it(void **state) {
+    sl_config *config = *state;
+    const char *expected[][2] = {
+        {"application.id", "processor/base"},
+        {"bootstrap.servers", "processor/kafka"},
+        {"commit.interval.ms", "processor/engine"},
+        {"http.port", "processor/http"},
+        {"gateway.reply.timeout.ms", "processor/gateway"},
+        {"health.kafka.interval.ms", "processor/app"},
+        {"identity.topic.prefix", "topology/identity"},
+        {"dialogs.topic.partitions", "topology/dialogs"},
+        {"identity.argon2.threads", "connectors/http/identity_routes"},
+        {"dialogs.read.wait.ms", "connectors/http/dialogs_routes"},
+        {"pg.dsn", "connectors/postgres"},
+    };
+    size_t found = 0;
+    for (size_t i = 0; i < sl_config_key_count(config); i++) {
+        const char *owner;
+        const sl_config_prop *prop = sl_config_key_at(config, i, &owner);
+        for (size_t e = 0; e < sizeof(expected) / sizeof(expected[0]); e++) {
+            if (strcmp(prop->name, expected[e][0]) == 0) {
+                assert_string_equal(owner, expected[e][1]);
+                found++;
+            }
+        }
+    }
+    assert_int_equal(found, sizeof(expected) / sizeof(expected[0]));
+    /* Base's keys come first, and each owner's keys are together (one
+     * section each in --help and docs/CONFIGURATION.md). */
+    const char *first;
+    sl_config_key_at(config, 0, &first);
+    assert_string_equal(first, "processor/base");
+    size_t sections = 1;
+    for (size_t i = 1; i < sl_config_key_count(config); i++) {
+        const char *previous, *owner;
+        sl_config_key_at(config, i - 1, &previous);
+        sl_config_key_at(config, i, &owner);
+        sections += strcmp(previous, owner) != 0;
+    }
+    size_t groups = 1;
+    for (const sl_config_group *const *g = sl_config_groups; *g; g++)
+        groups++;
+    assert_int_equal(sections, groups);
+}
+
+static const sl_config_prop engine_keys[] = {
+    {"poll.timeout.ms", SL_CONFIG_INT, "10", 1, 1000, NULL, "A test key of a fake engine."},
+};
+static const sl_config_prop sink_keys[] = {
+    {"sink.rows", SL_CONFIG_INT, "5", 1, 10, NULL, "A test key of a fake sink."},
+    {"poll.timeout.ms", SL_CONFIG_INT, "20", 1, 1000, NULL, "The engine's key again."},
+};
+static const sl_config_group engine_group = {"processor/engine", engine_keys, 1};
+static const sl_config_group sink_group = {"connectors/postgres", sink_keys, 2};
+
+static void two_owners_cannot_register_the_same_key(void **state) {
+    (void)state;
+    const sl_config_group *const clash[] = {&engine_group, &sink_group, NULL};
+    errstr[0] = '\0';
+    assert_null(sl_config_new(clash, errstr, sizeof(errstr)));
+    assert_non_null(strstr(errstr, "'poll.timeout.ms' is registered by both processor/engine "
+                                   "and connectors/postgres"));
+    /* Nor may an owner take one of base's keys, or register one twice. */
+    static const sl_config_prop state_dir_again[] = {
+        {"state.dir", SL_CONFIG_STRING, "/tmp", 0, 0, NULL, "A second state.dir."},
+    };
+    const sl_config_group theft = {"processor/engine", state_dir_again, 1};
+    const sl_config_group *const steal[] = {&theft, NULL};
+    assert_null(sl_config_new(steal, errstr, sizeof(errstr)));
+    assert_non_null(strstr(errstr, "'state.dir' is registered by both processor/base and "
+                                   "processor/engine"));
+    const sl_config_group *const twice[] = {&engine_group, &engine_group, NULL};
+    assert_null(sl_config_new(twice, errstr, sizeof(errstr)));
+    assert_non_null(strstr(errstr, "poll.timeout.ms"));
+    /* kafka.* is librdkafka's namespace, not an owner's. */
+    static const sl_config_prop kafka_key[] = {
+        {"kafka.linger.ms", SL_CONFIG_INT, "5", 0, 100, NULL, "Not ours to register."},
+    };
+    const sl_config_group kafka = {"processor/kafka", kafka_key, 1};
+    const sl_config_group *const pass_through[] = {&kafka, NULL};
+    assert_null(sl_config_new(pass_through, errstr, sizeof(errstr)));
+    assert_non_null(strstr(errstr, "kafka.linger.ms"));
+}
+
+static void only_registered_keys_are_known(void **state) {
+    (void)state;
+    const sl_config_group *const engine_only[] = {&engine_group, NULL};
+    sl_config *config = sl_config_new(engine_only, errstr, sizeof(errstr));
+    assert_non_null(config);
+    assert_int_equal(sl_config_key_count(config), sl_config_base_keys.count + 1);
+    assert_int_equal(sl_config_get_int(config, "poll.timeout.ms"), 10);
+    assert_int_equal(sl_config_set(config, "poll.timeout.ms", "2000", errstr, sizeof(errstr)),
+                     SL_ERR_CONFIG);
+    assert_int_equal(sl_config_set(config, "state.dir", "/var/x", errstr, sizeof(errstr)), SL_OK);
+    /* The sink did not register: its key (and any typo) is refused. */
+    assert_int_equal(sl_config_set(config, "sink.rows", "7", errstr, sizeof(errstr)),
+                     SL_ERR_CONFIG);
+    assert_non_null(strstr(errstr, "unknown configuration key 'sink.rows'"));
+    assert_null(sl_config_get(config, "sink.rows"));
+    char *env[] = {"SLUICE_SINK_ROWS=7", NULL};
+    assert_int_equal(sl_config_load_env(config, env, errstr, sizeof(errstr)), SL_ERR_CONFIG);
+    sl_config_destroy(config);
+    /* Base alone: its keys only. */
+    config = sl_config_new(NULL, errstr, sizeof(errstr));
+    assert_non_null(config);
+    assert_string_equal(sl_config_get(config, "application.id"), "sluice");
+    assert_int_equal(sl_config_set(config, "http.port", "1", errstr, sizeof(errstr)),
+                     SL_ERR_CONFIG);
+    sl_config_destroy(config);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -202,6 +316,9 @@ int main(void) {
         T(file_errors_name_the_line),
         T(environment_overrides_keys),
         T(environment_typos_are_an_error),
+        T(each_key_belongs_to_the_owner_that_reads_it),
+        cmocka_unit_test(two_owners_cannot_register_the_same_key),
+        cmocka_unit_test(only_registered_keys_are_known),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

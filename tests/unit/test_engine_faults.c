@@ -54,6 +54,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "processor/cmd/config_groups.h"
 #include "processor/engine/engine.h"
 #include "processor/kafka/client.h"
 #include "state/store.h"
@@ -197,7 +198,7 @@ static int setup(void **state) {
     rd_kafka_mock_coordinator_set(f->mock, "group", APP_ID, COORDINATOR);
     rd_kafka_mock_coordinator_set(f->mock, "transaction", TXN_ID, COORDINATOR);
 
-    f->config = sl_config_new();
+    f->config = sl_config_new(sl_config_groups, NULL, 0);
     if (!f->config || sl_config_set(f->config, "application.id", APP_ID, errstr, sizeof(errstr)) ||
         sl_config_set(f->config, "state.dir", f->dir, errstr, sizeof(errstr)) ||
         sl_config_set(f->config, "commit.interval.ms", "50", errstr, sizeof(errstr)) ||

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "processor/app.h"
+#include "processor/cmd/config_groups.h"
 #include "processor/kafka/client.h"
 #include "tests/support/testutil.h"
 
@@ -48,7 +49,7 @@ static void every_client_conf_uses_murmur2_random(void **state) {
 static void bad_kafka_setting_is_a_clear_error(void **state) {
     (void)state;
     char errstr[256];
-    sl_config *config = sl_config_new();
+    sl_config *config = sl_config_new(sl_config_groups, NULL, 0);
     assert_int_equal(sl_config_set(config, "kafka.no.such.property", "1", errstr, sizeof(errstr)),
                      SL_OK);
     assert_null(sl_kafka_conf_new(RD_KAFKA_PRODUCER, "127.0.0.1:1", config, &test_logger, errstr,
@@ -60,7 +61,7 @@ static void bad_kafka_setting_is_a_clear_error(void **state) {
 static void scoped_kafka_settings_reach_only_their_kind_of_client(void **state) {
     (void)state;
     char errstr[256], value[64];
-    sl_config *config = sl_config_new();
+    sl_config *config = sl_config_new(sl_config_groups, NULL, 0);
     assert_int_equal(
         sl_config_set(config, "kafka.consumer.session.timeout.ms", "7000", errstr, sizeof(errstr)),
         SL_OK);
@@ -167,7 +168,7 @@ static int app_setup_with(void **state, bool with_topology) {
     if (!mkdtemp(f->dir))
         return -1;
     char errstr[512];
-    f->config = sl_config_new();
+    f->config = sl_config_new(sl_config_groups, NULL, 0);
     if (sl_config_set(f->config, "http.port", "0", errstr, sizeof(errstr)) ||
         sl_config_set(f->config, "state.dir", f->dir, errstr, sizeof(errstr)) ||
         sl_config_set(f->config, "health.kafka.interval.ms", "100", errstr, sizeof(errstr)))

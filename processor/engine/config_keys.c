@@ -1,0 +1,46 @@
+/* config_keys.c: the configuration keys read by the engine (engine.c: the
+ * loop, stores, transactions, topics), owned here and registered with the
+ * others by processor/cmd/config_groups.c. */
+#include "processor/engine/config_keys.h"
+
+#include <stddef.h>
+
+static const char *const guarantee_choices[] = {"exactly_once_v2", "at_least_once", NULL};
+
+static const sl_config_prop props[] = {
+    {"processing.guarantee", SL_CONFIG_ENUM, "exactly_once_v2", 0, 0, guarantee_choices,
+     "exactly_once_v2: store changelogs, outputs and consumed offsets commit in one Kafka "
+     "transaction, and RocksDB is updated only after it commits. at_least_once: flush, then "
+     "commit offsets; a crash replays records, so handlers must be idempotent."},
+    {"commit.interval.ms", SL_CONFIG_INT, "100", 1, 600000, NULL,
+     "How often the open transaction (or the at-least-once offsets) is committed. Shorter: "
+     "lower end-to-end latency for read_committed readers; longer: higher throughput."},
+    {"poll.batch.records", SL_CONFIG_INT, "1000", 1, 1000000, NULL,
+     "Records processed per loop iteration before restore, punctuation and commit get a "
+     "turn."},
+    {"restore.batch.records", SL_CONFIG_INT, "10000", 1, 10000000, NULL,
+     "Changelog records applied per RocksDB write batch (WAL off) and per loop iteration "
+     "while restoring; the consumer group is polled between batches."},
+    {"store.pending.max.bytes", SL_CONFIG_INT, "67108864", 1024, 1099511627776LL, NULL,
+     "Bound on the uncommitted store writes the instance holds in memory (the record cache "
+     "of every task's stores: the latest value per key, applied to RocksDB after the "
+     "commit). Past it the engine commits early, after the current record."},
+    {"rocksdb.block.cache.bytes", SL_CONFIG_INT, "67108864", 1048576, 1099511627776LL, NULL,
+     "Block cache shared by every store of the instance; memtables are charged to it too."},
+    {"rocksdb.write.buffer.bytes", SL_CONFIG_INT, "33554432", 1048576, 1099511627776LL, NULL,
+     "Upper bound of all memtables of all stores of the instance together."},
+    {"topic.replication.factor", SL_CONFIG_INT, "-1", -1, 32767, NULL,
+     "Replication factor of the topics sluice creates (changelogs, dead-letter topic); -1 "
+     "uses the broker's default.replication.factor."},
+    {"cache.max.bytes", SL_CONFIG_INT, "10485760", 1024, 1099511627776LL, NULL,
+     "Memory of the record cache (coalescing emits, sl_ctx_emit_coalesced): the latest "
+     "record per cache key is kept and produced once per commit; a full cache is flushed "
+     "early, inside the same transaction."},
+    {"reply.partitions", SL_CONFIG_INT, "4", 1, 4096, NULL,
+     "Partitions of `<application.id>-replies`, the topic command outcomes are answered on "
+     "(created if missing when the topology sends replies). Replies are keyed by the "
+     "waiting gateway's reply_key."},
+};
+
+const sl_config_group sl_engine_config_keys = {"processor/engine", props,
+                                               sizeof(props) / sizeof(props[0])};

@@ -1,0 +1,25 @@
+/* config_keys.c: the configuration keys read by the HTTP server (server.c;
+ * its options are filled by app.c and the Postgres sink), owned here and
+ * registered with the others by processor/cmd/config_groups.c. */
+#include "processor/http/config_keys.h"
+
+#include <stddef.h>
+
+static const sl_config_prop props[] = {
+    {"http.host", SL_CONFIG_STRING, "127.0.0.1", 0, 0, NULL,
+     "Numeric IPv4 or IPv6 address the HTTP server (API, /healthz, /readyz) binds to."},
+    {"http.port", SL_CONFIG_INT, "8080", 0, 65535, NULL,
+     "TCP port of the HTTP server; 0 picks a free port (logged at start)."},
+    {"http.threads", SL_CONFIG_INT, "0", 0, 64, NULL,
+     "0: a thread per HTTP connection (a request that waits for a password hash or a "
+     "command's outcome blocks only its own connection); n > 0: a pool of n threads "
+     "multiplexing connections (only for deployments whose routes never wait)."},
+    {"http.max.connections", SL_CONFIG_INT, "1024", 1, 65536, NULL,
+     "Concurrent HTTP connections; more are refused."},
+    {"http.connection.timeout.s", SL_CONFIG_INT, "30", 1, 3600, NULL,
+     "Idle HTTP connections (and slow clients) are closed after this many "
+     "seconds."},
+};
+
+const sl_config_group sl_http_config_keys = {"processor/http", props,
+                                             sizeof(props) / sizeof(props[0])};
