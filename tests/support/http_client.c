@@ -109,7 +109,8 @@ long long test_http_metric(int port, const char *series) {
     if (test_http(port, "GET", "/metrics", NULL, NULL, 0, NULL, 0, body, sizeof(body)) != 200)
         return -1;
     size_t len = strlen(series);
-    for (const char *line = body; line && *line; line = strchr(line, '\n'), line += !!line)
+    for (const char *line = body; line && *line;
+         line = strchr(line, '\n'), line = line ? line + 1 : NULL)
         if (strncmp(line, series, len) == 0 && line[len] == ' ')
             return strtoll(line + len + 1, NULL, 10);
     return -1;
