@@ -228,7 +228,9 @@ void test_instance_free(test_instance *inst) {
 }
 
 int test_work_dir_make(char *dir, size_t size, const char *name) {
-    snprintf(dir, size, "/tmp/%s-XXXXXX", name);
+    int n = snprintf(dir, size, "/tmp/%s-XXXXXX", name);
+    if (n < 0 || (size_t)n >= size)
+        return -1; /* the template would lose its XXXXXX */
     return mkdtemp(dir) ? 0 : -1;
 }
 
@@ -243,7 +245,7 @@ void test_work_dir_remove(const char *dir) {
 
 int test_cluster_init(test_cluster *cluster, const char *name, int n) {
     memset(cluster, 0, sizeof(*cluster));
-    char dir_name[64];
+    char dir_name[96];
     snprintf(dir_name, sizeof(dir_name), "sluice-%s", name);
     if (n > TEST_CLUSTER_MAX ||
         test_work_dir_make(cluster->work_dir, sizeof(cluster->work_dir), dir_name) != 0)
