@@ -29,24 +29,16 @@
 #include <unistd.h>
 
 #include "processor/kafka/client.h"
+#include "tests/support/broker.h"
 #include "tests/support/eos.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
 
-static rd_kafka_t *admin;
-static char work_dir[64];
 static char bounce_script[PATH_MAX]; /* scripts/harness-broker */
 
 static int setup(void **state) {
-    (void)state;
-    const char *bootstrap = test_kafka_bootstrap();
-    if (!bootstrap)
-        return 0;
-    char errstr[512];
-    rd_kafka_conf_t *conf =
-        sl_kafka_conf_new(RD_KAFKA_PRODUCER, bootstrap, NULL, &test_logger, errstr, sizeof(errstr));
-    admin = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
-    snprintf(work_dir, sizeof(work_dir), "/tmp/sluice-bounce-test-XXXXXX");
+    if (test_broker_setup(state) != 0)
+        return -1;
     /* <repo>/build/<variant>/tests/integration/test_broker_bounce */
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -55,19 +47,6 @@ static int setup(void **state) {
     self[n] = '\0';
     char *repo = dirname(dirname(dirname(dirname(dirname(self)))));
     snprintf(bounce_script, sizeof(bounce_script), "%s/scripts/harness-broker", repo);
-    return admin && mkdtemp(work_dir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    if (admin)
-        rd_kafka_destroy(admin);
-    if (work_dir[0] && !getenv("SLUICE_TEST_KEEP")) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "# could not remove %s\n", work_dir);
-    }
     return 0;
 }
 
@@ -113,20 +92,6 @@ static long count_records(const char *topic, const char *isolation) {
     return n;
 }
 
-/* The value of an unlabelled counter in the instance's /metrics, or -1. */
-static long long metric(test_instance *inst, const char *name) {
-    static char body[1 << 17];
-    if (test_http(inst->http_port, "GET", "/metrics", NULL, NULL, 0, NULL, 0, body, sizeof(body)) !=
-        200)
-        return -1;
-    size_t len = strlen(name);
-    for (const char *line = body; line && *line;
-         line = strchr(line, '\n'), line = line ? line + 1 : NULL)
-        if (strncmp(line, name, len) == 0 && line[len] == ' ')
-            return strtoll(line + len + 1, NULL, 10);
-    return -1;
-}
-
 typedef struct bounce {
     const char *how; /* "stop" (SIGTERM) or "kill" (SIGKILL) */
     int after_ms;    /* load before the bounce */
@@ -135,10 +100,7 @@ typedef struct bounce {
 
 static void counting_is_exact_across_broker_bounces(void **state) {
     (void)state;
-    if (!admin) {
-        fprintf(stderr, "# SLUICE_TEST_KAFKA_BOOTSTRAP not set: skipped\n");
-        skip();
-    }
+    test_need_broker();
     if (!broker_is_ours()) {
         fprintf(stderr, "# the broker was given in SLUICE_TEST_KAFKA_BOOTSTRAP, not started by "
                         "scripts/harness: it cannot be stopped and restarted; skipped\n");
@@ -147,21 +109,15 @@ static void counting_is_exact_across_broker_bounces(void **state) {
     assert_int_equal(access(bounce_script, X_OK), 0);
 
     eos_scenario sc;
-    eos_scenario_init(admin, &sc, "bounce", 40);
+    eos_scenario_init(test_admin, &sc, "bounce", 40);
     /* Kafka Streams' EOS timeout, so a transaction the broker lost track of
      * is aborted by the coordinator while the test still runs. */
     const char *const txn_timeout[] = {"--set", "kafka.producer.transaction.timeout.ms=10000",
                                        NULL};
     test_instance a, b;
-    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", txn_timeout);
-    eos_instance_init(&b, &sc, work_dir, "b", "exactly_once_v2", txn_timeout);
-    test_instance_start(&a);
-    test_instance_start(&b);
-    if (!test_instance_wait_ready(&a, 60000) || !test_instance_wait_ready(&b, 60000)) {
-        test_instance_dump_log(&a, 30);
-        test_instance_dump_log(&b, 30);
-        fail_msg("instances did not become ready");
-    }
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", txn_timeout);
+    eos_instance_init(&b, &sc, test_work_dir, "b", "exactly_once_v2", txn_timeout);
+    test_instance_start_both(&a, &b, 60000);
 
     /* About 2 records/ms for ~60 s: the load spans the bounces. */
     eos_driver d = {.sc = &sc, .from = 0, .to = 120000, .pace_per_ms = 2};
@@ -193,10 +149,10 @@ static void counting_is_exact_across_broker_bounces(void **state) {
     /* Neither instance was restarted: both are still there and ready. */
     bool a_ready = test_instance_wait_ready(&a, 60000);
     bool b_ready = test_instance_wait_ready(&b, 60000);
-    long long aborts = metric(&a, "sluice_transaction_aborts_total") +
-                       metric(&b, "sluice_transaction_aborts_total");
-    long long resets =
-        metric(&a, "sluice_producer_resets_total") + metric(&b, "sluice_producer_resets_total");
+    long long aborts = test_http_metric(a.http_port, "sluice_transaction_aborts_total") +
+                       test_http_metric(b.http_port, "sluice_transaction_aborts_total");
+    long long resets = test_http_metric(a.http_port, "sluice_producer_resets_total") +
+                       test_http_metric(b.http_port, "sluice_producer_resets_total");
     int status_a = test_instance_stop(&a, 60000), status_b = test_instance_stop(&b, 60000);
     if (!consumed || !a_ready || !b_ready || status_a != 0 || status_b != 0) {
         test_instance_dump_log(&a, 60);
@@ -223,5 +179,5 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(counting_is_exact_across_broker_bounces),
     };
-    return cmocka_run_group_tests_name("broker_bounce", tests, setup, teardown);
+    return cmocka_run_group_tests_name("broker_bounce", tests, setup, test_broker_teardown);
 }

@@ -24,6 +24,8 @@
 #include "processor/kafka/client.h"
 #include "sluice/v1/dialogs.pb-c.h"
 #include "sluice/v1/identity.pb-c.h"
+#include "tests/support/broker.h"
+#include "tests/support/http_client.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
 #include "topology/dialogs/dialogs.h"
@@ -32,162 +34,62 @@
 #define N          3
 #define PARTITIONS 6
 
-static char work_dir[64], key_path[128], other_key_path[128];
-static char app_id[96], prefix[112];
+static test_cluster cluster; /* N sluice processes for the whole file */
 static char dialogs_commands[160], dialogs_events[160], users_events[160], by_user_topic[200];
-static test_instance instances[N];
-static bool started;
 static int serial;
-static sl_jwt_keys *keys, *other_keys;
 
 static int setup(void **state) {
     (void)state;
     if (!test_kafka_bootstrap())
         return 0;
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
-    snprintf(work_dir, sizeof(work_dir), "/tmp/sluice-dialogs-test-XXXXXX");
-    if (!mkdtemp(work_dir))
+    if (test_cluster_init(&cluster, "dialogs", N) != 0 || test_cluster_sign(&cluster) != 0)
         return -1;
-    char errstr[256];
-    snprintf(key_path, sizeof(key_path), "%s/signing.pem", work_dir);
-    snprintf(other_key_path, sizeof(other_key_path), "%s/other.pem", work_dir);
-    if (sl_jwt_key_generate(key_path, SL_JWT_RS256, NULL, errstr, sizeof(errstr)) ||
-        sl_jwt_key_generate(other_key_path, SL_JWT_RS256, NULL, errstr, sizeof(errstr)))
-        return -1;
-    keys = sl_jwt_keys_load(key_path, NULL, errstr, sizeof(errstr));
-    other_keys = sl_jwt_keys_load(other_key_path, NULL, errstr, sizeof(errstr));
-    if (!keys || !other_keys)
-        return -1;
-    test_unique_name(app_id, sizeof(app_id), "dialogs");
-    snprintf(prefix, sizeof(prefix), "%s.", app_id);
+    const char *prefix = cluster.prefix;
     snprintf(dialogs_commands, sizeof(dialogs_commands), "%sdialogs.commands", prefix);
     snprintf(dialogs_events, sizeof(dialogs_events), "%sdialogs.events", prefix);
     snprintf(users_events, sizeof(users_events), "%susers.events", prefix);
-    snprintf(by_user_topic, sizeof(by_user_topic), "%s-dialogs-by-user-repartition", app_id);
-    char a_app[128], a_prefix[160], a_dprefix[160], a_boot[256], a_key[200], a_parts[64];
-    snprintf(a_app, sizeof(a_app), "application.id=%s", app_id);
-    snprintf(a_prefix, sizeof(a_prefix), "identity.topic.prefix=%s", prefix);
-    snprintf(a_dprefix, sizeof(a_dprefix), "dialogs.topic.prefix=%s", prefix);
-    snprintf(a_boot, sizeof(a_boot), "bootstrap.servers=%s", test_kafka_bootstrap());
-    snprintf(a_key, sizeof(a_key), "identity.key.file=%s", key_path);
-    snprintf(a_parts, sizeof(a_parts), "dialogs.topic.partitions=%d", PARTITIONS);
-    const char *args[] = {"--set", a_app,
-                          "--set", a_prefix,
-                          "--set", a_dprefix,
-                          "--set", a_boot,
-                          "--set", a_key,
-                          "--set", a_parts,
-                          "--set", "identity.topic.partitions=3",
-                          "--set", "reply.partitions=3",
-                          "--set", "dialogs.list.limit.max=50",
-                          "--set", "identity.throttle.ip.burst=10000",
-                          "--set", "kafka.consumer.session.timeout.ms=6000",
-                          "--set", "kafka.consumer.heartbeat.interval.ms=500",
-                          "--set", "health.kafka.interval.ms=500",
-                          "--set", "gateway.members.interval.ms=500",
-                          "--set", "gateway.members.expiry.ms=3000",
-                          "--set", "gateway.forward.timeout.ms=3000",
-                          NULL};
-    const char *names[N] = {"a", "b", "c"};
-    for (int i = 0; i < N; i++)
-        test_instance_init(&instances[i], "../../sluice", work_dir, names[i], args);
+    snprintf(by_user_topic, sizeof(by_user_topic), "%s-dialogs-by-user-repartition",
+             cluster.app_id);
     for (int i = 0; i < N; i++) {
-        test_instance_start(&instances[i]);
-        if (!test_instance_wait_ready(&instances[i], 120000)) {
-            test_instance_dump_log(&instances[i], 30);
-            return -1;
-        }
+        test_instance *inst = &cluster.instances[i];
+        test_instance_set(inst, "dialogs.topic.prefix=%s", prefix);
+        test_instance_set(inst, "dialogs.topic.partitions=%d", PARTITIONS);
+        test_instance_set(inst, "identity.topic.partitions=3");
+        test_instance_set(inst, "reply.partitions=3");
+        test_instance_set(inst, "dialogs.list.limit.max=50");
+        test_instance_set(inst, "identity.throttle.ip.burst=10000");
+        test_instance_set(inst, "gateway.members.interval.ms=500");
+        test_instance_set(inst, "gateway.members.expiry.ms=3000");
+        test_instance_set(inst, "gateway.forward.timeout.ms=3000");
     }
-    for (int i = 0; i < N; i++)
-        if (!test_instance_wait_ready(&instances[i], 120000))
-            return -1;
-    started = true;
-    return 0;
+    return test_cluster_start(&cluster);
 }
 
 static int teardown(void **state) {
     (void)state;
-    sl_jwt_keys_destroy(keys);
-    sl_jwt_keys_destroy(other_keys);
-    if (!started)
-        return 0;
-    int failed = 0;
-    for (int i = 0; i < N; i++) {
-        if (instances[i].pid) {
-            int status = test_instance_stop(&instances[i], 60000);
-            if (status != 0) {
-                test_instance_dump_log(&instances[i], 40);
-                failed = 1;
-            }
-        }
-        test_instance_free(&instances[i]);
-    }
-    if (!getenv("SLUICE_TEST_KEEP")) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "# could not remove %s\n", work_dir);
-    }
-    return failed ? -1 : 0;
+    return test_cluster_stop(&cluster);
 }
 
-#define NEED_BROKER()                                                                              \
-    do {                                                                                           \
-        if (!started) {                                                                            \
-            fprintf(stderr, "# SLUICE_TEST_KAFKA_BOOTSTRAP not set: skipped\n");                   \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
+#define NEED_BROKER() test_skip_unless(cluster.started, TEST_NO_BROKER)
 
 /* ------------------------------------------------------------------------ */
 /* HTTP helpers                                                              */
 
-typedef struct answer {
-    int status;
-    char headers[4096];
-    char body[65536];
-    json_t *json;
-} answer;
-
 static int random_live_instance(void) {
     for (;;) {
         int i = rand() % N;
-        if (instances[i].pid)
+        if (cluster.instances[i].pid)
             return i;
     }
 }
 
-static answer *call(int instance, const char *method, const char *path, const char *headers,
-                    const char *body, size_t body_len) {
-    answer *a = calloc(1, sizeof(*a));
-    assert_non_null(a);
+static test_answer *call(int instance, const char *method, const char *path, const char *headers,
+                         const char *body, size_t body_len) {
     if (instance < 0)
         instance = random_live_instance();
-    a->status = test_http(instances[instance].http_port, method, path, headers, body, body_len,
-                          a->headers, sizeof(a->headers), a->body, sizeof(a->body));
-    json_error_t jerr;
-    a->json = a->body[0] ? json_loads(a->body, 0, &jerr) : NULL;
-    return a;
-}
-
-static void answer_free(answer *a) {
-    if (a)
-        json_decref(a->json);
-    free(a);
-}
-
-static const char *field(const answer *a, const char *name) {
-    json_t *v = a->json ? json_object_get(a->json, name) : NULL;
-    return v && json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-static void assert_error_shape(const answer *a, int status) {
-    if (a->status != status)
-        fail_msg("status %d, expected %d: %s", a->status, status, a->body);
-    assert_non_null(a->json);
-    assert_non_null(field(a, "message"));
-    assert_non_null(field(a, "request_id"));
-    assert_int_equal(json_integer_value(json_object_get(a->json, "code")), status);
+    return test_http_call(cluster.instances[instance].http_port, method, path, headers, body,
+                          body_len);
 }
 
 typedef struct user {
@@ -208,12 +110,12 @@ static void register_user(user *u, const char *what) {
              "{\"first_name\":\"T\",\"second_name\":\"U\",\"city\":\"X\",\"password\":"
              "\"correct horse battery\",\"email\":\"%s-%d-%d@example.org\"}",
              what, (int)getpid(), ++serial);
-    answer *a = call(-1, "POST", "/user/register", NULL, body, strlen(body));
+    test_answer *a = call(-1, "POST", "/user/register", NULL, body, strlen(body));
     if (a->status != 200)
         fail_msg("register: %d %s", a->status, a->body);
-    snprintf(u->id, sizeof(u->id), "%s", field(a, "user_id"));
-    set_token(u, field(a, "token"));
-    answer_free(a);
+    snprintf(u->id, sizeof(u->id), "%s", test_answer_field(a, "user_id"));
+    set_token(u, test_answer_field(a, "token"));
+    test_answer_free(a);
 }
 
 /* An access token for `sub` signed with `with` (the instances' key or
@@ -231,8 +133,8 @@ static void mint_token(user *u, const char *sub, sl_jwt_keys *with) {
     set_token(u, token);
 }
 
-static answer *send_text(int instance, const user *from, const char *to_id, const char *text,
-                         const char *idempotency_key) {
+static test_answer *send_text(int instance, const user *from, const char *to_id, const char *text,
+                              const char *idempotency_key) {
     char path[128], headers[SL_JWT_MAX_TOKEN + 256];
     snprintf(path, sizeof(path), "/dialog/%s/send", to_id);
     snprintf(headers, sizeof(headers), "%sContent-Type: application/json\r\n", from->auth);
@@ -241,7 +143,7 @@ static answer *send_text(int instance, const user *from, const char *to_id, cons
                  "Idempotency-Key: %s\r\n", idempotency_key);
     json_t *body = json_pack("{s:s}", "text", text);
     char *raw = json_dumps(body, JSON_COMPACT);
-    answer *a = call(instance, "POST", path, headers, raw, strlen(raw));
+    test_answer *a = call(instance, "POST", path, headers, raw, strlen(raw));
     free(raw);
     json_decref(body);
     return a;
@@ -251,10 +153,10 @@ static answer *send_text(int instance, const user *from, const char *to_id, cons
  * dialogs copy yet (400 "not a registered user") or the answer is a 503:
  * with the same Idempotency-Key, so the message is stored once. */
 static void send_ok(const user *from, const char *to_id, const char *text, const char *key) {
-    answer *a = NULL;
+    test_answer *a = NULL;
     int64_t deadline = test_now_ms() + WAIT_MS;
     for (;;) {
-        answer_free(a);
+        test_answer_free(a);
         a = send_text(-1, from, to_id, text, key);
         bool unknown = a->status == 400 && strstr(a->body, "not a registered user");
         if ((a->status != 503 && !unknown) || test_now_ms() > deadline)
@@ -264,10 +166,10 @@ static void send_ok(const user *from, const char *to_id, const char *text, const
     if (a->status != 200)
         fail_msg("send: %d %s", a->status, a->body);
     assert_non_null(strstr(a->headers, "X-Sluice-Position: "));
-    answer_free(a);
+    test_answer_free(a);
 }
 
-static answer *list(int instance, const user *who, const char *partner, const char *query) {
+static test_answer *list(int instance, const user *who, const char *partner, const char *query) {
     char path[256];
     snprintf(path, sizeof(path), "/dialog/%s/list%s", partner, query ? query : "");
     return call(instance, "GET", path, who->auth, NULL, 0);
@@ -275,7 +177,7 @@ static answer *list(int instance, const user *who, const char *partner, const ch
 
 /* The list answered 200 and equals texts[first..first+count) in order,
  * with from/to alternating as `senders` says. */
-static void assert_list(const answer *a, char texts[][64], const char (*senders)[64],
+static void assert_list(const test_answer *a, char texts[][64], const char (*senders)[64],
                         const char (*recipients)[64], size_t first, size_t count) {
     if (a->status != 200)
         fail_msg("list: %d %s", a->status, a->body);
@@ -296,15 +198,15 @@ static void assert_list(const answer *a, char texts[][64], const char (*senders)
 static int owner_of(const char *store, const char *key) {
     char path[256];
     snprintf(path, sizeof(path), "/v1/metadata/%s/%s", store, key);
-    answer *a = call(-1, "GET", path, NULL, NULL, 0);
+    test_answer *a = call(-1, "GET", path, NULL, NULL, 0);
     int owner = -1;
     json_t *o = a->json ? json_object_get(a->json, "owner") : NULL;
     const char *address = o ? json_string_value(json_object_get(o, "address")) : NULL;
     const char *colon = address ? strrchr(address, ':') : NULL;
     for (int i = 0; colon && i < N; i++)
-        if (atoi(colon + 1) == instances[i].http_port)
+        if (atoi(colon + 1) == cluster.instances[i].http_port)
             owner = i;
-    answer_free(a);
+    test_answer_free(a);
     return owner;
 }
 
@@ -330,44 +232,44 @@ static void a_conversation_lists_exactly_what_was_sent_in_order_with_paging(void
         snprintf(to[i], sizeof(to[i]), "%s", r->id);
         send_ok(s, r->id, texts[i], NULL);
         /* read-your-writes: a list right after the 200, on any instance */
-        answer *a = list(-1, s, r->id, NULL);
-        assert_list(a, texts, (const char(*)[64])from, (const char(*)[64])to, 0, (size_t)i + 1);
-        answer_free(a);
+        test_answer *a = list(-1, s, r->id, NULL);
+        assert_list(a, texts, (const char (*)[64])from, (const char (*)[64])to, 0, (size_t)i + 1);
+        test_answer_free(a);
     }
     /* Both participants see the same dialog, from every instance. */
     for (int i = 0; i < N; i++) {
-        answer *a = list(i, &bob, alice.id, NULL);
-        assert_list(a, texts, (const char(*)[64])from, (const char(*)[64])to, 0, M);
-        answer_free(a);
+        test_answer *a = list(i, &bob, alice.id, NULL);
+        assert_list(a, texts, (const char (*)[64])from, (const char (*)[64])to, 0, M);
+        test_answer_free(a);
     }
     /* Paging: offset/limit windows, a capped limit, the end. */
-    answer *page = list(-1, &alice, bob.id, "?offset=5&limit=7");
-    assert_list(page, texts, (const char(*)[64])from, (const char(*)[64])to, 5, 7);
-    answer_free(page);
+    test_answer *page = list(-1, &alice, bob.id, "?offset=5&limit=7");
+    assert_list(page, texts, (const char (*)[64])from, (const char (*)[64])to, 5, 7);
+    test_answer_free(page);
     page = list(-1, &alice, bob.id, "?offset=20&limit=10");
-    assert_list(page, texts, (const char(*)[64])from, (const char(*)[64])to, 20, 4);
-    answer_free(page);
+    assert_list(page, texts, (const char (*)[64])from, (const char (*)[64])to, 20, 4);
+    test_answer_free(page);
     page = list(-1, &alice, bob.id, "?offset=24");
-    assert_list(page, texts, (const char(*)[64])from, (const char(*)[64])to, 24, 0);
-    answer_free(page);
+    assert_list(page, texts, (const char (*)[64])from, (const char (*)[64])to, 24, 0);
+    test_answer_free(page);
     page = list(-1, &alice, bob.id, "?limit=100000"); /* capped at 50, all 24 fit */
-    assert_list(page, texts, (const char(*)[64])from, (const char(*)[64])to, 0, M);
-    answer_free(page);
+    assert_list(page, texts, (const char (*)[64])from, (const char (*)[64])to, 0, M);
+    test_answer_free(page);
     page = list(-1, &alice, bob.id, "?limit=0");
-    assert_error_shape(page, 400);
-    answer_free(page);
+    test_assert_error_shape(page, 400);
+    test_answer_free(page);
     page = list(-1, &alice, bob.id, "?offset=-1");
-    assert_error_shape(page, 400);
-    answer_free(page);
+    test_assert_error_shape(page, 400);
+    test_answer_free(page);
     /* The position token: after=<last sequence> answers with it. */
     page = list(-1, &alice, bob.id, "?after=24&offset=23");
-    assert_list(page, texts, (const char(*)[64])from, (const char(*)[64])to, 23, 1);
-    answer_free(page);
+    assert_list(page, texts, (const char (*)[64])from, (const char (*)[64])to, 23, 1);
+    test_answer_free(page);
     /* The per-user index converges to the dialog's last message. */
-    answer *d = NULL;
+    test_answer *d = NULL;
     int64_t deadline = test_now_ms() + WAIT_MS;
     for (;;) {
-        answer_free(d);
+        test_answer_free(d);
         d = call(-1, "GET", "/dialogs", bob.auth, NULL, 0);
         json_t *first = d->status == 200 ? json_array_get(d->json, 0) : NULL;
         if ((first && json_integer_value(json_object_get(first, "last_sequence")) == M) ||
@@ -383,7 +285,7 @@ static void a_conversation_lists_exactly_what_was_sent_in_order_with_paging(void
     /* the last message is alice's (23 % 3 == 2 is bob's: index 23 -> bob) */
     assert_string_equal(json_string_value(json_object_get(entry, "last_sender_id")), from[M - 1]);
     assert_string_equal(json_string_value(json_object_get(entry, "last_text")), texts[M - 1]);
-    answer_free(d);
+    test_answer_free(d);
 }
 
 static void only_the_two_participants_can_read_or_write_their_dialog(void **state) {
@@ -391,41 +293,41 @@ static void only_the_two_participants_can_read_or_write_their_dialog(void **stat
     NEED_BROKER();
     /* carol names alice: she gets her own (empty) dialog with alice, never
      * alice and bob's. */
-    answer *a = list(-1, &carol, alice.id, NULL);
+    test_answer *a = list(-1, &carol, alice.id, NULL);
     assert_int_equal(a->status, 200);
     assert_int_equal(json_array_size(a->json), 0);
-    answer_free(a);
+    test_answer_free(a);
     send_ok(&carol, alice.id, "hello from carol", NULL);
     a = list(-1, &alice, bob.id, NULL);
     assert_int_equal(a->status, 200);
     assert_null(strstr(a->body, "hello from carol"));
     assert_null(strstr(a->body, carol.id));
-    answer_free(a);
+    test_answer_free(a);
     a = list(-1, &alice, carol.id, NULL);
     assert_int_equal(a->status, 200);
     assert_int_equal(json_array_size(a->json), 1);
-    answer_free(a);
+    test_answer_free(a);
     /* no token, a token of another issuer key, garbage: 401 */
     char path[128];
     snprintf(path, sizeof(path), "/dialog/%s/list", bob.id);
     a = call(-1, "GET", path, NULL, NULL, 0);
-    assert_error_shape(a, 401);
-    answer_free(a);
+    test_assert_error_shape(a, 401);
+    test_answer_free(a);
     snprintf(path, sizeof(path), "/dialog/%s/send", bob.id);
     a = call(-1, "POST", path, "Content-Type: application/json\r\n", "{\"text\":\"x\"}", 12);
-    assert_error_shape(a, 401);
-    answer_free(a);
+    test_assert_error_shape(a, 401);
+    test_answer_free(a);
     user forged;
-    mint_token(&forged, alice.id, other_keys);
+    mint_token(&forged, alice.id, cluster.other_keys);
     a = list(-1, &forged, bob.id, NULL);
-    assert_error_shape(a, 401);
-    answer_free(a);
+    test_assert_error_shape(a, 401);
+    test_answer_free(a);
     a = send_text(-1, &forged, bob.id, "forged", NULL);
-    assert_error_shape(a, 401);
-    answer_free(a);
+    test_assert_error_shape(a, 401);
+    test_answer_free(a);
     a = call(-1, "GET", "/dialogs", "Authorization: Bearer not.a.token\r\n", NULL, 0);
-    assert_error_shape(a, 401);
-    answer_free(a);
+    test_assert_error_shape(a, 401);
+    test_answer_free(a);
     /* a revoked token (logout) is refused everywhere once revoked */
     char body[256];
     snprintf(body, sizeof(body), "{\"email\":\"x\"}");
@@ -435,32 +337,32 @@ static void only_the_two_participants_can_read_or_write_their_dialog(void **stat
     a = call(-1, "POST", "/auth/logout", again.auth, NULL, 0);
     if (a->status != 204)
         fail_msg("logout: %d %s", a->status, a->body);
-    answer_free(a);
+    test_answer_free(a);
     for (int i = 0; i < N; i++) {
-        answer *r = NULL;
+        test_answer *r = NULL;
         int64_t deadline = test_now_ms() + WAIT_MS;
         do {
-            answer_free(r);
+            test_answer_free(r);
             r = list(i, &again, alice.id, NULL);
         } while (r->status == 200 && test_now_ms() < deadline && usleep(20000) == 0);
-        assert_error_shape(r, 401);
-        answer_free(r);
+        test_assert_error_shape(r, 401);
+        test_answer_free(r);
         r = send_text(i, &again, alice.id, "after logout", NULL);
-        assert_error_shape(r, 401);
-        answer_free(r);
+        test_assert_error_shape(r, 401);
+        test_answer_free(r);
     }
     a = list(-1, &alice, carol.id, NULL);
     assert_int_equal(json_array_size(a->json), 1); /* nothing after the logout */
-    answer_free(a);
+    test_answer_free(a);
 }
 
 static void invalid_texts_and_ids_are_400_and_store_nothing(void **state) {
     (void)state;
     NEED_BROKER();
-    answer *before = list(-1, &alice, bob.id, NULL);
+    test_answer *before = list(-1, &alice, bob.id, NULL);
     assert_int_equal(before->status, 200);
     size_t count = json_array_size(before->json);
-    answer_free(before);
+    test_answer_free(before);
     char path[128], headers[SL_JWT_MAX_TOKEN + 128];
     snprintf(path, sizeof(path), "/dialog/%s/send", bob.id);
     snprintf(headers, sizeof(headers), "%sContent-Type: application/json\r\n", alice.auth);
@@ -469,42 +371,42 @@ static void invalid_texts_and_ids_are_400_and_store_nothing(void **state) {
     memset(big + 9, 'a', 4097);
     memcpy(big + 9 + 4097, "\"}", 3);
     const char *bodies[] = {
-        "{\"text\":\"\"}",          /* empty */
-        big,                        /* 4097 bytes */
+        "{\"text\":\"\"}",             /* empty */
+        big,                           /* 4097 bytes */
         "{\"text\":\"bad \xc3\x28\"}", /* invalid UTF-8 */
         "{\"text\":\"\xed\xa0\x80\"}", /* a surrogate */
-        "{\"text\":\"nul \\u0000\"}", /* NUL */
+        "{\"text\":\"nul \\u0000\"}",  /* NUL */
         "{\"text\":42}",
         "{}",
         "not json",
     };
     for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
-        answer *a = call(-1, "POST", path, headers, bodies[i], strlen(bodies[i]));
+        test_answer *a = call(-1, "POST", path, headers, bodies[i], strlen(bodies[i]));
         if (a->status != 400)
             fail_msg("body %zu: %d %s", i, a->status, a->body);
-        assert_error_shape(a, 400);
-        answer_free(a);
+        test_assert_error_shape(a, 400);
+        test_answer_free(a);
     }
     /* exactly 4096 bytes is fine */
     memset(big, 'b', 4096);
     big[4096] = '\0';
     send_ok(&alice, bob.id, big, NULL);
     /* self-dialog, malformed and unknown user ids */
-    answer *a = send_text(-1, &alice, alice.id, "me", NULL);
-    assert_error_shape(a, 400);
-    answer_free(a);
+    test_answer *a = send_text(-1, &alice, alice.id, "me", NULL);
+    test_assert_error_shape(a, 400);
+    test_answer_free(a);
     a = send_text(-1, &alice, "not-a-user", "x", NULL);
-    assert_error_shape(a, 400);
-    answer_free(a);
+    test_assert_error_shape(a, 400);
+    test_answer_free(a);
     a = send_text(-1, &alice, "00000000-0000-4000-8000-000000000000", "x", NULL);
-    assert_error_shape(a, 400);
-    answer_free(a);
-    answer *after = list(-1, &alice, bob.id, "?offset=0&limit=50");
+    test_assert_error_shape(a, 400);
+    test_answer_free(a);
+    test_answer *after = list(-1, &alice, bob.id, "?offset=0&limit=50");
     assert_int_equal(json_array_size(after->json), count + 1);
-    answer_free(after);
+    test_answer_free(after);
 }
 
-static int count_texts(const answer *a, const char *text) {
+static int count_texts(const test_answer *a, const char *text) {
     int n = 0;
     for (size_t i = 0; a->json && i < json_array_size(a->json); i++)
         if (strcmp(json_string_value(json_object_get(json_array_get(a->json, i), "text")), text) ==
@@ -544,10 +446,10 @@ static void a_repeated_command_id_stores_one_message(void **state) {
     char key[64];
     snprintf(key, sizeof(key), "retry-%d", (int)getpid());
     for (int i = 0; i < 3; i++) {
-        answer *a = send_text(i, &bob, alice.id, "sent three times", key);
+        test_answer *a = send_text(i, &bob, alice.id, "sent three times", key);
         if (a->status != 200)
             fail_msg("send %d: %d %s", i, a->status, a->body);
-        answer_free(a);
+        test_answer_free(a);
     }
     /* Kafka: a trusted producer repeats a command id */
     rd_kafka_t *producer = test_producer(test_kafka_bootstrap(), NULL);
@@ -555,16 +457,16 @@ static void a_repeated_command_id_stores_one_message(void **state) {
         produce_send(producer, "kafka-repeat-1", alice.id, bob.id, "kafka sent three times");
     assert_int_equal(rd_kafka_flush(producer, 10000), 0);
     rd_kafka_destroy(producer);
-    answer *a = NULL;
+    test_answer *a = NULL;
     int64_t deadline = test_now_ms() + WAIT_MS;
     do {
-        answer_free(a);
+        test_answer_free(a);
         a = list(-1, &alice, bob.id, "?limit=50");
     } while (count_texts(a, "kafka sent three times") == 0 && test_now_ms() < deadline &&
              usleep(100000) == 0);
     assert_int_equal(count_texts(a, "sent three times"), 1);
     assert_int_equal(count_texts(a, "kafka sent three times"), 1);
-    answer_free(a);
+    test_answer_free(a);
 }
 
 /* ---- Lady Gaga ------------------------------------------------------------------ */
@@ -584,9 +486,8 @@ static void visit_event(const rd_kafka_message_t *m, void *opaque) {
     Sluice__V1__DialogsEvent *e = sluice__v1__dialogs_event__unpack(NULL, m->len, m->payload);
     if (!e)
         return;
-    if (e->event_case == SLUICE__V1__DIALOGS_EVENT__EVENT_MESSAGE_SENT &&
-        e->message_sent->meta && strncmp(e->message_sent->meta->command_id, s->prefix,
-                                         strlen(s->prefix)) == 0) {
+    if (e->event_case == SLUICE__V1__DIALOGS_EVENT__EVENT_MESSAGE_SENT && e->message_sent->meta &&
+        strncmp(e->message_sent->meta->command_id, s->prefix, strlen(s->prefix)) == 0) {
         s->sent++;
         s->sent_per_partition[m->partition]++;
         if (strcmp(e->message_sent->sender_id, s->hot) == 0)
@@ -633,15 +534,15 @@ static void register_by_event(rd_kafka_t *producer, const char *user_id) {
 static long long metric_sum(const char *name) {
     long long total = 0;
     for (int i = 0; i < N; i++) {
-        if (!instances[i].pid)
+        if (!cluster.instances[i].pid)
             continue;
-        answer *a = call(i, "GET", "/metrics", NULL, NULL, 0);
+        test_answer *a = call(i, "GET", "/metrics", NULL, NULL, 0);
         const char *line = strstr(a->body, name);
         while (line && line > a->body && line[-1] != '\n')
             line = strstr(line + 1, name);
         if (line)
             total += atoll(strchr(line, ' ') + 1);
-        answer_free(a);
+        test_answer_free(a);
     }
     return total;
 }
@@ -688,7 +589,7 @@ static void lady_gaga_spreads_over_partitions_and_her_index_updates_coalesce(voi
      * each instance's... the owner decides, so probe all partners' owners
      * by sending the first hot message of the last partner over HTTP. */
     user hot_user;
-    mint_token(&hot_user, hot, keys);
+    mint_token(&hot_user, hot, cluster.keys);
     send_ok(&hot_user, partners[PARTNERS - 1], "gaga probe", NULL);
     long long emitted0 = metric_sum("sluice_record_cache_emitted_total");
     long long coalesced0 = metric_sum("sluice_record_cache_coalesced_total");
@@ -736,7 +637,7 @@ static void lady_gaga_spreads_over_partitions_and_her_index_updates_coalesce(voi
         char path[64];
         for (int offset = 0; offset < PARTNERS; offset += 50) {
             snprintf(path, sizeof(path), "/dialogs?offset=%d&limit=50", offset);
-            answer *page = call(-1, "GET", path, hot_user.auth, NULL, 0);
+            test_answer *page = call(-1, "GET", path, hot_user.auth, NULL, 0);
             for (size_t i = 0; page->status == 200 && i < json_array_size(page->json); i++) {
                 json_t *e = json_array_get(page->json, i);
                 json_int_t seq = json_integer_value(json_object_get(e, "last_sequence"));
@@ -745,19 +646,19 @@ static void lady_gaga_spreads_over_partitions_and_her_index_updates_coalesce(voi
                 if (seq == want && json_integer_value(json_object_get(e, "unread")) == 0)
                     complete++;
             }
-            answer_free(page);
+            test_answer_free(page);
         }
     } while (complete < PARTNERS && test_now_ms() < deadline && usleep(200000) == 0);
     assert_int_equal(complete, PARTNERS);
     /* A partner's view: three unread messages from her. */
     user partner_user;
-    mint_token(&partner_user, partners[0], keys);
-    answer *p = call(-1, "GET", "/dialogs", partner_user.auth, NULL, 0);
+    mint_token(&partner_user, partners[0], cluster.keys);
+    test_answer *p = call(-1, "GET", "/dialogs", partner_user.auth, NULL, 0);
     assert_int_equal(p->status, 200);
     assert_int_equal(json_array_size(p->json), 1);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(p->json, 0), "unread")),
                      PER_PARTNER);
-    answer_free(p);
+    test_answer_free(p);
     index_scan index = {.hot = hot};
     test_scan_topic(test_kafka_bootstrap(), by_user_topic, "read_committed", visit_index, &index,
                     30000);
@@ -814,49 +715,49 @@ static void killing_the_owner_mid_conversation_never_gives_a_wrong_answer(void *
             victim = owner_of(SL_DIALOGS_STORE_HEADS, dialog_id);
             assert_true(victim >= 0);
             fprintf(stderr, "# kill -9 instance %d, the owner of the dialog\n", victim);
-            test_instance_kill9(&instances[victim]);
+            test_instance_kill9(&cluster.instances[victim]);
             /* Right after the kill: 503 (owner unreachable, rebalancing,
              * restoring) or the exact dialog, never a wrong one. */
             for (int probe = 0; probe < 10; probe++) {
-                answer *a = list(-1, &dave, erin.id, "?limit=50");
+                test_answer *a = list(-1, &dave, erin.id, "?limit=50");
                 if (a->status == 503) {
                     answered_503++;
                     assert_non_null(strstr(a->headers, "Retry-After"));
                 } else {
-                    assert_list(a, texts, (const char(*)[64])from, (const char(*)[64])to, 0,
+                    assert_list(a, texts, (const char (*)[64])from, (const char (*)[64])to, 0,
                                 KILL_AT);
                     answered_right++;
                 }
-                answer_free(a);
+                test_answer_free(a);
             }
         }
         send_ok(s, r->id, texts[i], key); /* retried with the same key on 503 */
         /* Every answer is a 503 or exactly the dialog so far. */
         for (int probe = 0; probe < 3; probe++) {
-            answer *a = list(-1, r, s->id, "?limit=50");
+            test_answer *a = list(-1, r, s->id, "?limit=50");
             if (a->status == 503) {
                 answered_503++;
                 assert_non_null(strstr(a->headers, "Retry-After"));
             } else {
-                assert_list(a, texts, (const char(*)[64])from, (const char(*)[64])to, 0,
+                assert_list(a, texts, (const char (*)[64])from, (const char (*)[64])to, 0,
                             (size_t)i + 1);
                 answered_right++;
             }
-            answer_free(a);
+            test_answer_free(a);
         }
     }
     /* Restart the victim on its state directory; the dialog is exact there. */
-    test_instance_start(&instances[victim]);
-    assert_true(test_instance_wait_ready(&instances[victim], 120000));
+    test_instance_start(&cluster.instances[victim]);
+    assert_true(test_instance_wait_ready(&cluster.instances[victim], 120000));
     int64_t deadline = test_now_ms() + WAIT_MS;
     for (int i = 0; i < N; i++) {
-        answer *a = NULL;
+        test_answer *a = NULL;
         do {
-            answer_free(a);
+            test_answer_free(a);
             a = list(i, &dave, erin.id, "?limit=50");
         } while (a->status == 503 && test_now_ms() < deadline && usleep(200000) == 0);
-        assert_list(a, texts, (const char(*)[64])from, (const char(*)[64])to, 0, M);
-        answer_free(a);
+        assert_list(a, texts, (const char (*)[64])from, (const char (*)[64])to, 0, M);
+        test_answer_free(a);
     }
     fprintf(stderr, "# kill -9: %ld lists answered exactly, %ld answered 503\n", answered_right,
             answered_503);

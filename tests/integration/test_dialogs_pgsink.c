@@ -35,7 +35,10 @@
 #include "sluice/v1/dialogs.pb-c.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "sluice/v1/meta.pb-c.h"
+#include "tests/support/broker.h"
+#include "tests/support/http_client.h"
 #include "tests/support/instance.h"
+#include "tests/support/postgres.h"
 #include "tests/support/testutil.h"
 #include "topology/dialogs/dialogs.h"
 
@@ -104,8 +107,7 @@ typedef struct e2e {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(work_dir, sizeof(work_dir), "/tmp/sluice-e2e-sink-XXXXXX");
-    return mkdtemp(work_dir) ? 0 : -1;
+    return test_work_dir_make(work_dir, sizeof(work_dir), "sluice-e2e-sink");
 }
 
 /* The scenario of the running test: teardown kills what a failed assertion
@@ -126,12 +128,7 @@ static int teardown(void **state) {
         free(current);
         current = NULL;
     }
-    if (work_dir[0] && !getenv("SLUICE_TEST_KEEP")) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "# could not remove %s\n", work_dir);
-    }
+    test_work_dir_remove(work_dir);
     return 0;
 }
 
@@ -148,36 +145,10 @@ static long messages_from_env(void) {
     return n > 0 ? n : DEFAULT_MESSAGES;
 }
 
-/* -1 when the query fails (the sink has not created the table yet). */
-static long long query_int(PGconn *conn, const char *sql) {
-    if (PQstatus(conn) != CONNECTION_OK)
-        PQreset(conn);
-    PGresult *res = PQexec(conn, sql);
-    long long v = -1;
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
-        v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    PQclear(res);
-    return v;
-}
-
 /* A database of its own: the harness's DSN with another database name. */
 static void create_database(e2e *t) {
     snprintf(t->db, sizeof(t->db), "e2e_sink_%d", (int)getpid());
-    const char *base = test_pg_dsn();
-    PGconn *root = PQconnectdb(base);
-    assert_int_equal(PQstatus(root), CONNECTION_OK);
-    char sql[128];
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", t->db);
-    PGresult *res = PQexec(root, sql);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(root));
-    PQclear(res);
-    PQfinish(root);
-    const char *slash = strrchr(base, '/');
-    assert_non_null(slash);
-    snprintf(t->dsn, sizeof(t->dsn), "%.*s/%s", (int)(slash - base), base, t->db);
-    t->pg = PQconnectdb(t->dsn);
-    assert_int_equal(PQstatus(t->pg), CONNECTION_OK);
+    t->pg = test_pg_create_database(t->db, t->dsn, sizeof(t->dsn));
 }
 
 /* ---- the input ----------------------------------------------------------- */
@@ -256,66 +227,30 @@ static void text_of(int d, long k, char *out, size_t size) {
 /* ---- processes ------------------------------------------------------------ */
 
 static void run_init(e2e *t, int i) {
-    char a[6][200];
-    snprintf(a[0], sizeof(a[0]), "application.id=%s", t->app_id);
-    snprintf(a[1], sizeof(a[1]), "identity.topic.prefix=%s", t->prefix);
-    snprintf(a[2], sizeof(a[2]), "dialogs.topic.prefix=%s", t->prefix);
-    snprintf(a[3], sizeof(a[3]), "bootstrap.servers=%s", test_kafka_bootstrap());
-    snprintf(a[4], sizeof(a[4]), "dialogs.topic.partitions=%d", PARTITIONS);
-    snprintf(a[5], sizeof(a[5]), "identity.topic.partitions=%d", PARTITIONS);
-    const char *args[] = {"--set", a[0],
-                          "--set", a[1],
-                          "--set", a[2],
-                          "--set", a[3],
-                          "--set", a[4],
-                          "--set", a[5],
-                          "--set", "reply.partitions=2",
-                          "--set", "kafka.consumer.session.timeout.ms=6000",
-                          "--set", "kafka.consumer.heartbeat.interval.ms=500",
-                          "--set", "health.kafka.interval.ms=500",
-                          NULL};
-    test_instance_init(&t->run[i], "../../sluice", work_dir, i ? "run-b" : "run-a", args);
+    test_instance *inst = &t->run[i];
+    test_instance_init_sluice(inst, work_dir, i ? "run-b" : "run-a", NULL);
+    test_instance_set(inst, "application.id=%s", t->app_id);
+    test_instance_set(inst, "identity.topic.prefix=%s", t->prefix);
+    test_instance_set(inst, "dialogs.topic.prefix=%s", t->prefix);
+    test_instance_set(inst, "dialogs.topic.partitions=%d", PARTITIONS);
+    test_instance_set(inst, "identity.topic.partitions=%d", PARTITIONS);
+    test_instance_set(inst, "reply.partitions=2");
+    test_instance_set_fast_failover(inst);
 }
 
 static void sink_init(e2e *t) {
-    char a[8][256];
-    snprintf(a[0], sizeof(a[0]), "bootstrap.servers=%s", test_kafka_bootstrap());
-    snprintf(a[1], sizeof(a[1]), "pg.dsn=%s", t->dsn);
-    snprintf(a[2], sizeof(a[2]), "application.id=%s", t->app_id);
-    snprintf(a[3], sizeof(a[3]), "pg.sink.users.topic=%s", t->users_events);
-    snprintf(a[4], sizeof(a[4]), "pg.sink.messages.topic=%s", t->dialogs_events);
-    snprintf(a[5], sizeof(a[5]), "pg.sink.retry.backoff.max.ms=1000");
-    snprintf(a[6], sizeof(a[6]), "kafka.consumer.session.timeout.ms=6000");
+    const char *const command[] = {"sink", NULL};
+    test_instance_init_sluice(&t->sink, work_dir, "sink", command);
+    test_instance_set(&t->sink, "pg.dsn=%s", t->dsn);
+    test_instance_set(&t->sink, "application.id=%s", t->app_id);
+    test_instance_set(&t->sink, "pg.sink.users.topic=%s", t->users_events);
+    test_instance_set(&t->sink, "pg.sink.messages.topic=%s", t->dialogs_events);
+    test_instance_set(&t->sink, "pg.sink.retry.backoff.max.ms=1000");
+    test_instance_set(&t->sink, "kafka.consumer.session.timeout.ms=6000");
     /* 50 batches for the whole load at least: kills land between and
      * inside batches, and the last one before the table is complete. */
-    snprintf(a[7], sizeof(a[7]), "pg.sink.batch.rows=%ld",
-             t->messages / 50 < 100 ? 100 : t->messages / 50);
-    const char *args[] = {"sink", "--set", a[0], "--set", a[1], "--set",
-                          a[2],   "--set", a[3], "--set", a[4], "--set",
-                          a[5],   "--set", a[6], "--set", a[7], NULL};
-    test_instance_init(&t->sink, "../../sluice", work_dir, "sink", args);
-}
-
-static void start_ready(test_instance *inst, const char *what) {
-    test_instance_start(inst);
-    if (!test_instance_wait_ready(inst, 120000)) {
-        test_instance_dump_log(inst, 40);
-        fail_msg("%s did not become ready", what);
-    }
-}
-
-/* The value of a series in an instance's /metrics, or -1. `series` is the
- * name with its labels as exposed: `name` or `name{label="value"}`. */
-static long long metric(const test_instance *inst, const char *series) {
-    static char body[1 << 17];
-    if (test_http(inst->http_port, "GET", "/metrics", NULL, NULL, 0, NULL, 0, body, sizeof(body)) !=
-        200)
-        return -1;
-    size_t len = strlen(series);
-    for (const char *line = body; line && *line; line = strchr(line, '\n'), line += !!line)
-        if (strncmp(line, series, len) == 0 && line[len] == ' ')
-            return strtoll(line + len + 1, NULL, 10);
-    return -1;
+    test_instance_set(&t->sink, "pg.sink.batch.rows=%ld",
+                      t->messages / 50 < 100 ? 100 : t->messages / 50);
 }
 
 /* ---- producing -------------------------------------------------------------- */
@@ -323,15 +258,7 @@ static long long metric(const test_instance *inst, const char *series) {
 /* No cmocka assertion here: the load is produced from another thread. */
 static bool produce(rd_kafka_t *p, const char *topic, const char *key, const void *value,
                     size_t len) {
-    rd_kafka_resp_err_t err;
-    while ((err = rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
-                                    RD_KAFKA_V_VALUE((void *)value, len),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
-           RD_KAFKA_RESP_ERR__QUEUE_FULL)
-        rd_kafka_poll(p, 10);
-    if (err)
-        fprintf(stderr, "# produce to %s: %s\n", topic, rd_kafka_err2str(err));
-    return err == RD_KAFKA_RESP_ERR_NO_ERROR;
+    return test_broker_produce(p, topic, key, value, len) == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
 static void produce_registration(e2e *t, rd_kafka_t *p, int u) {
@@ -476,7 +403,7 @@ static void visit_dialog_event(const rd_kafka_message_t *m, void *opaque) {
 }
 
 static long long messages_count(e2e *t) {
-    return query_int(t->pg, "SELECT count(*) FROM messages");
+    return test_pg_query_int(t->pg, "SELECT count(*) FROM messages");
 }
 
 /* The messages table against the topic as recorded in t->rows: same count,
@@ -515,10 +442,7 @@ static long compare_table_with_topic(e2e *t) {
 
 static void messages_through_processor_and_sink_equal_the_topic_despite_sink_kill9(void **state) {
     (void)state;
-    if (!test_kafka_bootstrap() || !test_pg_dsn()) {
-        fprintf(stderr, "# SLUICE_TEST_KAFKA_BOOTSTRAP / SLUICE_TEST_PG_DSN not set: skipped\n");
-        skip();
-    }
+    test_skip_unless(test_kafka_bootstrap() && test_pg_dsn(), TEST_NO_BROKER_OR_PG);
     e2e *t = current = calloc(1, sizeof(*t));
     assert_non_null(t);
     test_unique_name(t->app_id, sizeof(t->app_id), "e2esink");
@@ -538,12 +462,12 @@ static void messages_through_processor_and_sink_equal_the_topic_despite_sink_kil
     /* Two processors; they create the topics, so they start first. */
     for (int i = 0; i < 2; i++) {
         run_init(t, i);
-        start_ready(&t->run[i], "sluice run");
+        test_instance_start_ready(&t->run[i], 120000, "sluice run");
     }
     for (int i = 0; i < 2; i++)
         assert_true(test_instance_wait_ready(&t->run[i], 120000));
     sink_init(t);
-    start_ready(&t->sink, "sluice sink");
+    test_instance_start_ready(&t->sink, 120000, "sluice sink");
 
     /* Users, then wait until every instance's copy of the registrations
      * (the global store dialogs-users, the only global records in this
@@ -555,8 +479,9 @@ static void messages_through_processor_and_sink_equal_the_topic_despite_sink_kil
     assert_int_equal(rd_kafka_flush(producer, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     bool visible = false;
     for (int64_t deadline = test_now_ms() + WAIT_MS; !visible && test_now_ms() < deadline;) {
-        visible = metric(&t->run[0], "sluice_global_store_records_total") >= USERS &&
-                  metric(&t->run[1], "sluice_global_store_records_total") >= USERS;
+        visible =
+            test_http_metric(t->run[0].http_port, "sluice_global_store_records_total") >= USERS &&
+            test_http_metric(t->run[1].http_port, "sluice_global_store_records_total") >= USERS;
         if (!visible)
             usleep(100 * 1000);
     }
@@ -592,14 +517,14 @@ static void messages_through_processor_and_sink_equal_the_topic_despite_sink_kil
         long long threshold = t->messages * (k + 1) / (KILLS + 3) + rand() % (t->messages / 20 + 1);
         int64_t deadline = test_now_ms() + WAIT_MS;
         while ((messages_count(t) < threshold ||
-                metric(&t->sink, "sluice_pgsink_transactions_total") < 1) &&
+                test_http_metric(t->sink.http_port, "sluice_pgsink_transactions_total") < 1) &&
                test_now_ms() < deadline)
             usleep(20 * 1000);
         usleep((useconds_t)(rand() % 300) * 1000);
         killed_at[k] = messages_count(t);
         test_instance_kill9(&t->sink);
         int64_t killed_ms = test_now_ms();
-        start_ready(&t->sink, "sluice sink (restarted)");
+        test_instance_start_ready(&t->sink, 120000, "sluice sink (restarted)");
         printf("# kill -9 %d of the sink at %lld rows, %.1f s into the load (%s); ready again "
                "in %lld ms\n",
                k + 1, killed_at[k], (double)(killed_ms - load_started) / 1000.0,
@@ -658,28 +583,30 @@ static void messages_through_processor_and_sink_equal_the_topic_despite_sink_kil
              "sluice_records_produced_total{topic=\"%s\"}", t->dialogs_events);
     long long by_instance[2];
     for (int i = 0; i < 2; i++)
-        by_instance[i] = metric(&t->run[i], produced_series);
+        by_instance[i] = test_http_metric(t->run[i].http_port, produced_series);
     printf("# MessageSent produced by instance a: %lld, b: %lld\n", by_instance[0], by_instance[1]);
     assert_int_equal(by_instance[0] + by_instance[1], t->messages);
 
     /* The sink: the table equals the topic. */
     assert_int_equal(messages_count(t), events.sent);
     assert_int_equal(compare_table_with_topic(t), 0);
-    assert_int_equal(query_int(t->pg, "SELECT count(*) FROM (SELECT dialog_id FROM messages "
-                                      "GROUP BY dialog_id HAVING min(sequence) <> 1 OR "
-                                      "max(sequence) <> count(*)) AS gaps"),
+    assert_int_equal(test_pg_query_int(t->pg,
+                                       "SELECT count(*) FROM (SELECT dialog_id FROM messages "
+                                       "GROUP BY dialog_id HAVING min(sequence) <> 1 OR "
+                                       "max(sequence) <> count(*)) AS gaps"),
                      0);
-    assert_int_equal(query_int(t->pg, "SELECT count(DISTINCT dialog_id) FROM messages"),
+    assert_int_equal(test_pg_query_int(t->pg, "SELECT count(DISTINCT dialog_id) FROM messages"),
                      t->messages < DIALOGS ? t->messages : DIALOGS);
 
     /* The users: every registered one, as registered, no password hash. */
-    assert_int_equal(query_int(t->pg, "SELECT count(*) FROM users"), USERS);
-    assert_int_equal(query_int(t->pg, "SELECT count(*) FROM information_schema.columns WHERE "
-                                      "table_name = 'users' AND (column_name ILIKE '%pass%' OR "
-                                      "column_name ILIKE '%hash%')"),
+    assert_int_equal(test_pg_query_int(t->pg, "SELECT count(*) FROM users"), USERS);
+    assert_int_equal(test_pg_query_int(t->pg,
+                                       "SELECT count(*) FROM information_schema.columns WHERE "
+                                       "table_name = 'users' AND (column_name ILIKE '%pass%' OR "
+                                       "column_name ILIKE '%hash%')"),
                      0);
-    assert_int_equal(query_int(t->pg, "SELECT count(*) FROM users u WHERE u::text LIKE "
-                                      "'%" HASH_MARK "%' OR u::text LIKE '%c2FsdHNhbHRz%'"),
+    assert_int_equal(test_pg_query_int(t->pg, "SELECT count(*) FROM users u WHERE u::text LIKE "
+                                              "'%" HASH_MARK "%' OR u::text LIKE '%c2FsdHNhbHRz%'"),
                      0);
     long users_differing = 0;
     for (int u = 0; u < USERS; u++) {

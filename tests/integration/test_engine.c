@@ -23,46 +23,12 @@
 
 #include "processor/kafka/admin.h"
 #include "processor/kafka/client.h"
+#include "tests/support/broker.h"
 #include "tests/support/eos.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
 
-static rd_kafka_t *admin;
 static char errstr[1024];
-static char work_dir[64];
-
-static int setup(void **state) {
-    (void)state;
-    const char *bootstrap = test_kafka_bootstrap();
-    if (!bootstrap)
-        return 0;
-    rd_kafka_conf_t *conf =
-        sl_kafka_conf_new(RD_KAFKA_PRODUCER, bootstrap, NULL, &test_logger, errstr, sizeof(errstr));
-    admin = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
-    snprintf(work_dir, sizeof(work_dir), "/tmp/sluice-engine-test-XXXXXX");
-    return admin && mkdtemp(work_dir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    if (admin)
-        rd_kafka_destroy(admin);
-    if (work_dir[0] && !getenv("SLUICE_TEST_KEEP")) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "# could not remove %s\n", work_dir);
-    }
-    return 0;
-}
-
-#define NEED_BROKER()                                                                              \
-    do {                                                                                           \
-        if (!admin) {                                                                              \
-            fprintf(stderr, "# SLUICE_TEST_KAFKA_BOOTSTRAP not set: skipped\n");                   \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
 
 static void run_kill_loop(test_instance *victim, test_instance *other, int kills,
                           pthread_t *producer_thread) {
@@ -85,19 +51,13 @@ static long eos_records(void) {
 
 static void eos_counting_is_exact_across_kill9(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     eos_scenario sc;
-    eos_scenario_init(admin, &sc, "eos-kill", 40);
+    eos_scenario_init(test_admin, &sc, "eos-kill", 40);
     test_instance a, b;
-    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", NULL);
-    eos_instance_init(&b, &sc, work_dir, "b", "exactly_once_v2", NULL);
-    test_instance_start(&a);
-    test_instance_start(&b);
-    if (!test_instance_wait_ready(&a, 60000) || !test_instance_wait_ready(&b, 60000)) {
-        test_instance_dump_log(&a, 30);
-        test_instance_dump_log(&b, 30);
-        fail_msg("instances did not become ready");
-    }
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", NULL);
+    eos_instance_init(&b, &sc, test_work_dir, "b", "exactly_once_v2", NULL);
+    test_instance_start_both(&a, &b, 60000);
     long n = eos_records();
     eos_driver d = {.sc = &sc, .from = 0, .to = n, .pace_per_ms = (int)(n / 15000 + 1)};
     pthread_t producer_thread;
@@ -123,16 +83,16 @@ static void eos_counting_is_exact_across_kill9(void **state) {
  * the clean stop commits the rest, and the counts are exact. */
 static void full_record_cache_commits_early_and_counts_stay_exact(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     eos_scenario sc;
-    eos_scenario_init(admin, &sc, "eos-cache-full", EOS_MAX_KEYS);
+    eos_scenario_init(test_admin, &sc, "eos-cache-full", EOS_MAX_KEYS);
     enum { RECORDS = 4000 };
     eos_driver d = {.sc = &sc, .from = 0, .to = RECORDS};
     eos_drive(&d);
     test_instance a;
     const char *const small_cache[] = {"--set", "store.pending.max.bytes=1024", "--set",
                                        "commit.interval.ms=600000", NULL};
-    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", small_cache);
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", small_cache);
     test_instance_start(&a);
     long long processed = 0;
     for (int64_t deadline = test_now_ms() + 180000; test_now_ms() < deadline && processed < RECORDS;
@@ -152,16 +112,16 @@ static void full_record_cache_commits_early_and_counts_stay_exact(void **state) 
 
 static void crash_inside_an_open_transaction_loses_and_duplicates_nothing(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     eos_scenario sc;
-    eos_scenario_init(admin, &sc, "eos-txn-crash", 8);
+    eos_scenario_init(test_admin, &sc, "eos-txn-crash", 8);
     eos_driver d = {.sc = &sc, .from = 0, .to = 20000};
     eos_drive(&d);
     /* The first incarnation kills itself after 7777 records, in the middle of
      * a transaction; the second finishes the job from the committed state. */
     test_instance a;
     const char *const crash[] = {"--crash-after", "7777", NULL};
-    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", crash);
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", crash);
     test_instance_start(&a);
     int status = 0;
     for (int64_t deadline = test_now_ms() + 120000; test_now_ms() < deadline;) {
@@ -172,7 +132,7 @@ static void crash_inside_an_open_transaction_loses_and_duplicates_nothing(void *
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     a.pid = 0;
     test_instance_free(&a);
-    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2",
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2",
                       NULL); /* same state dir, no hook */
     test_instance_start(&a);
     bool consumed = eos_wait_consumed(&sc, 120000);
@@ -186,15 +146,13 @@ static void crash_inside_an_open_transaction_loses_and_duplicates_nothing(void *
 
 static void at_least_once_loses_nothing_and_reports_duplicates(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     eos_scenario sc;
-    eos_scenario_init(admin, &sc, "alos-kill", 40);
+    eos_scenario_init(test_admin, &sc, "alos-kill", 40);
     test_instance a, b;
-    eos_instance_init(&a, &sc, work_dir, "a", "at_least_once", NULL);
-    eos_instance_init(&b, &sc, work_dir, "b", "at_least_once", NULL);
-    test_instance_start(&a);
-    test_instance_start(&b);
-    assert_true(test_instance_wait_ready(&a, 60000) && test_instance_wait_ready(&b, 60000));
+    eos_instance_init(&a, &sc, test_work_dir, "a", "at_least_once", NULL);
+    eos_instance_init(&b, &sc, test_work_dir, "b", "at_least_once", NULL);
+    test_instance_start_both(&a, &b, 60000);
     long n = eos_records() / 4;
     eos_driver d = {.sc = &sc, .from = 0, .to = n, .pace_per_ms = (int)(n / 8000 + 1)};
     pthread_t producer_thread;
@@ -231,24 +189,20 @@ static void at_least_once_loses_nothing_and_reports_duplicates(void **state) {
 /* Start `inst`, wait until it is ready and return how many changelog records
  * it restored. */
 static long long start_and_count_restored(test_instance *inst) {
-    test_instance_start(inst);
-    if (!test_instance_wait_ready(inst, 120000)) {
-        test_instance_dump_log(inst, 30);
-        fail_msg("instance did not become ready");
-    }
+    test_instance_start_ready(inst, 120000, "instance");
     return test_instance_engine_stat(inst, "restored_records");
 }
 
 static void restore_rebuilds_the_store_and_a_clean_restart_restores_only_the_tail(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     eos_scenario sc;
-    eos_scenario_init(admin, &sc, "restore", 16);
+    eos_scenario_init(test_admin, &sc, "restore", 16);
     eos_driver d = {.sc = &sc, .from = 0, .to = 20000};
     eos_drive(&d);
     test_instance a, b;
-    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", NULL);
-    eos_instance_init(&b, &sc, work_dir, "b", "exactly_once_v2", NULL);
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", NULL);
+    eos_instance_init(&b, &sc, test_work_dir, "b", "exactly_once_v2", NULL);
     test_instance_start(&a);
     assert_true(eos_wait_consumed(&sc, 120000));
     assert_int_equal(test_instance_stop(&a, 60000), 0);
@@ -308,9 +262,9 @@ static void restore_rebuilds_the_store_and_a_clean_restart_restores_only_the_tai
 
 static void poison_record_goes_to_the_dlq_and_the_stream_continues(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     eos_scenario sc;
-    eos_scenario_init(admin, &sc, "poison", 4);
+    eos_scenario_init(test_admin, &sc, "poison", 4);
     eos_driver d = {.sc = &sc, .from = 0, .to = 2000, .poison_value = "\xff\xfe not a number"};
     eos_drive(&d);
     /* and one the processor rejects itself, named by a header */
@@ -325,7 +279,7 @@ static void poison_record_goes_to_the_dlq_and_the_stream_continues(void **state)
     assert_int_equal(rd_kafka_flush(producer, 30000), 0);
     rd_kafka_destroy(producer);
     test_instance a;
-    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", NULL);
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", NULL);
     test_instance_start(&a);
     assert_true(eos_wait_consumed(&sc, 120000));
     assert_int_equal(test_instance_stop(&a, 60000), 0);
@@ -378,12 +332,12 @@ static void poison_record_goes_to_the_dlq_and_the_stream_continues(void **state)
 
 static void instances_join_and_leave_while_records_flow(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     eos_scenario sc;
-    eos_scenario_init(admin, &sc, "rebalance", 24);
+    eos_scenario_init(test_admin, &sc, "rebalance", 24);
     test_instance a, b;
-    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", NULL);
-    eos_instance_init(&b, &sc, work_dir, "b", "exactly_once_v2", NULL);
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", NULL);
+    eos_instance_init(&b, &sc, test_work_dir, "b", "exactly_once_v2", NULL);
     test_instance_start(&a);
     assert_true(test_instance_wait_ready(&a, 60000));
     eos_driver d = {.sc = &sc, .from = 0, .to = 30000, .pace_per_ms = 3};
@@ -451,24 +405,23 @@ static bool every_partition_answers(const eos_scenario *sc, const char *expected
 
 static void global_store_is_seen_by_every_instance(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     eos_scenario sc;
-    eos_scenario_init(admin, &sc, "global", 4);
+    eos_scenario_init(test_admin, &sc, "global", 4);
     char global_topic[160];
     snprintf(global_topic, sizeof(global_topic), "%s.settings", sc.app_id);
     const char *const compact[] = {"cleanup.policy", "compact", NULL};
     sl_topic_spec spec = {
         .name = global_topic, .partitions = 2, .replication_factor = 1, .configs = compact};
-    assert_int_equal(sl_admin_ensure_topic(admin, &spec, 30000, errstr, sizeof(errstr)), SL_OK);
+    assert_int_equal(sl_admin_ensure_topic(test_admin, &spec, 30000, errstr, sizeof(errstr)),
+                     SL_OK);
     produce_one(global_topic, -1, "color", "blue", 0);
 
     const char *const with_global[] = {"--global", global_topic, NULL};
     test_instance a, b;
-    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", with_global);
-    eos_instance_init(&b, &sc, work_dir, "b", "exactly_once_v2", with_global);
-    test_instance_start(&a);
-    test_instance_start(&b);
-    assert_true(test_instance_wait_ready(&a, 60000) && test_instance_wait_ready(&b, 60000));
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", with_global);
+    eos_instance_init(&b, &sc, test_work_dir, "b", "exactly_once_v2", with_global);
+    test_instance_start_both(&a, &b, 60000);
     /* Both instances own partitions, so both answer. */
     for (int64_t deadline = test_now_ms() + 60000;
          (test_instance_engine_stat(&a, "tasks_running") < 1 ||
@@ -517,12 +470,12 @@ static void count_ticks(const rd_kafka_message_t *m, void *opaque) {
 
 static void punctuators_fire_on_wall_clock_and_stream_time(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     eos_scenario sc;
-    eos_scenario_init(admin, &sc, "punctuate", 4);
+    eos_scenario_init(test_admin, &sc, "punctuate", 4);
     const char *const timers[] = {"--tick-ms", "500", "--stream-tick-ms", "1000", NULL};
     test_instance a;
-    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", timers);
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", timers);
     test_instance_start(&a);
     assert_true(test_instance_wait_ready(&a, 60000));
     /* Stream time: ten seconds of event time on partition 0 only, one record
@@ -566,15 +519,13 @@ static void punctuators_fire_on_wall_clock_and_stream_time(void **state) {
  * A must rejoin, and the output must still be exact. */
 static void zombie_instance_is_fenced_and_rejoins(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     eos_scenario sc;
-    eos_scenario_init(admin, &sc, "zombie", 24);
+    eos_scenario_init(test_admin, &sc, "zombie", 24);
     test_instance a, b;
-    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", NULL);
-    eos_instance_init(&b, &sc, work_dir, "b", "exactly_once_v2", NULL);
-    test_instance_start(&a);
-    test_instance_start(&b);
-    assert_true(test_instance_wait_ready(&a, 60000) && test_instance_wait_ready(&b, 60000));
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", NULL);
+    eos_instance_init(&b, &sc, test_work_dir, "b", "exactly_once_v2", NULL);
+    test_instance_start_both(&a, &b, 60000);
     eos_driver d = {.sc = &sc, .from = 0, .to = 40000, .pace_per_ms = 2};
     pthread_t producer_thread;
     pthread_create(&producer_thread, NULL, eos_drive, &d);
@@ -633,17 +584,18 @@ static void check_groups(const rd_kafka_message_t *m, void *opaque) {
  * across a kill -9: the per-group counts are consecutive and final. */
 static void repartitioned_counts_are_exact_across_kill9(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     eos_scenario sc;
-    eos_scenario_init(admin, &sc, "regroup", 8);
+    eos_scenario_init(test_admin, &sc, "regroup", 8);
     char groups_topic[160];
     snprintf(groups_topic, sizeof(groups_topic), "%s.groups", sc.app_id);
     sl_topic_spec spec = {
         .name = groups_topic, .partitions = EOS_PARTITIONS, .replication_factor = 1};
-    assert_int_equal(sl_admin_ensure_topic(admin, &spec, 30000, errstr, sizeof(errstr)), SL_OK);
+    assert_int_equal(sl_admin_ensure_topic(test_admin, &spec, 30000, errstr, sizeof(errstr)),
+                     SL_OK);
     const char *const with_groups[] = {"--groups", groups_topic, NULL};
     test_instance a;
-    eos_instance_init(&a, &sc, work_dir, "a", "exactly_once_v2", with_groups);
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", with_groups);
     test_instance_start(&a);
     assert_true(test_instance_wait_ready(&a, 60000));
     eos_driver d = {.sc = &sc, .from = 0, .to = 20000, .pace_per_ms = 4};
@@ -694,5 +646,5 @@ int main(void) {
     /* SLUICE_TEST_FILTER=pattern runs only the matching tests (cmocka glob). */
     if (getenv("SLUICE_TEST_FILTER"))
         cmocka_set_test_filter(getenv("SLUICE_TEST_FILTER"));
-    return cmocka_run_group_tests_name("engine", tests, setup, teardown);
+    return cmocka_run_group_tests_name("engine", tests, test_broker_setup, test_broker_teardown);
 }

@@ -21,97 +21,24 @@
 
 #include "processor/kafka/admin.h"
 #include "processor/kafka/client.h"
+#include "tests/support/broker.h"
+#include "tests/support/eos.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
 
-#define PARTITIONS 4
+#define PARTITIONS EOS_PARTITIONS
 #define N_KEYS     16
 
-static rd_kafka_t *admin;
-static char errstr[1024];
-static char work_dir[64];
-
-static int setup(void **state) {
-    (void)state;
-    const char *bootstrap = test_kafka_bootstrap();
-    if (!bootstrap)
-        return 0;
-    rd_kafka_conf_t *conf =
-        sl_kafka_conf_new(RD_KAFKA_PRODUCER, bootstrap, NULL, &test_logger, errstr, sizeof(errstr));
-    admin = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
-    snprintf(work_dir, sizeof(work_dir), "/tmp/sluice-gateway-test-XXXXXX");
-    return admin && mkdtemp(work_dir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    if (admin)
-        rd_kafka_destroy(admin);
-    if (work_dir[0] && !getenv("SLUICE_TEST_KEEP")) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "# could not remove %s\n", work_dir);
-    }
-    return 0;
-}
-
-#define NEED_BROKER()                                                                              \
-    do {                                                                                           \
-        if (!admin) {                                                                              \
-            fprintf(stderr, "# SLUICE_TEST_KAFKA_BOOTSTRAP not set: skipped\n");                   \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
-
-typedef struct scenario {
-    char app_id[96];
-    char input[128], echo[128], agg[128];
-} scenario;
-
-static void create_topic(const char *name, const char *const *configs) {
-    sl_topic_spec spec = {
-        .name = name, .partitions = PARTITIONS, .replication_factor = 1, .configs = configs};
-    if (sl_admin_ensure_topic(admin, &spec, 30000, errstr, sizeof(errstr)))
-        fail_msg("create %s: %s", name, errstr);
-}
-
-static void scenario_init(scenario *sc, const char *name) {
-    test_unique_name(sc->app_id, sizeof(sc->app_id), name);
-    snprintf(sc->input, sizeof(sc->input), "%s.data", sc->app_id);
-    snprintf(sc->echo, sizeof(sc->echo), "%s.echo", sc->app_id);
-    snprintf(sc->agg, sizeof(sc->agg), "%s.agg", sc->app_id);
-    create_topic(sc->input, NULL);
-    create_topic(sc->echo, NULL);
-    create_topic(sc->agg, NULL);
-}
-
-static void instance_init(test_instance *inst, const scenario *sc, const char *name,
+/* A counter instance of the scenario (eos.h) under the default guarantee;
+ * its gateway refreshes the member table every 500 ms. */
+static void instance_init(test_instance *inst, const eos_scenario *sc, const char *name,
                           const char *const *extra) {
-    char app_id[128], bootstrap[256];
-    snprintf(app_id, sizeof(app_id), "application.id=%s", sc->app_id);
-    snprintf(bootstrap, sizeof(bootstrap), "bootstrap.servers=%s", test_kafka_bootstrap());
-    const char *args[40] = {"--input", sc->input,
-                            "--echo",  sc->echo,
-                            "--agg",   sc->agg,
-                            "--set",   app_id,
-                            "--set",   bootstrap,
-                            "--set",   "kafka.consumer.session.timeout.ms=6000",
-                            "--set",   "kafka.consumer.heartbeat.interval.ms=500",
-                            "--set",   "health.kafka.interval.ms=500",
-                            "--set",   "gateway.members.interval.ms=500"};
-    size_t n = 0;
-    while (args[n])
-        n++;
-    for (size_t i = 0; extra && extra[i] && n + 1 < sizeof(args) / sizeof(args[0]); i++)
-        args[n++] = extra[i];
-    char inst_name[160];
-    snprintf(inst_name, sizeof(inst_name), "%s-%s", sc->app_id, name);
-    test_instance_init(inst, "counter", work_dir, inst_name, args);
+    eos_instance_init(inst, sc, test_work_dir, name, NULL, extra);
+    test_instance_set(inst, "gateway.members.interval.ms=500");
 }
 
 /* Produce `rounds` records per key k0..k<N_KEYS-1>, value = round + key. */
-static void produce_inputs(const scenario *sc, int rounds) {
+static void produce_inputs(const eos_scenario *sc, int rounds) {
     rd_kafka_t *producer = test_producer(test_kafka_bootstrap(), NULL);
     for (int r = 0; r < rounds; r++)
         for (int k = 0; k < N_KEYS; k++) {
@@ -211,9 +138,9 @@ static int compare_strings(const void *a, const void *b) {
 
 static void a_key_is_answered_by_either_instance(void **state) {
     (void)state;
-    NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "gw-route");
+    test_need_broker();
+    eos_scenario sc;
+    eos_scenario_init(test_admin, &sc, "gw-route", N_KEYS);
     test_instance a, b;
     instance_init(&a, &sc, "a", NULL);
     instance_init(&b, &sc, "b", NULL);
@@ -313,15 +240,15 @@ static void a_key_is_answered_by_either_instance(void **state) {
 
 static void a_restoring_store_answers_503_then_the_exact_value(void **state) {
     (void)state;
-    NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "gw-restore");
+    test_need_broker();
+    eos_scenario sc;
+    eos_scenario_init(test_admin, &sc, "gw-restore", N_KEYS);
     /* A long changelog written directly, the key asked for last: a read of
      * a half-restored store would answer 404 for it. */
     char changelog[200];
     snprintf(changelog, sizeof(changelog), "%s-agg-changelog", sc.app_id);
     static const char *const compact[] = {"cleanup.policy", "compact", NULL};
-    create_topic(changelog, compact);
+    test_broker_create_topic(test_admin, changelog, PARTITIONS, 1, compact);
     rd_kafka_t *producer = test_producer(test_kafka_bootstrap(), NULL);
     const long filler = 200000;
     for (long i = 0; i < filler; i++) {
@@ -376,9 +303,9 @@ static void a_restoring_store_answers_503_then_the_exact_value(void **state) {
 
 static void membership_reflects_join_and_leave(void **state) {
     (void)state;
-    NEED_BROKER();
-    scenario sc;
-    scenario_init(&sc, "gw-members");
+    test_need_broker();
+    eos_scenario sc;
+    eos_scenario_init(test_admin, &sc, "gw-members", N_KEYS);
     /* A long expiry: only the leaving instance's tombstone can remove it
      * within this test. */
     const char *const slow_expiry[] = {"--set", "gateway.members.expiry.ms=600000", NULL};
@@ -417,5 +344,5 @@ int main(void) {
         cmocka_unit_test(a_restoring_store_answers_503_then_the_exact_value),
         cmocka_unit_test(membership_reflects_join_and_leave),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_broker_setup, test_broker_teardown);
 }

@@ -23,6 +23,7 @@
 #include "processor/kafka/client.h"
 #include "sluice/v1/identity.pb-c.h"
 #include "sluice/v1/meta.pb-c.h"
+#include "tests/support/broker.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
 
@@ -33,12 +34,10 @@
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$"                                       \
     "aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
 
-static char work_dir[64];
-static char app_id[96], prefix[112], replies[128];
+static test_cluster cluster; /* two sluice processes for the whole file */
+static char replies[128];
 static char users_commands[160], users_events[160], tokens_commands[160], tokens_revoked[160];
 static char dlq[128], by_id_changelog[160];
-static test_instance instances[2];
-static bool started;
 static int serial;
 
 static void uuid(char out[37]) {
@@ -59,11 +58,9 @@ static int setup(void **state) {
     (void)state;
     if (!test_kafka_bootstrap())
         return 0;
-    snprintf(work_dir, sizeof(work_dir), "/tmp/sluice-identity-test-XXXXXX");
-    if (!mkdtemp(work_dir))
+    if (test_cluster_init(&cluster, "ident", 2) != 0)
         return -1;
-    test_unique_name(app_id, sizeof(app_id), "ident");
-    snprintf(prefix, sizeof(prefix), "%s.", app_id);
+    const char *app_id = cluster.app_id, *prefix = cluster.prefix;
     snprintf(replies, sizeof(replies), "%s-replies", app_id);
     snprintf(users_commands, sizeof(users_commands), "%susers.commands", prefix);
     snprintf(users_events, sizeof(users_events), "%susers.events", prefix);
@@ -71,66 +68,20 @@ static int setup(void **state) {
     snprintf(tokens_revoked, sizeof(tokens_revoked), "%stokens.revoked", prefix);
     snprintf(dlq, sizeof(dlq), "%s-dlq", app_id);
     snprintf(by_id_changelog, sizeof(by_id_changelog), "%s-users-by-id-changelog", app_id);
-    char a_app[128], a_prefix[160], a_boot[256];
-    snprintf(a_app, sizeof(a_app), "application.id=%s", app_id);
-    snprintf(a_prefix, sizeof(a_prefix), "identity.topic.prefix=%s", prefix);
-    snprintf(a_boot, sizeof(a_boot), "bootstrap.servers=%s", test_kafka_bootstrap());
-    const char *args[] = {"--set", a_app,
-                          "--set", a_prefix,
-                          "--set", a_boot,
-                          "--set", "identity.revocation.sweep.interval.ms=300",
-                          "--set", "identity.revocation.grace.ms=0",
-                          "--set", "reply.partitions=2",
-                          "--set", "kafka.consumer.session.timeout.ms=6000",
-                          "--set", "kafka.consumer.heartbeat.interval.ms=500",
-                          "--set", "health.kafka.interval.ms=500",
-                          NULL};
-    /* <build>/tests/apps/../../sluice: the sluice binary itself */
-    test_instance_init(&instances[0], "../../sluice", work_dir, "a", args);
-    test_instance_init(&instances[1], "../../sluice", work_dir, "b", args);
-    test_instance_start(&instances[0]);
-    if (!test_instance_wait_ready(&instances[0], 120000)) {
-        test_instance_dump_log(&instances[0], 30);
-        return -1;
+    for (int i = 0; i < cluster.n; i++) {
+        test_instance_set(&cluster.instances[i], "identity.revocation.sweep.interval.ms=300");
+        test_instance_set(&cluster.instances[i], "identity.revocation.grace.ms=0");
+        test_instance_set(&cluster.instances[i], "reply.partitions=2");
     }
-    test_instance_start(&instances[1]);
-    if (!test_instance_wait_ready(&instances[1], 120000) ||
-        !test_instance_wait_ready(&instances[0], 120000)) {
-        test_instance_dump_log(&instances[1], 30);
-        return -1;
-    }
-    started = true;
-    return 0;
+    return test_cluster_start(&cluster);
 }
 
 static int teardown(void **state) {
     (void)state;
-    if (!started)
-        return 0;
-    for (int i = 0; i < 2; i++) {
-        int status = test_instance_stop(&instances[i], 60000);
-        if (status != 0)
-            test_instance_dump_log(&instances[i], 40);
-        test_instance_free(&instances[i]);
-        if (status != 0)
-            return -1; /* a leak or a crash on shutdown fails the file */
-    }
-    if (!getenv("SLUICE_TEST_KEEP")) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "# could not remove %s\n", work_dir);
-    }
-    return 0;
+    return test_cluster_stop(&cluster);
 }
 
-#define NEED_BROKER()                                                                              \
-    do {                                                                                           \
-        if (!started) {                                                                            \
-            fprintf(stderr, "# SLUICE_TEST_KAFKA_BOOTSTRAP not set: skipped\n");                   \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
+#define NEED_BROKER() test_skip_unless(cluster.started, TEST_NO_BROKER)
 
 /* ------------------------------------------------------------------------ */
 /* Producing                                                                 */
@@ -424,7 +375,7 @@ static void fifty_concurrent_registrations_of_one_email_have_exactly_one_winner(
     assert_int_equal(s.rejected_taken, 49);
     /* both instances were running all along */
     for (int i = 0; i < 2; i++)
-        assert_true(test_instance_engine_stat(&instances[i], "tasks_running") > 0);
+        assert_true(test_instance_engine_stat(&cluster.instances[i], "tasks_running") > 0);
 }
 
 static void repeated_command_id_gets_the_same_reply_and_no_second_event(void **state) {
@@ -595,7 +546,7 @@ static void protoc_decodes_events_and_kcat_registers_a_user(void **state) {
     uuid(user_id);
     uuid(command_id);
     snprintf(email, sizeof(email), "kcat.%lld@example.org", (long long)test_now_ms());
-    snprintf(path, sizeof(path), "%s/register.txtpb", work_dir);
+    snprintf(path, sizeof(path), "%s/register.txtpb", cluster.work_dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fprintf(f,
@@ -615,12 +566,12 @@ static void protoc_decodes_events_and_kcat_registers_a_user(void **state) {
     assert_int_equal(s.registered, 1);
 
     /* A second tool that knows only the .proto decodes our event. */
-    snprintf(path, sizeof(path), "%s/event.bin", work_dir);
+    snprintf(path, sizeof(path), "%s/event.bin", cluster.work_dir);
     f = fopen(path, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(s.raw, 1, s.raw_len, f), s.raw_len);
     fclose(f);
-    snprintf(out, sizeof(out), "%s/event.txt", work_dir);
+    snprintf(out, sizeof(out), "%s/event.txt", cluster.work_dir);
     snprintf(cmd, sizeof(cmd),
              "cd '%s' && protoc --decode=sluice.v1.UsersEvent -I proto "
              "proto/sluice/v1/identity.proto < '%s' > '%s'",

@@ -21,149 +21,49 @@
 
 #include "connectors/http/auth/jwt.h"
 #include "processor/kafka/client.h"
+#include "tests/support/broker.h"
+#include "tests/support/http_client.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
 
 #define WAIT_MS 30000
 
-static char work_dir[64], key_path[128], other_key_path[128];
-static char app_id[96], prefix[112];
+static test_cluster cluster; /* two sluice processes for the whole file */
 static char users_commands[160], tokens_commands[160];
-static test_instance instances[2];
-static bool started;
 static int serial;
-static sl_jwt_keys *keys, *other_keys;
 
 static int setup(void **state) {
     (void)state;
     if (!test_kafka_bootstrap())
         return 0;
-    snprintf(work_dir, sizeof(work_dir), "/tmp/sluice-idhttp-test-XXXXXX");
-    if (!mkdtemp(work_dir))
+    if (test_cluster_init(&cluster, "idhttp", 2) != 0 || test_cluster_sign(&cluster) != 0)
         return -1;
-    char errstr[256];
-    snprintf(key_path, sizeof(key_path), "%s/signing.pem", work_dir);
-    snprintf(other_key_path, sizeof(other_key_path), "%s/other.pem", work_dir);
-    if (sl_jwt_key_generate(key_path, SL_JWT_RS256, NULL, errstr, sizeof(errstr)) ||
-        sl_jwt_key_generate(other_key_path, SL_JWT_RS256, NULL, errstr, sizeof(errstr)))
-        return -1;
-    keys = sl_jwt_keys_load(key_path, NULL, errstr, sizeof(errstr));
-    other_keys = sl_jwt_keys_load(other_key_path, NULL, errstr, sizeof(errstr));
-    if (!keys || !other_keys)
-        return -1;
-    test_unique_name(app_id, sizeof(app_id), "idhttp");
-    snprintf(prefix, sizeof(prefix), "%s.", app_id);
-    snprintf(users_commands, sizeof(users_commands), "%susers.commands", prefix);
-    snprintf(tokens_commands, sizeof(tokens_commands), "%stokens.commands", prefix);
-    char a_app[128], a_prefix[160], a_boot[256], a_key[200];
-    snprintf(a_app, sizeof(a_app), "application.id=%s", app_id);
-    snprintf(a_prefix, sizeof(a_prefix), "identity.topic.prefix=%s", prefix);
-    snprintf(a_boot, sizeof(a_boot), "bootstrap.servers=%s", test_kafka_bootstrap());
-    snprintf(a_key, sizeof(a_key), "identity.key.file=%s", key_path);
-    const char *args[] = {"--set", a_app,
-                          "--set", a_prefix,
-                          "--set", a_boot,
-                          "--set", a_key,
-                          "--set", "reply.partitions=2",
-                          /* every client here is 127.0.0.1 and logs in often */
-                          "--set", "identity.throttle.ip.burst=10000",
-                          "--set", "identity.throttle.account.burst=100",
-                          "--set", "kafka.consumer.session.timeout.ms=6000",
-                          "--set", "kafka.consumer.heartbeat.interval.ms=500",
-                          "--set", "health.kafka.interval.ms=500",
-                          NULL};
-    test_instance_init(&instances[0], "../../sluice", work_dir, "a", args);
-    test_instance_init(&instances[1], "../../sluice", work_dir, "b", args);
-    test_instance_start(&instances[0]);
-    if (!test_instance_wait_ready(&instances[0], 120000)) {
-        test_instance_dump_log(&instances[0], 30);
-        return -1;
+    snprintf(users_commands, sizeof(users_commands), "%susers.commands", cluster.prefix);
+    snprintf(tokens_commands, sizeof(tokens_commands), "%stokens.commands", cluster.prefix);
+    for (int i = 0; i < cluster.n; i++) {
+        test_instance *inst = &cluster.instances[i];
+        test_instance_set(inst, "reply.partitions=2");
+        /* every client here is 127.0.0.1 and logs in often */
+        test_instance_set(inst, "identity.throttle.ip.burst=10000");
+        test_instance_set(inst, "identity.throttle.account.burst=100");
     }
-    test_instance_start(&instances[1]);
-    if (!test_instance_wait_ready(&instances[1], 120000) ||
-        !test_instance_wait_ready(&instances[0], 120000)) {
-        test_instance_dump_log(&instances[1], 30);
-        return -1;
-    }
-    started = true;
-    return 0;
+    return test_cluster_start(&cluster);
 }
 
 static int teardown(void **state) {
     (void)state;
-    sl_jwt_keys_destroy(keys);
-    sl_jwt_keys_destroy(other_keys);
-    if (!started)
-        return 0;
-    int failed = 0;
-    for (int i = 0; i < 2; i++) {
-        int status = test_instance_stop(&instances[i], 60000);
-        if (status != 0) {
-            test_instance_dump_log(&instances[i], 40);
-            failed = 1;
-        }
-        test_instance_free(&instances[i]);
-    }
-    if (!getenv("SLUICE_TEST_KEEP")) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "# could not remove %s\n", work_dir);
-    }
-    return failed ? -1 : 0;
+    return test_cluster_stop(&cluster);
 }
 
-#define NEED_BROKER()                                                                              \
-    do {                                                                                           \
-        if (!started) {                                                                            \
-            fprintf(stderr, "# SLUICE_TEST_KAFKA_BOOTSTRAP not set: skipped\n");                   \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
+#define NEED_BROKER() test_skip_unless(cluster.started, TEST_NO_BROKER)
 
 /* ------------------------------------------------------------------------ */
 /* HTTP helpers                                                              */
 
-typedef struct answer {
-    int status;
-    char headers[4096];
-    char body[16384];
-    json_t *json; /* the body parsed, or NULL */
-} answer;
-
-static answer *call(int instance, const char *method, const char *path, const char *headers,
-                    const char *body) {
-    answer *a = calloc(1, sizeof(*a));
-    assert_non_null(a);
-    a->status = test_http(instances[instance].http_port, method, path, headers, body,
-                          body ? strlen(body) : 0, a->headers, sizeof(a->headers), a->body,
-                          sizeof(a->body));
-    json_error_t jerr;
-    a->json = a->body[0] ? json_loads(a->body, 0, &jerr) : NULL;
-    return a;
-}
-
-static void answer_free(answer *a) {
-    if (a)
-        json_decref(a->json);
-    free(a);
-}
-
-static const char *field(const answer *a, const char *name) {
-    json_t *v = a->json ? json_object_get(a->json, name) : NULL;
-    return v && json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-/* Every error answer has the spec's shape. */
-static void assert_error_shape(const answer *a, int status) {
-    if (a->status != status)
-        fail_msg("status %d, expected %d: %s", a->status, status, a->body);
-    assert_non_null(a->json);
-    assert_non_null(field(a, "message"));
-    assert_non_null(field(a, "request_id"));
-    json_t *code = json_object_get(a->json, "code");
-    assert_true(json_is_integer(code));
-    assert_int_equal(json_integer_value(code), status);
+static test_answer *call(int instance, const char *method, const char *path, const char *headers,
+                         const char *body) {
+    return test_http_call(cluster.instances[instance].http_port, method, path, headers, body,
+                          body ? strlen(body) : 0);
 }
 
 static void email_for(char *out, size_t size, const char *what) {
@@ -187,15 +87,15 @@ static char *register_body(const char *email, const char *password) {
     return body;
 }
 
-static answer *do_register(int instance, const char *email, const char *password,
-                           const char *headers) {
+static test_answer *do_register(int instance, const char *email, const char *password,
+                                const char *headers) {
     char *body = register_body(email, password);
-    answer *a = call(instance, "POST", "/user/register", headers, body);
+    test_answer *a = call(instance, "POST", "/user/register", headers, body);
     free(body);
     return a;
 }
 
-static answer *do_login_email(int instance, const char *email, const char *password) {
+static test_answer *do_login_email(int instance, const char *email, const char *password) {
     char body[512];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, password);
     return call(instance, "POST", "/login", NULL, body);
@@ -206,7 +106,7 @@ static void bearer(char *out, size_t size, const char *token) {
 }
 
 /* Introspect `token` on `instance`, authorized by `caller_token`. */
-static answer *introspect(int instance, const char *caller_token, const char *token) {
+static test_answer *introspect(int instance, const char *caller_token, const char *token) {
     char headers[SL_JWT_MAX_TOKEN + 128], body[SL_JWT_MAX_TOKEN + 16];
     snprintf(headers, sizeof(headers),
              "Authorization: Bearer %s\r\nContent-Type: application/x-www-form-urlencoded\r\n",
@@ -215,7 +115,7 @@ static answer *introspect(int instance, const char *caller_token, const char *to
     return call(instance, "POST", "/auth/introspect", headers, body);
 }
 
-static bool active(const answer *a) {
+static bool active(const test_answer *a) {
     json_t *v = a->json ? json_object_get(a->json, "active") : NULL;
     return a->status == 200 && json_is_true(v);
 }
@@ -229,13 +129,13 @@ typedef struct user {
 
 static void new_user(user *u, const char *what) {
     email_for(u->email, sizeof(u->email), what);
-    answer *a = do_register(0, u->email, "correct horse battery", NULL);
+    test_answer *a = do_register(0, u->email, "correct horse battery", NULL);
     if (a->status != 200)
         fail_msg("register: %d %s", a->status, a->body);
-    snprintf(u->id, sizeof(u->id), "%s", field(a, "user_id"));
-    snprintf(u->access, sizeof(u->access), "%s", field(a, "token"));
-    snprintf(u->refresh, sizeof(u->refresh), "%s", field(a, "refresh_token"));
-    answer_free(a);
+    snprintf(u->id, sizeof(u->id), "%s", test_answer_field(a, "user_id"));
+    snprintf(u->access, sizeof(u->access), "%s", test_answer_field(a, "token"));
+    snprintf(u->refresh, sizeof(u->refresh), "%s", test_answer_field(a, "refresh_token"));
+    test_answer_free(a);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -248,47 +148,48 @@ static void registration_returns_tokens_that_work_at_once_on_both_instances(void
     new_user(&u, "ada");
     assert_int_equal(strlen(u.id), 36);
     for (int i = 0; i < 2; i++) {
-        answer *a = introspect(i, u.access, u.access);
+        test_answer *a = introspect(i, u.access, u.access);
         if (!active(a))
             fail_msg("instance %d: %d %s", i, a->status, a->body);
-        assert_string_equal(field(a, "sub"), u.id);
-        assert_string_equal(field(a, "token_type"), "access_token");
-        answer_free(a);
+        assert_string_equal(test_answer_field(a, "sub"), u.id);
+        assert_string_equal(test_answer_field(a, "token_type"), "access_token");
+        test_answer_free(a);
     }
     char path[128];
     snprintf(path, sizeof(path), "/user/get/%s", u.id);
-    char first[sizeof(((answer *)0)->body)] = "";
+    char first[sizeof(((test_answer *)0)->body)] = "";
     for (int i = 0; i < 2; i++) {
-        answer *a = NULL;
+        test_answer *a = NULL;
         /* users-by-id is fed through a repartition topic: it may lag the
          * reply by a commit interval. */
         int64_t deadline = test_now_ms() + WAIT_MS;
         do {
-            answer_free(a);
+            test_answer_free(a);
             a = call(i, "GET", path, NULL, NULL);
         } while (a->status != 200 && test_now_ms() < deadline && usleep(100000) == 0);
         if (a->status != 200)
             fail_msg("instance %d: %d %s", i, a->status, a->body);
-        assert_string_equal(field(a, "id"), u.id);
-        assert_string_equal(field(a, "first_name"), "Ada");
-        assert_string_equal(field(a, "second_name"), "Lovelace");
-        assert_string_equal(field(a, "birthdate"), "1985-12-10");
-        assert_string_equal(field(a, "biography"), "Engines");
-        assert_string_equal(field(a, "city"), "London");
+        assert_string_equal(test_answer_field(a, "id"), u.id);
+        assert_string_equal(test_answer_field(a, "first_name"), "Ada");
+        assert_string_equal(test_answer_field(a, "second_name"), "Lovelace");
+        assert_string_equal(test_answer_field(a, "birthdate"), "1985-12-10");
+        assert_string_equal(test_answer_field(a, "biography"), "Engines");
+        assert_string_equal(test_answer_field(a, "city"), "London");
         assert_null(json_object_get(a->json, "password_hash"));
         assert_null(strstr(a->body, "argon2"));
         if (i == 0)
             snprintf(first, sizeof(first), "%s", a->body);
         else
             assert_string_equal(a->body, first);
-        answer_free(a);
+        test_answer_free(a);
     }
-    answer *missing = call(1, "GET", "/user/get/00000000-0000-4000-8000-000000000000", NULL, NULL);
-    assert_error_shape(missing, 404);
-    answer_free(missing);
-    answer *bad = call(0, "GET", "/user/get/not-a-uuid", NULL, NULL);
-    assert_error_shape(bad, 400);
-    answer_free(bad);
+    test_answer *missing =
+        call(1, "GET", "/user/get/00000000-0000-4000-8000-000000000000", NULL, NULL);
+    test_assert_error_shape(missing, 404);
+    test_answer_free(missing);
+    test_answer *bad = call(0, "GET", "/user/get/not-a-uuid", NULL, NULL);
+    test_assert_error_shape(bad, 400);
+    test_answer_free(bad);
 }
 
 typedef struct race_arg {
@@ -302,9 +203,9 @@ static void *race_register(void *opaque) {
     race_arg *r = opaque;
     char password[64];
     snprintf(password, sizeof(password), "password number %d", r->index);
-    answer *a = do_register(r->instance, r->email, password, NULL);
+    test_answer *a = do_register(r->instance, r->email, password, NULL);
     r->status = a->status;
-    answer_free(a);
+    test_answer_free(a);
     return NULL;
 }
 
@@ -341,20 +242,20 @@ static void a_retry_with_the_same_idempotency_key_registers_once(void **state) {
     (void)state;
     NEED_BROKER();
     char headers[128];
-    snprintf(headers, sizeof(headers), "Idempotency-Key: retry-%d-%d\r\n", (int)getpid(),
-             ++serial);
-    answer *first = do_register(0, NULL, "correct horse battery", headers);
-    answer *again = do_register(1, NULL, "correct horse battery", headers);
+    snprintf(headers, sizeof(headers), "Idempotency-Key: retry-%d-%d\r\n", (int)getpid(), ++serial);
+    test_answer *first = do_register(0, NULL, "correct horse battery", headers);
+    test_answer *again = do_register(1, NULL, "correct horse battery", headers);
     assert_int_equal(first->status, 200);
     assert_int_equal(again->status, 200);
-    assert_string_equal(field(first, "user_id"), field(again, "user_id"));
+    assert_string_equal(test_answer_field(first, "user_id"), test_answer_field(again, "user_id"));
     /* Without the key the same body is a new user. */
-    answer *fresh = do_register(0, NULL, "correct horse battery", NULL);
+    test_answer *fresh = do_register(0, NULL, "correct horse battery", NULL);
     assert_int_equal(fresh->status, 200);
-    assert_string_not_equal(field(first, "user_id"), field(fresh, "user_id"));
-    answer_free(first);
-    answer_free(again);
-    answer_free(fresh);
+    assert_string_not_equal(test_answer_field(first, "user_id"),
+                            test_answer_field(fresh, "user_id"));
+    test_answer_free(first);
+    test_answer_free(again);
+    test_answer_free(fresh);
 }
 
 /* users-by-id lags the registration reply by a repartition hop: wait until
@@ -364,15 +265,15 @@ static void wait_user_visible(const char *id) {
     char path[128];
     snprintf(path, sizeof(path), "/user/get/%s", id);
     for (int i = 0; i < 2; i++) {
-        answer *a = NULL;
+        test_answer *a = NULL;
         int64_t deadline = test_now_ms() + WAIT_MS;
         do {
-            answer_free(a);
+            test_answer_free(a);
             a = call(i, "GET", path, NULL, NULL);
         } while (a->status != 200 && test_now_ms() < deadline && usleep(50000) == 0);
         if (a->status != 200)
             fail_msg("user %s on instance %d: %d %s", id, i, a->status, a->body);
-        answer_free(a);
+        test_answer_free(a);
     }
 }
 
@@ -385,26 +286,26 @@ static void login_by_id_and_by_email_and_unknown_users_look_alike(void **state) 
     char body[512];
     snprintf(body, sizeof(body), "{\"id\":\"%s\",\"password\":\"correct horse battery\"}", u.id);
     for (int i = 0; i < 2; i++) {
-        answer *a = call(i, "POST", "/login", NULL, body);
+        test_answer *a = call(i, "POST", "/login", NULL, body);
         if (a->status != 200)
             fail_msg("login by id on %d: %d %s", i, a->status, a->body);
-        assert_non_null(field(a, "token"));
-        assert_non_null(field(a, "refresh_token"));
-        answer_free(a);
+        assert_non_null(test_answer_field(a, "token"));
+        assert_non_null(test_answer_field(a, "refresh_token"));
+        test_answer_free(a);
         a = do_login_email(i, u.email, "correct horse battery");
         if (a->status != 200)
             fail_msg("login by e-mail on %d: %d %s", i, a->status, a->body);
-        answer_free(a);
+        test_answer_free(a);
     }
-    answer *wrong = do_login_email(1, u.email, "wrong password");
+    test_answer *wrong = do_login_email(1, u.email, "wrong password");
     char nobody[128];
     email_for(nobody, sizeof(nobody), "nobody");
-    answer *unknown = do_login_email(1, nobody, "wrong password");
-    assert_error_shape(wrong, 401);
-    assert_error_shape(unknown, 401);
-    assert_string_equal(field(wrong, "message"), field(unknown, "message"));
-    answer_free(wrong);
-    answer_free(unknown);
+    test_answer *unknown = do_login_email(1, nobody, "wrong password");
+    test_assert_error_shape(wrong, 401);
+    test_assert_error_shape(unknown, 401);
+    assert_string_equal(test_answer_field(wrong, "message"), test_answer_field(unknown, "message"));
+    test_answer_free(wrong);
+    test_answer_free(unknown);
 }
 
 static void repeated_wrong_passwords_are_throttled(void **state) {
@@ -414,18 +315,18 @@ static void repeated_wrong_passwords_are_throttled(void **state) {
     new_user(&u, "throttle");
     int status = 0, attempts = 0;
     for (; attempts < 10 && status != 429; attempts++) {
-        answer *a = do_login_email(attempts % 2, u.email, "wrong password");
+        test_answer *a = do_login_email(attempts % 2, u.email, "wrong password");
         status = a->status;
         if (status == 429)
             assert_non_null(strstr(a->headers, "Retry-After: "));
-        answer_free(a);
+        test_answer_free(a);
     }
     fprintf(stderr, "# 429 after %d wrong passwords\n", attempts);
     assert_int_equal(status, 429);
     /* the right password is refused too while the account is locked */
-    answer *a = do_login_email(0, u.email, "correct horse battery");
+    test_answer *a = do_login_email(0, u.email, "correct horse battery");
     assert_int_equal(a->status, 429);
-    answer_free(a);
+    test_answer_free(a);
 }
 
 static int cmp_ll(const void *a, const void *b) {
@@ -441,32 +342,32 @@ static void logout_on_one_instance_is_refused_on_the_other(void **state) {
     enum { ROUNDS = 10 };
     long long delays[ROUNDS];
     for (int r = 0; r < ROUNDS; r++) {
-        answer *login = do_login_email(r % 2, u.email, "correct horse battery");
+        test_answer *login = do_login_email(r % 2, u.email, "correct horse battery");
         assert_int_equal(login->status, 200);
         char token[SL_JWT_MAX_TOKEN + 1], headers[SL_JWT_MAX_TOKEN + 64];
-        snprintf(token, sizeof(token), "%s", field(login, "token"));
-        answer_free(login);
+        snprintf(token, sizeof(token), "%s", test_answer_field(login, "token"));
+        test_answer_free(login);
         int from = r % 2, to = 1 - from;
-        answer *before = introspect(to, token, token);
+        test_answer *before = introspect(to, token, token);
         assert_true(active(before));
-        answer_free(before);
+        test_answer_free(before);
         bearer(headers, sizeof(headers), token);
-        answer *out = call(from, "POST", "/auth/logout", headers, NULL);
+        test_answer *out = call(from, "POST", "/auth/logout", headers, NULL);
         if (out->status != 204)
             fail_msg("logout: %d %s", out->status, out->body);
-        answer_free(out);
+        test_answer_free(out);
         int64_t t0 = test_now_ms();
         /* the instance that logged out refuses it at once (its reply came
          * after the commit; its own blacklist may still lag a little) */
-        answer *after = NULL;
+        test_answer *after = NULL;
         int64_t deadline = t0 + WAIT_MS;
         do {
-            answer_free(after);
+            test_answer_free(after);
             after = introspect(to, token, token);
         } while (after->status == 200 && test_now_ms() < deadline && usleep(2000) == 0);
         delays[r] = test_now_ms() - t0;
-        assert_error_shape(after, 401);
-        answer_free(after);
+        test_assert_error_shape(after, 401);
+        test_answer_free(after);
     }
     qsort(delays, ROUNDS, sizeof(delays[0]), cmp_ll);
     fprintf(stderr,
@@ -483,39 +384,39 @@ static void refresh_rotates_and_reuse_revokes_the_session(void **state) {
     new_user(&observer, "observer");
     char body[SL_JWT_MAX_TOKEN + 64];
     snprintf(body, sizeof(body), "{\"refresh_token\":\"%s\"}", u.refresh);
-    answer *rotated = call(1, "POST", "/auth/refresh", NULL, body);
+    test_answer *rotated = call(1, "POST", "/auth/refresh", NULL, body);
     if (rotated->status != 200)
         fail_msg("refresh: %d %s", rotated->status, rotated->body);
     char access2[SL_JWT_MAX_TOKEN + 1], refresh2[SL_JWT_MAX_TOKEN + 1];
-    snprintf(access2, sizeof(access2), "%s", field(rotated, "token"));
-    snprintf(refresh2, sizeof(refresh2), "%s", field(rotated, "refresh_token"));
+    snprintf(access2, sizeof(access2), "%s", test_answer_field(rotated, "token"));
+    snprintf(refresh2, sizeof(refresh2), "%s", test_answer_field(rotated, "refresh_token"));
     assert_string_not_equal(refresh2, u.refresh);
-    answer_free(rotated);
+    test_answer_free(rotated);
     /* an access token is not a refresh token */
     char as_refresh[SL_JWT_MAX_TOKEN + 64];
     snprintf(as_refresh, sizeof(as_refresh), "{\"refresh_token\":\"%s\"}", access2);
-    answer *wrong_type = call(0, "POST", "/auth/refresh", NULL, as_refresh);
-    assert_error_shape(wrong_type, 401);
-    answer_free(wrong_type);
+    test_answer *wrong_type = call(0, "POST", "/auth/refresh", NULL, as_refresh);
+    test_assert_error_shape(wrong_type, 401);
+    test_answer_free(wrong_type);
     /* the old refresh token again: reuse, the whole session goes */
-    answer *reuse = call(0, "POST", "/auth/refresh", NULL, body);
-    assert_error_shape(reuse, 401);
-    answer_free(reuse);
+    test_answer *reuse = call(0, "POST", "/auth/refresh", NULL, body);
+    test_assert_error_shape(reuse, 401);
+    test_answer_free(reuse);
     char body2[SL_JWT_MAX_TOKEN + 64];
     snprintf(body2, sizeof(body2), "{\"refresh_token\":\"%s\"}", refresh2);
     for (int i = 0; i < 2; i++) {
-        answer *a = NULL;
+        test_answer *a = NULL;
         int64_t deadline = test_now_ms() + WAIT_MS;
         do {
-            answer_free(a);
+            test_answer_free(a);
             a = introspect(i, observer.access, access2);
         } while (active(a) && test_now_ms() < deadline && usleep(20000) == 0);
         assert_int_equal(a->status, 200);
         assert_false(active(a)); /* RFC 7662: revoked is inactive */
-        answer_free(a);
+        test_answer_free(a);
         a = call(i, "POST", "/auth/refresh", NULL, body2);
-        assert_error_shape(a, 401);
-        answer_free(a);
+        test_assert_error_shape(a, 401);
+        test_answer_free(a);
     }
 }
 
@@ -546,9 +447,8 @@ static void issue(const sl_jwt_keys *with, const char *sub, const char *aud, int
     assert_int_equal(sl_jwt_claims_init(&c, SL_JWT_ACCESS, sub, "forged-session", "sluice", aud,
                                         iat, ttl, errstr, sizeof(errstr)),
                      SL_OK);
-    assert_int_equal(sl_jwt_issue(with, &c, out, SL_JWT_MAX_TOKEN + 1, &len, errstr,
-                                  sizeof(errstr)),
-                     SL_OK);
+    assert_int_equal(
+        sl_jwt_issue(with, &c, out, SL_JWT_MAX_TOKEN + 1, &len, errstr, sizeof(errstr)), SL_OK);
 }
 
 static void bad_tokens_and_bad_requests_are_refused_and_reach_no_topic(void **state) {
@@ -562,10 +462,10 @@ static void bad_tokens_and_bad_requests_are_refused_and_reach_no_topic(void **st
     char good[SL_JWT_MAX_TOKEN + 1], forged[SL_JWT_MAX_TOKEN + 1], expired[SL_JWT_MAX_TOKEN + 1],
         wrong_aud[SL_JWT_MAX_TOKEN + 1], tampered[SL_JWT_MAX_TOKEN + 1],
         alg_none[SL_JWT_MAX_TOKEN + 1];
-    issue(keys, u.id, "sluice", now, 600, good); /* the control: accepted */
-    issue(other_keys, u.id, "sluice", now, 600, forged);
-    issue(keys, u.id, "sluice", now - 7200, 600, expired);
-    issue(keys, u.id, "another-service", now, 600, wrong_aud);
+    issue(cluster.keys, u.id, "sluice", now, 600, good); /* the control: accepted */
+    issue(cluster.other_keys, u.id, "sluice", now, 600, forged);
+    issue(cluster.keys, u.id, "sluice", now - 7200, 600, expired);
+    issue(cluster.keys, u.id, "another-service", now, 600, wrong_aud);
     snprintf(tampered, sizeof(tampered), "%s", good);
     char *payload = strchr(tampered, '.') + 1;
     payload[3] = payload[3] == 'A' ? 'B' : 'A';
@@ -578,50 +478,50 @@ static void bad_tokens_and_bad_requests_are_refused_and_reach_no_topic(void **st
     char headers[SL_JWT_MAX_TOKEN + 64];
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         bearer(headers, sizeof(headers), bad[i]);
-        answer *a = call((int)i % 2, "POST", "/auth/logout", headers, NULL);
+        test_answer *a = call((int)i % 2, "POST", "/auth/logout", headers, NULL);
         if (a->status != 401)
             fail_msg("bad token %zu: %d %s", i, a->status, a->body);
-        assert_error_shape(a, 401);
-        answer_free(a);
+        test_assert_error_shape(a, 401);
+        test_answer_free(a);
         char body[SL_JWT_MAX_TOKEN + 64];
         snprintf(body, sizeof(body), "{\"refresh_token\":\"%s\"}", bad[i]);
         a = call((int)i % 2, "POST", "/auth/refresh", NULL, body);
-        assert_error_shape(a, 401);
-        answer_free(a);
+        test_assert_error_shape(a, 401);
+        test_answer_free(a);
     }
-    answer *none = call(0, "POST", "/auth/logout", NULL, NULL);
-    assert_error_shape(none, 401);
-    answer_free(none);
+    test_answer *none = call(0, "POST", "/auth/logout", NULL, NULL);
+    test_assert_error_shape(none, 401);
+    test_answer_free(none);
     /* malformed JSON, wrong types, a 10 MB body */
     const char *malformed[] = {"{", "[]", "{\"first_name\":1}", "{\"a\":[[[[[[1]]]]]]}"};
     for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
-        answer *a = call(0, "POST", "/user/register", NULL, malformed[i]);
-        assert_error_shape(a, 400);
-        answer_free(a);
+        test_answer *a = call(0, "POST", "/user/register", NULL, malformed[i]);
+        test_assert_error_shape(a, 400);
+        test_answer_free(a);
         a = call(1, "POST", "/login", NULL, malformed[i]);
-        assert_error_shape(a, 400);
-        answer_free(a);
+        test_assert_error_shape(a, 400);
+        test_answer_free(a);
     }
     size_t big_len = 10u << 20;
     char *big = malloc(big_len + 1);
     assert_non_null(big);
     memset(big, 'a', big_len);
     big[big_len] = '\0';
-    answer *a = call(1, "POST", "/user/register", NULL, big);
+    test_answer *a = call(1, "POST", "/user/register", NULL, big);
     assert_int_equal(a->status, 413);
-    answer_free(a);
+    test_answer_free(a);
     free(big);
     /* nothing of the above reached a topic; the control token still works */
     assert_int_equal(topic_size(users_commands), users_before);
     assert_int_equal(topic_size(tokens_commands), tokens_before);
     a = introspect(0, good, good);
     assert_true(active(a));
-    answer_free(a);
+    test_answer_free(a);
     /* both instances still serve */
     for (int i = 0; i < 2; i++) {
         a = call(i, "GET", "/healthz", NULL, NULL);
         assert_int_equal(a->status, 200);
-        answer_free(a);
+        test_answer_free(a);
     }
 }
 
@@ -636,35 +536,35 @@ static void a_revoked_token_stays_refused_after_a_restart(void **state) {
     new_user(&observer, "observer2");
     char headers[SL_JWT_MAX_TOKEN + 64];
     bearer(headers, sizeof(headers), u.access);
-    answer *out = call(0, "POST", "/auth/logout", headers, NULL);
+    test_answer *out = call(0, "POST", "/auth/logout", headers, NULL);
     assert_int_equal(out->status, 204);
-    answer_free(out);
-    assert_int_equal(test_instance_stop(&instances[1], 60000), 0);
+    test_answer_free(out);
+    assert_int_equal(test_instance_stop(&cluster.instances[1], 60000), 0);
     char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", instances[1].state_dir);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", cluster.instances[1].state_dir);
     assert_int_equal(system(cmd), 0);
-    test_instance_start(&instances[1]);
-    assert_true(test_instance_wait_ready(&instances[1], 120000));
-    answer *a = introspect(1, observer.access, u.access);
+    test_instance_start(&cluster.instances[1]);
+    assert_true(test_instance_wait_ready(&cluster.instances[1], 120000));
+    test_answer *a = introspect(1, observer.access, u.access);
     assert_int_equal(a->status, 200);
     assert_false(active(a));
-    answer_free(a);
+    test_answer_free(a);
     a = call(1, "POST", "/auth/logout", headers, NULL);
-    assert_error_shape(a, 401);
-    answer_free(a);
+    test_assert_error_shape(a, 401);
+    test_answer_free(a);
 }
 
 static void jwks_publishes_the_signing_key(void **state) {
     (void)state;
     NEED_BROKER();
-    answer *a = call(1, "GET", "/.well-known/jwks.json", NULL, NULL);
+    test_answer *a = call(1, "GET", "/.well-known/jwks.json", NULL, NULL);
     assert_int_equal(a->status, 200);
     json_t *list = json_object_get(a->json, "keys");
     assert_true(json_is_array(list));
     assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "kid")),
-                        sl_jwt_keys_current_kid(keys));
+                        sl_jwt_keys_current_kid(cluster.keys));
     assert_null(json_object_get(json_array_get(list, 0), "d")); /* no private part */
-    answer_free(a);
+    test_answer_free(a);
 }
 
 int main(void) {

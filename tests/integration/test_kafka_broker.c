@@ -10,62 +10,34 @@
 
 #include "processor/kafka/admin.h"
 #include "processor/kafka/client.h"
+#include "tests/support/broker.h"
 #include "tests/support/testutil.h"
 
-static rd_kafka_t *admin; /* a plain producer used for admin requests */
 static char errstr[1024];
-
-static int setup(void **state) {
-    (void)state;
-    const char *bootstrap = test_kafka_bootstrap();
-    if (!bootstrap)
-        return 0;
-    rd_kafka_conf_t *conf =
-        sl_kafka_conf_new(RD_KAFKA_PRODUCER, bootstrap, NULL, &test_logger, errstr, sizeof(errstr));
-    if (!conf)
-        return -1;
-    admin = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    return admin ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    if (admin)
-        rd_kafka_destroy(admin);
-    return 0;
-}
-
-#define NEED_BROKER()                                                                              \
-    do {                                                                                           \
-        if (!admin) {                                                                              \
-            fprintf(stderr, "# SLUICE_TEST_KAFKA_BOOTSTRAP not set: skipped\n");                   \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
 
 /* The broker is Apache Kafka 3.9 from its jars, not librdkafka's mock: the
  * mock answers no DescribeConfigs for a broker. */
 static void broker_is_apache_kafka_3_9(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     const struct rd_kafka_metadata *metadata = NULL;
-    assert_int_equal(rd_kafka_metadata(admin, 0, NULL, &metadata, 10000), 0);
+    assert_int_equal(rd_kafka_metadata(test_admin, 0, NULL, &metadata, 10000), 0);
     assert_true(metadata->broker_cnt >= 1);
     char broker_id[16], ibp[64], cluster_id[64] = "?";
     snprintf(broker_id, sizeof(broker_id), "%d", metadata->brokers[0].id);
     rd_kafka_metadata_destroy(metadata);
-    char *cid = rd_kafka_clusterid(admin, 10000);
+    char *cid = rd_kafka_clusterid(test_admin, 10000);
     if (cid) {
         snprintf(cluster_id, sizeof(cluster_id), "%s", cid);
-        rd_kafka_mem_free(admin, cid);
+        rd_kafka_mem_free(test_admin, cid);
     }
-    sl_err err = sl_admin_describe_config(admin, RD_KAFKA_RESOURCE_BROKER, broker_id,
+    sl_err err = sl_admin_describe_config(test_admin, RD_KAFKA_RESOURCE_BROKER, broker_id,
                                           "inter.broker.protocol.version", ibp, sizeof(ibp), 10000,
                                           errstr, sizeof(errstr));
     if (err)
         fail_msg("DescribeConfigs broker %s: %s", broker_id, errstr);
     char pv[64] = "?";
-    sl_admin_describe_config(admin, RD_KAFKA_RESOURCE_BROKER, broker_id, "process.roles", pv,
+    sl_admin_describe_config(test_admin, RD_KAFKA_RESOURCE_BROKER, broker_id, "process.roles", pv,
                              sizeof(pv), 10000, errstr, sizeof(errstr));
     printf("# broker: Apache Kafka, inter.broker.protocol.version=%s, process.roles=%s, "
            "cluster.id=%s, broker.id=%s\n",
@@ -81,11 +53,11 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 
 static void keys_land_where_the_java_client_puts_them(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     char topic[128];
     test_unique_name(topic, sizeof(topic), "test-murmur2");
     sl_topic_spec spec = {.name = topic, .partitions = 12, .replication_factor = 1};
-    if (sl_admin_ensure_topic(admin, &spec, 15000, errstr, sizeof(errstr)))
+    if (sl_admin_ensure_topic(test_admin, &spec, 15000, errstr, sizeof(errstr)))
         fail_msg("create %s: %s", topic, errstr);
 
     rd_kafka_conf_t *conf = sl_kafka_conf_new(RD_KAFKA_PRODUCER, test_kafka_bootstrap(), NULL,
@@ -128,7 +100,7 @@ static void keys_land_where_the_java_client_puts_them(void **state) {
 
 static void aborted_transaction_is_invisible_to_read_committed(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     int committed = 0;
     int aborted_visible = test_aborted_records_visible(test_kafka_bootstrap(), &committed);
     assert_int_equal(aborted_visible, 0);
@@ -137,40 +109,42 @@ static void aborted_transaction_is_invisible_to_read_committed(void **state) {
 
 static void compacted_topic_reads_back_compact(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     char topic[128], value[64];
     test_unique_name(topic, sizeof(topic), "test-changelog");
     const char *const compact[] = {"cleanup.policy", "compact", NULL};
     sl_topic_spec spec = {
         .name = topic, .partitions = 3, .replication_factor = 1, .configs = compact};
-    if (sl_admin_ensure_topic(admin, &spec, 15000, errstr, sizeof(errstr)))
+    if (sl_admin_ensure_topic(test_admin, &spec, 15000, errstr, sizeof(errstr)))
         fail_msg("create %s: %s", topic, errstr);
-    assert_int_equal(sl_admin_describe_config(admin, RD_KAFKA_RESOURCE_TOPIC, topic,
+    assert_int_equal(sl_admin_describe_config(test_admin, RD_KAFKA_RESOURCE_TOPIC, topic,
                                               "cleanup.policy", value, sizeof(value), 10000, errstr,
                                               sizeof(errstr)),
                      SL_OK);
     assert_string_equal(value, "compact");
     /* Idempotent: ensuring the same definition again is fine. */
-    assert_int_equal(sl_admin_ensure_topic(admin, &spec, 15000, errstr, sizeof(errstr)), SL_OK);
+    assert_int_equal(sl_admin_ensure_topic(test_admin, &spec, 15000, errstr, sizeof(errstr)),
+                     SL_OK);
 }
 
 static void existing_topic_that_differs_is_a_clear_error(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     char topic[128];
     test_unique_name(topic, sizeof(topic), "test-mismatch");
     const char *const compact[] = {"cleanup.policy", "compact", NULL};
     const char *const delete_policy[] = {"cleanup.policy", "delete", NULL};
     sl_topic_spec spec = {
         .name = topic, .partitions = 3, .replication_factor = 1, .configs = compact};
-    assert_int_equal(sl_admin_ensure_topic(admin, &spec, 15000, errstr, sizeof(errstr)), SL_OK);
+    assert_int_equal(sl_admin_ensure_topic(test_admin, &spec, 15000, errstr, sizeof(errstr)),
+                     SL_OK);
     spec.partitions = 6;
-    assert_int_equal(sl_admin_ensure_topic(admin, &spec, 15000, errstr, sizeof(errstr)),
+    assert_int_equal(sl_admin_ensure_topic(test_admin, &spec, 15000, errstr, sizeof(errstr)),
                      SL_ERR_TOPIC_MISMATCH);
     assert_non_null(strstr(errstr, "3 partitions, expected 6"));
     spec.partitions = 3;
     spec.configs = delete_policy;
-    assert_int_equal(sl_admin_ensure_topic(admin, &spec, 15000, errstr, sizeof(errstr)),
+    assert_int_equal(sl_admin_ensure_topic(test_admin, &spec, 15000, errstr, sizeof(errstr)),
                      SL_ERR_TOPIC_MISMATCH);
     assert_non_null(strstr(errstr, "cleanup.policy=compact, expected delete"));
 }
@@ -183,5 +157,6 @@ int main(void) {
         cmocka_unit_test(compacted_topic_reads_back_compact),
         cmocka_unit_test(existing_topic_that_differs_is_a_clear_error),
     };
-    return cmocka_run_group_tests_name("kafka_broker", tests, setup, teardown);
+    return cmocka_run_group_tests_name("kafka_broker", tests, test_broker_setup,
+                                       test_broker_teardown);
 }

@@ -29,14 +29,14 @@
 #include "processor/kafka/client.h"
 #include "sluice/v1/dialogs.pb-c.h"
 #include "sluice/v1/identity.pb-c.h"
+#include "tests/support/postgres.h"
+#include "tests/support/broker.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
 
 #define PARTITIONS 4
 
-static rd_kafka_t *admin;
 static char errstr[1024];
-static char work_dir[64];
 
 typedef struct scenario {
     char app_id[96];
@@ -49,60 +49,6 @@ typedef struct scenario {
 
 /* ---- setup ------------------------------------------------------------- */
 
-static int setup(void **state) {
-    (void)state;
-    const char *bootstrap = test_kafka_bootstrap();
-    if (!bootstrap || !test_pg_dsn())
-        return 0;
-    rd_kafka_conf_t *conf =
-        sl_kafka_conf_new(RD_KAFKA_PRODUCER, bootstrap, NULL, &test_logger, errstr, sizeof(errstr));
-    admin = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
-    snprintf(work_dir, sizeof(work_dir), "/tmp/sluice-pgsink-test-XXXXXX");
-    return admin && mkdtemp(work_dir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    if (admin)
-        rd_kafka_destroy(admin);
-    if (work_dir[0] && !getenv("SLUICE_TEST_KEEP")) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "# could not remove %s\n", work_dir);
-    }
-    return 0;
-}
-
-#define NEED_SERVICES()                                                                            \
-    do {                                                                                           \
-        if (!admin) {                                                                              \
-            fprintf(stderr, "# SLUICE_TEST_KAFKA_BOOTSTRAP / SLUICE_TEST_PG_DSN not set: "         \
-                            "skipped\n");                                                          \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
-
-static void exec_ok(PGconn *conn, const char *sql) {
-    PGresult *res = PQexec(conn, sql);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(conn));
-    PQclear(res);
-}
-
-/* -1 when the query fails (Postgres down, table missing). */
-static long long query_int(PGconn *conn, const char *sql) {
-    if (PQstatus(conn) != CONNECTION_OK)
-        PQreset(conn);
-    PGresult *res = PQexec(conn, sql);
-    long long v = -1;
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
-        v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    PQclear(res);
-    return v;
-}
-
 /* A fresh database per scenario: its DSN is the harness's with another
  * database name. */
 static void scenario_init(scenario *sc, const char *name) {
@@ -113,25 +59,9 @@ static void scenario_init(scenario *sc, const char *name) {
     snprintf(sc->dlq_topic, sizeof(sc->dlq_topic), "%s-dlq", sc->app_id);
     static int n;
     snprintf(sc->db, sizeof(sc->db), "pgsink_%d_%d", (int)getpid(), ++n);
-    const char *base = test_pg_dsn();
-    PGconn *root = PQconnectdb(base);
-    assert_int_equal(PQstatus(root), CONNECTION_OK);
-    char sql[128];
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", sc->db);
-    exec_ok(root, sql);
-    PQfinish(root);
-    const char *slash = strrchr(base, '/');
-    assert_non_null(slash);
-    snprintf(sc->dsn, sizeof(sc->dsn), "%.*s/%s", (int)(slash - base), base, sc->db);
-    sc->pg = PQconnectdb(sc->dsn);
-    assert_int_equal(PQstatus(sc->pg), CONNECTION_OK);
-    for (int i = 0; i < 2; i++) {
-        sl_topic_spec spec = {.name = i ? sc->messages_topic : sc->users_topic,
-                              .partitions = PARTITIONS,
-                              .replication_factor = -1};
-        if (sl_admin_ensure_topic(admin, &spec, 30000, errstr, sizeof(errstr)))
-            fail_msg("create topic: %s", errstr);
-    }
+    sc->pg = test_pg_create_database(sc->db, sc->dsn, sizeof(sc->dsn));
+    test_broker_create_topic(test_admin, sc->users_topic, PARTITIONS, -1, NULL);
+    test_broker_create_topic(test_admin, sc->messages_topic, PARTITIONS, -1, NULL);
 }
 
 static void scenario_free(scenario *sc) {
@@ -143,35 +73,20 @@ static void scenario_free(scenario *sc) {
 /* `sluice sink [rebuild]` as a child: tests/apps/../../sluice is the binary. */
 static void sink_init(scenario *sc, test_instance *inst, const char *name, bool rebuild,
                       const char *batch_rows) {
-    char a[8][256];
-    snprintf(a[0], sizeof(a[0]), "bootstrap.servers=%s", test_kafka_bootstrap());
-    snprintf(a[1], sizeof(a[1]), "pg.dsn=%s", sc->dsn);
-    snprintf(a[2], sizeof(a[2]), "application.id=%s", sc->app_id);
-    snprintf(a[3], sizeof(a[3]), "pg.sink.users.topic=%s", sc->users_topic);
-    snprintf(a[4], sizeof(a[4]), "pg.sink.messages.topic=%s", sc->messages_topic);
-    snprintf(a[5], sizeof(a[5]), "pg.sink.batch.rows=%s", batch_rows);
-    snprintf(a[6], sizeof(a[6]), "pg.sink.retry.backoff.max.ms=1000");
-    snprintf(a[7], sizeof(a[7]), "kafka.consumer.session.timeout.ms=6000");
-    const char *args[24];
-    int n = 0;
-    args[n++] = "sink";
-    if (rebuild)
-        args[n++] = "rebuild";
-    for (int i = 0; i < 8; i++) {
-        args[n++] = "--set";
-        args[n++] = a[i];
-    }
-    args[n] = NULL;
-    test_instance_init(inst, "../../sluice", work_dir, name, args);
+    const char *const command[] = {"sink", rebuild ? "rebuild" : NULL, NULL};
+    test_instance_init_sluice(inst, test_work_dir, name, command);
+    test_instance_set(inst, "pg.dsn=%s", sc->dsn);
+    test_instance_set(inst, "application.id=%s", sc->app_id);
+    test_instance_set(inst, "pg.sink.users.topic=%s", sc->users_topic);
+    test_instance_set(inst, "pg.sink.messages.topic=%s", sc->messages_topic);
+    test_instance_set(inst, "pg.sink.batch.rows=%s", batch_rows);
+    test_instance_set(inst, "pg.sink.retry.backoff.max.ms=1000");
+    test_instance_set(inst, "kafka.consumer.session.timeout.ms=6000");
 }
 
 static void sink_start(scenario *sc, test_instance *inst) {
-    test_instance_start(inst);
-    if (!test_instance_wait_ready(inst, 60000)) {
-        test_instance_dump_log(inst, 40);
-        (void)sc;
-        fail_msg("sink did not become ready");
-    }
+    (void)sc;
+    test_instance_start_ready(inst, 60000, "sink");
 }
 
 /* The "state" field of the sink's /readyz. */
@@ -210,13 +125,7 @@ static void message_for(long i, char *dialog, size_t dsize, int64_t *sequence, c
 
 static void produce_value(rd_kafka_t *p, const char *topic, const char *key, const void *value,
                           size_t len) {
-    rd_kafka_resp_err_t err;
-    while ((err = rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
-                                    RD_KAFKA_V_VALUE((void *)value, len),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
-           RD_KAFKA_RESP_ERR__QUEUE_FULL)
-        rd_kafka_poll(p, 10);
-    assert_int_equal(err, RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(test_broker_produce(p, topic, key, value, len), RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
 static void produce_message_sent(rd_kafka_t *p, const char *topic, const char *dialog,
@@ -343,7 +252,7 @@ static void assert_table_equals_topic(scenario *sc, long expected_count) {
 }
 
 static long long messages_count(scenario *sc) {
-    return query_int(sc->pg, "SELECT count(*) FROM messages");
+    return test_pg_query_int(sc->pg, "SELECT count(*) FROM messages");
 }
 
 static bool wait_count(scenario *sc, long long want, int timeout_ms) {
@@ -359,7 +268,7 @@ static bool wait_count(scenario *sc, long long want, int timeout_ms) {
 
 static void migrations_applied_twice_are_a_no_op(void **state) {
     (void)state;
-    NEED_SERVICES();
+    test_skip_unless(test_admin, TEST_NO_BROKER_OR_PG);
     scenario sc;
     scenario_init(&sc, "pgsink-migrate");
     int applied = -1;
@@ -375,15 +284,16 @@ static void migrations_applied_twice_are_a_no_op(void **state) {
     char before[64];
     snprintf(before, sizeof(before), "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
-    long long versions = query_int(sc.pg, "SELECT count(*) FROM sluice_schema_version");
+    long long versions = test_pg_query_int(sc.pg, "SELECT count(*) FROM sluice_schema_version");
     assert_int_equal(versions, applied);
     /* messages is hash-partitioned by dialog_id. */
-    assert_int_equal(query_int(sc.pg, "SELECT count(*) FROM pg_inherits "
-                                      "WHERE inhparent = 'messages'::regclass"),
+    assert_int_equal(test_pg_query_int(sc.pg, "SELECT count(*) FROM pg_inherits "
+                                              "WHERE inhparent = 'messages'::regclass"),
                      8);
-    assert_int_equal(query_int(sc.pg, "SELECT count(*) FROM pg_partitioned_table pt JOIN pg_class "
-                                      "c ON c.oid = pt.partrelid WHERE c.relname = 'messages' "
-                                      "AND pt.partstrat = 'h'"),
+    assert_int_equal(test_pg_query_int(sc.pg,
+                                       "SELECT count(*) FROM pg_partitioned_table pt JOIN pg_class "
+                                       "c ON c.oid = pt.partrelid WHERE c.relname = 'messages' "
+                                       "AND pt.partstrat = 'h'"),
                      1);
 
     int again = -1;
@@ -393,13 +303,14 @@ static void migrations_applied_twice_are_a_no_op(void **state) {
     res = PQexec(sc.pg, snapshot_sql);
     assert_string_equal(PQgetvalue(res, 0, 0), before);
     PQclear(res);
-    assert_int_equal(query_int(sc.pg, "SELECT count(*) FROM sluice_schema_version"), versions);
+    assert_int_equal(test_pg_query_int(sc.pg, "SELECT count(*) FROM sluice_schema_version"),
+                     versions);
     scenario_free(&sc);
 }
 
 static void users_events_fill_users_without_password_hash(void **state) {
     (void)state;
-    NEED_SERVICES();
+    test_skip_unless(test_admin, TEST_NO_BROKER_OR_PG);
     scenario sc;
     scenario_init(&sc, "pgsink-users");
     rd_kafka_t *p = test_producer(test_kafka_bootstrap(), NULL);
@@ -441,16 +352,17 @@ static void users_events_fill_users_without_password_hash(void **state) {
     sink_start(&sc, &sc.sink);
     bool done = false;
     for (int64_t deadline = test_now_ms() + 60000; !done && test_now_ms() < deadline;) {
-        done = query_int(sc.pg, "SELECT count(*) FROM users") == 50 &&
-               query_int(sc.pg, "SELECT sum(next_offset) FROM sluice_sink_offsets") == 100;
+        done = test_pg_query_int(sc.pg, "SELECT count(*) FROM users") == 50 &&
+               test_pg_query_int(sc.pg, "SELECT sum(next_offset) FROM sluice_sink_offsets") == 100;
         if (!done)
             usleep(100 * 1000);
     }
     if (!done)
         test_instance_dump_log(&sc.sink, 30);
     assert_true(done);
-    assert_int_equal(query_int(sc.pg, "SELECT count(*) FROM information_schema.columns WHERE "
-                                      "table_name = 'users' AND column_name ILIKE '%pass%'"),
+    assert_int_equal(test_pg_query_int(sc.pg,
+                                       "SELECT count(*) FROM information_schema.columns WHERE "
+                                       "table_name = 'users' AND column_name ILIKE '%pass%'"),
                      0);
     PGresult *res = PQexec(sc.pg, "SELECT email, first_name, birthdate, city, biography, "
                                   "(extract(epoch FROM created_at) * 1000)::bigint FROM users "
@@ -463,7 +375,8 @@ static void users_events_fill_users_without_password_hash(void **state) {
     assert_string_equal(PQgetvalue(res, 0, 4), "bio\twith tab");
     assert_string_equal(PQgetvalue(res, 0, 5), "1700000000007");
     PQclear(res);
-    assert_int_equal(query_int(sc.pg, "SELECT count(*) FROM users WHERE birthdate IS NULL"), 25);
+    assert_int_equal(test_pg_query_int(sc.pg, "SELECT count(*) FROM users WHERE birthdate IS NULL"),
+                     25);
     assert_int_equal(test_instance_stop(&sc.sink, 20000), 0);
     scenario_free(&sc);
 }
@@ -502,7 +415,7 @@ static bool any_error_contains(const dlq_seen *seen, const char *needle) {
 
 static void poison_rows_go_to_the_dlq_and_the_rest_of_the_batch_lands(void **state) {
     (void)state;
-    NEED_SERVICES();
+    test_skip_unless(test_admin, TEST_NO_BROKER_OR_PG);
     scenario sc;
     scenario_init(&sc, "pgsink-poison");
     /* One partition's worth of one transaction, so everything is one batch. */
@@ -549,8 +462,8 @@ static void poison_rows_go_to_the_dlq_and_the_rest_of_the_batch_lands(void **sta
     if (!landed)
         test_instance_dump_log(&sc.sink, 30);
     assert_true(landed);
-    assert_int_equal(query_int(sc.pg, "SELECT count(*) FROM messages WHERE sequence IN (41, 42)"),
-                     0);
+    assert_int_equal(
+        test_pg_query_int(sc.pg, "SELECT count(*) FROM messages WHERE sequence IN (41, 42)"), 0);
     dlq_seen seen = {0};
     for (int64_t deadline = test_now_ms() + 30000; test_now_ms() < deadline;) {
         memset(&seen, 0, sizeof(seen));
@@ -577,7 +490,7 @@ static void poison_rows_go_to_the_dlq_and_the_rest_of_the_batch_lands(void **sta
  * batches the row already written stays (messages are immutable). */
 static void a_key_repeated_in_a_later_batch_changes_nothing(void **state) {
     (void)state;
-    NEED_SERVICES();
+    test_skip_unless(test_admin, TEST_NO_BROKER_OR_PG);
     scenario sc;
     scenario_init(&sc, "pgsink-repeat");
     char txn[160];
@@ -611,13 +524,16 @@ static void a_key_repeated_in_a_later_batch_changes_nothing(void **state) {
     rd_kafka_destroy(p);
     assert_true(wait_count(&sc, 12, 60000));
 
-    assert_int_equal(query_int(sc.pg, "SELECT count(*) FROM messages WHERE text = 'replayed'"), 0);
-    assert_int_equal(query_int(sc.pg, "SELECT count(*) FROM messages WHERE sequence = 3 AND "
-                                      "text = 'last in its batch'"),
+    assert_int_equal(
+        test_pg_query_int(sc.pg, "SELECT count(*) FROM messages WHERE text = 'replayed'"), 0);
+    assert_int_equal(test_pg_query_int(sc.pg,
+                                       "SELECT count(*) FROM messages WHERE sequence = 3 AND "
+                                       "text = 'last in its batch'"),
                      1);
-    assert_int_equal(query_int(sc.pg, "SELECT count(*) FROM messages WHERE sent_at = "
-                                      "timestamptz 'epoch' + (1700000000000 + sequence * 1001) "
-                                      "* interval '1 ms'"),
+    assert_int_equal(test_pg_query_int(sc.pg,
+                                       "SELECT count(*) FROM messages WHERE sent_at = "
+                                       "timestamptz 'epoch' + (1700000000000 + sequence * 1001) "
+                                       "* interval '1 ms'"),
                      12);
     assert_int_equal(test_instance_stop(&sc.sink, 20000), 0);
     scenario_free(&sc);
@@ -631,7 +547,7 @@ static long records_from_env(void) {
 
 static void messages_table_equals_topic_despite_kill9(void **state) {
     (void)state;
-    NEED_SERVICES();
+    test_skip_unless(test_admin, TEST_NO_BROKER_OR_PG);
     scenario sc;
     scenario_init(&sc, "pgsink-kill");
     long total = records_from_env();
@@ -692,7 +608,7 @@ static bool pg_ctl(const char *action) {
 
 static void postgres_stopped_mid_load_then_started_is_exact(void **state) {
     (void)state;
-    NEED_SERVICES();
+    test_skip_unless(test_admin, TEST_NO_BROKER_OR_PG);
     const char *dir = getenv("SLUICE_TEST_HARNESS_DIR");
     char pgdata[512];
     snprintf(pgdata, sizeof(pgdata), "%s/pg/data/postmaster.pid", dir ? dir : "");
@@ -738,7 +654,7 @@ static void postgres_stopped_mid_load_then_started_is_exact(void **state) {
 
 static void rebuild_swaps_new_tables_in_and_continues(void **state) {
     (void)state;
-    NEED_SERVICES();
+    test_skip_unless(test_admin, TEST_NO_BROKER_OR_PG);
     scenario sc;
     scenario_init(&sc, "pgsink-rebuild");
     producer_job job = {.topic = sc.messages_topic, .first = 0, .count = 5000, .per_txn = 500};
@@ -749,8 +665,8 @@ static void rebuild_swaps_new_tables_in_and_continues(void **state) {
     assert_true(wait_count(&sc, 5000, 60000));
     assert_int_equal(test_instance_stop(&sc.sink, 20000), 0);
     /* Damage the copy: the rebuild restores it from the topic. */
-    exec_ok(sc.pg, "DELETE FROM messages WHERE sequence % 3 = 0");
-    exec_ok(sc.pg, "UPDATE messages SET text = 'tampered' WHERE sequence % 5 = 0");
+    test_pg_exec(sc.pg, "DELETE FROM messages WHERE sequence % 3 = 0");
+    test_pg_exec(sc.pg, "UPDATE messages SET text = 'tampered' WHERE sequence % 5 = 0");
     long long damaged = messages_count(&sc);
     assert_true(damaged < 5000);
 
@@ -770,8 +686,8 @@ static void rebuild_swaps_new_tables_in_and_continues(void **state) {
         test_instance_dump_log(&rebuild, 30);
     assert_true(swapped);
     assert_true(test_instance_wait_ready(&rebuild, 30000));
-    assert_int_equal(query_int(sc.pg, "SELECT count(*) FROM pg_class WHERE relname LIKE "
-                                      "'%rebuild%'"),
+    assert_int_equal(test_pg_query_int(sc.pg, "SELECT count(*) FROM pg_class WHERE relname LIKE "
+                                              "'%rebuild%'"),
                      0);
     /* It continues as the group: new events land. */
     producer_job more = {.topic = sc.messages_topic, .first = 5000, .count = 1000, .per_txn = 500};
@@ -800,5 +716,5 @@ int main(void) {
     const char *filter = getenv("SLUICE_TEST_FILTER");
     if (filter && *filter)
         cmocka_set_test_filter(filter);
-    return cmocka_run_group_tests_name("pgsink", tests, setup, teardown);
+    return cmocka_run_group_tests_name("pgsink", tests, test_broker_pg_setup, test_broker_teardown);
 }

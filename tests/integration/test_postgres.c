@@ -9,21 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/support/broker.h"
+#include "tests/support/postgres.h"
 #include "tests/support/testutil.h"
 
 static PGconn *conn;
 
 static int setup(void **state) {
     (void)state;
-    const char *dsn = test_pg_dsn();
-    if (!dsn)
+    if (!test_pg_dsn())
         return 0;
-    conn = PQconnectdb(dsn);
-    if (PQstatus(conn) != CONNECTION_OK) {
-        fprintf(stderr, "# connect: %s", PQerrorMessage(conn));
-        return -1;
-    }
-    return 0;
+    conn = test_pg_connect();
+    return conn ? 0 : -1;
 }
 
 static int teardown(void **state) {
@@ -31,14 +28,6 @@ static int teardown(void **state) {
     if (conn)
         PQfinish(conn);
     return 0;
-}
-
-static void exec_ok(const char *sql) {
-    PGresult *res = PQexec(conn, sql);
-    ExecStatusType status = PQresultStatus(res);
-    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(conn));
-    PQclear(res);
 }
 
 static long long count_rows(void) {
@@ -51,14 +40,11 @@ static long long count_rows(void) {
 
 static void libpq_round_trip(void **state) {
     (void)state;
-    if (!conn) {
-        fprintf(stderr, "# SLUICE_TEST_PG_DSN not set: skipped\n");
-        skip();
-    }
+    test_skip_unless(conn, TEST_NO_PG);
     printf("# postgres: server_version_num=%d\n", PQserverVersion(conn));
     assert_true(PQserverVersion(conn) >= 150000);
-    exec_ok("CREATE TEMP TABLE roundtrip (dialog_id text, seq bigint, body text, "
-            "PRIMARY KEY (dialog_id, seq))");
+    test_pg_exec(conn, "CREATE TEMP TABLE roundtrip (dialog_id text, seq bigint, body text, "
+                       "PRIMARY KEY (dialog_id, seq))");
     const char *params[3] = {"1:2", "7", "привет, мир"};
     PGresult *res = PQexecParams(conn,
                                  "INSERT INTO roundtrip VALUES ($1, $2, $3) "
@@ -67,9 +53,9 @@ static void libpq_round_trip(void **state) {
     assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
     PQclear(res);
     /* A rolled-back insert leaves nothing behind. */
-    exec_ok("BEGIN");
-    exec_ok("INSERT INTO roundtrip VALUES ('1:2', 8, 'rolled back')");
-    exec_ok("ROLLBACK");
+    test_pg_exec(conn, "BEGIN");
+    test_pg_exec(conn, "INSERT INTO roundtrip VALUES ('1:2', 8, 'rolled back')");
+    test_pg_exec(conn, "ROLLBACK");
     assert_int_equal(count_rows(), 1);
     res = PQexecParams(conn, "SELECT seq, body FROM roundtrip WHERE dialog_id = $1", 1, NULL,
                        params, NULL, NULL, 0);

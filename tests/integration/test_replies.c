@@ -18,44 +18,12 @@
 #include "processor/kafka/admin.h"
 #include "processor/gateway/replies.h"
 #include "processor/kafka/client.h"
+#include "tests/support/broker.h"
 #include "tests/support/testutil.h"
 
 #define REPLY_PARTITIONS 3
 
-static rd_kafka_t *admin;
 static char errstr[1024];
-
-static int setup(void **state) {
-    (void)state;
-    const char *bootstrap = test_kafka_bootstrap();
-    if (!bootstrap)
-        return 0;
-    rd_kafka_conf_t *conf =
-        sl_kafka_conf_new(RD_KAFKA_PRODUCER, bootstrap, NULL, &test_logger, errstr, sizeof(errstr));
-    admin = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
-    return admin ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    if (admin)
-        rd_kafka_destroy(admin);
-    return 0;
-}
-
-#define NEED_BROKER()                                                                              \
-    do {                                                                                           \
-        if (!admin) {                                                                              \
-            fprintf(stderr, "# SLUICE_TEST_KAFKA_BOOTSTRAP not set: skipped\n");                   \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
-
-static void create_topic(const char *name, int partitions) {
-    sl_topic_spec spec = {.name = name, .partitions = partitions, .replication_factor = 1};
-    if (sl_admin_ensure_topic(admin, &spec, 30000, errstr, sizeof(errstr)))
-        fail_msg("create %s: %s", name, errstr);
-}
 
 typedef struct fixture {
     char topic[128];
@@ -68,7 +36,7 @@ static void fixture_init(fixture *f, const char *name) {
     test_unique_name(f->topic, sizeof(f->topic), name);
     strcat(f->topic, "-replies");
     test_unique_name(f->instance_id, sizeof(f->instance_id), "instance");
-    create_topic(f->topic, REPLY_PARTITIONS);
+    test_broker_create_topic(test_admin, f->topic, REPLY_PARTITIONS, 1, NULL);
     f->replies = sl_replies_new(NULL, test_kafka_bootstrap(), f->topic, f->instance_id, 8,
                                 &test_logger, errstr, sizeof(errstr));
     if (!f->replies)
@@ -125,7 +93,7 @@ static bool await_stat(sl_replies *replies, size_t offset, uint64_t at_least, in
 
 static void a_reply_reaches_the_waiter_of_its_correlation_id(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     fixture f;
     fixture_init(&f, "replies-reach");
     sl_replies_stats stats;
@@ -159,7 +127,7 @@ static void a_reply_reaches_the_waiter_of_its_correlation_id(void **state) {
 
 static void unknown_correlation_ids_are_dropped(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     fixture f;
     fixture_init(&f, "replies-unknown");
     sl_waiters *w = sl_replies_waiters(f.replies);
@@ -182,7 +150,7 @@ static void unknown_correlation_ids_are_dropped(void **state) {
 
 static void a_missing_reply_times_out_and_a_late_one_is_dropped(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     fixture f;
     fixture_init(&f, "replies-timeout");
     sl_waiters *w = sl_replies_waiters(f.replies);
@@ -231,12 +199,12 @@ static void *do_request(void *arg) {
 
 static void a_request_round_trips_through_a_processor(void **state) {
     (void)state;
-    NEED_BROKER();
+    test_need_broker();
     fixture f;
     fixture_init(&f, "replies-request");
     char commands[128];
     test_unique_name(commands, sizeof(commands), "replies-commands");
-    create_topic(commands, 2);
+    test_broker_create_topic(test_admin, commands, 2, 1, NULL);
     request_call call = {.replies = f.replies, .commands = commands};
     pthread_t thread;
     pthread_create(&thread, NULL, do_request, &call);
@@ -294,5 +262,5 @@ int main(void) {
         cmocka_unit_test(a_missing_reply_times_out_and_a_late_one_is_dropped),
         cmocka_unit_test(a_request_round_trips_through_a_processor),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_broker_setup, test_broker_teardown);
 }

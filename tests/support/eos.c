@@ -13,10 +13,10 @@
 
 #include "processor/kafka/admin.h"
 #include "processor/kafka/client.h"
+#include "tests/support/broker.h"
 #include "tests/support/testutil.h"
 
 void eos_scenario_init(rd_kafka_t *admin, eos_scenario *sc, const char *name, int n_keys) {
-    char errstr[512];
     memset(sc, 0, sizeof(*sc));
     test_unique_name(sc->app_id, sizeof(sc->app_id), name);
     snprintf(sc->input, sizeof(sc->input), "%s.data", sc->app_id);
@@ -25,35 +25,23 @@ void eos_scenario_init(rd_kafka_t *admin, eos_scenario *sc, const char *name, in
     snprintf(sc->dlq, sizeof(sc->dlq), "%s-dlq", sc->app_id);
     sc->n_keys = n_keys;
     const char *topics[] = {sc->input, sc->echo, sc->agg};
-    for (int i = 0; i < 3; i++) {
-        sl_topic_spec spec = {
-            .name = topics[i], .partitions = EOS_PARTITIONS, .replication_factor = 1};
-        if (sl_admin_ensure_topic(admin, &spec, 30000, errstr, sizeof(errstr)))
-            fail_msg("create %s: %s", topics[i], errstr);
-    }
+    for (int i = 0; i < 3; i++)
+        test_broker_create_topic(admin, topics[i], EOS_PARTITIONS, 1, NULL);
 }
 
 void eos_instance_init(test_instance *inst, const eos_scenario *sc, const char *work_dir,
                        const char *name, const char *guarantee, const char *const *extra) {
-    char app_id[128], guarantee_arg[64];
-    snprintf(app_id, sizeof(app_id), "application.id=%s", sc->app_id);
-    snprintf(guarantee_arg, sizeof(guarantee_arg), "processing.guarantee=%s", guarantee);
-    char bootstrap[256];
-    snprintf(bootstrap, sizeof(bootstrap), "bootstrap.servers=%s", test_kafka_bootstrap());
-    const char *args[32] = {"--input", sc->input, "--echo", sc->echo, "--agg", sc->agg, "--set",
-                            app_id, "--set", guarantee_arg, "--set", bootstrap,
-                            /* fail over fast after kill -9: the group waits a session timeout */
-                            "--set", "kafka.consumer.session.timeout.ms=6000", "--set",
-                            "kafka.consumer.heartbeat.interval.ms=500", "--set",
-                            "health.kafka.interval.ms=500"};
-    size_t n = 0;
-    while (args[n])
-        n++;
-    for (size_t i = 0; extra && extra[i] && n + 1 < sizeof(args) / sizeof(args[0]); i++)
-        args[n++] = extra[i];
+    const char *args[] = {"--input", sc->input, "--echo", sc->echo, "--agg", sc->agg, NULL};
     char inst_name[160];
     snprintf(inst_name, sizeof(inst_name), "%s-%s", sc->app_id, name);
     test_instance_init(inst, "counter", work_dir, inst_name, args);
+    test_instance_set(inst, "application.id=%s", sc->app_id);
+    if (guarantee)
+        test_instance_set(inst, "processing.guarantee=%s", guarantee);
+    test_instance_set(inst, "bootstrap.servers=%s", test_kafka_bootstrap());
+    test_instance_set_fast_failover(inst);
+    for (size_t i = 0; extra && extra[i] && inst->n_args < 56; i++)
+        snprintf(inst->args[inst->n_args++], sizeof(inst->args[0]), "%s", extra[i]);
 }
 
 /* ---- the driver --------------------------------------------------------- */

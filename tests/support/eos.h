@@ -35,7 +35,7 @@ typedef struct eos_scenario {
 void eos_scenario_init(rd_kafka_t *admin, eos_scenario *sc, const char *name, int n_keys);
 
 /* Prepare a counter instance of the scenario in `work_dir` under the given
- * processing.guarantee; `extra` is NULL or more counter arguments,
+ * processing.guarantee (NULL: the default); `extra` is NULL or more counter arguments,
  * NULL-terminated (copied). Session timeout 6 s, so fail-over is quick. */
 void eos_instance_init(test_instance *inst, const eos_scenario *sc, const char *work_dir,
                        const char *name, const char *guarantee, const char *const *extra);

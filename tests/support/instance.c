@@ -1,4 +1,5 @@
-/* instance.c: test applications as child processes (see instance.h). */
+/* instance.c: the instance fixture: test applications and sluice as child
+ * processes, and their work directory (see instance.h). */
 #include "tests/support/instance.h"
 
 #include <arpa/inet.h>
@@ -52,8 +53,31 @@ void test_instance_init(test_instance *inst, const char *app, const char *work_d
     snprintf(inst->log_path, sizeof(inst->log_path), "%s/%s.log", work_dir, name);
     mkdir(inst->state_dir, 0755);
     inst->http_port = test_free_port();
-    for (const char *const *a = args; a && *a && inst->n_args < 40; a++)
+    for (const char *const *a = args; a && *a && inst->n_args < 56; a++)
         snprintf(inst->args[inst->n_args++], sizeof(inst->args[0]), "%s", *a);
+}
+
+void test_instance_init_sluice(test_instance *inst, const char *work_dir, const char *name,
+                               const char *const *command) {
+    /* <build>/tests/apps/../../sluice: the sluice binary itself */
+    test_instance_init(inst, "../../sluice", work_dir, name, command);
+    test_instance_set(inst, "bootstrap.servers=%s", test_kafka_bootstrap());
+}
+
+void test_instance_set(test_instance *inst, const char *fmt, ...) {
+    if (inst->n_args + 2 > 56)
+        fail_msg("instance %s: too many arguments", inst->state_dir);
+    snprintf(inst->args[inst->n_args++], sizeof(inst->args[0]), "--set");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(inst->args[inst->n_args++], sizeof(inst->args[0]), fmt, ap);
+    va_end(ap);
+}
+
+void test_instance_set_fast_failover(test_instance *inst) {
+    test_instance_set(inst, "kafka.consumer.session.timeout.ms=6000");
+    test_instance_set(inst, "kafka.consumer.heartbeat.interval.ms=500");
+    test_instance_set(inst, "health.kafka.interval.ms=500");
 }
 
 void test_instance_start(test_instance *inst) {
@@ -61,7 +85,7 @@ void test_instance_start(test_instance *inst) {
     app_path(inst->app, path, sizeof(path));
     snprintf(state, sizeof(state), "state.dir=%s", inst->state_dir);
     snprintf(port, sizeof(port), "http.port=%d", inst->http_port);
-    char *argv[64];
+    char *argv[72];
     int argc = 0;
     argv[argc++] = path;
     for (int i = 0; i < inst->n_args; i++)
@@ -105,6 +129,52 @@ bool test_instance_wait_ready(test_instance *inst, int timeout_ms) {
         usleep(100 * 1000);
     }
     return false;
+}
+
+void test_instance_start_ready(test_instance *inst, int timeout_ms, const char *what) {
+    test_instance_start(inst);
+    if (!test_instance_wait_ready(inst, timeout_ms)) {
+        test_instance_dump_log(inst, 40);
+        fail_msg("%s did not become ready", what);
+    }
+}
+
+void test_instance_start_both(test_instance *a, test_instance *b, int timeout_ms) {
+    test_instance_start(a);
+    test_instance_start(b);
+    if (!test_instance_wait_ready(a, timeout_ms) || !test_instance_wait_ready(b, timeout_ms)) {
+        test_instance_dump_log(a, 30);
+        test_instance_dump_log(b, 30);
+        fail_msg("instances did not become ready");
+    }
+}
+
+bool test_instances_start_ready(test_instance *insts, int n, int timeout_ms) {
+    for (int i = 0; i < n; i++) {
+        test_instance_start(&insts[i]);
+        if (!test_instance_wait_ready(&insts[i], timeout_ms)) {
+            test_instance_dump_log(&insts[i], 30);
+            return false;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (!test_instance_wait_ready(&insts[i], timeout_ms)) {
+            test_instance_dump_log(&insts[i], 30);
+            return false;
+        }
+    return true;
+}
+
+int test_instances_stop(test_instance *insts, int n, int timeout_ms) {
+    int failed = 0;
+    for (int i = 0; i < n; i++) {
+        if (insts[i].pid && test_instance_stop(&insts[i], timeout_ms) != 0) {
+            test_instance_dump_log(&insts[i], 40);
+            failed = 1;
+        }
+        test_instance_free(&insts[i]);
+    }
+    return failed ? -1 : 0;
 }
 
 void test_instance_kill9(test_instance *inst) {
@@ -155,4 +225,75 @@ void test_instance_dump_log(const test_instance *inst, int lines) {
 void test_instance_free(test_instance *inst) {
     if (inst->pid)
         test_instance_kill9(inst);
+}
+
+int test_work_dir_make(char *dir, size_t size, const char *name) {
+    int n = snprintf(dir, size, "/tmp/%s-XXXXXX", name);
+    if (n < 0 || (size_t)n >= size)
+        return -1; /* the template would lose its XXXXXX */
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+void test_work_dir_remove(const char *dir) {
+    if (!dir[0] || getenv("SLUICE_TEST_KEEP"))
+        return;
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "# could not remove %s\n", dir);
+}
+
+int test_cluster_init(test_cluster *cluster, const char *name, int n) {
+    memset(cluster, 0, sizeof(*cluster));
+    char dir_name[96];
+    snprintf(dir_name, sizeof(dir_name), "sluice-%s", name);
+    if (n > TEST_CLUSTER_MAX ||
+        test_work_dir_make(cluster->work_dir, sizeof(cluster->work_dir), dir_name) != 0)
+        return -1;
+    test_unique_name(cluster->app_id, sizeof(cluster->app_id), name);
+    snprintf(cluster->prefix, sizeof(cluster->prefix), "%s.", cluster->app_id);
+    cluster->n = n;
+    static const char *const names[TEST_CLUSTER_MAX] = {"a", "b", "c"};
+    for (int i = 0; i < n; i++) {
+        test_instance *inst = &cluster->instances[i];
+        test_instance_init_sluice(inst, cluster->work_dir, names[i], NULL);
+        test_instance_set(inst, "application.id=%s", cluster->app_id);
+        test_instance_set(inst, "identity.topic.prefix=%s", cluster->prefix);
+        test_instance_set_fast_failover(inst);
+    }
+    return 0;
+}
+
+int test_cluster_sign(test_cluster *cluster) {
+    char path[128], other_path[128];
+    cluster->keys = test_jwt_keys_new(cluster->work_dir, "signing", path, sizeof(path));
+    cluster->other_keys =
+        test_jwt_keys_new(cluster->work_dir, "other", other_path, sizeof(other_path));
+    if (!cluster->keys || !cluster->other_keys)
+        return -1;
+    for (int i = 0; i < cluster->n; i++)
+        test_instance_set(&cluster->instances[i], "identity.key.file=%s", path);
+    return 0;
+}
+
+int test_cluster_start(test_cluster *cluster) {
+    if (!test_instances_start_ready(cluster->instances, cluster->n, 120000)) {
+        for (int i = 0; i < cluster->n; i++)
+            test_instance_free(&cluster->instances[i]); /* nothing is left running */
+        return -1;
+    }
+    cluster->started = true;
+    return 0;
+}
+
+int test_cluster_stop(test_cluster *cluster) {
+    sl_jwt_keys_destroy(cluster->keys);
+    sl_jwt_keys_destroy(cluster->other_keys);
+    cluster->keys = cluster->other_keys = NULL;
+    if (!cluster->started)
+        return 0;
+    if (test_instances_stop(cluster->instances, cluster->n, 60000) != 0)
+        return -1; /* a leak or a crash on shutdown fails the file */
+    test_work_dir_remove(cluster->work_dir);
+    return 0;
 }

@@ -1,8 +1,6 @@
 /* testutil.c: shared test helpers (see testutil.h). */
 #include "tests/support/testutil.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -11,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -248,58 +245,13 @@ int test_aborted_records_visible(const char *bootstrap, int *committed_seen) {
     return aborted;
 }
 
-int test_http(int port, const char *method, const char *path, const char *extra_headers,
-              const char *body, size_t body_len, char *headers, size_t headers_size,
-              char *resp_body, size_t body_size) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct timeval tv = {.tv_sec = 10};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
-        close(fd);
-        return -1;
-    }
-    char head[2048], length[64] = "";
-    /* A chunked body carries its own framing: no Content-Length then. */
-    if (!extra_headers || !strstr(extra_headers, "Transfer-Encoding"))
-        snprintf(length, sizeof(length), "Content-Length: %zu\r\n", body_len);
-    int head_len = snprintf(head, sizeof(head),
-                            "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s\r\n",
-                            method, path, extra_headers ? extra_headers : "", length);
-    if (write(fd, head, (size_t)head_len) != head_len) {
-        close(fd);
-        return -1;
-    }
-    /* The server may answer (413) and close before the whole body is sent:
-     * a short or failed write is not an error here. */
-    for (size_t sent = 0; sent < body_len;) {
-        ssize_t w = send(fd, body + sent, body_len - sent, MSG_NOSIGNAL);
-        if (w <= 0)
-            break;
-        sent += (size_t)w;
-    }
-    static _Thread_local char buf[1 << 16];
-    size_t got = 0;
-    for (;;) {
-        ssize_t r = read(fd, buf + got, sizeof(buf) - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-        if (got == sizeof(buf) - 1)
-            break;
-    }
-    close(fd);
-    buf[got] = '\0';
-    int status = -1;
-    if (sscanf(buf, "HTTP/1.1 %d", &status) != 1)
-        return -1;
-    char *split = strstr(buf, "\r\n\r\n");
-    if (headers)
-        snprintf(headers, headers_size, "%.*s", split ? (int)(split - buf) : (int)got, buf);
-    if (resp_body)
-        snprintf(resp_body, body_size, "%s", split ? split + 4 : "");
-    return status;
+sl_jwt_keys *test_jwt_keys_new(const char *dir, const char *name, char *path, size_t path_size) {
+    char errstr[256];
+    snprintf(path, path_size, "%s/%s.pem", dir, name);
+    sl_jwt_keys *keys = NULL;
+    if (sl_jwt_key_generate(path, SL_JWT_RS256, NULL, errstr, sizeof(errstr)) == SL_OK)
+        keys = sl_jwt_keys_load(path, NULL, errstr, sizeof(errstr));
+    if (!keys)
+        fprintf(stderr, "# signing key %s: %s\n", path, errstr);
+    return keys;
 }

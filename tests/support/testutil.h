@@ -12,7 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "connectors/http/auth/jwt.h"
 #include "processor/base/log.h"
+#include "tests/support/http_client.h" /* test_http, for the tests that used it from here */
 
 /* A logger that writes warnings and errors to stderr (tests are quiet). */
 extern const sl_logger test_logger;
@@ -73,12 +75,9 @@ int test_read_topic(const char *bootstrap, const char *topic, const char *isolat
  * *committed_seen receives the number of committed records seen. */
 int test_aborted_records_visible(const char *bootstrap, int *committed_seen);
 
-/* Minimal blocking HTTP/1.1 client for tests: sends one request with
- * Connection: close and reads the whole answer. Returns the status code (or
- * -1), copies at most body_size-1 bytes of body into `body` and the raw
- * header block into `headers` (either may be NULL). */
-int test_http(int port, const char *method, const char *path, const char *extra_headers,
-              const char *body, size_t body_len, char *headers, size_t headers_size,
-              char *resp_body, size_t body_size);
+/* An RS256 signing key generated into <dir>/<name>.pem (its path copied
+ * into `path`) and loaded; the caller owns the keys (sl_jwt_keys_destroy).
+ * NULL, after printing why, on error. */
+sl_jwt_keys *test_jwt_keys_new(const char *dir, const char *name, char *path, size_t path_size);
 
 #endif
