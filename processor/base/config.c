@@ -199,6 +199,9 @@ static const sl_config_prop props[] = {
     {"dialogs.read.wait.ms", SL_CONFIG_INT, "2000", 0, 60000, NULL,
      "Longest a list waits for read-your-writes: for the owner's commit in flight to be "
      "applied, and for `after=<sequence>` to be stored (then 503 + Retry-After)."},
+    {"http.max.connections.per.address", SL_CONFIG_INT, "64", 0, 65536, NULL,
+     "Concurrent HTTP connections from one client address (more are closed at once, so "
+     "one address cannot hold every connection open: slowloris); 0: no per-address cap."},
 };
 #define N_PROPS (sizeof(props) / sizeof(props[0]))
 

@@ -107,7 +107,8 @@ static void __attribute__((format(printf, 2, 0))) mhd_log(void *cls, const char 
 sl_http_server *sl_http_server_new(const sl_http_options *options, const sl_logger *logger,
                                    char *errstr, size_t errstr_size) {
     if (!options || !options->host || options->port < 0 || options->port > 65535 ||
-        options->threads < 0 || options->max_connections < 1 || options->connection_timeout_s < 1 ||
+        options->threads < 0 || options->max_connections < 1 ||
+        options->max_connections_per_address < 0 || options->connection_timeout_s < 1 ||
         options->max_body_bytes == 0) {
         sl_fail(errstr, errstr_size, SL_ERR_INVALID, "invalid HTTP server options");
         return NULL;
@@ -549,11 +550,18 @@ sl_err sl_http_server_start(sl_http_server *server, char *errstr, size_t errstr_
                      (per_connection ? MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL
                                      : MHD_USE_EPOLL);
     /* The pool size only in pool mode (MHD warns about a size of 0). */
-    struct MHD_OptionItem pool_options[] = {
-        {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)server->options.threads, NULL},
-        {MHD_OPTION_END, 0, NULL}};
-    if (per_connection)
-        pool_options[0] = pool_options[1];
+    struct MHD_OptionItem pool_options[3];
+    size_t n_options = 0;
+    if (!per_connection)
+        pool_options[n_options++] = (struct MHD_OptionItem){
+            MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)server->options.threads, NULL};
+    /* Counted by MHD on accept: one address past its cap is closed at once,
+     * so it cannot hold the whole connection limit (slowloris). */
+    if (server->options.max_connections_per_address > 0)
+        pool_options[n_options++] = (struct MHD_OptionItem){
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            (intptr_t)server->options.max_connections_per_address, NULL};
+    pool_options[n_options] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
     if (inet_pton(AF_INET, server->host, &v4->sin_addr) == 1) {

@@ -1,4 +1,5 @@
 /* Unit tests: the HTTP server core (routing, bounded bodies, JSON errors). */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -406,6 +407,68 @@ static void framing_a_valid_request_keeps_the_connection(void **state) {
     assert_non_null(strstr(body, "abc"));
 }
 
+/* Slowloris from one address: 200 connections from 127.0.0.2 each send an
+ * unfinished head and then a header line every 500 ms, for 6 s, against a
+ * server with room for 64 connections (8 per address). Requests from
+ * 127.0.0.1 are answered throughout, and at most 8 of the slow connections
+ * are still open at the end (the rest were closed on accept). */
+#define SLOW_CONNECTIONS 200
+#define PER_ADDRESS      8
+
+static void slowloris_from_one_address_does_not_starve_others(void **state) {
+    (void)state;
+    sl_http_options options = {.host = "127.0.0.1",
+                               .port = 0,
+                               .threads = 0,
+                               .max_connections = 64,
+                               .max_connections_per_address = PER_ADDRESS,
+                               .connection_timeout_s = 30,
+                               .max_body_bytes = 64};
+    char errstr[256];
+    sl_logger quiet = {0}; /* MHD logs every refused connection */
+    sl_http_server *server = sl_http_server_new(&options, &quiet, errstr, sizeof(errstr));
+    assert_non_null(server);
+    assert_int_equal(sl_http_route(server, "GET", "/user/get/{id}", user, NULL), SL_OK);
+    assert_int_equal(sl_http_server_start(server, errstr, sizeof(errstr)), SL_OK);
+    int port = sl_http_server_port(server);
+    static int slow[SLOW_CONNECTIONS];
+    for (int i = 0; i < SLOW_CONNECTIONS; i++) {
+        slow[i] = raw_connect(port, "127.0.0.2");
+        assert_true(slow[i] >= 0);
+        static const char start[] = "GET /user/get/1 HTTP/1.1\r\nHost: x\r\n";
+        send(slow[i], start, sizeof(start) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    int answered = 0, asked = 0;
+    int64_t end = test_now_ms() + 6000, next_dribble = 0;
+    while (test_now_ms() < end) {
+        if (test_now_ms() >= next_dribble) {
+            for (int i = 0; i < SLOW_CONNECTIONS; i++)
+                send(slow[i], "X-Slow: a\r\n", 11, MSG_NOSIGNAL | MSG_DONTWAIT);
+            next_dribble = test_now_ms() + 500;
+        }
+        asked++;
+        if (test_http(port, "GET", "/user/get/7", NULL, NULL, 0, headers, sizeof(headers), body,
+                      sizeof(body)) == 200)
+            answered++;
+        struct timespec pause = {.tv_nsec = 100 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    int still_open = 0;
+    for (int i = 0; i < SLOW_CONNECTIONS; i++) {
+        char byte;
+        ssize_t n = recv(slow[i], &byte, 1, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            still_open++;
+        close(slow[i]);
+    }
+    fprintf(stderr, "# %d/%d requests answered, %d slow connections still open\n", answered,
+            asked, still_open);
+    assert_true(asked >= 10);
+    assert_int_equal(answered, asked);
+    assert_true(still_open <= PER_ADDRESS);
+    sl_http_server_destroy(server);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -428,6 +491,7 @@ int main(void) {
         T(framing_over_long_target_is_414),
         T(framing_a_valid_request_keeps_the_connection),
         cmocka_unit_test(a_waiting_handler_does_not_stall_other_connections),
+        cmocka_unit_test(slowloris_from_one_address_does_not_starve_others),
     };
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }
