@@ -179,6 +179,8 @@ static sl_err create_http(sl_app *app, char *errstr, size_t errstr_size) {
         .threads = (int)sl_config_get_int(app->config, "http.threads"),
         .max_connections = (int)sl_config_get_int(app->config, "http.max.connections"),
         .connection_timeout_s = (int)sl_config_get_int(app->config, "http.connection.timeout.s"),
+        .max_connections_per_address =
+            (int)sl_config_get_int(app->config, "http.max.connections.per.address"),
         .max_body_bytes = 1024 * 1024,
     };
     app->http = sl_http_server_new(&options, &app->logger, errstr, errstr_size);

@@ -441,16 +441,16 @@ static void handle_login(void *opaque, const sl_http_request *req, sl_http_respo
         sl_gateway_get(ih->gateway, req, resp, store, key, strlen(key), &value, &value_len);
     if (outcome == SL_GATEWAY_ANSWERED)
         goto done; /* forwarded to the owner, or 503 */
-    char account[SL_IDENTITY_MAX_EMAIL + 8];
-    snprintf(account, sizeof(account), "acct:%s", key);
-    if (throttled(ih, req, resp, ih->per_account, account))
-        goto done;
     if (outcome == SL_GATEWAY_LOCAL) {
         user = sluice__v1__user_record__unpack(NULL, value_len, (const uint8_t *)value);
         if (!user)
             logf_(ih, SL_LOG_ERROR, "%s: undecodable user record (request %s)", store,
                   sl_http_request_id(req));
     }
+    char account[SL_IDENTITY_MAX_EMAIL + 8];
+    sl_throttle_account_key(account, sizeof(account), user ? user->user_id : NULL, key);
+    if (throttled(ih, req, resp, ih->per_account, account))
+        goto done;
     bool match = false;
     sl_err err = sl_password_pool_verify_wait(ih->pool, body->password, body->password_len,
                                               user ? user->password_hash : NULL,

@@ -19,6 +19,9 @@ static const sl_config_prop props[] = {
     {"http.connection.timeout.s", SL_CONFIG_INT, "30", 1, 3600, NULL,
      "Idle HTTP connections (and slow clients) are closed after this many "
      "seconds."},
+    {"http.max.connections.per.address", SL_CONFIG_INT, "64", 0, 65536, NULL,
+     "Concurrent HTTP connections from one client address (more are closed at once, so "
+     "one address cannot hold every connection open: slowloris); 0: no per-address cap."},
 };
 
 const sl_config_group sl_http_config_keys = {"processor/http", props,

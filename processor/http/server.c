@@ -3,9 +3,15 @@
  *
  * Life of a request (MHD calls access_cb several times per request):
  *
- *   first call (*con_cls == NULL)  -> allocate sl_http_request; if the
- *                                     declared Content-Length exceeds the cap,
- *                                     answer 413 at once (body never read)
+ *   request line parsed            -> uri_cb allocates sl_http_request and
+ *                                     notes the raw target's length and
+ *                                     whether it holds control bytes
+ *   first call (!req->started)     -> strict framing (check_head): 414 for
+ *                                     an over-long target, 400 and close
+ *                                     for an ambiguous or malformed head;
+ *                                     if the declared Content-Length exceeds
+ *                                     the cap, answer 413 at once (body
+ *                                     never read)
  *   calls with upload data         -> append to the bounded body buffer; past
  *                                     the cap, drop data and remember it
  *   final call (no upload data)    -> 413 if the body overflowed, else route:
@@ -25,10 +31,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
 #define MAX_SEGMENTS 16
+
+/* Longest request target (path and query, raw) we accept: longer gets 414.
+ * Well below the per-connection memory so MHD never runs out first. */
+#define MAX_TARGET_BYTES 8192
 
 typedef struct route {
     char method[8];
@@ -56,6 +67,9 @@ struct sl_http_request {
     const char *path;
     char id[24];
     char client_ip[INET6_ADDRSTRLEN];
+    bool started;         /* access_cb has seen the request once */
+    size_t target_len;    /* raw request target, from uri_cb */
+    bool target_has_ctl;  /* a control byte in the raw target */
     char *body;
     size_t body_len, body_cap;
     bool body_too_large;
@@ -93,7 +107,8 @@ static void __attribute__((format(printf, 2, 0))) mhd_log(void *cls, const char 
 sl_http_server *sl_http_server_new(const sl_http_options *options, const sl_logger *logger,
                                    char *errstr, size_t errstr_size) {
     if (!options || !options->host || options->port < 0 || options->port > 65535 ||
-        options->threads < 0 || options->max_connections < 1 || options->connection_timeout_s < 1 ||
+        options->threads < 0 || options->max_connections < 1 ||
+        options->max_connections_per_address < 0 || options->connection_timeout_s < 1 ||
         options->max_body_bytes == 0) {
         sl_fail(errstr, errstr_size, SL_ERR_INVALID, "invalid HTTP server options");
         return NULL;
@@ -236,7 +251,16 @@ void sl_http_response_retry_after(sl_http_response *resp, int seconds) {
     resp->retry_after = seconds;
 }
 
+static enum MHD_Result queue_closing(sl_http_request *req, sl_http_response *resp, bool close);
+
 static enum MHD_Result queue(sl_http_request *req, sl_http_response *resp) {
+    return queue_closing(req, resp, false);
+}
+
+/* `close`: add "Connection: close", so MHD closes the connection after the
+ * answer (a request whose framing we refused leaves the stream position
+ * unknown, RFC 9112 6.3). */
+static enum MHD_Result queue_closing(sl_http_request *req, sl_http_response *resp, bool close) {
     if (!resp->body)
         sl_http_respond_error(resp, 500, "handler produced no response");
     struct MHD_Response *mr = NULL;
@@ -261,6 +285,8 @@ static enum MHD_Result queue(sl_http_request *req, sl_http_response *resp) {
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, resp->allow);
     for (size_t i = 0; i < resp->n_extra; i++)
         MHD_add_response_header(mr, resp->extra_names[i], resp->extra_values[i]);
+    if (close)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(req->connection, (unsigned)resp->status, mr);
     MHD_destroy_response(mr);
     req->answered = true;
@@ -272,6 +298,108 @@ static enum MHD_Result answer_error(sl_http_request *req, int status, const char
     if (sl_http_respond_error(&resp, status, message))
         return MHD_NO;
     return queue(req, &resp);
+}
+
+/* An error answer after which the connection is closed. */
+static enum MHD_Result answer_error_and_close(sl_http_request *req, int status,
+                                             const char *message) {
+    sl_http_response resp = {.req = req};
+    if (sl_http_respond_error(&resp, status, message))
+        return MHD_NO;
+    return queue_closing(req, &resp, true);
+}
+
+/* ---- strict framing (RFC 9112): what libmicrohttpd 0.9.75 lets through ----
+ *
+ * MHD has parsed the head when access_cb first runs, before any body byte
+ * is read: its header list is what a handler would see. A proxy in front of
+ * us may have read the same bytes differently, so anything ambiguous about
+ * where this request's body ends, or about the head itself, is refused with
+ * 400 and the connection closed, before any handler runs. */
+
+typedef struct head_scan {
+    int hosts, content_lengths, transfer_encodings;
+    bool bad_name, bad_value, bad_content_length, bad_transfer_coding;
+} head_scan;
+
+/* RFC 9110 5.6.2 tchar */
+static bool is_tchar(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* A control byte other than HTAB (bare CR, LF, NUL, DEL, ...). */
+static bool has_ctl(const char *text, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return true;
+    }
+    return false;
+}
+
+static bool all_digits(const char *text, size_t len) {
+    if (len == 0 || len > 19) /* 19 digits fit in 63 bits */
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (text[i] < '0' || text[i] > '9')
+            return false;
+    return true;
+}
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size) {
+    (void)kind;
+    head_scan *scan = cls;
+    if (key_size == 0)
+        scan->bad_name = true;
+    for (size_t i = 0; i < key_size; i++)
+        if (!is_tchar((unsigned char)key[i]))
+            scan->bad_name = true; /* "Content-Length : 5", control bytes */
+    if (value && has_ctl(value, value_size))
+        scan->bad_value = true;
+    if (!value)
+        value = "", value_size = 0;
+    if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        scan->hosts++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        scan->content_lengths++;
+        if (!all_digits(value, value_size))
+            scan->bad_content_length = true;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        scan->transfer_encodings++;
+        if (value_size != 7 || strncasecmp(value, "chunked", 7) != 0)
+            scan->bad_transfer_coding = true;
+    }
+    return MHD_YES;
+}
+
+/* NULL if the head is acceptable, else the message of the 400 (or 414:
+ * *status is set either way). */
+static const char *check_head(const sl_http_request *req, struct MHD_Connection *connection,
+                              int *status) {
+    *status = 400;
+    if (req->target_len > MAX_TARGET_BYTES) {
+        *status = 414;
+        return "request target too long";
+    }
+    if (req->target_has_ctl)
+        return "control byte in the request target";
+    head_scan scan = {0};
+    MHD_get_connection_values_n(connection, MHD_HEADER_KIND, scan_header, &scan);
+    if (scan.bad_name)
+        return "malformed header name";
+    if (scan.bad_value)
+        return "control byte in a header value";
+    if (scan.hosts > 1)
+        return "more than one Host header";
+    if (scan.content_lengths > 0 && scan.transfer_encodings > 0)
+        return "Content-Length together with Transfer-Encoding";
+    if (scan.content_lengths > 1 || scan.bad_content_length)
+        return "malformed or repeated Content-Length";
+    if (scan.transfer_encodings > 1 || scan.bad_transfer_coding)
+        return "unsupported Transfer-Encoding (only chunked)";
+    return NULL;
 }
 
 static enum MHD_Result dispatch(sl_http_request *req) {
@@ -303,42 +431,65 @@ static enum MHD_Result dispatch(sl_http_request *req) {
     return answer_error(req, 404, "no such route");
 }
 
+/* A request for `connection`, with its id and peer address; `target` is the
+ * raw request target (NULL if unknown). NULL when out of memory. */
+static sl_http_request *request_new(sl_http_server *server, struct MHD_Connection *connection,
+                                    const char *target) {
+    sl_http_request *req = calloc(1, sizeof(*req));
+    if (!req)
+        return NULL;
+    req->server = server;
+    req->connection = connection;
+    if (target) {
+        req->target_len = strlen(target);
+        req->target_has_ctl = has_ctl(target, req->target_len);
+    }
+    const union MHD_ConnectionInfo *peer =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = peer ? peer->client_addr : NULL;
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, req->client_ip,
+                  sizeof(req->client_ip));
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, req->client_ip,
+                  sizeof(req->client_ip));
+    uint64_t n = atomic_fetch_add(&server->next_id, 1);
+    snprintf(req->id, sizeof(req->id), "%08x%012llx", server->id_prefix,
+             (unsigned long long)(n & 0xffffffffffffULL));
+    return req;
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: runs once the request line is parsed, with
+ * the raw target (before percent-decoding); the result becomes *con_cls. */
+static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *connection) {
+    return request_new(cls, connection, uri);
+}
+
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *connection, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls) {
     (void)version;
     sl_http_server *server = cls;
     sl_http_request *req = *con_cls;
-    if (!req) {
-        req = calloc(1, sizeof(*req));
+    if (!req) { /* uri_cb could not allocate: last chance */
+        req = request_new(server, connection, NULL);
         if (!req)
             return MHD_NO;
-        req->server = server;
-        req->connection = connection;
-        const union MHD_ConnectionInfo *peer =
-            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        const struct sockaddr *sa = peer ? peer->client_addr : NULL;
-        if (sa && sa->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, req->client_ip,
-                      sizeof(req->client_ip));
-        else if (sa && sa->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, req->client_ip,
-                      sizeof(req->client_ip));
-        uint64_t n = atomic_fetch_add(&server->next_id, 1);
-        snprintf(req->id, sizeof(req->id), "%08x%012llx", server->id_prefix,
-                 (unsigned long long)(n & 0xffffffffffffULL));
         *con_cls = req;
+    }
+    if (!req->started) {
+        req->started = true;
+        req->connection = connection;
+        req->method = method;
+        req->path = url;
+        int status;
+        const char *refused = check_head(req, connection, &status);
+        if (refused)
+            return answer_error_and_close(req, status, refused);
         const char *declared = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
                                                            MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (declared) {
-            char *end;
-            unsigned long long length = strtoull(declared, &end, 10);
-            if (*end || length > server->options.max_body_bytes) {
-                req->method = method;
-                req->path = url;
-                return answer_error(req, 413, "request body too large");
-            }
-        }
+        if (declared && strtoull(declared, NULL, 10) > server->options.max_body_bytes)
+            return answer_error(req, 413, "request body too large");
         return MHD_YES;
     }
     req->method = method;
@@ -399,11 +550,18 @@ sl_err sl_http_server_start(sl_http_server *server, char *errstr, size_t errstr_
                      (per_connection ? MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL
                                      : MHD_USE_EPOLL);
     /* The pool size only in pool mode (MHD warns about a size of 0). */
-    struct MHD_OptionItem pool_options[] = {
-        {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)server->options.threads, NULL},
-        {MHD_OPTION_END, 0, NULL}};
-    if (per_connection)
-        pool_options[0] = pool_options[1];
+    struct MHD_OptionItem pool_options[3];
+    size_t n_options = 0;
+    if (!per_connection)
+        pool_options[n_options++] = (struct MHD_OptionItem){
+            MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)server->options.threads, NULL};
+    /* Counted by MHD on accept: one address past its cap is closed at once,
+     * so it cannot hold the whole connection limit (slowloris). */
+    if (server->options.max_connections_per_address > 0)
+        pool_options[n_options++] = (struct MHD_OptionItem){
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            (intptr_t)server->options.max_connections_per_address, NULL};
+    pool_options[n_options] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
     if (inet_pton(AF_INET, server->host, &v4->sin_addr) == 1) {
@@ -425,7 +583,7 @@ sl_err sl_http_server_start(sl_http_server *server, char *errstr, size_t errstr_
         (unsigned)server->options.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)server->options.connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(64 * 1024), MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED,
-        completed_cb, server, MHD_OPTION_END);
+        completed_cb, server, MHD_OPTION_URI_LOG_CALLBACK, uri_cb, server, MHD_OPTION_END);
     if (!server->daemon)
         return sl_fail(errstr, errstr_size, SL_ERR_HTTP,
                        "cannot listen on %s:%d (port in use or address not local?)", server->host,

@@ -7,8 +7,11 @@
  * they must be thread-safe and must not block for long.
  *
  * Guards that the Debian libmicrohttpd (0.9.75) does not give by itself are
- * ours: every request body is capped (a larger one gets 413 without being
- * buffered), connections are bounded in number, in per-connection memory and
+ * ours: framing is strict (RFC 9112: anything that could make a proxy in
+ * front and us disagree on where a request ends gets 400 and a close, an
+ * over-long target 414, before any handler), every request body is capped (a larger one gets 413 without being
+ * buffered), connections are bounded in number (in all and per client
+ * address), in per-connection memory and
  * in idle time (slow clients are dropped), unknown paths get a JSON 404 and a
  * known path with the wrong method a JSON 405. Every error body has the
  * shape {"message": ..., "code": <int>, "request_id": ...} of the public
@@ -32,6 +35,8 @@ typedef struct sl_http_options {
     int threads;              /* 0: a thread per connection (handlers may block);
                                  n: a pool of n threads (handlers must not block) */
     int max_connections;      /* concurrent connections */
+    int max_connections_per_address; /* concurrent connections from one client
+                                        address; 0: no cap */
     int connection_timeout_s; /* idle / slow-client timeout */
     size_t max_body_bytes;    /* request bodies above this get 413 */
 } sl_http_options;

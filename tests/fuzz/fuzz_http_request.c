@@ -26,7 +26,7 @@
 #include <time.h>
 
 #include "processor/http/server.h"
-#include "tests/fuzz/fuzz.h"
+#include "tests/fuzz/fuzz_http.h"
 
 #define MAX_BODY_BYTES 1024
 #define FIRST_REPLY_MS 250
@@ -109,22 +109,7 @@ static long long now_ms(void) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!server)
         start_server();
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    FUZZ_CHECK(fd >= 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET,
-                               .sin_port = htons((uint16_t)sl_http_server_port(server)),
-                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    FUZZ_CHECK(connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
-    /* Sending stops early when the server has already answered and closed
-     * (413, 400): an ordinary outcome. SO_SNDTIMEO bounds a stalled send. */
-    struct timeval send_timeout = {.tv_sec = 1};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
-    for (size_t sent = 0; sent < size;) {
-        ssize_t n = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
-        if (n <= 0)
-            break;
-        sent += (size_t)n;
-    }
+    int fd = fuzz_http_send(sl_http_server_port(server), data, size);
     shutdown(fd, SHUT_WR);
     char reply[4096];
     long long deadline = now_ms() + FIRST_REPLY_MS;
@@ -137,8 +122,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             break;
         deadline = now_ms() + REPLY_IDLE_MS;
     }
-    struct linger reset = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
-    close(fd);
+    fuzz_http_reset(fd);
     return 0;
 }

@@ -1,5 +1,8 @@
 /* Unit tests: the HTTP server core (routing, bounded bodies, JSON errors). */
+#include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
@@ -258,6 +261,214 @@ static void a_waiting_handler_does_not_stall_other_connections(void **state) {
     sem_destroy(&wait_release);
 }
 
+
+/* ---- strict framing: raw requests on a socket ----
+ * Not covered (MHD 0.9.75 hides them from us, see docs/SECURITY.md): a NUL
+ * inside a header value, obs-fold. */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int raw_connect(int port, const char *from) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (from) {
+        struct sockaddr_in local = {.sin_family = AF_INET};
+        inet_pton(AF_INET, from, &local.sin_addr);
+        if (bind(fd, (struct sockaddr *)&local, sizeof(local)) != 0) {
+            close(fd);
+            return -1;
+        }
+    }
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Send `len` raw bytes, then read until the server closes or 3 s pass.
+ * Returns the status of the first response (0: none) and sets *closed when
+ * the server closed the connection. The reply is left in `body`. */
+static int raw_exchange(int port, const char *bytes, size_t len, bool *closed) {
+    int fd = raw_connect(port, NULL);
+    assert_true(fd >= 0);
+    for (size_t sent = 0; sent < len;) {
+        ssize_t n = send(fd, bytes + sent, len - sent, MSG_NOSIGNAL);
+        if (n <= 0)
+            break;
+        sent += (size_t)n;
+    }
+    size_t got = 0;
+    *closed = false;
+    int64_t deadline = test_now_ms() + 3000;
+    while (got + 1 < sizeof(body)) {
+        int64_t left = deadline - test_now_ms();
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+            break;
+        ssize_t n = recv(fd, body + got, sizeof(body) - 1 - got, 0);
+        if (n <= 0) {
+            *closed = true;
+            break;
+        }
+        got += (size_t)n;
+    }
+    body[got] = '\0';
+    close(fd);
+    int status = 0;
+    if (sscanf(body, "HTTP/1.%*d %d", &status) != 1)
+        status = 0;
+    return status;
+}
+
+/* A request head that must get `expected` and a closed connection. */
+static void assert_refused(void **state, const char *head, size_t len, int expected) {
+    bool closed;
+    int status = raw_exchange(sl_http_server_port(*state), head, len, &closed);
+    if (status != expected || !closed)
+        fprintf(stderr, "# got %d (closed %d) for %.60s\n", status, closed, head);
+    assert_int_equal(status, expected);
+    assert_true(closed);
+}
+
+#define REFUSED(head, status) assert_refused(state, head, sizeof(head) - 1, status)
+
+static void framing_content_length_with_transfer_encoding_is_400(void **state) {
+    REFUSED("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400);
+}
+
+static void framing_duplicate_content_length_is_400(void **state) {
+    REFUSED("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\n"
+            "hello",
+            400);
+    REFUSED("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello", 400);
+}
+
+static void framing_malformed_content_length_is_400(void **state) {
+    REFUSED("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello", 400);
+    REFUSED("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello", 400);
+    REFUSED("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5x\r\n\r\nhello", 400);
+    REFUSED("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n", 400);
+}
+
+static void framing_transfer_coding_other_than_chunked_is_400(void **state) {
+    REFUSED("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400);
+    REFUSED("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
+            "0\r\n\r\n",
+            400);
+    REFUSED("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400);
+}
+
+static void framing_duplicate_host_is_400(void **state) {
+    REFUSED("GET /busy HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+}
+
+static void framing_control_bytes_in_the_head_are_400(void **state) {
+    REFUSED("GET /busy HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", 400);
+    REFUSED("GET /busy HTTP/1.1\r\nHost: x\r\nX-A: a\x01" "b\r\n\r\n", 400);
+    REFUSED("GET /busy HTTP/1.1\r\nHost: x\r\nX-A: a\x7f" "b\r\n\r\n", 400);
+    REFUSED("GET /busy HTTP/1.1\r\nHost: x\r\nX-\x01: b\r\n\r\n", 400);
+    REFUSED("GET /busy\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+}
+
+static void framing_over_long_target_is_414(void **state) {
+    size_t query = 60 * 1024;
+    char *head = malloc(query + 128);
+    assert_non_null(head);
+    int n = sprintf(head, "GET /user/get/1?q=");
+    memset(head + n, 'a', query);
+    n += (int)query;
+    n += sprintf(head + n, " HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_refused(state, head, (size_t)n, 414);
+    free(head);
+}
+
+static void framing_a_valid_request_keeps_the_connection(void **state) {
+    /* Two pipelined requests with a body each: both answered (the strict
+     * checks refuse only what they should). */
+    const char two[] = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                       "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "3\r\nabc\r\n0\r\n\r\n";
+    bool closed;
+    int status = raw_exchange(sl_http_server_port(*state), two, sizeof(two) - 1, &closed);
+    assert_int_equal(status, 200);
+    assert_non_null(strstr(body, "hello"));
+    assert_non_null(strstr(body, "abc"));
+}
+
+/* Slowloris from one address: 200 connections from 127.0.0.2 each send an
+ * unfinished head and then a header line every 500 ms, for 6 s, against a
+ * server with room for 64 connections (8 per address). Requests from
+ * 127.0.0.1 are answered throughout, and at most 8 of the slow connections
+ * are still open at the end (the rest were closed on accept). */
+#define SLOW_CONNECTIONS 200
+#define PER_ADDRESS      8
+
+static void slowloris_from_one_address_does_not_starve_others(void **state) {
+    (void)state;
+    sl_http_options options = {.host = "127.0.0.1",
+                               .port = 0,
+                               .threads = 0,
+                               .max_connections = 64,
+                               .max_connections_per_address = PER_ADDRESS,
+                               .connection_timeout_s = 30,
+                               .max_body_bytes = 64};
+    char errstr[256];
+    sl_logger quiet = {0}; /* MHD logs every refused connection */
+    sl_http_server *server = sl_http_server_new(&options, &quiet, errstr, sizeof(errstr));
+    assert_non_null(server);
+    assert_int_equal(sl_http_route(server, "GET", "/user/get/{id}", user, NULL), SL_OK);
+    assert_int_equal(sl_http_server_start(server, errstr, sizeof(errstr)), SL_OK);
+    int port = sl_http_server_port(server);
+    static int slow[SLOW_CONNECTIONS];
+    for (int i = 0; i < SLOW_CONNECTIONS; i++) {
+        slow[i] = raw_connect(port, "127.0.0.2");
+        assert_true(slow[i] >= 0);
+        static const char start[] = "GET /user/get/1 HTTP/1.1\r\nHost: x\r\n";
+        send(slow[i], start, sizeof(start) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    int answered = 0, asked = 0;
+    int64_t end = test_now_ms() + 6000, next_dribble = 0;
+    while (test_now_ms() < end) {
+        if (test_now_ms() >= next_dribble) {
+            for (int i = 0; i < SLOW_CONNECTIONS; i++)
+                send(slow[i], "X-Slow: a\r\n", 11, MSG_NOSIGNAL | MSG_DONTWAIT);
+            next_dribble = test_now_ms() + 500;
+        }
+        asked++;
+        if (test_http(port, "GET", "/user/get/7", NULL, NULL, 0, headers, sizeof(headers), body,
+                      sizeof(body)) == 200)
+            answered++;
+        struct timespec pause = {.tv_nsec = 100 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    int still_open = 0;
+    for (int i = 0; i < SLOW_CONNECTIONS; i++) {
+        char byte;
+        ssize_t n = recv(slow[i], &byte, 1, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            still_open++;
+        close(slow[i]);
+    }
+    fprintf(stderr, "# %d/%d requests answered, %d slow connections still open\n", answered,
+            asked, still_open);
+    assert_true(asked >= 10);
+    assert_int_equal(answered, asked);
+    assert_true(still_open <= PER_ADDRESS);
+    sl_http_server_destroy(server);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -271,7 +482,16 @@ int main(void) {
         T(handler_without_response_answers_500),
         T(port_in_use_is_a_clear_error),
         cmocka_unit_test(routes_are_validated),
+        T(framing_content_length_with_transfer_encoding_is_400),
+        T(framing_duplicate_content_length_is_400),
+        T(framing_malformed_content_length_is_400),
+        T(framing_transfer_coding_other_than_chunked_is_400),
+        T(framing_duplicate_host_is_400),
+        T(framing_control_bytes_in_the_head_are_400),
+        T(framing_over_long_target_is_414),
+        T(framing_a_valid_request_keeps_the_connection),
         cmocka_unit_test(a_waiting_handler_does_not_stall_other_connections),
+        cmocka_unit_test(slowloris_from_one_address_does_not_starve_others),
     };
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }

@@ -87,6 +87,29 @@ static void failures_lock_an_account_and_back_off(void **state) {
     sl_throttle_destroy(t);
 }
 
+/* A login by e-mail and a login by id of the same account spend one bucket:
+ * 5 failures in all lock it, not 5 per identifier (ASVS 6.1.3). */
+static void email_and_id_of_one_account_share_one_bucket(void **state) {
+    (void)state;
+    sl_throttle *t = new_throttle(&sl_throttle_config_per_account);
+    char by_email[128], by_id[128], unknown[128];
+    const char *user_id = "6f1c3f0e-6a51-4a4e-9d38-0b9f5a1c2d3e";
+    sl_throttle_account_key(by_email, sizeof(by_email), user_id, "erin@example.com");
+    sl_throttle_account_key(by_id, sizeof(by_id), user_id, user_id);
+    assert_string_equal(by_email, by_id);
+    sl_throttle_account_key(unknown, sizeof(unknown), NULL, "nobody@example.com");
+    assert_string_equal(unknown, "acct:nobody@example.com");
+    int retry = -1;
+    for (int i = 0; i < 5; i++) {
+        const char *key = i % 2 ? by_id : by_email;
+        assert_int_equal(sl_throttle_check(t, key, T0, &retry), SL_THROTTLE_ALLOWED);
+        sl_throttle_failure(t, key, T0);
+    }
+    assert_int_equal(sl_throttle_check(t, by_email, T0, &retry), SL_THROTTLE_LIMITED);
+    assert_int_equal(sl_throttle_check(t, by_id, T0, &retry), SL_THROTTLE_LIMITED);
+    sl_throttle_destroy(t);
+}
+
 static void failures_leak_away_at_the_configured_rate(void **state) {
     (void)state;
     sl_throttle *t = new_throttle(&sl_throttle_config_per_account);
@@ -221,6 +244,7 @@ int main(void) {
         cmocka_unit_test(a_key_is_allowed_its_burst_then_limited_until_a_token_is_back),
         cmocka_unit_test(different_keys_are_independent),
         cmocka_unit_test(failures_lock_an_account_and_back_off),
+        cmocka_unit_test(email_and_id_of_one_account_share_one_bucket),
         cmocka_unit_test(failures_leak_away_at_the_configured_rate),
         cmocka_unit_test(a_success_clears_failures_and_lockout),
         cmocka_unit_test(a_clock_that_steps_back_refills_nothing),

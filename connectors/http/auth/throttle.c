@@ -19,6 +19,7 @@
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -314,4 +315,9 @@ size_t sl_throttle_tracked(sl_throttle *t) {
         pthread_mutex_unlock(lock);
     }
     return n;
+}
+
+void sl_throttle_account_key(char *out, size_t out_size, const char *user_id,
+                             const char *identifier) {
+    snprintf(out, out_size, "acct:%s", user_id && user_id[0] ? user_id : identifier);
 }

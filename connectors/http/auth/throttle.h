@@ -93,6 +93,14 @@ void sl_throttle_failure(sl_throttle *t, const char *key, int64_t now_ms);
  * (the token bucket stays as it is). No-op for an unknown key. Any thread. */
 void sl_throttle_success(sl_throttle *t, const char *key);
 
+/* The account throttle's key for a login: "acct:<user_id>" when the account
+ * is known (whether the client named it by e-mail or by id, so both share
+ * one bucket), else "acct:<identifier>" as sent (unknown accounts are
+ * throttled like real ones). `user_id` may be NULL or "". Truncated to
+ * out_size. Any thread. */
+void sl_throttle_account_key(char *out, size_t out_size, const char *user_id,
+                             const char *identifier);
+
 /* Slots in use now (scans the table: for tests and metrics, not hot paths). */
 size_t sl_throttle_tracked(sl_throttle *t);
 
