@@ -30,36 +30,6 @@ bool sl_birthdate_valid(const char *s) {
 
 /* ---- JSON ------------------------------------------------------------------ */
 
-/* Nesting depth of a JSON text, counted outside strings; -1 if it exceeds
- * max (the scan stops there). Malformed text is jansson's business. */
-static int json_depth(const char *body, size_t len, int max) {
-    int depth = 0, deepest = 0;
-    bool in_string = false, escaped = false;
-    for (size_t i = 0; i < len; i++) {
-        char c = body[i];
-        if (in_string) {
-            if (escaped)
-                escaped = false;
-            else if (c == '\\')
-                escaped = true;
-            else if (c == '"')
-                in_string = false;
-            continue;
-        }
-        if (c == '"') {
-            in_string = true;
-        } else if (c == '{' || c == '[') {
-            if (++depth > max)
-                return -1;
-            if (depth > deepest)
-                deepest = depth;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        }
-    }
-    return deepest;
-}
-
 static sl_err __attribute__((format(printf, 3, 4)))
 say(char *message, size_t message_size, const char *fmt, ...) {
     va_list ap;
@@ -74,7 +44,7 @@ json_t *sl_json_object_parse(const char *body, size_t len, char *message, size_t
         say(message, message_size, "%s", "request body is empty: a JSON object is expected");
         return NULL;
     }
-    if (json_depth(body, len, SL_IDREQ_MAX_DEPTH) < 0) {
+    if (!sl_json_depth_ok(body, len, SL_IDREQ_MAX_DEPTH)) {
         say(message, message_size, "%s", "request body is nested too deeply");
         return NULL;
     }

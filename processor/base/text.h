@@ -43,4 +43,11 @@ void sl_uuid_from_digest(const unsigned char *digest, char out[SL_UUID_LEN + 1])
  * processor replaying old commands decides the same way). */
 bool sl_date_valid(const char *s);
 
+/* True if the JSON text's nesting (objects and arrays, counted outside
+ * strings) stays within max_depth. Counted before jansson sees the text:
+ * jansson's own limit (JSON_PARSER_MAX_DEPTH, 2048) is a compile-time
+ * constant with no decode flag. Balance and everything else is the
+ * parser's to check. */
+bool sl_json_depth_ok(const char *text, size_t len, int max_depth);
+
 #endif

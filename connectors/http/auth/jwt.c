@@ -40,6 +40,7 @@
  */
 #include "connectors/http/auth/jwt.h"
 #include "connectors/http/auth/jwt_int.h"
+#include "processor/base/text.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -437,34 +438,6 @@ done:
 
 /* ---- verification -------------------------------------------------------- */
 
-/* Nesting depth of a JSON text, counted before jansson sees it: jansson's
- * own limit (JSON_PARSER_MAX_DEPTH, 2048) is a compile-time constant with no
- * decode flag. Brackets inside strings do not count. Balance and everything
- * else is jansson's to check. */
-static bool json_depth_ok(const unsigned char *text, size_t len, int max_depth) {
-    int depth = 0;
-    bool in_string = false, escaped = false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = text[i];
-        if (in_string) {
-            if (escaped)
-                escaped = false;
-            else if (c == '\\')
-                escaped = true;
-            else if (c == '"')
-                in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '{' || c == '[') {
-            if (++depth > max_depth)
-                return false;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        }
-    }
-    return true;
-}
-
 /* Decode a base64url part and parse it as a JSON object. */
 static sl_jwt_error decode_object(const char *b64, size_t b64_len, const char *what, json_t **out,
                                   char *errstr, size_t errstr_size) {
@@ -473,7 +446,7 @@ static sl_jwt_error decode_object(const char *b64, size_t b64_len, const char *w
     if (b64_len == 0 || !sl_jwt_b64url_decode(b64, b64_len, text, sizeof(text), &len))
         return sl_jwt_reject(errstr, errstr_size, SL_JWT_ERR_MALFORMED, "%s is not base64url",
                              what);
-    if (!json_depth_ok(text, len, SL_JWT_MAX_DEPTH))
+    if (!sl_json_depth_ok((const char *)text, len, SL_JWT_MAX_DEPTH))
         return sl_jwt_reject(errstr, errstr_size, SL_JWT_ERR_MALFORMED,
                              "%s JSON is nested deeper than %d", what, SL_JWT_MAX_DEPTH);
     json_error_t jerr;
