@@ -96,8 +96,10 @@ INTEG_TESTS := $(patsubst tests/integration/%.c,$(OUT)/tests/integration/%,\
                  $(wildcard tests/integration/test_*.c))
 SUPPORT_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(wildcard tests/support/*.c))
 TEST_APPS := $(patsubst tests/apps/%.c,$(OUT)/tests/apps/%,$(wildcard tests/apps/*.c))
-# Benchmark programs: one bench/<name>.c each, built only when asked for.
+# Benchmark programs: one bench/<name>.c each, built only when asked for;
+# each links what they share (bench/support/*.c, compiled once).
 BENCHES := $(patsubst bench/%.c,$(OUT)/bench/%,$(wildcard bench/*.c))
+BENCH_SUPPORT_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(wildcard bench/support/*.c))
 
 # One fuzz target per decoder or request parser (tests/fuzz/fuzz_*.c). In the
 # test build each links tests/fuzz/replay.c, which replays a corpus directory
@@ -178,7 +180,8 @@ fuzzers: $(FUZZ_BINS)
 BENCH_PKGS := libjwt
 $(OUT)/obj/bench/%.o: CFLAGS_ALL += $(call pkg_cflags,$(BENCH_PKGS))
 
-$(OUT)/bench/%: $(OUT)/obj/bench/%.o $(CONFIG_GROUPS_OBJ) $(OUT)/libsluice.a
+$(OUT)/bench/%: $(OUT)/obj/bench/%.o $(BENCH_SUPPORT_OBJS) $(CONFIG_GROUPS_OBJ) \
+               $(OUT)/libsluice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_LD) -o $@ $^ $(LDLIBS_ALL) $(call pkg_libs,$(BENCH_PKGS))
 

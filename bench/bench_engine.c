@@ -56,13 +56,9 @@
  * every run finished, whatever the numbers.
  */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -71,7 +67,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -80,6 +75,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/support/benchutil.h"
 #include "processor/kafka/admin.h"
 #include "processor/kafka/client.h"
 
@@ -93,52 +89,12 @@
 #define MAX_RESULTS     64
 #define MAX_ROUNDS      10
 
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
-
 static void stderr_log(void *opaque, sl_log_level level, const char *component, const char *line) {
     (void)opaque;
     fprintf(stderr, "bench %s %s: %s\n", sl_log_level_name(level), component, line);
 }
 
 static const sl_logger logger = {.fn = stderr_log, .opaque = NULL, .level = SL_LOG_WARN};
-
-static int64_t now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !stop_requested)
-        ;
-}
-
-static bool parse_ll(const char *text, long long min, long long max, long long *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
-/* snprintf that says whether the whole text fit. */
-static bool fmt(char *buf, size_t size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-static bool fmt(char *buf, size_t size, const char *format, ...) {
-    va_list ap;
-    va_start(ap, format);
-    int n = vsnprintf(buf, size, format, ap);
-    va_end(ap);
-    return n >= 0 && (size_t)n < size;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Options and state                                                         */
@@ -147,9 +103,7 @@ typedef struct options {
     long long records, restore_records, timeout_s;
     long long partitions, keys, rounds;
     char runs[64];
-    char build[PATH_MAX];
-    const char *label;
-    bool keep;
+    bench_common_options common; /* --build, --label, --keep */
 } options;
 
 /* One measured run of any kind; fields that do not apply stay negative. */
@@ -194,139 +148,15 @@ typedef struct bench {
 static bool want_run(const bench *b, const char *id) {
     char list[sizeof(b->opt.runs) + 2];
     char needle[16];
-    return fmt(list, sizeof(list), ",%s,", b->opt.runs) &&
-           fmt(needle, sizeof(needle), ",%s,", id) && strstr(list, needle) != NULL;
-}
-
-/* ------------------------------------------------------------------------ */
-/* /proc: peak RSS, CPU of a process, CPU of the machine                     */
-
-/* VmHWM of a live process in KiB, or -1. */
-static long long read_hwm_kib(pid_t pid) {
-    char path[64], line[256];
-    if (!fmt(path, sizeof(path), "/proc/%d/status", (int)pid))
-        return -1;
-    FILE *file = fopen(path, "r");
-    if (!file)
-        return -1;
-    long long kib = -1;
-    while (fgets(line, sizeof(line), file))
-        if (strncmp(line, "VmHWM:", 6) == 0) {
-            char *end;
-            errno = 0;
-            kib = strtoll(line + 6, &end, 10);
-            if (errno)
-                kib = -1;
-            break;
-        }
-    fclose(file);
-    return kib;
-}
-
-/* utime + stime of a process in clock ticks, or -1. */
-static long long read_proc_ticks(pid_t pid) {
-    char path[64], buf[1024];
-    if (!fmt(path, sizeof(path), "/proc/%d/stat", (int)pid))
-        return -1;
-    FILE *file = fopen(path, "r");
-    if (!file)
-        return -1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, file);
-    fclose(file);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    if (!p)
-        return -1;
-    /* Fields after the name start at 3 (state); utime is 14, stime 15. */
-    long long ticks[2] = {0, 0};
-    int field = 2;
-    for (char *save = NULL, *tok = strtok_r(p + 1, " ", &save); tok;
-         tok = strtok_r(NULL, " ", &save)) {
-        field++;
-        if (field == 14 || field == 15) {
-            char *end;
-            errno = 0;
-            ticks[field - 14] = strtoll(tok, &end, 10);
-            if (errno)
-                return -1;
-        }
-        if (field == 15)
-            return ticks[0] + ticks[1];
-    }
-    return -1;
-}
-
-typedef struct cpu_sample {
-    long long total, idle, steal; /* clock ticks, all CPUs */
-} cpu_sample;
-
-static cpu_sample read_machine_cpu(void) {
-    cpu_sample s = {0, 0, 0};
-    char line[512];
-    FILE *file = fopen("/proc/stat", "r");
-    if (!file || !fgets(line, sizeof(line), file) || strncmp(line, "cpu ", 4) != 0) {
-        if (file)
-            fclose(file);
-        return s;
-    }
-    fclose(file);
-    /* user nice system idle iowait irq softirq steal (guest is in user) */
-    char *p = line + 4;
-    for (int field = 0; field < 8; field++) {
-        char *end;
-        errno = 0;
-        long long v = strtoll(p, &end, 10);
-        if (errno || end == p)
-            break;
-        p = end;
-        s.total += v;
-        if (field == 3 || field == 4)
-            s.idle += v;
-        if (field == 7)
-            s.steal += v;
-    }
-    return s;
-}
-
-/* The harness's broker: a java process running kafka.Kafka (inside the
- * harness dir when SLUICE_TEST_HARNESS_DIR is set). 0 if none is found, for
- * example with a broker on another machine. */
-static pid_t find_broker(void) {
-    const char *harness = getenv("SLUICE_TEST_HARNESS_DIR");
-    DIR *proc = opendir("/proc");
-    if (!proc)
-        return 0;
-    pid_t found = 0;
-    struct dirent *entry;
-    while (!found && (entry = readdir(proc))) {
-        long long pid;
-        if (!parse_ll(entry->d_name, 1, INT_MAX, &pid))
-            continue;
-        char path[64], cmdline[8192];
-        if (!fmt(path, sizeof(path), "/proc/%lld/cmdline", pid))
-            continue;
-        FILE *file = fopen(path, "r");
-        if (!file)
-            continue;
-        size_t n = fread(cmdline, 1, sizeof(cmdline) - 1, file);
-        fclose(file);
-        bool is_kafka = false, in_harness = harness == NULL;
-        for (size_t at = 0; at < n; at += strlen(cmdline + at) + 1) {
-            cmdline[n] = '\0';
-            is_kafka |= strcmp(cmdline + at, "kafka.Kafka") == 0;
-            in_harness |= harness && strstr(cmdline + at, harness) != NULL;
-        }
-        if (is_kafka && in_harness)
-            found = (pid_t)pid;
-    }
-    closedir(proc);
-    return found;
+    return bench_fmt(list, sizeof(list), ",%s,", b->opt.runs) &&
+           bench_fmt(needle, sizeof(needle), ",%s,", id) && strstr(list, needle) != NULL;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Child processes                                                           */
 
-/* Fork and exec argv[0] with stdout and stderr appended to log_path. */
+/* Fork and exec argv[0] with stdout and stderr appended to log_path, in a
+ * free slot of b->children. */
 static pid_t spawn(bench *b, char *const argv[], const char *log_path) {
     int slot = -1;
     for (int i = 0; i < MAX_CHILDREN && slot < 0; i++)
@@ -336,29 +166,9 @@ static pid_t spawn(bench *b, char *const argv[], const char *log_path) {
         fprintf(stderr, "bench: too many children\n");
         return -1;
     }
-    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        fprintf(stderr, "bench: cannot open %s: %s\n", log_path, strerror(errno));
-        return -1;
-    }
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "bench: fork: %s\n", strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (pid == 0) {
-        /* Only async-signal-safe calls until exec: the parent has threads. */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-            _exit(127);
-        if (dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0)
-            _exit(127);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(fd);
-    b->children[slot] = pid;
+    pid_t pid = bench_spawn(argv, log_path);
+    if (pid > 0)
+        b->children[slot] = pid;
     return pid;
 }
 
@@ -386,10 +196,11 @@ static int child_stop(bench *b, pid_t pid, int sig, int timeout_ms, struct rusag
         return -1;
     if (kill(pid, sig) != 0 && errno != ESRCH)
         fprintf(stderr, "bench: kill %d: %s\n", (int)pid, strerror(errno));
-    for (int64_t deadline = now_us() + (int64_t)timeout_ms * 1000; now_us() < deadline;) {
+    for (int64_t deadline = bench_now_us() + (int64_t)timeout_ms * 1000;
+         bench_now_us() < deadline;) {
         if (child_exited(b, pid, &status, usage))
             return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        sleep_ms(20);
+        bench_sleep_ms(20);
     }
     fprintf(stderr, "bench: process %d did not stop within %d ms: SIGKILL\n", (int)pid, timeout_ms);
     kill(pid, SIGKILL);
@@ -406,43 +217,8 @@ static void stop_all_children(bench *b) {
         }
 }
 
-/* The last `lines` (at most 64) lines of a child's log, to stderr. */
-static void dump_log(const char *path, int lines) {
-    enum { RING = 64 };
-    char(*ring)[512] = calloc(RING, sizeof(*ring));
-    FILE *file = ring ? fopen(path, "r") : NULL;
-    if (!file) {
-        free(ring);
-        return;
-    }
-    int n = 0;
-    while (fgets(ring[n % RING], sizeof(ring[0]), file))
-        n++;
-    fclose(file);
-    if (lines > RING)
-        lines = RING;
-    fprintf(stderr, "bench: last lines of %s:\n", path);
-    for (int i = n > lines ? n - lines : 0; i < n; i++)
-        fprintf(stderr, "  | %s", ring[i % RING]);
-    free(ring);
-}
-
 /* ------------------------------------------------------------------------ */
 /* HTTP: GET /readyz of a counter instance                                   */
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
-        port = ntohs(addr.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
 
 /* GET http://127.0.0.1:port/path with 2 s socket timeouts. Returns the
  * status (or -1) and copies at most body_size-1 bytes of the body. */
@@ -468,18 +244,7 @@ static int http_get(int port, const char *path, char *body, size_t body_size) {
          have < sizeof(buf) - 1 && (n = read(fd, buf + have, sizeof(buf) - 1 - have)) > 0;)
         have += (size_t)n;
     buf[have] = '\0';
-    long long code;
-    char digits[4];
-    if (have < 12 || strncmp(buf, "HTTP/1.", 7) != 0)
-        goto done;
-    memcpy(digits, buf + 9, 3);
-    digits[3] = '\0';
-    if (!parse_ll(digits, 100, 599, &code))
-        goto done;
-    status = (int)code;
-    const char *start = strstr(buf, "\r\n\r\n");
-    if (body && body_size)
-        fmt(body, body_size, "%s", start ? start + 4 : "");
+    status = bench_http_response(buf, have, body, body_size);
 done:
     close(fd);
     return status;
@@ -640,9 +405,9 @@ static double produce(bench *b, const char *topic, long long n, make_record_fn *
     rd_kafka_t *producer = new_client(b, RD_KAFKA_PRODUCER, settings);
     if (!producer)
         return -1;
-    int64_t started = now_us();
+    int64_t started = bench_now_us();
     bool ok = true;
-    for (long long i = 0; ok && i < n && !stop_requested; i++) {
+    for (long long i = 0; ok && i < n && !bench_stop_requested; i++) {
         char key[32], value[64];
         int key_len, value_len;
         make(i, &b->opt, key, sizeof(key), &key_len, value, sizeof(value), &value_len);
@@ -667,13 +432,13 @@ static double produce(bench *b, const char *topic, long long n, make_record_fn *
         ok = false;
     }
     rd_kafka_destroy(producer);
-    double took = (double)(now_us() - started) / 1e6;
+    double took = (double)(bench_now_us() - started) / 1e6;
     long long end = ok ? topic_end(b, topic, NULL) : -1;
     if (ok && end != n) {
         fprintf(stderr, "bench: %s holds %lld records, expected %lld\n", topic, end, n);
         ok = false;
     }
-    return ok && !stop_requested ? took : -1;
+    return ok && !bench_stop_requested ? took : -1;
 }
 
 /* Sum of the group's committed offsets on the input; *at_end once every
@@ -728,7 +493,7 @@ static void counter_args(const bench *b, argv_builder *a, const char *app, const
                          const char *extra_set) {
     a->n = 0;
     a->ok = true;
-    arg(a, "%s/tests/apps/counter", b->opt.build);
+    arg(a, "%s/tests/apps/counter", b->opt.common.build);
     arg(a, "--input");
     arg(a, "%s", input);
     arg(a, "--echo");
@@ -751,9 +516,9 @@ static void counter_args(const bench *b, argv_builder *a, const char *app, const
     }
 }
 
-static void machine_delta(const bench *b, const cpu_sample *before, long long broker_before,
+static void machine_delta(const bench *b, const bench_cpu_sample *before, long long broker_before,
                           double seconds, result *r) {
-    cpu_sample after = read_machine_cpu();
+    bench_cpu_sample after = bench_machine_cpu();
     long long total = after.total - before->total;
     long long idle = after.idle - before->idle;
     if (total > 0 && seconds > 0) {
@@ -761,7 +526,7 @@ static void machine_delta(const bench *b, const cpu_sample *before, long long br
         r->busy_cores = (double)(total - idle) / (double)b->clock_ticks / seconds;
         r->steal_pct = 100.0 * (double)(after.steal - before->steal) / (double)total;
     }
-    long long broker_after = b->broker_pid ? read_proc_ticks(b->broker_pid) : -1;
+    long long broker_after = b->broker_pid ? bench_proc_ticks(b->broker_pid) : -1;
     if (broker_before >= 0 && broker_after >= 0)
         r->broker_cpu_s = (double)(broker_after - broker_before) / (double)b->clock_ticks;
 }
@@ -774,8 +539,8 @@ static result *new_result(bench *b, const char *id, int round, const char *what)
     }
     result *r = &b->results[b->n_results++];
     memset(r, 0, sizeof(*r));
-    fmt(r->id, sizeof(r->id), "%s", id);
-    fmt(r->what, sizeof(r->what), "%s", what);
+    bench_fmt(r->id, sizeof(r->id), "%s", id);
+    bench_fmt(r->what, sizeof(r->what), "%s", what);
     r->round = round;
     r->records = r->steady_n = r->hwm_kib = r->commits = r->records_in = -1;
     r->wall_s = r->steady_s = r->restore_s = r->cpu_s = r->broker_cpu_s = r->busy_cores =
@@ -801,12 +566,28 @@ static long long logged_commits(const char *log_path) {
         if (start < end && (size_t)(end - start) < sizeof(digits)) {
             memcpy(digits, start, (size_t)(end - start));
             digits[end - start] = '\0';
-            if (!parse_ll(digits, 0, INT64_MAX, &commits))
+            if (!bench_parse_ll(digits, 0, INT64_MAX, &commits))
                 commits = -1;
         }
     }
     fclose(file);
     return commits;
+}
+
+/* The log <work_dir>/<name>.log and the fresh state directory
+ * <work_dir>/<name> of one run (log_path and state_dir are PATH_MAX bytes),
+ * and an empty command line for it: the caller frees it. NULL when the
+ * directory cannot be made (after saying so) or out of memory. */
+static argv_builder *prepare_run(const bench *b, const char *name, char *log_path,
+                                 char *state_dir) {
+    state_dir[0] = '\0';
+    if (!bench_fmt(log_path, PATH_MAX, "%s/%s.log", b->work_dir, name) ||
+        !bench_fmt(state_dir, PATH_MAX, "%s/%s", b->work_dir, name) ||
+        mkdir(state_dir, 0755) != 0) {
+        fprintf(stderr, "bench: cannot prepare %s\n", state_dir);
+        return NULL;
+    }
+    return calloc(1, sizeof(argv_builder));
 }
 
 /* A processing run: passthrough (n_outputs > 0) or the counter app
@@ -816,19 +597,13 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
                            int n_outputs, const char *guarantee) {
     result *r = new_result(b, id, round, what);
     char log_path[PATH_MAX], state_dir[PATH_MAX], topic[NAME_SIZE];
-    if (!r || !fmt(log_path, sizeof(log_path), "%s/%s.log", b->work_dir, group) ||
-        !fmt(state_dir, sizeof(state_dir), "%s/%s", b->work_dir, group) ||
-        mkdir(state_dir, 0755) != 0) {
-        fprintf(stderr, "bench: cannot prepare %s\n", state_dir);
-        return false;
-    }
-    argv_builder *a = calloc(1, sizeof(*a));
+    argv_builder *a = r ? prepare_run(b, group, log_path, state_dir) : NULL;
     if (!a)
         return false;
     int port = -1;
     if (n_outputs > 0) {
         a->ok = true;
-        arg(a, "%s/bench/passthrough", b->opt.build);
+        arg(a, "%s/bench/passthrough", b->opt.common.build);
         arg(a, "--bootstrap");
         arg(a, "%s", b->bootstrap);
         arg(a, "--input");
@@ -840,7 +615,8 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
         arg(a, "--timeout-s");
         arg(a, "%lld", b->opt.timeout_s);
         for (int o = 0; o < n_outputs; o++) {
-            if (!fmt(topic, sizeof(topic), "%s.out%d", group, o) || !create_topic(b, topic, false))
+            if (!bench_fmt(topic, sizeof(topic), "%s.out%d", group, o) ||
+                !create_topic(b, topic, false))
                 goto fail;
             arg(a, "--output");
             arg(a, "%s", topic);
@@ -848,15 +624,15 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
     } else {
         const char *suffixes[] = {"echo", "agg"};
         for (int i = 0; i < 2; i++)
-            if (!fmt(topic, sizeof(topic), "%s.%s", group, suffixes[i]) ||
+            if (!bench_fmt(topic, sizeof(topic), "%s.%s", group, suffixes[i]) ||
                 !create_topic(b, topic, false))
                 goto fail;
         /* The engine creates these; track them for deletion. */
-        if (fmt(topic, sizeof(topic), "%s-agg-changelog", group))
+        if (bench_fmt(topic, sizeof(topic), "%s-agg-changelog", group))
             track_topic(b, topic);
-        if (fmt(topic, sizeof(topic), "%s-dlq", group))
+        if (bench_fmt(topic, sizeof(topic), "%s-dlq", group))
             track_topic(b, topic);
-        port = free_port();
+        port = bench_free_port();
         counter_args(b, a, group, b->input, guarantee, state_dir, port, NULL);
     }
     if (!a->ok) {
@@ -874,9 +650,9 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
         goto fail;
 
     fprintf(stderr, "bench: %s %s ...\n", id, what);
-    cpu_sample machine_before = read_machine_cpu();
-    long long broker_before = b->broker_pid ? read_proc_ticks(b->broker_pid) : -1;
-    int64_t started = now_us(), first_commit = 0, done_at = 0;
+    bench_cpu_sample machine_before = bench_machine_cpu();
+    long long broker_before = b->broker_pid ? bench_proc_ticks(b->broker_pid) : -1;
+    int64_t started = bench_now_us(), first_commit = 0, done_at = 0;
     long long first_commit_sum = 0, ticks = -1;
     pid_t pid = spawn(b, a->argv, log_path);
     bool exited = false, failed = pid < 0;
@@ -884,8 +660,8 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
     struct rusage usage;
     memset(&usage, 0, sizeof(usage));
     int64_t deadline = started + b->opt.timeout_s * 1000000;
-    while (!failed && !done_at && !stop_requested) {
-        if (now_us() > deadline) {
+    while (!failed && !done_at && !bench_stop_requested) {
+        if (bench_now_us() > deadline) {
             fprintf(stderr, "bench: %s did not finish within %lld s\n", id, b->opt.timeout_s);
             failed = true;
             break;
@@ -894,14 +670,14 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
         bool at_end = false;
         if (group_progress(b, checker, &sum, &at_end)) {
             if (!first_commit && sum > 0) {
-                first_commit = now_us();
+                first_commit = bench_now_us();
                 first_commit_sum = sum;
             }
             if (at_end)
-                done_at = now_us();
+                done_at = bench_now_us();
         }
         if (!exited) {
-            long long hwm = read_hwm_kib(pid), t = read_proc_ticks(pid);
+            long long hwm = bench_hwm_kib(pid), t = bench_proc_ticks(pid);
             if (hwm > r->hwm_kib)
                 r->hwm_kib = hwm;
             if (t >= 0)
@@ -913,7 +689,7 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
             }
         }
         if (!done_at && !failed)
-            sleep_ms(50);
+            bench_sleep_ms(50);
     }
     failed |= !done_at;
     if (done_at) {
@@ -928,14 +704,14 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
         }
     }
     if (done_at && guarantee && strcmp(guarantee, "exactly_once_v2") == 0 && !b->eos_group[0])
-        fmt(b->eos_group, sizeof(b->eos_group), "%s", group);
+        bench_fmt(b->eos_group, sizeof(b->eos_group), "%s", group);
     if (!exited && guarantee && pid > 0) {
         engine_stats stats;
         if (readyz(port, &stats) >= 0) {
             r->commits = stats.commits;
             r->records_in = stats.records_in;
         }
-        long long hwm = read_hwm_kib(pid), t = read_proc_ticks(pid);
+        long long hwm = bench_hwm_kib(pid), t = bench_proc_ticks(pid);
         if (hwm > r->hwm_kib)
             r->hwm_kib = hwm;
         if (t >= 0)
@@ -947,10 +723,11 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
         }
     } else if (!exited && pid > 0) {
         /* The passthrough exits by itself after its last commit. */
-        for (int64_t until = now_us() + STOP_TIMEOUT_MS * 1000LL; !exited && now_us() < until;) {
+        for (int64_t until = bench_now_us() + STOP_TIMEOUT_MS * 1000LL;
+             !exited && bench_now_us() < until;) {
             exited = child_exited(b, pid, &status, &usage);
             if (!exited)
-                sleep_ms(20);
+                bench_sleep_ms(20);
         }
         if (!exited)
             child_stop(b, pid, SIGTERM, 10000, &usage);
@@ -969,9 +746,9 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
     if (n_outputs > 0)
         r->commits = logged_commits(log_path);
     rd_kafka_destroy(checker);
-    r->ok = !failed && !stop_requested;
+    r->ok = !failed && !bench_stop_requested;
     if (!r->ok)
-        dump_log(log_path, 30);
+        bench_dump_log(log_path, 30);
     free(a);
     return r->ok;
 fail:
@@ -1014,26 +791,22 @@ static long long logged_restore_ms(const char *log_path, long long *records) {
 static bool run_restore(bench *b, const char *id, const char *what, const char *app,
                         const char *input, const char *extra_set) {
     result *r = new_result(b, id, 0, what);
-    char log_path[PATH_MAX], state_dir[PATH_MAX];
-    if (!r || !fmt(log_path, sizeof(log_path), "%s/%s.%s.log", b->work_dir, app, id) ||
-        !fmt(state_dir, sizeof(state_dir), "%s/%s.%s", b->work_dir, app, id) ||
-        mkdir(state_dir, 0755) != 0) {
-        fprintf(stderr, "bench: cannot prepare %s\n", state_dir);
-        return false;
-    }
-    argv_builder *a = calloc(1, sizeof(*a));
+    char name[NAME_SIZE + 16], log_path[PATH_MAX], state_dir[PATH_MAX];
+    argv_builder *a = r && bench_fmt(name, sizeof(name), "%s.%s", app, id)
+                          ? prepare_run(b, name, log_path, state_dir)
+                          : NULL;
     if (!a)
         return false;
-    int port = free_port();
+    int port = bench_free_port();
     counter_args(b, a, app, input, "exactly_once_v2", state_dir, port, extra_set);
     if (!a->ok) {
         free(a);
         return false;
     }
     fprintf(stderr, "bench: %s %s ...\n", id, what);
-    cpu_sample machine_before = read_machine_cpu();
-    long long broker_before = b->broker_pid ? read_proc_ticks(b->broker_pid) : -1;
-    int64_t started = now_us(), ready_at = 0;
+    bench_cpu_sample machine_before = bench_machine_cpu();
+    long long broker_before = b->broker_pid ? bench_proc_ticks(b->broker_pid) : -1;
+    int64_t started = bench_now_us(), ready_at = 0;
     pid_t pid = spawn(b, a->argv, log_path);
     free(a);
     bool failed = pid < 0;
@@ -1042,14 +815,14 @@ static bool run_restore(bench *b, const char *id, const char *what, const char *
     int status;
     long long ticks = -1;
     int64_t deadline = started + b->opt.timeout_s * 1000000;
-    while (!failed && !ready_at && !stop_requested) {
-        if (now_us() > deadline) {
+    while (!failed && !ready_at && !bench_stop_requested) {
+        if (bench_now_us() > deadline) {
             fprintf(stderr, "bench: %s not ready within %lld s\n", id, b->opt.timeout_s);
             failed = true;
             break;
         }
         if (readyz(port, &stats) == 200) {
-            ready_at = now_us();
+            ready_at = bench_now_us();
             break;
         }
         if (child_exited(b, pid, &status, &usage)) {
@@ -1058,14 +831,14 @@ static bool run_restore(bench *b, const char *id, const char *what, const char *
             pid = -1;
             break;
         }
-        sleep_ms(50);
+        bench_sleep_ms(50);
     }
     if (ready_at) {
         r->wall_s = (double)(ready_at - started) / 1e6;
         machine_delta(b, &machine_before, broker_before, r->wall_s, r);
         r->records = stats.restored_records;
-        r->hwm_kib = read_hwm_kib(pid);
-        ticks = read_proc_ticks(pid);
+        r->hwm_kib = bench_hwm_kib(pid);
+        ticks = bench_proc_ticks(pid);
         if (ticks >= 0)
             r->cpu_s = (double)ticks / (double)b->clock_ticks;
     }
@@ -1080,9 +853,9 @@ static bool run_restore(bench *b, const char *id, const char *what, const char *
     if (ready_at && logged_records != r->records)
         fprintf(stderr, "bench: %s: /readyz says %lld restored, the task log lines %lld\n", id,
                 r->records, logged_records);
-    r->ok = !failed && ready_at && !stop_requested;
+    r->ok = !failed && ready_at && !bench_stop_requested;
     if (!r->ok)
-        dump_log(log_path, 30);
+        bench_dump_log(log_path, 30);
     return r->ok;
 }
 
@@ -1092,16 +865,16 @@ static bool run_restore(bench *b, const char *id, const char *what, const char *
 /* A table cell: the value with `decimals` decimals, or "-" if unknown. */
 static void cell_f(char *buf, size_t size, double v, int decimals) {
     if (v < 0)
-        fmt(buf, size, "-");
+        bench_fmt(buf, size, "-");
     else
-        fmt(buf, size, "%.*f", decimals, v);
+        bench_fmt(buf, size, "%.*f", decimals, v);
 }
 
 static void cell_ll(char *buf, size_t size, long long v) {
     if (v < 0)
-        fmt(buf, size, "-");
+        bench_fmt(buf, size, "-");
     else
-        fmt(buf, size, "%lld", v);
+        bench_fmt(buf, size, "%lld", v);
 }
 
 typedef double metric_fn(const result *r);
@@ -1155,28 +928,10 @@ static void print_ratio(const bench *b, const char *num, const char *den) {
     if (n < 0 || d < 0)
         return;
     char wall[32] = "-", steady[32] = "-";
-    fmt(wall, sizeof(wall), "%.1f %%", 100.0 * n / d);
+    bench_fmt(wall, sizeof(wall), "%.1f %%", 100.0 * n / d);
     if (ns > 0 && ds > 0)
-        fmt(steady, sizeof(steady), "%.1f %%", 100.0 * ns / ds);
+        bench_fmt(steady, sizeof(steady), "%.1f %%", 100.0 * ns / ds);
     printf("| (%s) / (%s) | %s | %s |\n", num, den, wall, steady);
-}
-
-static void machine_model(char *buf, size_t size) {
-    fmt(buf, size, "unknown");
-    FILE *file = fopen("/proc/cpuinfo", "r");
-    if (!file)
-        return;
-    char line[512];
-    while (fgets(line, sizeof(line), file))
-        if (strncmp(line, "model name", 10) == 0) {
-            const char *colon = strchr(line, ':');
-            if (colon) {
-                fmt(buf, size, "%s", colon + 2);
-                buf[strcspn(buf, "\n")] = '\0';
-            }
-            break;
-        }
-    fclose(file);
 }
 
 /* Machine cores busy with something other than the measured process and
@@ -1190,13 +945,10 @@ static double other_cores(const result *r) {
 
 static void report(const bench *b) {
     char date[64], model[256];
-    time_t t = time(NULL);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm) || !strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S UTC", &tm))
-        fmt(date, sizeof(date), "unknown");
-    machine_model(model, sizeof(model));
+    bench_utc_now(date, sizeof(date));
+    bench_machine_model(model, sizeof(model));
     printf("\n## Engine benchmark, %s\n\n", date);
-    printf("- label: %s\n", b->opt.label ? b->opt.label : "-");
+    printf("- label: %s\n", b->opt.common.label ? b->opt.common.label : "-");
     printf("- machine: %ld CPUs online, %s\n", sysconf(_SC_NPROCESSORS_ONLN), model);
     printf("- input: %lld records, %lld keys, %lld partitions (produced in %.1f s, untimed)\n",
            b->opt.records, b->opt.keys, b->opt.partitions, b->produce_s);
@@ -1302,6 +1054,26 @@ static int usage(void) {
     return 2;
 }
 
+/* One of bench_engine's own options (bench_option_fn). */
+static bool take_option(void *opts, const char *name, const char *value) {
+    options *opt = opts;
+    if (strcmp(name, "--records") == 0)
+        return bench_parse_ll(value, 1000, 1000000000, &opt->records);
+    if (strcmp(name, "--restore-records") == 0)
+        return bench_parse_ll(value, 1000, 1000000000, &opt->restore_records);
+    if (strcmp(name, "--partitions") == 0)
+        return bench_parse_ll(value, 1, MAX_PARTITIONS, &opt->partitions);
+    if (strcmp(name, "--rounds") == 0)
+        return bench_parse_ll(value, 1, MAX_ROUNDS, &opt->rounds);
+    if (strcmp(name, "--keys") == 0)
+        return bench_parse_ll(value, 1, 100000000, &opt->keys);
+    if (strcmp(name, "--timeout-s") == 0)
+        return bench_parse_ll(value, 10, 86400, &opt->timeout_s);
+    if (strcmp(name, "--runs") == 0)
+        return bench_fmt(opt->runs, sizeof(opt->runs), "%s", value);
+    return false;
+}
+
 static int parse_args(options *opt, int argc, char **argv) {
     opt->records = 1000000;
     opt->restore_records = 1000000;
@@ -1309,66 +1081,18 @@ static int parse_args(options *opt, int argc, char **argv) {
     opt->keys = 1000;
     opt->timeout_s = 900;
     opt->rounds = 3;
-    fmt(opt->runs, sizeof(opt->runs), "a,a3,b,c,r1,r2,r3");
-    /* <build>/bench/bench_engine -> <build> */
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0)
-        return usage();
-    self[n] = '\0';
-    fmt(opt->build, sizeof(opt->build), "%s", dirname(dirname(self)));
-    for (int i = 1; i < argc; i++) {
-        const char *name = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(name, "--keep") == 0) {
-            opt->keep = true;
-            continue;
-        }
-        if (!value)
-            return usage();
-        i++;
-        bool ok = true;
-        if (strcmp(name, "--records") == 0)
-            ok = parse_ll(value, 1000, 1000000000, &opt->records);
-        else if (strcmp(name, "--restore-records") == 0)
-            ok = parse_ll(value, 1000, 1000000000, &opt->restore_records);
-        else if (strcmp(name, "--partitions") == 0)
-            ok = parse_ll(value, 1, MAX_PARTITIONS, &opt->partitions);
-        else if (strcmp(name, "--rounds") == 0)
-            ok = parse_ll(value, 1, MAX_ROUNDS, &opt->rounds);
-        else if (strcmp(name, "--keys") == 0)
-            ok = parse_ll(value, 1, 100000000, &opt->keys);
-        else if (strcmp(name, "--timeout-s") == 0)
-            ok = parse_ll(value, 10, 86400, &opt->timeout_s);
-        else if (strcmp(name, "--runs") == 0)
-            ok = fmt(opt->runs, sizeof(opt->runs), "%s", value);
-        else if (strcmp(name, "--build") == 0)
-            ok = fmt(opt->build, sizeof(opt->build), "%s", value);
-        else if (strcmp(name, "--label") == 0)
-            opt->label = value;
-        else
-            ok = false;
-        if (!ok)
-            return usage();
-    }
-    return 0;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    if (remove(path) != 0)
-        fprintf(stderr, "bench: cannot remove %s: %s\n", path, strerror(errno));
-    return 0;
+    bench_fmt(opt->runs, sizeof(opt->runs), "a,a3,b,c,r1,r2,r3");
+    return bench_parse_args(argc, argv, &opt->common, take_option, opt) ? 0 : usage();
 }
 
 static bool check_binaries(const bench *b) {
     const char *needed[] = {"tests/apps/counter", "bench/passthrough"};
     for (size_t i = 0; i < 2; i++) {
         char path[PATH_MAX];
-        if (!fmt(path, sizeof(path), "%s/%s", b->opt.build, needed[i]) || access(path, X_OK)) {
+        if (!bench_fmt(path, sizeof(path), "%s/%s", b->opt.common.build, needed[i]) ||
+            access(path, X_OK)) {
             fprintf(stderr, "bench: %s/%s is missing: run 'make VARIANT=release tests benches'\n",
-                    b->opt.build, needed[i]);
+                    b->opt.common.build, needed[i]);
             return false;
         }
     }
@@ -1378,7 +1102,8 @@ static bool check_binaries(const bench *b) {
 /* Everything but argument parsing and cleanup. */
 static bool run_all(bench *b) {
     const options *opt = &b->opt;
-    if (!fmt(b->input, sizeof(b->input), "%s.in", b->prefix) || !create_topic(b, b->input, false))
+    if (!bench_fmt(b->input, sizeof(b->input), "%s.in", b->prefix) ||
+        !create_topic(b, b->input, false))
         return false;
     fprintf(stderr, "bench: producing %lld input records to %s (untimed) ...\n", opt->records,
             b->input);
@@ -1406,7 +1131,7 @@ static bool run_all(bench *b) {
             size_t i = round % 2 ? k : n_runs - 1 - k;
             if (!want_run(b, runs[i].id))
                 continue;
-            ok = fmt(group, sizeof(group), "%s-%s%d", b->prefix, runs[i].suffix, round) &&
+            ok = bench_fmt(group, sizeof(group), "%s-%s%d", b->prefix, runs[i].suffix, round) &&
                  run_processing(b, runs[i].id, round, runs[i].what, group, runs[i].outputs,
                                 runs[i].guarantee);
         }
@@ -1423,16 +1148,17 @@ static bool run_all(bench *b) {
     }
     if (ok && (want_run(b, "r2") || want_run(b, "r3"))) {
         char app[NAME_SIZE], input[NAME_SIZE], changelog[NAME_SIZE + 32];
-        ok = fmt(app, sizeof(app), "%s-rst", b->prefix) &&
-             fmt(input, sizeof(input), "%s.in", app) &&
-             fmt(changelog, sizeof(changelog), "%s-agg-changelog", app);
+        ok = bench_fmt(app, sizeof(app), "%s-rst", b->prefix) &&
+             bench_fmt(input, sizeof(input), "%s.in", app) &&
+             bench_fmt(changelog, sizeof(changelog), "%s-agg-changelog", app);
         char topic[NAME_SIZE + 8];
         /* An empty input of its own: after restoring there is nothing to
          * process, so processing never competes with the restore. */
-        ok = ok && create_topic(b, input, false) && fmt(topic, sizeof(topic), "%s.echo", app) &&
-             create_topic(b, topic, false) && fmt(topic, sizeof(topic), "%s.agg", app) &&
-             create_topic(b, topic, false) && create_topic(b, changelog, true);
-        if (ok && fmt(topic, sizeof(topic), "%s-dlq", app))
+        ok = ok && create_topic(b, input, false) &&
+             bench_fmt(topic, sizeof(topic), "%s.echo", app) && create_topic(b, topic, false) &&
+             bench_fmt(topic, sizeof(topic), "%s.agg", app) && create_topic(b, topic, false) &&
+             create_topic(b, changelog, true);
+        if (ok && bench_fmt(topic, sizeof(topic), "%s-dlq", app))
             track_topic(b, topic);
         if (ok) {
             fprintf(stderr, "bench: producing %lld distinct-key changelog records (untimed) ...\n",
@@ -1441,7 +1167,7 @@ static bool run_all(bench *b) {
             ok = b->changelog_produce_s >= 0;
         }
         char what[96];
-        fmt(what, sizeof(what), "%lld distinct keys, fresh state dir", opt->restore_records);
+        bench_fmt(what, sizeof(what), "%lld distinct keys, fresh state dir", opt->restore_records);
         if (want_run(b, "r2"))
             ok = ok && run_restore(b, "r2", what, app, input, NULL);
         /* The same restore with one big slice per loop iteration: how much
@@ -1453,39 +1179,36 @@ static bool run_all(bench *b) {
     return ok;
 }
 
+/* Arguments, environment, signals: 0, or the exit status. */
+static int prepare(bench *b, int argc, char **argv) {
+    int status = parse_args(&b->opt, argc, argv);
+    if (status)
+        return status;
+    b->bootstrap = bench_kafka_bootstrap("make bench");
+    if (!b->bootstrap || !check_binaries(b))
+        return 2;
+    if (!bench_catch_stop_signals()) {
+        fprintf(stderr, "bench: sigaction: %s\n", strerror(errno));
+        return 1;
+    }
+    b->clock_ticks = sysconf(_SC_CLK_TCK);
+    b->broker_pid = bench_find_broker();
+    return 0;
+}
+
 int main(int argc, char **argv) {
     bench *b = calloc(1, sizeof(*b));
     if (!b) {
         fprintf(stderr, "bench: out of memory\n");
         return 1;
     }
-    int status = parse_args(&b->opt, argc, argv);
+    int status = prepare(b, argc, argv);
     if (status) {
         free(b);
         return status;
     }
-    b->bootstrap = getenv("SLUICE_TEST_KAFKA_BOOTSTRAP");
-    if (!b->bootstrap || !b->bootstrap[0]) {
-        fprintf(stderr, "bench: SLUICE_TEST_KAFKA_BOOTSTRAP is not set (run it under "
-                        "scripts/harness, or 'make bench')\n");
-        free(b);
-        return 2;
-    }
-    if (!check_binaries(b)) {
-        free(b);
-        return 2;
-    }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
-        fprintf(stderr, "bench: sigaction: %s\n", strerror(errno));
-        free(b);
-        return 1;
-    }
-    b->clock_ticks = sysconf(_SC_CLK_TCK);
-    b->broker_pid = find_broker();
-    fmt(b->prefix, sizeof(b->prefix), "bench-%d-%lld", (int)getpid(), (long long)time(NULL));
-    fmt(b->work_dir, sizeof(b->work_dir), "/tmp/sluice-bench-XXXXXX");
+    bench_fmt(b->prefix, sizeof(b->prefix), "bench-%d-%lld", (int)getpid(), (long long)time(NULL));
+    bench_fmt(b->work_dir, sizeof(b->work_dir), "/tmp/sluice-bench-XXXXXX");
     static const char *const admin_settings[] = {NULL};
     b->admin = new_client(b, RD_KAFKA_PRODUCER, admin_settings);
     bool work_dir_made = mkdtemp(b->work_dir) != NULL;
@@ -1495,17 +1218,17 @@ int main(int argc, char **argv) {
     ok = ok && run_all(b);
     stop_all_children(b);
     report(b);
-    if (!b->opt.keep)
+    if (!b->opt.common.keep)
         delete_topics(b);
     if (b->admin)
         rd_kafka_destroy(b->admin);
-    if (b->opt.keep)
+    if (b->opt.common.keep)
         fprintf(stderr, "bench: topics (prefix %s), logs and state kept in %s\n", b->prefix,
                 b->work_dir);
     else if (work_dir_made)
-        nftw(b->work_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    if (stop_requested)
+        bench_remove_tree(b->work_dir);
+    if (bench_stop_requested)
         fprintf(stderr, "bench: stopped by a signal\n");
     free(b);
-    return ok && !stop_requested ? 0 : 1;
+    return ok && !bench_stop_requested ? 0 : 1;
 }

@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/support/benchutil.h"
 #include "connectors/http/auth/jwt.h"
 #include "processor/kafka/client.h"
 #include "sluice/v1/dialogs.pb-c.h"
@@ -49,27 +50,10 @@ static int ports[INSTANCES];
 static pid_t pids[INSTANCES];
 static sl_jwt_keys *keys;
 
-static int64_t now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static int64_t wall_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(addr);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) ||
-        getsockname(fd, (struct sockaddr *)&addr, &len))
-        return -1;
-    close(fd);
-    return ntohs(addr.sin_port);
 }
 
 /* One HTTP/1.1 request with Connection: close; the status, or -1. */
@@ -197,7 +181,7 @@ typedef void seen_fn(const Sluice__V1__MessageSent *m, int32_t partition, int64_
                      void *opaque);
 static long consume_sent(const char *id_prefix, long want, seen_fn *seen, void *opaque) {
     char errstr[512], group[128];
-    snprintf(group, sizeof(group), "%s-bench-%lld", app_id, (long long)now_us());
+    snprintf(group, sizeof(group), "%s-bench-%lld", app_id, (long long)bench_now_us());
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof(errstr));
     rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr));
@@ -210,8 +194,8 @@ static long consume_sent(const char *id_prefix, long want, seen_fn *seen, void *
     rd_kafka_subscribe(rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     long count = 0;
-    int64_t deadline = now_us() + 120000000;
-    while (count < want && now_us() < deadline) {
+    int64_t deadline = bench_now_us() + 120000000;
+    while (count < want && bench_now_us() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m)
             continue;
@@ -255,11 +239,11 @@ static void *send_loop(void *opaque) {
                                                        s->n_users;
         snprintf(path, sizeof(path), "/dialog/%s/send", s->users[b]);
         snprintf(headers, sizeof(headers), "%sContent-Type: application/json\r\n", s->auth[a]);
-        int64_t t0 = now_us();
+        int64_t t0 = bench_now_us();
         int status = http(ports[rand_r(&s->seed) % INSTANCES], "POST", path, headers,
                           "{\"text\":\"benchmark message with a few words in it\"}", out,
                           sizeof(out));
-        s->latency_us[i] = now_us() - t0;
+        s->latency_us[i] = bench_now_us() - t0;
         if (status != 200)
             s->failures++;
     }
@@ -329,8 +313,8 @@ static long count_key(const char *topic, const char *key) {
         rd_kafka_topic_partition_list_add(list, topic, p)->offset = low;
         rd_kafka_assign(rk, list);
         rd_kafka_topic_partition_list_destroy(list);
-        int64_t next = low, deadline = now_us() + 30000000;
-        while (next < high && now_us() < deadline) {
+        int64_t next = low, deadline = bench_now_us() + 30000000;
+        while (next < high && bench_now_us() < deadline) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
             if (!m)
                 continue;
@@ -353,7 +337,7 @@ static long count_key(const char *topic, const char *key) {
 
 static void start_instances(const char *dir, const char *key_path) {
     for (int i = 0; i < INSTANCES; i++) {
-        ports[i] = free_port();
+        ports[i] = bench_free_port();
         char state[200], log_path[200], sets[12][300];
         snprintf(state, sizeof(state), "%s/state-%d", dir, i);
         snprintf(log_path, sizeof(log_path), "%s/instance-%d.log", dir, i);
@@ -389,9 +373,9 @@ static void start_instances(const char *dir, const char *key_path) {
     }
     char out[4096];
     for (int i = 0; i < INSTANCES; i++) {
-        int64_t deadline = now_us() + 180000000;
+        int64_t deadline = bench_now_us() + 180000000;
         while (http(ports[i], "GET", "/readyz", NULL, NULL, out, sizeof(out)) != 200) {
-            if (now_us() > deadline) {
+            if (bench_now_us() > deadline) {
                 fprintf(stderr, "bench: instance %d not ready (see %s)\n", i, dir);
                 exit(1);
             }
@@ -480,7 +464,7 @@ int main(int argc, char **argv) {
     /* 1. HTTP sends */
     sender *senders = calloc((size_t)threads, sizeof(*senders));
     long long *http_latency = calloc((size_t)http_sends, sizeof(long long));
-    int64_t t0 = now_us();
+    int64_t t0 = bench_now_us();
     for (int i = 0; i < threads; i++) {
         senders[i] = (sender){.n = http_sends / threads,
                               .seed = seed + (unsigned)i,
@@ -495,7 +479,7 @@ int main(int argc, char **argv) {
         pthread_join(senders[i].thread, NULL);
         failures += senders[i].failures;
     }
-    double http_s = (double)(now_us() - t0) / 1e6;
+    double http_s = (double)(bench_now_us() - t0) / 1e6;
     size_t http_n = (size_t)(http_sends / threads) * (size_t)threads;
     double http_p50, http_p99;
     percentiles(http_latency, http_n, &http_p50, &http_p99);
@@ -539,13 +523,13 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof(path), "/dialog/%s/list?limit=20", users[1]);
     int list_failures = 0;
     for (int i = 0; owner >= 0 && i < lists; i++) {
-        int64_t s0 = now_us();
+        int64_t s0 = bench_now_us();
         list_failures += http(ports[owner], "GET", path, auth[0], NULL, out, sizeof(out)) != 200;
-        local[i] = now_us() - s0;
-        s0 = now_us();
+        local[i] = bench_now_us() - s0;
+        s0 = bench_now_us();
         list_failures += http(ports[(owner + 1) % INSTANCES], "GET", path, auth[0], NULL, out,
                               sizeof(out)) != 200;
-        routed[i] = now_us() - s0;
+        routed[i] = bench_now_us() - s0;
     }
     double local_p50, local_p99, routed_p50, routed_p99;
     percentiles(local, (size_t)lists, &local_p50, &local_p99);
@@ -555,7 +539,7 @@ int main(int argc, char **argv) {
     long long emitted0 = metric_sum("sluice_record_cache_emitted_total");
     long long coalesced0 = metric_sum("sluice_record_cache_coalesced_total");
     gaga g = {.hot = hot};
-    int64_t g0 = now_us();
+    int64_t g0 = bench_now_us();
     for (int round = 0; round < 5; round++) {
         for (int i = 0; round < 3 && i < partners; i++) {
             snprintf(command_id, sizeof(command_id), "gaga-hot-%d-%d", i, round);
@@ -570,7 +554,7 @@ int main(int argc, char **argv) {
     rd_kafka_flush(rk, 30000);
     long gaga_want = 3L * partners + 5L * pairs;
     long gaga_n = consume_sent("gaga-", gaga_want, gaga_seen, &g);
-    double gaga_s = (double)(now_us() - g0) / 1e6;
+    double gaga_s = (double)(bench_now_us() - g0) / 1e6;
     long long emitted = metric_sum("sluice_record_cache_emitted_total") - emitted0;
     long long coalesced = metric_sum("sluice_record_cache_coalesced_total") - coalesced0;
     long hot_updates = count_key(index_topic, hot);

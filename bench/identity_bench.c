@@ -44,24 +44,18 @@
  *                       [--build DIR] [--label TEXT] [--keep]
  */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -69,6 +63,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/support/benchutil.h"
 #include "connectors/http/auth/jwt.h"
 #include "connectors/http/auth/passwords.h"
 
@@ -86,151 +81,15 @@
 /* Never printed. Long enough for any password policy the routes apply. */
 static const char PASSWORD[] = "bench-correct-horse-battery-staple";
 
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_self_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_s(double s) {
-    if (s <= 0)
-        return;
-    struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !stop_requested)
-        ;
-}
-
-static bool parse_ll(const char *text, long long min, long long max, long long *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
-/* snprintf that says whether the whole text fit. */
-static bool fmt(char *buf, size_t size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-static bool fmt(char *buf, size_t size, const char *format, ...) {
-    va_list ap;
-    va_start(ap, format);
-    int n = vsnprintf(buf, size, format, ap);
-    va_end(ap);
-    return n >= 0 && (size_t)n < size;
-}
-
 /* ------------------------------------------------------------------------ */
-/* /proc: CPU of a process, of the machine; the harness's broker             */
+/* /proc: CPU of a process                                                  */
 
 static long clock_ticks;
 
 /* utime + stime of a process in seconds, or -1. */
 static double proc_cpu_s(pid_t pid) {
-    char path[64], buf[1024];
-    if (pid <= 0 || !fmt(path, sizeof(path), "/proc/%d/stat", (int)pid))
-        return -1;
-    FILE *file = fopen(path, "r");
-    if (!file)
-        return -1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, file);
-    fclose(file);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    if (!p)
-        return -1;
-    long long ticks = 0;
-    int field = 2;
-    for (char *save = NULL, *tok = strtok_r(p + 1, " ", &save); tok;
-         tok = strtok_r(NULL, " ", &save)) {
-        field++;
-        long long v;
-        if ((field == 14 || field == 15) && parse_ll(tok, 0, LLONG_MAX, &v))
-            ticks += v;
-        if (field == 15)
-            return (double)ticks / (double)clock_ticks;
-    }
-    return -1;
-}
-
-typedef struct cpu_sample {
-    long long total, idle, steal; /* clock ticks, all CPUs */
-} cpu_sample;
-
-static cpu_sample machine_cpu(void) {
-    cpu_sample s = {0, 0, 0};
-    char line[512];
-    FILE *file = fopen("/proc/stat", "r");
-    if (!file)
-        return s;
-    bool ok = fgets(line, sizeof(line), file) && strncmp(line, "cpu ", 4) == 0;
-    fclose(file);
-    if (!ok)
-        return s;
-    /* user nice system idle iowait irq softirq steal (guest is in user) */
-    char *p = line + 4;
-    for (int field = 0; field < 8; field++) {
-        char *end;
-        errno = 0;
-        long long v = strtoll(p, &end, 10);
-        if (errno || end == p)
-            break;
-        p = end;
-        s.total += v;
-        if (field == 3 || field == 4)
-            s.idle += v;
-        if (field == 7)
-            s.steal += v;
-    }
-    return s;
-}
-
-/* The harness's broker: a java process running kafka.Kafka inside
- * SLUICE_TEST_HARNESS_DIR (any kafka.Kafka when unset). 0 if none. */
-static pid_t find_broker(void) {
-    const char *harness = getenv("SLUICE_TEST_HARNESS_DIR");
-    DIR *proc = opendir("/proc");
-    if (!proc)
-        return 0;
-    pid_t found = 0;
-    struct dirent *entry;
-    while (!found && (entry = readdir(proc))) {
-        long long pid;
-        if (!parse_ll(entry->d_name, 1, INT_MAX, &pid))
-            continue;
-        char path[64], cmdline[8192];
-        if (!fmt(path, sizeof(path), "/proc/%lld/cmdline", pid))
-            continue;
-        FILE *file = fopen(path, "r");
-        if (!file)
-            continue;
-        size_t n = fread(cmdline, 1, sizeof(cmdline) - 1, file);
-        fclose(file);
-        cmdline[n] = '\0';
-        bool is_kafka = false, in_harness = harness == NULL;
-        for (size_t at = 0; at < n; at += strlen(cmdline + at) + 1) {
-            is_kafka |= strcmp(cmdline + at, "kafka.Kafka") == 0;
-            in_harness |= harness && strstr(cmdline + at, harness) != NULL;
-        }
-        if (is_kafka && in_harness)
-            found = (pid_t)pid;
-    }
-    closedir(proc);
-    return found;
+    long long ticks = bench_proc_ticks(pid);
+    return ticks < 0 ? -1 : (double)ticks / (double)clock_ticks;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -286,18 +145,7 @@ static int http_call(int port, const char *method, const char *path, const char 
             have += (size_t)n;
     }
     buf[have] = '\0';
-    long long code;
-    char digits[4];
-    if (have < 12 || strncmp(buf, "HTTP/1.", 7) != 0)
-        goto done;
-    memcpy(digits, buf + 9, 3);
-    digits[3] = '\0';
-    if (!parse_ll(digits, 100, 599, &code))
-        goto done;
-    status = (int)code;
-    const char *start = strstr(buf, "\r\n\r\n");
-    if (out && out_size)
-        fmt(out, out_size, "%s", start ? start + 4 : "");
+    status = bench_http_response(buf, have, out, out_size);
 done:
     close(fd);
     return status;
@@ -308,9 +156,7 @@ done:
 
 typedef struct options {
     long long seconds, clients, readers, read_interval_ms, argon2_threads;
-    char build[PATH_MAX];
-    const char *label;
-    bool keep;
+    bench_common_options common; /* --build, --label, --keep */
 } options;
 
 typedef struct instance {
@@ -367,59 +213,18 @@ typedef struct bench {
 /* ------------------------------------------------------------------------ */
 /* Child processes: the two sluice instances                                 */
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
-        port = ntohs(addr.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-/* Fork and exec argv[0] with stdout and stderr appended to log_path. */
-static pid_t spawn(char *const argv[], const char *log_path) {
-    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        fprintf(stderr, "bench: cannot open %s: %s\n", log_path, strerror(errno));
-        return -1;
-    }
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "bench: fork: %s\n", strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (pid == 0) {
-        /* Only async-signal-safe calls until exec: the parent has threads. */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-            _exit(127);
-        if (dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0)
-            _exit(127);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(fd);
-    return pid;
-}
-
 /* SIGTERM, wait up to timeout_s, then SIGKILL. Returns the exit code, or -1. */
 static int child_stop(pid_t *pid, double timeout_s) {
     int status = 0;
     if (*pid <= 0) /* kill(-1) or kill(0) would reach far more than our child */
         return -1;
     kill(*pid, SIGTERM);
-    for (double deadline = now_s() + timeout_s; now_s() < deadline;) {
+    for (double deadline = bench_now_s() + timeout_s; bench_now_s() < deadline;) {
         if (waitpid(*pid, &status, WNOHANG) == *pid) {
             *pid = 0;
             return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
         }
-        sleep_s(0.02);
+        bench_sleep_s(0.02);
     }
     fprintf(stderr, "bench: process %d did not stop within %.0f s: SIGKILL\n", (int)*pid,
             timeout_s);
@@ -429,34 +234,15 @@ static int child_stop(pid_t *pid, double timeout_s) {
     return -1;
 }
 
-static void dump_log(const char *path, int lines) {
-    enum { RING = 64 };
-    char(*ring)[512] = calloc(RING, sizeof(*ring));
-    FILE *file = ring ? fopen(path, "r") : NULL;
-    if (!file) {
-        free(ring);
-        return;
-    }
-    int n = 0;
-    while (fgets(ring[n % RING], sizeof(ring[0]), file))
-        n++;
-    fclose(file);
-    if (lines > RING)
-        lines = RING;
-    fprintf(stderr, "bench: last lines of %s:\n", path);
-    for (int i = n > lines ? n - lines : 0; i < n; i++)
-        fprintf(stderr, "  | %s", ring[i % RING]);
-    free(ring);
-}
 
 #define MAX_ARGS 64
 
 static bool start_instance(bench *b, int index) {
     instance *in = &b->inst[index];
-    in->port = free_port();
+    in->port = bench_free_port();
     if (in->port <= 0 ||
-        !fmt(in->state_dir, sizeof(in->state_dir), "%s/%c", b->work_dir, 'a' + index) ||
-        !fmt(in->log_path, sizeof(in->log_path), "%s.log", in->state_dir) ||
+        !bench_fmt(in->state_dir, sizeof(in->state_dir), "%s/%c", b->work_dir, 'a' + index) ||
+        !bench_fmt(in->log_path, sizeof(in->log_path), "%s.log", in->state_dir) ||
         mkdir(in->state_dir, 0755) != 0) {
         fprintf(stderr, "bench: cannot prepare instance %d\n", index);
         return false;
@@ -466,9 +252,10 @@ static bool start_instance(bench *b, int index) {
     int n = 0;
     const sl_argon2_params *p = &sl_argon2_params_owasp;
 #define ARG(...)                                                                                   \
-    (n < MAX_ARGS && fmt(args[n], sizeof(args[n]), __VA_ARGS__) ? (argv[n] = args[n], n++, true)   \
-                                                                : false)
-    bool ok = ARG("%s/sluice", b->opt.build) && ARG("run");
+    (n < MAX_ARGS && bench_fmt(args[n], sizeof(args[n]), __VA_ARGS__)                              \
+         ? (argv[n] = args[n], n++, true)                                                          \
+         : false)
+    bool ok = ARG("%s/sluice", b->opt.common.build) && ARG("run");
 #define SET(...) (ok = ok && ARG("--set") && ARG(__VA_ARGS__))
     SET("application.id=%s", b->app_id);
     SET("identity.topic.prefix=%s.", b->app_id);
@@ -495,28 +282,28 @@ static bool start_instance(bench *b, int index) {
         fprintf(stderr, "bench: instance arguments too long\n");
         return false;
     }
-    in->pid = spawn(argv, in->log_path);
+    in->pid = bench_spawn(argv, in->log_path);
     return in->pid > 0;
 }
 
 /* Wait until every instance answers /readyz with 200. */
 static bool wait_ready(bench *b, int count, double timeout_s) {
-    double deadline = now_s() + timeout_s;
+    double deadline = bench_now_s() + timeout_s;
     for (int i = 0; i < count; i++) {
         while (http_call(b->inst[i].port, "GET", "/readyz", NULL, NULL, NULL, 0) != 200) {
             int status;
             if (b->inst[i].pid > 0 && waitpid(b->inst[i].pid, &status, WNOHANG) == b->inst[i].pid) {
                 fprintf(stderr, "bench: instance %d exited while starting\n", i);
                 b->inst[i].pid = 0;
-                dump_log(b->inst[i].log_path, 30);
+                bench_dump_log(b->inst[i].log_path, 30);
                 return false;
             }
-            if (stop_requested || now_s() > deadline) {
+            if (bench_stop_requested || bench_now_s() > deadline) {
                 fprintf(stderr, "bench: instance %d not ready within %.0f s\n", i, timeout_s);
-                dump_log(b->inst[i].log_path, 30);
+                bench_dump_log(b->inst[i].log_path, 30);
                 return false;
             }
-            sleep_s(0.1);
+            bench_sleep_s(0.1);
         }
     }
     return true;
@@ -545,15 +332,15 @@ struct worker {
 
 static void *worker_main(void *arg) {
     worker *w = arg;
-    double next = now_s();
-    while (!stop_requested && now_s() < w->deadline) {
-        double start = now_s();
+    double next = bench_now_s();
+    while (!bench_stop_requested && bench_now_s() < w->deadline) {
+        double start = bench_now_s();
         int status = w->op(w->b, w);
-        double ms = (now_s() - start) * 1000.0;
+        double ms = (bench_now_s() - start) * 1000.0;
         w->seq++;
         if (status >= 200 && status < 300) {
             w->ok++;
-            w->ok_in_window += now_s() <= w->deadline;
+            w->ok_in_window += bench_now_s() <= w->deadline;
             if (w->n_samples < SAMPLES_PER_THR)
                 w->samples_ms[w->n_samples++] = ms;
         } else if (status == 409) {
@@ -571,7 +358,7 @@ static void *worker_main(void *arg) {
         }
         if (w->interval_s > 0) {
             next += w->interval_s;
-            sleep_s(next - now_s());
+            bench_sleep_s(next - bench_now_s());
         }
     }
     return NULL;
@@ -653,7 +440,7 @@ static void group_free(group *g) {
 /* CPU counters at the start of a phase. */
 typedef struct meter {
     double t, sluice, broker, driver;
-    cpu_sample machine;
+    bench_cpu_sample machine;
 } meter;
 
 static double sluice_cpu_s(const bench *b) {
@@ -668,20 +455,20 @@ static double sluice_cpu_s(const bench *b) {
 }
 
 static meter meter_start(const bench *b) {
-    return (meter){.t = now_s(),
+    return (meter){.t = bench_now_s(),
                    .sluice = sluice_cpu_s(b),
                    .broker = proc_cpu_s(b->broker_pid),
-                   .driver = cpu_self_s(),
-                   .machine = machine_cpu()};
+                   .driver = bench_cpu_self_s(),
+                   .machine = bench_machine_cpu()};
 }
 
 static void meter_stop(const bench *b, const meter *m, phase *ph) {
-    ph->wall_s = now_s() - m->t;
+    ph->wall_s = bench_now_s() - m->t;
     double sluice = sluice_cpu_s(b), broker = proc_cpu_s(b->broker_pid);
     ph->sluice_cpu_s = sluice >= 0 && m->sluice >= 0 ? sluice - m->sluice : -1;
     ph->broker_cpu_s = broker >= 0 && m->broker >= 0 ? broker - m->broker : -1;
-    ph->driver_cpu_s = cpu_self_s() - m->driver;
-    cpu_sample end = machine_cpu();
+    ph->driver_cpu_s = bench_cpu_self_s() - m->driver;
+    bench_cpu_sample end = bench_machine_cpu();
     long long total = end.total - m->machine.total;
     ph->busy_cores = total > 0 && ph->wall_s > 0 ? (double)(total - (end.idle - m->machine.idle)) /
                                                        (double)clock_ticks / ph->wall_s
@@ -694,7 +481,7 @@ static phase *new_phase(bench *b, const char *name) {
         return NULL;
     phase *ph = &b->phases[b->n_phases++];
     *ph = (phase){.sluice_cpu_s = -1, .broker_cpu_s = -1, .driver_cpu_s = -1, .busy_cores = -1};
-    fmt(ph->name, sizeof(ph->name), "%s", name);
+    bench_fmt(ph->name, sizeof(ph->name), "%s", name);
     ph->window_s = (double)b->opt.seconds;
     fprintf(stderr, "bench: phase %s\n", name);
     return ph;
@@ -707,7 +494,7 @@ static phase *run_phase(bench *b, const char *name, int clients, op_fn *op) {
         return NULL;
     group g;
     meter m = meter_start(b);
-    bool started = group_start(b, &g, clients, op, 0, now_s() + (double)b->opt.seconds);
+    bool started = group_start(b, &g, clients, op, 0, bench_now_s() + (double)b->opt.seconds);
     group_join(&g);
     meter_stop(b, &m, ph);
     group_collect(&g, ph);
@@ -732,9 +519,9 @@ static const bench_user *pick_user(bench *b, const worker *w) {
 
 static int op_register(bench *b, worker *w) {
     char email[96], body[1024], answer[8192];
-    if (!fmt(email, sizeof(email), "idb-%s-%ld@bench.example", b->run_tag,
+    if (!bench_fmt(email, sizeof(email), "idb-%s-%ld@bench.example", b->run_tag,
              atomic_fetch_add(&b->email_serial, 1)) ||
-        !fmt(body, sizeof(body),
+        !bench_fmt(body, sizeof(body),
              "{\"first_name\":\"Ada\",\"second_name\":\"Lovelace\",\"birthdate\":\"1985-12-10\","
              "\"biography\":\"Engines\",\"city\":\"London\",\"password\":\"%s\",\"email\":\"%s\"}",
              PASSWORD, email))
@@ -756,9 +543,9 @@ static int op_register(bench *b, worker *w) {
     int n = atomic_load(&b->n_users);
     if (n < MAX_USERS) {
         bench_user *u = &b->users[n];
-        fmt(u->id, sizeof(u->id), "%s", id);
-        fmt(u->email, sizeof(u->email), "%s", email);
-        fmt(u->token, sizeof(u->token), "%s", token);
+        bench_fmt(u->id, sizeof(u->id), "%s", id);
+        bench_fmt(u->email, sizeof(u->email), "%s", email);
+        bench_fmt(u->token, sizeof(u->token), "%s", token);
         atomic_store(&b->n_users, n + 1);
     }
     pthread_mutex_unlock(&b->users_lock);
@@ -771,7 +558,8 @@ static int op_login(bench *b, worker *w) {
     const bench_user *u = pick_user(b, w);
     char body[512], answer[8192];
     if (!u ||
-        !fmt(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", u->email, PASSWORD))
+        !bench_fmt(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", u->email,
+                   PASSWORD))
         return -1;
     int status = http_call(pick_port(b, w), "POST", "/login", "Content-Type: application/json\r\n",
                            body, answer, sizeof(answer));
@@ -786,10 +574,10 @@ static int op_introspect(bench *b, worker *w) {
     const bench_user *u = pick_user(b, w);
     char headers[TOKEN_MAX + 128], body[TOKEN_MAX + 16], answer[4096];
     if (!u ||
-        !fmt(headers, sizeof(headers),
+        !bench_fmt(headers, sizeof(headers),
              "Authorization: Bearer %s\r\nContent-Type: application/x-www-form-urlencoded\r\n",
              u->token) ||
-        !fmt(body, sizeof(body), "token=%s", u->token))
+        !bench_fmt(body, sizeof(body), "token=%s", u->token))
         return -1;
     int status = http_call(pick_port(b, w), "POST", "/auth/introspect", headers, body, answer,
                            sizeof(answer));
@@ -808,7 +596,7 @@ static int op_user_get(bench *b, worker *w) {
     int n = atomic_load(&b->readable_users);
     const bench_user *u = n ? &b->users[((long)w->index * 7919 + w->seq * 31) % n] : NULL;
     char path[96];
-    if (!u || !fmt(path, sizeof(path), "/user/get/%s", u->id))
+    if (!u || !bench_fmt(path, sizeof(path), "/user/get/%s", u->id))
         return -1;
     return http_call(pick_port(b, w), "GET", path, NULL, NULL, NULL, 0);
 }
@@ -825,13 +613,13 @@ typedef struct hasher {
 static void *hasher_main(void *arg) {
     hasher *h = arg;
     char encoded[SL_PASSWORD_ENCODED_MAX], errstr[256];
-    while (!stop_requested && now_s() < h->deadline) {
+    while (!bench_stop_requested && bench_now_s() < h->deadline) {
         if (sl_password_hash(PASSWORD, strlen(PASSWORD), &sl_argon2_params_owasp, encoded,
                              sizeof(encoded), errstr, sizeof(errstr)))
             h->failed++;
         else {
             h->hashes++;
-            h->in_window += now_s() <= h->deadline;
+            h->in_window += bench_now_s() <= h->deadline;
         }
     }
     return NULL;
@@ -844,7 +632,7 @@ static phase *run_raw(bench *b, const char *name, int threads) {
     if (!ph || threads > MAX_CLIENTS)
         return NULL;
     meter m = meter_start(b);
-    double deadline = now_s() + (double)b->opt.seconds;
+    double deadline = bench_now_s() + (double)b->opt.seconds;
     int started = 0;
     for (int i = 0; i < threads; i++) {
         hs[i] = (hasher){.deadline = deadline};
@@ -873,7 +661,7 @@ static phase *run_reads(bench *b, const char *name, bool storm, phase **storm_ph
         return NULL;
     group readers, writers = {.workers = NULL, .n = 0};
     meter m = meter_start(b);
-    double deadline = now_s() + (double)b->opt.seconds;
+    double deadline = bench_now_s() + (double)b->opt.seconds;
     bool ok = group_start(b, &readers, (int)b->opt.readers, op_user_get,
                           (double)b->opt.read_interval_ms / 1000.0, deadline);
     if (storm)
@@ -927,24 +715,6 @@ static double other_cores(const phase *ph) {
     return ph->busy_cores > ours ? ph->busy_cores - ours : 0;
 }
 
-static void machine_model(char *buf, size_t size) {
-    fmt(buf, size, "unknown");
-    FILE *file = fopen("/proc/cpuinfo", "r");
-    if (!file)
-        return;
-    char line[512];
-    while (fgets(line, sizeof(line), file))
-        if (strncmp(line, "model name", 10) == 0) {
-            const char *colon = strchr(line, ':');
-            if (colon) {
-                fmt(buf, size, "%s", colon + 2);
-                buf[strcspn(buf, "\n")] = '\0';
-            }
-            break;
-        }
-    fclose(file);
-}
-
 static const phase *find_phase(const bench *b, const char *prefix) {
     for (int i = 0; i < b->n_phases; i++)
         if (strncmp(b->phases[i].name, prefix, strlen(prefix)) == 0)
@@ -954,21 +724,18 @@ static const phase *find_phase(const bench *b, const char *prefix) {
 
 static void pct(char *buf, size_t size, double num, double den) {
     if (den > 0)
-        fmt(buf, size, "%.1f %%", 100.0 * num / den);
+        bench_fmt(buf, size, "%.1f %%", 100.0 * num / den);
     else
-        fmt(buf, size, "-");
+        bench_fmt(buf, size, "-");
 }
 
 static void report(const bench *b) {
     char date[64], model[256];
-    time_t t = time(NULL);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm) || !strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S UTC", &tm))
-        fmt(date, sizeof(date), "unknown");
-    machine_model(model, sizeof(model));
+    bench_utc_now(date, sizeof(date));
+    bench_machine_model(model, sizeof(model));
     const sl_argon2_params *p = &sl_argon2_params_owasp;
     printf("\n## Identity benchmark, %s\n\n", date);
-    printf("- label: %s\n", b->opt.label ? b->opt.label : "-");
+    printf("- label: %s\n", b->opt.common.label ? b->opt.common.label : "-");
     printf("- machine: %ld CPUs online, %s; load average at start %.2f %.2f %.2f, at end %.2f "
            "%.2f %.2f\n",
            sysconf(_SC_NPROCESSORS_ONLN), model, b->load_start[0], b->load_start[1],
@@ -1092,57 +859,50 @@ static int usage(void) {
     return 2;
 }
 
+/* One of identity_bench's own options (bench_option_fn). */
+static bool take_option(void *opts, const char *name, const char *value) {
+    options *opt = opts;
+    if (strcmp(name, "--seconds") == 0)
+        return bench_parse_ll(value, 1, 3600, &opt->seconds);
+    if (strcmp(name, "--clients") == 0)
+        return bench_parse_ll(value, 1, MAX_CLIENTS, &opt->clients);
+    if (strcmp(name, "--readers") == 0)
+        return bench_parse_ll(value, 1, MAX_READERS, &opt->readers);
+    if (strcmp(name, "--read-interval-ms") == 0)
+        return bench_parse_ll(value, 1, 10000, &opt->read_interval_ms);
+    if (strcmp(name, "--argon2-threads") == 0)
+        return bench_parse_ll(value, 1, MAX_CLIENTS / INSTANCES, &opt->argon2_threads);
+    return false;
+}
+
 static int parse_args(options *opt, int argc, char **argv) {
     opt->seconds = 10;
     opt->clients = 64;
     opt->readers = 2;
     opt->read_interval_ms = 10;
     opt->argon2_threads = 2;
-    /* <build>/bench/identity_bench -> <build> */
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0)
-        return usage();
-    self[n] = '\0';
-    fmt(opt->build, sizeof(opt->build), "%s", dirname(dirname(self)));
-    for (int i = 1; i < argc; i++) {
-        const char *name = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(name, "--keep") == 0) {
-            opt->keep = true;
-            continue;
-        }
-        if (!value)
-            return usage();
-        i++;
-        bool ok = true;
-        if (strcmp(name, "--seconds") == 0)
-            ok = parse_ll(value, 1, 3600, &opt->seconds);
-        else if (strcmp(name, "--clients") == 0)
-            ok = parse_ll(value, 1, MAX_CLIENTS, &opt->clients);
-        else if (strcmp(name, "--readers") == 0)
-            ok = parse_ll(value, 1, MAX_READERS, &opt->readers);
-        else if (strcmp(name, "--read-interval-ms") == 0)
-            ok = parse_ll(value, 1, 10000, &opt->read_interval_ms);
-        else if (strcmp(name, "--argon2-threads") == 0)
-            ok = parse_ll(value, 1, MAX_CLIENTS / INSTANCES, &opt->argon2_threads);
-        else if (strcmp(name, "--build") == 0)
-            ok = fmt(opt->build, sizeof(opt->build), "%s", value);
-        else if (strcmp(name, "--label") == 0)
-            opt->label = value;
-        else
-            ok = false;
-        if (!ok)
-            return usage();
-    }
-    return 0;
+    return bench_parse_args(argc, argv, &opt->common, take_option, opt) ? 0 : usage();
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    if (remove(path) != 0)
-        fprintf(stderr, "bench: cannot remove %s: %s\n", path, strerror(errno));
+/* Environment and signals, once the arguments are parsed: 0, or the exit
+ * status. */
+static int prepare(bench *b) {
+    b->bootstrap = bench_kafka_bootstrap("make bench-identity");
+    if (!b->bootstrap)
+        return 2;
+    char sluice[PATH_MAX + 16];
+    if (!bench_fmt(sluice, sizeof(sluice), "%s/sluice", b->opt.common.build) ||
+        access(sluice, X_OK) != 0) {
+        fprintf(stderr, "bench: %s is missing: run 'make VARIANT=release'\n", sluice);
+        return 2;
+    }
+    if (!bench_catch_stop_signals()) {
+        fprintf(stderr, "bench: sigaction: %s\n", strerror(errno));
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    clock_ticks = sysconf(_SC_CLK_TCK);
+    b->broker_pid = bench_find_broker();
     return 0;
 }
 
@@ -1151,28 +911,28 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
  * works before anything is measured. */
 static bool warm_up(bench *b) {
     worker w = {.b = b, .index = 0};
-    double deadline = now_s() + 120;
-    for (int i = 0; i < 8 && !stop_requested; i++) {
+    double deadline = bench_now_s() + 120;
+    for (int i = 0; i < 8 && !bench_stop_requested; i++) {
         w.seq = i;
         int status;
         while ((status = op_register(b, &w)) != 200) {
-            if (now_s() > deadline || stop_requested) {
+            if (bench_now_s() > deadline || bench_stop_requested) {
                 fprintf(stderr, "bench: warm-up registration failed (last status %d)\n", status);
                 return false;
             }
-            sleep_s(0.5);
+            bench_sleep_s(0.5);
         }
     }
     for (int i = 0; i < atomic_load(&b->n_users); i++) {
         char path[96];
-        fmt(path, sizeof(path), "/user/get/%s", b->users[i].id);
+        bench_fmt(path, sizeof(path), "/user/get/%s", b->users[i].id);
         for (int k = 0; k < INSTANCES; k++)
             while (http_call(b->inst[k].port, "GET", path, NULL, NULL, NULL, 0) != 200) {
-                if (now_s() > deadline || stop_requested) {
+                if (bench_now_s() > deadline || bench_stop_requested) {
                     fprintf(stderr, "bench: warm-up users not readable from instance %d\n", k);
                     return false;
                 }
-                sleep_s(0.2);
+                bench_sleep_s(0.2);
             }
     }
     atomic_store(&b->readable_users, atomic_load(&b->n_users));
@@ -1186,15 +946,15 @@ static void settle(bench *b) {
     if (n == 0)
         return;
     char path[96];
-    fmt(path, sizeof(path), "/user/get/%s", b->users[n - 1].id);
-    double deadline = now_s() + 30;
+    bench_fmt(path, sizeof(path), "/user/get/%s", b->users[n - 1].id);
+    double deadline = bench_now_s() + 30;
     bool readable = true;
     for (int k = 0; k < INSTANCES; k++)
         while (readable && http_call(b->inst[k].port, "GET", path, NULL, NULL, NULL, 0) != 200)
-            if (now_s() > deadline || stop_requested)
+            if (bench_now_s() > deadline || bench_stop_requested)
                 readable = false;
             else
-                sleep_s(0.1);
+                bench_sleep_s(0.1);
     if (readable)
         atomic_store(&b->readable_users, n);
     else
@@ -1210,9 +970,9 @@ static bool run_all(bench *b) {
     /* The first one rebalanced when the second joined. */
     if (!wait_ready(b, INSTANCES, READY_TIMEOUT_S) || !warm_up(b))
         return false;
-    sleep_s(2); /* let the warm-up's traffic die down before the baseline */
+    bench_sleep_s(2); /* let the warm-up's traffic die down before the baseline */
     char name[96];
-    fmt(name, sizeof(name), "(1a) raw argon2id, %d threads, before", raw_threads);
+    bench_fmt(name, sizeof(name), "(1a) raw argon2id, %d threads, before", raw_threads);
     if (!run_raw(b, name, raw_threads))
         return false;
     if (!run_phase(b, "(2) POST /user/register", clients, op_register))
@@ -1228,8 +988,8 @@ static bool run_all(bench *b) {
     settle(b);
     if (!run_reads(b, "(5c) GET /user/get/{id}, no load", false, NULL))
         return false;
-    fmt(name, sizeof(name), "(1b) raw argon2id, %d threads, after", raw_threads);
-    return run_raw(b, name, raw_threads) != NULL && !stop_requested;
+    bench_fmt(name, sizeof(name), "(1b) raw argon2id, %d threads, after", raw_threads);
+    return run_raw(b, name, raw_threads) != NULL && !bench_stop_requested;
 }
 
 int main(int argc, char **argv) {
@@ -1239,63 +999,42 @@ int main(int argc, char **argv) {
         return 1;
     }
     int status = parse_args(&b->opt, argc, argv);
+    if (status == 0)
+        status = prepare(b);
     if (status) {
         free(b);
         return status;
     }
-    b->bootstrap = getenv("SLUICE_TEST_KAFKA_BOOTSTRAP");
-    if (!b->bootstrap || !b->bootstrap[0]) {
-        fprintf(stderr, "bench: SLUICE_TEST_KAFKA_BOOTSTRAP is not set (run it under "
-                        "scripts/harness, or 'make bench-identity')\n");
-        free(b);
-        return 2;
-    }
-    char sluice[PATH_MAX + 16];
-    if (!fmt(sluice, sizeof(sluice), "%s/sluice", b->opt.build) || access(sluice, X_OK) != 0) {
-        fprintf(stderr, "bench: %s is missing: run 'make VARIANT=release'\n", sluice);
-        free(b);
-        return 2;
-    }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
-        fprintf(stderr, "bench: sigaction: %s\n", strerror(errno));
-        free(b);
-        return 1;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    clock_ticks = sysconf(_SC_CLK_TCK);
-    b->broker_pid = find_broker();
     b->users = calloc(MAX_USERS, sizeof(bench_user));
     pthread_mutex_init(&b->users_lock, NULL);
-    fmt(b->run_tag, sizeof(b->run_tag), "%d-%lld", (int)getpid(), (long long)time(NULL));
-    fmt(b->app_id, sizeof(b->app_id), "idbench-%s", b->run_tag);
-    fmt(b->work_dir, sizeof(b->work_dir), "/tmp/sluice-idbench-XXXXXX");
+    bench_fmt(b->run_tag, sizeof(b->run_tag), "%d-%lld", (int)getpid(), (long long)time(NULL));
+    bench_fmt(b->app_id, sizeof(b->app_id), "idbench-%s", b->run_tag);
+    bench_fmt(b->work_dir, sizeof(b->work_dir), "/tmp/sluice-idbench-XXXXXX");
     getloadavg(b->load_start, 3);
     bool work_dir_made = mkdtemp(b->work_dir) != NULL;
     char errstr[256] = "";
     bool ok = b->users && work_dir_made &&
-              fmt(b->key_path, sizeof(b->key_path), "%s/signing.pem", b->work_dir) &&
+              bench_fmt(b->key_path, sizeof(b->key_path), "%s/signing.pem", b->work_dir) &&
               sl_jwt_key_generate(b->key_path, SL_JWT_RS256, NULL, errstr, sizeof(errstr)) == SL_OK;
     if (!ok)
         fprintf(stderr, "bench: cannot start (work dir or signing key: %s)\n", errstr);
     ok = ok && run_all(b);
     for (int i = 0; i < INSTANCES; i++)
         if (b->inst[i].pid > 0 && child_stop(&b->inst[i].pid, 30) != 0)
-            dump_log(b->inst[i].log_path, 20);
+            bench_dump_log(b->inst[i].log_path, 20);
     getloadavg(b->load_end, 3);
     report(b);
-    if (b->opt.keep)
+    if (b->opt.common.keep)
         fprintf(stderr, "bench: logs and state kept in %s (topics prefix %s.)\n", b->work_dir,
                 b->app_id);
     else if (work_dir_made)
-        nftw(b->work_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    if (stop_requested)
+        bench_remove_tree(b->work_dir);
+    if (bench_stop_requested)
         fprintf(stderr, "bench: stopped by a signal\n");
     if (b->users)
         explicit_bzero(b->users, MAX_USERS * sizeof(bench_user));
     free(b->users);
     pthread_mutex_destroy(&b->users_lock);
     free(b);
-    return ok && !stop_requested ? 0 : 1;
+    return ok && !bench_stop_requested ? 0 : 1;
 }

@@ -33,32 +33,18 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench/support/benchutil.h"
 #include "processor/kafka/client.h"
 
 #define MAX_OUTPUTS    4
 #define MAX_PARTITIONS 1024
 #define POLL_BATCH     1000 /* the engine's default poll.batch.records */
 #define TXN_TIMEOUT_MS 60000
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
-
-static int64_t now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void stderr_log(void *opaque, sl_log_level level, const char *component, const char *line) {
     (void)opaque;
@@ -81,17 +67,6 @@ typedef struct passthrough {
     long long committed, pending, commits, aborts;
     long long delivery_failures; /* written by the delivery callback */
 } passthrough;
-
-/* Strict decimal parse into [min, max]; false on anything else. */
-static bool parse_ll(const char *text, long long min, long long max, long long *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
 
 /* The client opaque is the logger (sl_kafka_conf_new), so the passthrough
  * travels as each message's opaque. */
@@ -262,13 +237,13 @@ static int parse_args(passthrough *pt, int argc, char **argv) {
         else if (strcmp(name, "--output") == 0 && pt->n_outputs < MAX_OUTPUTS)
             pt->outputs[pt->n_outputs++] = value;
         else if (strcmp(name, "--records") == 0) {
-            if (!parse_ll(value, 1, INT64_MAX / 2, &pt->records))
+            if (!bench_parse_ll(value, 1, INT64_MAX / 2, &pt->records))
                 return usage();
         } else if (strcmp(name, "--commit-interval-ms") == 0) {
-            if (!parse_ll(value, 1, 600000, &pt->commit_interval_ms))
+            if (!bench_parse_ll(value, 1, 600000, &pt->commit_interval_ms))
                 return usage();
         } else if (strcmp(name, "--timeout-s") == 0) {
-            if (!parse_ll(value, 1, 86400, &pt->timeout_s))
+            if (!bench_parse_ll(value, 1, 86400, &pt->timeout_s))
                 return usage();
         } else
             return usage();
@@ -286,19 +261,7 @@ static bool start_clients(passthrough *pt) {
     }
     const char *const producer_settings[] = {
         "transactional.id", txn_id, "enable.idempotence", "true", "acks", "all", NULL};
-    const char *const consumer_settings[] = {"group.id",
-                                             pt->group,
-                                             "partition.assignment.strategy",
-                                             "cooperative-sticky",
-                                             "isolation.level",
-                                             "read_committed",
-                                             "enable.auto.commit",
-                                             "false",
-                                             "enable.auto.offset.store",
-                                             "false",
-                                             "auto.offset.reset",
-                                             "earliest",
-                                             NULL};
+    const char *const consumer_settings[] = {SL_KAFKA_GROUP_CONSUMER_SETTINGS(pt->group), NULL};
     pt->producer = new_client(pt, RD_KAFKA_PRODUCER, producer_settings);
     pt->consumer = pt->producer ? new_client(pt, RD_KAFKA_CONSUMER, consumer_settings) : NULL;
     if (!pt->consumer)
@@ -323,11 +286,11 @@ static bool start_clients(passthrough *pt) {
 /* The loop: returns the exit status. */
 static int run(passthrough *pt, int64_t started_us, int64_t *first_record_us) {
     int64_t deadline_us = started_us + pt->timeout_s * 1000000;
-    int64_t last_commit_us = now_us();
+    int64_t last_commit_us = bench_now_us();
     while (pt->committed < pt->records) {
-        if (stop_requested)
+        if (bench_stop_requested)
             return 3;
-        if (now_us() > deadline_us) {
+        if (bench_now_us() > deadline_us) {
             fprintf(stderr, "passthrough: %lld of %lld records after %lld s: giving up\n",
                     pt->committed, pt->records, pt->timeout_s);
             return 1;
@@ -349,7 +312,7 @@ static int run(passthrough *pt, int64_t started_us, int64_t *first_record_us) {
                 return 1;
             }
             if (!*first_record_us)
-                *first_record_us = now_us();
+                *first_record_us = bench_now_us();
             if (!pt->txn_open) {
                 rd_kafka_error_t *error = rd_kafka_begin_transaction(pt->producer);
                 if (error) {
@@ -372,10 +335,10 @@ static int run(passthrough *pt, int64_t started_us, int64_t *first_record_us) {
             }
         }
         rd_kafka_poll(pt->producer, 0);
-        bool due = now_us() - last_commit_us >= pt->commit_interval_ms * 1000 ||
+        bool due = bench_now_us() - last_commit_us >= pt->commit_interval_ms * 1000 ||
                    pt->committed + pt->pending >= pt->records;
         if (due) {
-            last_commit_us = now_us();
+            last_commit_us = bench_now_us();
             if (pt->txn_open && !commit_batch(pt))
                 return 1;
         }
@@ -384,7 +347,7 @@ static int run(passthrough *pt, int64_t started_us, int64_t *first_record_us) {
 }
 
 int main(int argc, char **argv) {
-    int64_t started_us = now_us();
+    int64_t started_us = bench_now_us();
     passthrough *pt = calloc(1, sizeof(*pt));
     if (!pt) {
         fprintf(stderr, "passthrough: out of memory\n");
@@ -397,16 +360,14 @@ int main(int argc, char **argv) {
         free(pt);
         return status;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
+    if (!bench_catch_stop_signals()) {
         fprintf(stderr, "passthrough: sigaction: %s\n", strerror(errno));
         free(pt);
         return 1;
     }
     int64_t first_record_us = 0;
     status = start_clients(pt) ? run(pt, started_us, &first_record_us) : 1;
-    int64_t finished_us = now_us();
+    int64_t finished_us = bench_now_us();
     if (status == 0) {
         double total_s = (double)(finished_us - started_us) / 1e6;
         double active_s = (double)(finished_us - first_record_us) / 1e6;

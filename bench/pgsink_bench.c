@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/support/benchutil.h"
 #include "processor/cmd/config_groups.h"
 #include "processor/kafka/admin.h"
 #include "connectors/postgres/sink.h"
@@ -42,12 +43,6 @@ static void log_stderr(void *opaque, sl_log_level level, const char *component, 
     fprintf(stderr, "%s %s: %s\n", sl_log_level_name(level), component, line);
 }
 static const sl_logger logger = {.fn = log_stderr, .level = SL_LOG_WARN};
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void die(const char *what, const char *why) {
     fprintf(stderr, "pgsink_bench: %s: %s\n", what, why);
@@ -153,7 +148,7 @@ static double raw_copy(PGconn *conn, long rows, bool binary) {
     char *buf = malloc(cap);
     if (!buf)
         die("raw copy", "out of memory");
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (long i = 0; i < rows;) {
         size_t len = 0;
         if (binary) {
@@ -196,7 +191,7 @@ static double raw_copy(PGconn *conn, long rows, bool binary) {
         }
         exec_or_die(conn, "COMMIT");
     }
-    double spent = now_s() - t0;
+    double spent = bench_now_s() - t0;
     free(buf);
     return spent;
 }
@@ -266,9 +261,9 @@ int main(int argc, char **argv) {
             die("topic", errstr);
     }
     rd_kafka_destroy(admin);
-    double t = now_s();
+    double t = bench_now_s();
     produce_all(bootstrap, topic, rows);
-    fprintf(stderr, "produced %ld events in %.1f s\n", rows, now_s() - t);
+    fprintf(stderr, "produced %ld events in %.1f s\n", rows, bench_now_s() - t);
 
     double raw_rate[2][2]; /* [before/after the sink][text/binary] */
     for (int format = 0; format < 2; format++)
@@ -290,16 +285,17 @@ int main(int argc, char **argv) {
         die("sink", errstr);
     pthread_t thread;
     pthread_create(&thread, NULL, run_sink, &st);
-    double first_t = 0, last_t = 0, deadline = now_s() + 600;
+    double first_t = 0, last_t = 0, deadline = bench_now_s() + 600;
     unsigned long long first_rows = 0, n;
-    while ((n = sl_pgsink_rows_written(st.sink)) < (unsigned long long)rows && now_s() < deadline) {
+    while ((n = sl_pgsink_rows_written(st.sink)) < (unsigned long long)rows &&
+           bench_now_s() < deadline) {
         if (n > 0 && first_rows == 0) {
             first_rows = n;
-            first_t = now_s();
+            first_t = bench_now_s();
         }
         usleep(500);
     }
-    last_t = now_s();
+    last_t = bench_now_s();
     st.stop = 1;
     pthread_join(thread, NULL);
     sl_pgsink_destroy(st.sink);

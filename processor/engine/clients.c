@@ -131,18 +131,7 @@ void clients_destroy_producer(sl_engine *engine) {
 }
 
 sl_err clients_create_consumers(sl_engine *engine, char *errstr, size_t errstr_size) {
-    const char *const consumer_settings[] = {"group.id",
-                                             engine->app_id,
-                                             "partition.assignment.strategy",
-                                             "cooperative-sticky",
-                                             "isolation.level",
-                                             "read_committed",
-                                             "enable.auto.commit",
-                                             "false",
-                                             "enable.auto.offset.store",
-                                             "false",
-                                             "auto.offset.reset",
-                                             "earliest",
+    const char *const consumer_settings[] = {SL_KAFKA_GROUP_CONSUMER_SETTINGS(engine->app_id),
                                              NULL};
     engine->consumer = new_client(engine, RD_KAFKA_CONSUMER, consumer_settings,
                                   group_consumer_hook, errstr, errstr_size);

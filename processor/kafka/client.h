@@ -28,6 +28,18 @@
 /* The partitioner every sluice producer uses. */
 #define SL_KAFKA_PARTITIONER "murmur2_random"
 
+/* The settings of a sluice group consumer, for a settings list ({"key",
+ * "value", ..., NULL}) of sl_kafka_client_new: `group_id` as group.id,
+ * cooperative-sticky assignment, read_committed, offsets committed (with
+ * the transaction) and stored only by the caller, and a group without
+ * committed offsets reads its input from the beginning. The engine's group
+ * consumer and the raw-librdkafka benchmark baseline (bench/passthrough.c)
+ * both use it, so the baseline consumes exactly as the engine does. */
+#define SL_KAFKA_GROUP_CONSUMER_SETTINGS(group_id)                                                 \
+    "group.id", (group_id), "partition.assignment.strategy", "cooperative-sticky",                 \
+        "isolation.level", "read_committed", "enable.auto.commit", "false",                        \
+        "enable.auto.offset.store", "false", "auto.offset.reset", "earliest"
+
 /* Build a configuration for a client of `type` connecting to `bootstrap`
  * (copied into the conf): murmur2_random partitioner (producers; consumers
  * have no partitioner), librdkafka logs routed to `logger`, then
