@@ -83,8 +83,6 @@ static int owner_of(const char *email) {
         if (n >= p && strcmp(address + n - p, port) == 0)
             found = i;
     }
-    if (getenv("TRUST_DEBUG"))
-        fprintf(stderr, "# metadata %s: %d %s\n", email, a->status, a->body);
     test_answer_free(a);
     return found;
 }
