@@ -45,6 +45,7 @@ struct sl_members {
     rd_kafka_t *producer, *consumer;
     const sl_trust *trust;
     sl_counter *rejected;
+    uint64_t rejected_seen; /* thread only: logs the first few, then every 1000th */
     char topic[256];
     char instance_id[SL_MEMBERS_MAX_ID];
     char address[SL_MEMBERS_MAX_ADDRESS];
@@ -88,8 +89,12 @@ static bool authentic(sl_members *m, rd_kafka_message_t *msg) {
         return true;
     if (m->rejected)
         sl_counter_add(m->rejected, 1);
-    LOG(m, SL_LOG_WARN, "record at offset %lld ignored: %s (a writer without the cluster secret)",
-        (long long)msg->offset, mac ? "invalid MAC" : "no MAC");
+    if (++m->rejected_seen <= 10 || m->rejected_seen % 1000 == 0)
+        LOG(m, SL_LOG_WARN,
+            "record at offset %lld ignored: %s (a writer without the cluster secret; %llu so "
+            "far)",
+            (long long)msg->offset, mac ? "invalid MAC" : "no MAC",
+            (unsigned long long)m->rejected_seen);
     return false;
 }
 
