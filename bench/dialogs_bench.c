@@ -351,13 +351,16 @@ static void start_instances(const char *dir, const char *key_path) {
         snprintf(sets[7], 300, "state.dir=%s", state);
         snprintf(sets[8], 300, "log.level=warn");
         snprintf(sets[9], 300, "gateway.reply.max.waiters=4096");
+        /* Both instances need one cluster secret; the (secret, shared)
+         * signing key file is as good a 32+ byte secret as any here. */
+        snprintf(sets[10], 300, "cluster.secret.file=%s", key_path);
         char binary[300];
         snprintf(binary, sizeof(binary), "%s/sluice", build);
-        char *argv[2 + 2 * 10 + 1];
+        char *argv[2 + 2 * 11 + 1];
         int a = 0;
         argv[a++] = binary;
         argv[a++] = "run";
-        for (int k = 0; k < 10; k++) {
+        for (int k = 0; k < 11; k++) {
             argv[a++] = "--set";
             argv[a++] = sets[k];
         }

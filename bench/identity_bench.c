@@ -261,6 +261,9 @@ static bool start_instance(bench *b, int index) {
     SET("identity.topic.prefix=%s.", b->app_id);
     SET("bootstrap.servers=%s", b->bootstrap);
     SET("identity.key.file=%s", b->key_path);
+    /* Both instances need one cluster secret; the (secret, shared) signing
+     * key file is as good a 32+ byte secret as any for a bench. */
+    SET("cluster.secret.file=%s", b->key_path);
     SET("state.dir=%s", in->state_dir);
     SET("http.port=%d", in->port);
     SET("reply.partitions=2");

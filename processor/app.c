@@ -211,7 +211,8 @@ static sl_err create_gateway(sl_app *app, char *errstr, size_t errstr_size) {
     app->gateway =
         sl_gateway_new(app->config, app->engine, app->bootstrap, &app->logger, errstr, errstr_size);
     if (!app->gateway)
-        return SL_ERR_NOMEM;
+        return SL_ERR_CONFIG;
+    sl_gateway_set_metrics(app->gateway, app->metrics);
     sl_err err = sl_gateway_routes(app->gateway, app->http);
     if (!err && app->routes)
         err = app->routes(app->routes_opaque, app->http, app->gateway);

@@ -431,7 +431,9 @@ static void handle_login(void *opaque, const sl_http_request *req, sl_http_respo
         http_fail(ih, req, resp, 400, message, 0);
         goto done;
     }
-    bool forwarded = sl_http_request_header(req, SL_GATEWAY_HOP_HEADER) != NULL;
+    /* Only a hop signed by an instance of this cluster skips the per-address
+     * throttle (the instance that received it applied it to the client). */
+    bool forwarded = sl_gateway_forwarded(ih->gateway, req);
     if (!forwarded && throttled(ih, req, resp, ih->per_ip, client_key(req, ipkey, sizeof(ipkey))))
         goto done;
     const char *store = body->email[0] ? SL_IDENTITY_STORE_USERS_BY_EMAIL

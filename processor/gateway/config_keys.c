@@ -1,11 +1,22 @@
 /* config_keys.c: the configuration keys read by the gateway (gateway.c,
- * members.c, replies.c), owned here and registered with the others by
+ * members.c, replies.c, trust.c), owned here and registered with the others by
  * processor/cmd/config_groups.c. */
 #include "processor/gateway/config_keys.h"
 
 #include <stddef.h>
 
 static const sl_config_prop props[] = {
+    {"cluster.secret.file", SL_CONFIG_STRING, "", 0, 0, NULL,
+     "File holding the cluster secret (at least 32 random bytes, e.g. `head -c 32 "
+     "/dev/urandom`), the same on every instance: it authenticates forwarded requests "
+     "(X-Sluice-Hop) and membership records. Never logged. Empty: generated on first start as "
+     "<state.dir>/<application.id>/cluster-secret (one instance only)."},
+    {"cluster.secret.previous.file", SL_CONFIG_STRING, "", 0, 0, NULL,
+     "The previous cluster secret during a rotation: accepted, never used to sign. Empty: "
+     "none."},
+    {"cluster.hop.window.s", SL_CONFIG_INT, "30", 1, 3600, NULL,
+     "A forwarded request's signed timestamp must be within this many seconds of the "
+     "receiver's clock (the replay window; instance clocks must agree within it)."},
     {"gateway.advertised.address", SL_CONFIG_STRING, "", 0, 0, NULL,
      "host:port other instances use to forward HTTP requests to this one (written to "
      "`<application.id>-members`). Empty: http.host and the bound HTTP port (set it when "

@@ -1,5 +1,5 @@
 /* config_keys.h: the configuration keys read by the gateway (gateway.c,
- * members.c, replies.c). */
+ * members.c, replies.c, trust.c). */
 #ifndef SLUICE_PROCESSOR_GATEWAY_CONFIG_KEYS_H
 #define SLUICE_PROCESSOR_GATEWAY_CONFIG_KEYS_H
 

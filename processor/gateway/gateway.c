@@ -16,6 +16,11 @@
  * The engine decides "owned here" from the task it runs, not from the
  * membership table, so a stale table can only cost a hop or a 503, never a
  * read of a store this instance does not hold.
+ *
+ * "Carries the hop header" means a hop header with a valid MAC under the
+ * cluster secret (trust.h). The guard (hop_guard) answers 401 to any request
+ * whose hop header is not valid, before routing, so a client cannot claim
+ * to be an instance (and, e.g., skip the per-address login throttle).
  */
 #include "processor/gateway/gateway.h"
 
@@ -24,8 +29,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "processor/kafka/admin.h"
+#include "processor/base/clock.h"
+#include "processor/gateway/trust.h"
 #include "processor/http/client.h"
+#include "processor/kafka/admin.h"
 #include "processor/kafka/client.h"
 
 #define RETRY_AFTER_S 1
@@ -37,6 +44,10 @@ struct sl_gateway {
     char *bootstrap;
     sl_members *members;
     sl_replies *replies;
+    sl_trust *trust;
+    int hop_window_s;
+    sl_metrics *metrics;       /* borrowed; NULL: none */
+    sl_counter *hops_refused; /* X-Sluice-Hop headers without a valid MAC */
     int forward_timeout_ms;
     size_t forward_max_bytes;
     int reply_timeout_ms;
@@ -59,7 +70,21 @@ sl_gateway *sl_gateway_new(const sl_config *config, sl_engine *engine, const cha
     g->forward_timeout_ms = (int)sl_config_get_int(config, "gateway.forward.timeout.ms");
     g->forward_max_bytes = (size_t)sl_config_get_int(config, "gateway.forward.max.bytes");
     g->reply_timeout_ms = (int)sl_config_get_int(config, "gateway.reply.timeout.ms");
+    g->hop_window_s = (int)sl_config_get_int(config, "cluster.hop.window.s");
+    g->hops_refused = sl_metrics_counter(NULL, "sluice_hops_refused_total", NULL, NULL);
+    g->trust = sl_trust_load(config, logger, errstr, errstr_size);
+    if (!g->trust) {
+        sl_gateway_destroy(g);
+        return NULL;
+    }
     return g;
+}
+
+void sl_gateway_set_metrics(sl_gateway *g, sl_metrics *metrics) {
+    g->metrics = metrics;
+    g->hops_refused = sl_metrics_counter(
+        metrics, "sluice_hops_refused_total",
+        "Requests refused (401) for an X-Sluice-Hop header without a valid MAC", NULL);
 }
 
 sl_err sl_gateway_start(sl_gateway *g, int http_port, char *errstr, size_t errstr_size) {
@@ -81,6 +106,10 @@ sl_err sl_gateway_start(sl_gateway *g, int http_port, char *errstr, size_t errst
         .interval_ms = (int)sl_config_get_int(g->config, "gateway.members.interval.ms"),
         .expiry_ms = (int)sl_config_get_int(g->config, "gateway.members.expiry.ms"),
         .replication_factor = (int)sl_config_get_int(g->config, "topic.replication.factor"),
+        .trust = g->trust,
+        .rejected = sl_metrics_counter(
+            g->metrics, "sluice_members_rejected_total",
+            "Membership records ignored for a missing or invalid MAC (forged or foreign)", NULL),
     };
     g->members = sl_members_new(g->config, g->bootstrap, &options, g->engine, &g->logger, errstr,
                                 errstr_size);
@@ -103,6 +132,7 @@ void sl_gateway_destroy(sl_gateway *g) {
         return;
     sl_replies_destroy(g->replies);
     sl_members_destroy(g->members);
+    sl_trust_destroy(g->trust);
     free(g->bootstrap);
     free(g);
 }
@@ -145,6 +175,37 @@ static void path_escape(const char *path, char *out, size_t size) {
     out[len] = '\0';
 }
 
+/* The path and query a hop MAC covers: the decoded path and the query as
+ * sl_http_request_query_string rebuilds it (the same on both sides). */
+static sl_err hop_target(const sl_http_request *req, char *out, size_t size) {
+    int n = snprintf(out, size, "%s", sl_http_request_path(req));
+    if (n < 0 || (size_t)n >= size)
+        return SL_ERR_FULL;
+    return sl_http_request_query_string(req, out + n, size - (size_t)n);
+}
+
+bool sl_gateway_forwarded(sl_gateway *g, const sl_http_request *req) {
+    const char *hop = sl_http_request_header(req, SL_GATEWAY_HOP_HEADER);
+    char target[6144];
+    if (!hop || hop_target(req, target, sizeof(target)))
+        return false;
+    size_t body_len = 0;
+    const char *body = sl_http_request_body(req, &body_len);
+    return sl_trust_hop_verify(g->trust, hop, sl_http_request_method(req), target, body, body_len,
+                               sl_clock_wall_ms() / 1000, g->hop_window_s) == SL_TRUST_VALID;
+}
+
+/* The HTTP server's guard: a hop header must carry a valid MAC. */
+static bool hop_guard(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_gateway *g = opaque;
+    if (!sl_http_request_header(req, SL_GATEWAY_HOP_HEADER) || sl_gateway_forwarded(g, req))
+        return false;
+    sl_counter_add(g->hops_refused, 1);
+    sl_gateway_error(g, req, resp, 401,
+                     "X-Sluice-Hop is reserved for instances of this cluster (no valid MAC)", 0);
+    return true;
+}
+
 /* Forward the request to `address` and relay the answer. */
 static void forward(sl_gateway *g, const sl_http_request *req, sl_http_response *resp,
                     const char *address) {
@@ -155,9 +216,19 @@ static void forward(sl_gateway *g, const sl_http_request *req, sl_http_response 
         return;
     }
     strncat(target, query, sizeof(target) - strlen(target) - 1);
+    size_t body_len = 0;
+    const char *body = sl_http_request_body(req, &body_len);
+    char signed_target[6144], hop[SL_TRUST_HOP_MAX];
+    if (hop_target(req, signed_target, sizeof(signed_target)) ||
+        sl_trust_hop_sign(g->trust, sl_http_request_method(req), signed_target, body, body_len,
+                          sl_clock_wall_ms() / 1000, sl_engine_instance_id(g->engine), hop,
+                          sizeof(hop))) {
+        sl_gateway_error(g, req, resp, 500, "the request could not be signed for forwarding", 0);
+        return;
+    }
     sl_httpc_header headers[8];
     size_t n = 0;
-    headers[n++] = (sl_httpc_header){SL_GATEWAY_HOP_HEADER, "1"};
+    headers[n++] = (sl_httpc_header){SL_GATEWAY_HOP_HEADER, hop};
     headers[n++] = (sl_httpc_header){"X-Sluice-Origin-Request-Id", sl_http_request_id(req)};
     static const char *const passed[] = {"Authorization", "Content-Type", "Accept",
                                          "Accept-Language", NULL};
@@ -166,8 +237,6 @@ static void forward(sl_gateway *g, const sl_http_request *req, sl_http_response 
         if (value)
             headers[n++] = (sl_httpc_header){*name, value};
     }
-    size_t body_len = 0;
-    const char *body = sl_http_request_body(req, &body_len);
     sl_httpc_response answer;
     char why[512];
     sl_err err = sl_httpc_request(address, sl_http_request_method(req), target, headers, n,
@@ -218,7 +287,7 @@ static sl_gateway_outcome not_local(sl_gateway *g, const sl_http_request *req,
         sl_gateway_error(g, req, resp, 500, "the store could not be read", 0);
         return SL_GATEWAY_ANSWERED;
     }
-    if (sl_http_request_header(req, SL_GATEWAY_HOP_HEADER)) {
+    if (sl_gateway_forwarded(g, req)) {
         sl_gateway_error(g, req, resp, 503, "the key's owner is moving (rebalance in progress)",
                          RETRY_AFTER_S);
         return SL_GATEWAY_ANSWERED;
@@ -317,6 +386,7 @@ static void metadata_route(void *opaque, const sl_http_request *req, sl_http_res
 
 sl_err sl_gateway_routes(sl_gateway *g, sl_http_server *http) {
     sl_err err;
+    sl_http_server_guard(http, hop_guard, g);
     if ((err = sl_http_route(http, "GET", "/v1/members", members_route, g)) ||
         (err = sl_http_route(http, "GET", "/v1/metadata/{store}/{key}", metadata_route, g)))
         return err;

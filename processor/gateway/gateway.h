@@ -30,8 +30,9 @@
 #include "processor/http/server.h"
 #include "processor/base/log.h"
 
-/* Forwarded requests carry this header; an instance never forwards a
- * request that has it. */
+/* Forwarded requests carry this header, signed with the cluster secret
+ * (trust.h); an instance never forwards a request that has a valid one, and
+ * refuses (401) one that has an invalid one. */
 #define SL_GATEWAY_HOP_HEADER "X-Sluice-Hop"
 /* Every answer the gateway builds or relays names the instance that read
  * the store. */
@@ -44,7 +45,19 @@ typedef struct sl_gateway sl_gateway;
 sl_gateway *sl_gateway_new(const sl_config *config, sl_engine *engine, const char *bootstrap,
                            const sl_logger *logger, char *errstr, size_t errstr_size);
 
-/* Register the gateway's own generic routes on `http` (before it starts):
+/* Publish the gateway's metrics in `metrics` (borrowed; must outlive the
+ * gateway): sluice_hops_refused_total, sluice_members_rejected_total.
+ * Before sl_gateway_start. */
+void sl_gateway_set_metrics(sl_gateway *gateway, sl_metrics *metrics);
+
+/* Is `req` a request forwarded by an instance of this cluster (a hop header
+ * with a valid MAC under the cluster secret, within the replay window)? A
+ * client that sets the header gets false (and a 401 from the guard). Any
+ * thread. */
+bool sl_gateway_forwarded(sl_gateway *gateway, const sl_http_request *req);
+
+/* Register the gateway's own generic routes on `http` (before it starts),
+ * and the guard that refuses (401) a hop header without a valid MAC:
  *   GET /v1/members                  the live membership table
  *   GET /v1/metadata/{store}/{key}   the partition and owner of a key */
 sl_err sl_gateway_routes(sl_gateway *gateway, sl_http_server *http);

@@ -43,6 +43,9 @@ struct sl_members {
     sl_logger logger; /* first member: the clients' opaque */
     sl_engine *engine;
     rd_kafka_t *producer, *consumer;
+    const sl_trust *trust;
+    sl_counter *rejected;
+    uint64_t rejected_seen; /* thread only: logs the first few, then every 1000th */
     char topic[256];
     char instance_id[SL_MEMBERS_MAX_ID];
     char address[SL_MEMBERS_MAX_ADDRESS];
@@ -72,9 +75,34 @@ static void entry_clear(entry *e) {
     memset(e, 0, sizeof(*e));
 }
 
+/* Does the record carry a valid MAC (trust.h)? Counts and logs the ones
+ * that do not. */
+static bool authentic(sl_members *m, rd_kafka_message_t *msg) {
+    rd_kafka_headers_t *headers = NULL;
+    const void *mac = NULL;
+    size_t mac_len = 0;
+    if (rd_kafka_message_headers(msg, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        rd_kafka_header_get_last(headers, SL_TRUST_RECORD_HEADER, &mac, &mac_len);
+    sl_trust_verdict verdict = sl_trust_record_verify(m->trust, mac, mac_len, msg->key,
+                                                      msg->key_len, msg->payload, msg->len);
+    if (verdict == SL_TRUST_VALID)
+        return true;
+    if (m->rejected)
+        sl_counter_add(m->rejected, 1);
+    if (++m->rejected_seen <= 10 || m->rejected_seen % 1000 == 0)
+        LOG(m, SL_LOG_WARN,
+            "record at offset %lld ignored: %s (a writer without the cluster secret; %llu so "
+            "far)",
+            (long long)msg->offset, mac ? "invalid MAC" : "no MAC",
+            (unsigned long long)m->rejected_seen);
+    return false;
+}
+
 /* Apply one record of the members topic. */
-static void apply(sl_members *m, const rd_kafka_message_t *msg) {
+static void apply(sl_members *m, rd_kafka_message_t *msg) {
     if (!msg->key || msg->key_len == 0 || msg->key_len >= SL_MEMBERS_MAX_ID)
+        return;
+    if (!authentic(m, msg))
         return;
     char id[SL_MEMBERS_MAX_ID];
     memcpy(id, msg->key, msg->key_len);
@@ -151,10 +179,17 @@ static void publish(sl_members *m, uint64_t version, size_t n) {
     json_decref(doc);
     if (!text)
         return; /* out of memory: try again next round */
+    char mac[SL_TRUST_RECORD_MAC_MAX];
+    if (sl_trust_record_sign(m->trust, m->instance_id, strlen(m->instance_id), text, strlen(text),
+                             mac, sizeof(mac))) {
+        free(text);
+        return; /* out of memory: try again next round */
+    }
     rd_kafka_resp_err_t code =
         rd_kafka_producev(m->producer, RD_KAFKA_V_TOPIC(m->topic),
                           RD_KAFKA_V_KEY(m->instance_id, strlen(m->instance_id)),
                           RD_KAFKA_V_VALUE(text, strlen(text)),
+                          RD_KAFKA_V_HEADER(SL_TRUST_RECORD_HEADER, mac, (ssize_t)strlen(mac)),
                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_END);
     if (code) {
         free(text);
@@ -202,10 +237,16 @@ sl_members *sl_members_new(const sl_config *config, const char *bootstrap,
     }
     m->logger = *logger;
     m->engine = engine;
+    m->trust = options->trust;
+    m->rejected = options->rejected;
     pthread_mutex_init(&m->lock, NULL);
     m->interval_ms = options->interval_ms > 0 ? options->interval_ms : 2000;
     m->expiry_ms = options->expiry_ms > 0 ? options->expiry_ms : 10000;
     m->publish = options->address != NULL;
+    if (!m->trust) {
+        sl_fail(errstr, errstr_size, SL_ERR_INVALID, "members need the cluster secret");
+        goto fail;
+    }
     if (strlen(options->topic) >= sizeof(m->topic) ||
         strlen(options->instance_id) >= sizeof(m->instance_id) ||
         (options->address && strlen(options->address) >= sizeof(m->address))) {
@@ -269,9 +310,15 @@ void sl_members_destroy(sl_members *m) {
     if (m->producer) {
         if (m->publish && m->thread_started) {
             /* A clean shutdown removes this instance at once. */
-            rd_kafka_producev(m->producer, RD_KAFKA_V_TOPIC(m->topic),
-                              RD_KAFKA_V_KEY(m->instance_id, strlen(m->instance_id)),
-                              RD_KAFKA_V_VALUE(NULL, 0), RD_KAFKA_V_END);
+            char mac[SL_TRUST_RECORD_MAC_MAX];
+            if (sl_trust_record_sign(m->trust, m->instance_id, strlen(m->instance_id), NULL, 0,
+                                     mac, sizeof(mac)) == SL_OK)
+                rd_kafka_producev(
+                    m->producer, RD_KAFKA_V_TOPIC(m->topic),
+                    RD_KAFKA_V_KEY(m->instance_id, strlen(m->instance_id)),
+                    RD_KAFKA_V_VALUE(NULL, 0),
+                    RD_KAFKA_V_HEADER(SL_TRUST_RECORD_HEADER, mac, (ssize_t)strlen(mac)),
+                    RD_KAFKA_V_END);
         }
         if (rd_kafka_flush(m->producer, 5000))
             LOG(m, SL_LOG_WARN, "membership tombstone not confirmed in time");

@@ -13,6 +13,12 @@
  * after expiry_ms). Ages come from record timestamps when the topic is
  * first read, then from arrival times.
  *
+ * Every record (tombstones too) carries a MAC under the cluster secret in
+ * the Kafka header "sluice-mac" (trust.h). A record without a valid one is
+ * ignored, counted and logged: whoever can write to the topic but does not
+ * hold the secret cannot claim partitions (and so receive forwarded logins)
+ * nor remove an instance.
+ *
  * Threading: one thread of its own (producer and consumer); lookups from
  * any thread.
  */
@@ -23,6 +29,8 @@
 #include <stdint.h>
 
 #include "processor/base/config.h"
+#include "processor/base/metrics.h"
+#include "processor/gateway/trust.h"
 #include "processor/engine/engine.h"
 #include "processor/base/error.h"
 #include "processor/base/log.h"
@@ -40,6 +48,8 @@ typedef struct sl_members_options {
     int interval_ms;         /* republish at least this often */
     int expiry_ms;           /* entries older than this are ignored */
     int replication_factor;  /* for creating the topic; -1: broker default */
+    const sl_trust *trust;   /* signs and checks records (borrowed, required) */
+    sl_counter *rejected;    /* records with no valid MAC (borrowed; NULL: none) */
 } sl_members_options;
 
 /* Create the topic if missing, read it from the beginning and start

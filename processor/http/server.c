@@ -54,6 +54,8 @@ struct sl_http_server {
     sl_logger logger;
     route routes[SL_HTTP_MAX_ROUTES];
     size_t n_routes;
+    sl_http_guard *guard;
+    void *guard_opaque;
     struct MHD_Daemon *daemon;
     int port;
     uint32_t id_prefix;
@@ -402,10 +404,17 @@ static const char *check_head(const sl_http_request *req, struct MHD_Connection 
     return NULL;
 }
 
+void sl_http_server_guard(sl_http_server *server, sl_http_guard *guard, void *opaque) {
+    server->guard = guard;
+    server->guard_opaque = opaque;
+}
+
 static enum MHD_Result dispatch(sl_http_request *req) {
     sl_http_server *server = req->server;
     bool path_known = false;
     sl_http_response resp = {.req = req};
+    if (server->guard && server->guard(server->guard_opaque, req, &resp))
+        return queue(req, &resp);
     for (size_t i = 0; i < server->n_routes; i++) {
         route *r = &server->routes[i];
         if (!match(r->pattern, req->path, req))

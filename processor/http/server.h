@@ -20,6 +20,7 @@
 #ifndef SLUICE_HTTP_H
 #define SLUICE_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "processor/base/error.h"
@@ -53,6 +54,14 @@ typedef void sl_http_handler(void *opaque, const sl_http_request *req, sl_http_r
  * outlive the server. NULL + errstr on bad options or no memory. */
 sl_http_server *sl_http_server_new(const sl_http_options *options, const sl_logger *logger,
                                    char *errstr, size_t errstr_size);
+
+/* Runs before routing for every request that passed the framing checks
+ * (its body is read), on a worker thread. Return true after filling `resp`
+ * to answer without routing (e.g. a refused credential); false to route. */
+typedef bool sl_http_guard(void *opaque, const sl_http_request *req, sl_http_response *resp);
+
+/* Set the server's one guard (before start only). `opaque` is borrowed. */
+void sl_http_server_guard(sl_http_server *server, sl_http_guard *guard, void *opaque);
 
 /* Register a route (before start only). `opaque` is borrowed. SL_ERR_FULL
  * past SL_HTTP_MAX_ROUTES; SL_ERR_INVALID for a malformed pattern. */

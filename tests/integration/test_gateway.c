@@ -17,8 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "processor/gateway/trust.h"
 #include "processor/kafka/admin.h"
 #include "processor/kafka/client.h"
 #include "tests/support/broker.h"
@@ -132,6 +134,25 @@ static bool await_members(test_instance *inst, const char *input, int members, i
     return false;
 }
 
+/* "X-Sluice-Hop: <value>\r\n" for a bodiless request, signed with the
+ * cluster secret the instances of this work dir share. */
+static void signed_hop(const test_instance *inst, const char *method, const char *target,
+                       char *out, size_t size) {
+    unsigned char secret[SL_TRUST_MAX_SECRET];
+    FILE *file = fopen(inst->secret_path, "rb");
+    assert_non_null(file);
+    size_t len = fread(secret, 1, sizeof(secret), file);
+    fclose(file);
+    char errstr[256], value[SL_TRUST_HOP_MAX];
+    sl_trust *trust = sl_trust_new(secret, len, NULL, 0, errstr, sizeof(errstr));
+    assert_non_null(trust);
+    assert_int_equal(sl_trust_hop_sign(trust, method, target, NULL, 0, (int64_t)time(NULL),
+                                       "test-instance", value, sizeof(value)),
+                     SL_OK);
+    sl_trust_destroy(trust);
+    snprintf(out, size, "X-Sluice-Hop: %s\r\n", value);
+}
+
 static int compare_strings(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
@@ -217,17 +238,23 @@ static void a_key_is_answered_by_either_instance(void **state) {
                          200);
         assert_string_equal(scan_body, want_scan);
     }
-    /* A request that already took its one hop is not forwarded again. */
-    char path[32], body[1024], headers[2048], value[64];
+    /* A request that already took its one hop (signed with the cluster
+     * secret, as an instance would) is not forwarded again. */
+    char path[32], body[1024], headers[2048], value[64], hop[SL_TRUST_HOP_MAX + 32];
     snprintf(path, sizeof(path), "/agg/%s", forwarded_key[0]);
-    assert_int_equal(test_http(a.http_port, "GET", path, "X-Sluice-Hop: 1\r\n", NULL, 0, headers,
-                               sizeof(headers), body, sizeof(body)),
+    signed_hop(&a, "GET", path, hop, sizeof(hop));
+    assert_int_equal(test_http(a.http_port, "GET", path, hop, NULL, 0, headers, sizeof(headers),
+                               body, sizeof(body)),
                      503);
     assert_true(header_value(headers, "Retry-After", value, sizeof(value)));
     json_t *error = json_loads(body, 0, NULL);
     assert_int_equal(json_integer_value(json_object_get(error, "code")), 503);
     assert_non_null(json_string_value(json_object_get(error, "request_id")));
     json_decref(error);
+    /* A hop header without a valid MAC is refused, whoever sends it. */
+    assert_int_equal(test_http(a.http_port, "GET", path, "X-Sluice-Hop: 1\r\n", NULL, 0, NULL, 0,
+                               body, sizeof(body)),
+                     401);
     /* An unknown key is a 404 from the owner, relayed. */
     assert_int_equal(test_http(a.http_port, "GET", "/agg/never-seen", NULL, NULL, 0, NULL, 0, body,
                                sizeof(body)),

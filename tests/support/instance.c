@@ -51,7 +51,18 @@ void test_instance_init(test_instance *inst, const char *app, const char *work_d
     snprintf(inst->app, sizeof(inst->app), "%s", app);
     snprintf(inst->state_dir, sizeof(inst->state_dir), "%s/%s", work_dir, name);
     snprintf(inst->log_path, sizeof(inst->log_path), "%s/%s.log", work_dir, name);
+    snprintf(inst->secret_path, sizeof(inst->secret_path), "%s/cluster-secret", work_dir);
     mkdir(inst->state_dir, 0755);
+    int fd = open(inst->secret_path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd >= 0) {
+        unsigned char secret[32];
+        FILE *random = fopen("/dev/urandom", "rb");
+        assert_non_null(random);
+        assert_int_equal(fread(secret, 1, sizeof(secret), random), sizeof(secret));
+        fclose(random);
+        assert_int_equal(write(fd, secret, sizeof(secret)), (ssize_t)sizeof(secret));
+        close(fd);
+    }
     inst->http_port = test_free_port();
     for (const char *const *a = args; a && *a && inst->n_args < 56; a++)
         snprintf(inst->args[inst->n_args++], sizeof(inst->args[0]), "%s", *a);
@@ -81,11 +92,12 @@ void test_instance_set_fast_failover(test_instance *inst) {
 }
 
 void test_instance_start(test_instance *inst) {
-    char path[PATH_MAX], state[300], port[64];
+    char path[PATH_MAX], state[300], port[64], secret[340];
     app_path(inst->app, path, sizeof(path));
     snprintf(state, sizeof(state), "state.dir=%s", inst->state_dir);
     snprintf(port, sizeof(port), "http.port=%d", inst->http_port);
-    char *argv[72];
+    snprintf(secret, sizeof(secret), "cluster.secret.file=%s", inst->secret_path);
+    char *argv[74];
     int argc = 0;
     argv[argc++] = path;
     for (int i = 0; i < inst->n_args; i++)
@@ -94,6 +106,8 @@ void test_instance_start(test_instance *inst) {
     argv[argc++] = state;
     argv[argc++] = "--set";
     argv[argc++] = port;
+    argv[argc++] = "--set";
+    argv[argc++] = secret;
     argv[argc] = NULL;
     pid_t pid = fork();
     assert_true(pid >= 0);

@@ -21,6 +21,7 @@ typedef struct test_instance {
     char app[64];        /* tests/apps/<app> */
     char state_dir[256]; /* its own state.dir */
     char log_path[300];  /* stderr of every incarnation, appended */
+    char secret_path[300]; /* <work_dir>/cluster-secret, shared by its instances */
     int http_port;
     char args[64][256]; /* argv after the program name (copies) */
     int n_args;
@@ -30,7 +31,9 @@ typedef struct test_instance {
 
 /* Prepare (not start) an instance of tests/apps/<app> with a fresh state
  * dir under `work_dir`, a free HTTP port and the given arguments (copied;
- * NULL-terminated). */
+ * NULL-terminated). Every instance of one work dir shares one cluster
+ * secret (<work_dir>/cluster-secret, created by the first; passed as
+ * cluster.secret.file), as the instances of one real cluster must. */
 void test_instance_init(test_instance *inst, const char *app, const char *work_dir,
                         const char *name, const char *const *args);
 

@@ -469,6 +469,47 @@ static void slowloris_from_one_address_does_not_starve_others(void **state) {
     sl_http_server_destroy(server);
 }
 
+/* A guard that sees the whole request (headers and body) before routing:
+ * it refuses a request carrying X-Guard unless its body is "let me in". */
+static bool guard(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)opaque;
+    size_t len = 0;
+    const char *payload = sl_http_request_body(req, &len);
+    if (!sl_http_request_header(req, "X-Guard") ||
+        (payload && len == 9 && memcmp(payload, "let me in", 9) == 0))
+        return false;
+    sl_http_respond_error(resp, 401, "guarded");
+    return true;
+}
+
+static void a_guard_answers_before_routing_and_sees_the_body(void **state) {
+    (void)state;
+    sl_http_options options = {.host = "127.0.0.1", .max_connections = 8,
+                               .connection_timeout_s = 5, .max_body_bytes = 4096};
+    char errstr[256];
+    sl_http_server *server = sl_http_server_new(&options, &test_logger, errstr, sizeof(errstr));
+    assert_non_null(server);
+    sl_http_server_guard(server, guard, NULL);
+    assert_int_equal(sl_http_route(server, "POST", "/echo", echo, NULL), 0);
+    assert_int_equal(sl_http_server_start(server, errstr, sizeof(errstr)), 0);
+    int port = sl_http_server_port(server);
+    assert_int_equal(test_http(port, "POST", "/echo", NULL, "hi", 2, headers, sizeof(headers),
+                               body, sizeof(body)),
+                     200);
+    assert_int_equal(test_http(port, "POST", "/echo", "X-Guard: 1\r\n", "hi", 2, headers,
+                               sizeof(headers), body, sizeof(body)),
+                     401);
+    assert_error_body(401);
+    assert_int_equal(test_http(port, "GET", "/nowhere", "X-Guard: 1\r\n", NULL, 0, headers,
+                               sizeof(headers), body, sizeof(body)),
+                     401);
+    assert_int_equal(test_http(port, "POST", "/echo", "X-Guard: 1\r\n", "let me in", 9,
+                               headers, sizeof(headers), body, sizeof(body)),
+                     200);
+    assert_string_equal(body, "let me in");
+    sl_http_server_destroy(server);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -492,6 +533,7 @@ int main(void) {
         T(framing_a_valid_request_keeps_the_connection),
         cmocka_unit_test(a_waiting_handler_does_not_stall_other_connections),
         cmocka_unit_test(slowloris_from_one_address_does_not_starve_others),
+        cmocka_unit_test(a_guard_answers_before_routing_and_sees_the_body),
     };
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }
