@@ -27,7 +27,9 @@ if ! [ -x "$sluice" ]; then
 fi
 
 out=$(mktemp) err=$(mktemp)
-"$here/scripts/cluster" --build "$here/build/release" --set log.level=warn >"$out" 2>"$err" &
+# Its own application.id: tests/run shares the broker with other tests.
+"$here/scripts/cluster" --build "$here/build/release" --set log.level=warn \
+    --set "application.id=cluster-test-$$" >"$out" 2>"$err" &
 cluster=$!
 trap 'kill -TERM "$cluster" 2>/dev/null; wait "$cluster" 2>/dev/null; rm -f "$out" "$err"' EXIT
 
