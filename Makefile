@@ -2,6 +2,9 @@
 #
 #   make            libsluice.a and the sluice binary (build/release)
 #   make run        install what is missing, build, start sluice (embedded broker)
+#   make cluster    install what is missing, build, start a real broker, PostgreSQL,
+#                   three sluice instances and the sink until Ctrl-C (scripts/cluster;
+#                   ARGS='--set key=value' for every instance)
 #   make test       install what is missing, build under ASan+UBSan, start a real
 #                   Kafka broker and PostgreSQL, run every test, stop them
 #   make bench      install what is missing, build the release variant (tests/apps
@@ -115,7 +118,7 @@ FUZZ_LD :=
 endif
 FUZZ_SECONDS ?= 60
 
-.PHONY: all run test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords \
+.PHONY: all run cluster test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords \
         bench-pgsink bench-identity \
         bench-dialogs
 .SECONDARY:
@@ -215,6 +218,14 @@ run:
 	scripts/bootstrap build
 	$(MAKE) VARIANT=release all
 	./build/release/sluice run $(ARGS)
+
+# Three `sluice run` instances and `sluice sink` on the harness's real broker
+# and PostgreSQL, in the foreground until Ctrl-C (scripts/cluster); ARGS go
+# to every instance: make cluster ARGS='--set log.level=debug'.
+cluster:
+	scripts/bootstrap test
+	$(MAKE) VARIANT=release all
+	scripts/cluster --build build/release $(ARGS)
 
 # The release build is compiled too: gcc's -O2 sees warnings -O1 does not
 # (format truncation), and `make run` must keep building.
