@@ -88,6 +88,9 @@ if command -v docker-compose >/dev/null; then
     check compose_gives_every_instance_the_signing_key_secret \
         "$([ "$(grep -c 'SLUICE_IDENTITY_KEY_FILE: /run/secrets/token-signing-key' <<<"$out")" = 3 ] &&
             [ "$(grep -c 'source: token-signing-key' <<<"$out")" = 3 ]; echo $?)"
+    check compose_gives_every_instance_the_cluster_secret \
+        "$([ "$(grep -c 'SLUICE_CLUSTER_SECRET_FILE: /run/secrets/cluster-secret' <<<"$out")" -ge 3 ] &&
+            [ "$(grep -c 'source: cluster-secret' <<<"$out")" -ge 3 ]; echo $?)"
     check compose_runs_the_sink_with_a_dsn \
         "$(awk '/^  [a-z]/{block = $1} block == "sink:"' <<<"$out" | grep -qE '^ +command:|^ +- sink$' &&
             awk '/^  [a-z]/{block = $1} block == "sink:"' <<<"$out" | grep -q 'SLUICE_PG_DSN: postgresql://'; echo $?)"
