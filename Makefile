@@ -42,7 +42,8 @@ ifeq ($(origin CC),default)
 CC := gcc
 endif
 
-PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb libcrypto libargon2 libsodium libpq
+PKGS := rdkafka libprotobuf-c libmicrohttpd jansson rocksdb libcrypto libargon2 libsodium libpq \
+        icu-uc icu-i18n
 TEST_PKGS := cmocka
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \

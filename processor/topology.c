@@ -74,6 +74,14 @@ sl_err sl_topology_add_source(sl_topology *topology, const char *name, const cha
     return SL_OK;
 }
 
+sl_err sl_topology_set_keyed(sl_topology *topology, const char *source) {
+    int src = source_index(topology, source);
+    if (src < 0)
+        return SL_ERR_INVALID;
+    topology->sources[src].keyed = true;
+    return SL_OK;
+}
+
 sl_err sl_topology_add_store(sl_topology *topology, const char *store, const char *source) {
     int src = source_index(topology, source);
     if (!valid_name(store, SL_TOPOLOGY_MAX_NAME) || src < 0 ||
@@ -130,6 +138,7 @@ sl_err sl_topology_add_repartition(sl_topology *topology, const char *name, int 
     }
     topology->sources[topology->n_sources - 1].repartition = true;
     topology->sources[topology->n_sources - 1].partitions = partitions;
+    topology->sources[topology->n_sources - 1].keyed = true;
     topology->sinks[topology->n_sinks - 1].repartition = true;
     return SL_OK;
 }

@@ -89,6 +89,17 @@ void sl_topology_destroy(sl_topology *topology);
  * reference, SL_ERR_FULL past SL_TOPOLOGY_MAX_NODES. */
 sl_err sl_topology_add_source(sl_topology *topology, const char *name, const char *topic,
                               sl_validate_fn *validate, void *opaque);
+/* Declare a source keyed: its producers place each record on the partition
+ * that murmur2(key) selects over the topic's partition count (the Java
+ * client's default partitioner and librdkafka's murmur2_random, which every
+ * sluice producer uses). The engine then checks every keyed record before
+ * the validator and the processors see it: one on another partition goes to
+ * the dead-letter topic with reason "wrong_partition" and is not processed
+ * (a key on two partitions would be two tasks, two stores: two truths).
+ * Records without a key are not checked. Repartition sources are keyed from
+ * the start (we produce them). SL_ERR_INVALID for an unknown source. */
+#define SL_DLQ_WRONG_PARTITION "wrong_partition"
+sl_err sl_topology_set_keyed(sl_topology *topology, const char *source);
 sl_err sl_topology_add_store(sl_topology *topology, const char *store, const char *source);
 sl_err sl_topology_add_processor(sl_topology *topology, const char *name, const char *source,
                                  sl_process_fn *process, void *opaque);

@@ -12,6 +12,7 @@ typedef struct sl_source_def {
     char topic[250]; /* for a repartition source: the repartition's name */
     bool repartition;
     int partitions; /* repartition only; 0: as many as the first source */
+    bool keyed;     /* check that each key is on its murmur2 partition */
     sl_validate_fn *validate;
     void *opaque;
 } sl_source_def;

@@ -27,6 +27,10 @@ static const sl_config_prop props[] = {
      "Lifetime of access tokens, seconds."},
     {"identity.token.refresh.ttl.s", SL_CONFIG_INT, "1209600", 300, 31536000, NULL,
      "Lifetime of refresh tokens, seconds (each refresh rotates the token)."},
+    {"identity.refresh.retry.grace.ms", SL_CONFIG_INT, "10000", 0, 600000, NULL,
+     "A refresh token presented again this soon after its rotation (a client retrying after a "
+     "timeout or a 503, on any instance) gets the same answer, the same token pair; later, or "
+     "after another use, it counts as reuse and revokes the session. 0: no retry."},
     {"identity.token.leeway.s", SL_CONFIG_INT, "30", 0, 300, NULL,
      "Clock skew tolerated when checking exp, nbf and iat, seconds."},
     {"identity.token.cache.entries", SL_CONFIG_INT, "65536", 16, 16777216, NULL,

@@ -119,8 +119,9 @@ static sl_err get_email(json_t *root, char *out, char *message, size_t message_s
         out[0] = '\0';
         return SL_OK;
     }
-    if (sl_email_normalize(raw, strlen(raw), out, SL_IDENTITY_MAX_EMAIL + 1))
-        return say(message, message_size, "%s", "email: not a valid e-mail address");
+    const char *why = NULL;
+    if (sl_email_normalize_why(raw, strlen(raw), out, SL_IDENTITY_MAX_EMAIL + 1, &why))
+        return say(message, message_size, "%s", why);
     return SL_OK;
 }
 

@@ -30,8 +30,12 @@
  * presented refresh token through tokens.commands (keyed by its jti, so the
  * partition owning it decides): if the topology says it was already revoked
  * by another command, the token was rotated before, i.e. stolen or
- * replayed, and the whole session is revoked (RFC 9700 4.14.2). Logout
- * revokes the access token and the session. Every instance refuses revoked
+ * replayed, and the whole session is revoked (RFC 9700 4.14.2). A retry of
+ * the same refresh is not reuse: the rotation's command id and the new
+ * pair's ids derive from the old jti under the signing key's MAC, so within
+ * identity.refresh.retry.grace.ms of the first rotation a retry (on any
+ * instance) gets the same pair. Logout revokes the access token and the
+ * session, idempotently (command ids from the jti; a retry answers 204). Every instance refuses revoked
  * tokens from its replicated blacklist (a global store).
  */
 #include "connectors/http/identity_routes.h"
@@ -68,6 +72,7 @@ struct sl_identity_http {
     sl_throttle *per_ip, *per_account;
     char iss[SL_JWT_MAX_NAME + 1], aud[SL_JWT_MAX_NAME + 1];
     int64_t access_ttl_s, refresh_ttl_s, leeway_s;
+    int64_t refresh_grace_ms; /* a retried refresh gets the first answer */
     int hash_timeout_ms;
     char users_topic[256], tokens_topic[256];
 };
@@ -95,9 +100,39 @@ typedef struct token_pair {
     char refresh[SL_JWT_MAX_TOKEN + 1];
 } token_pair;
 
+static sl_err mac_id(sl_identity_http *ih, const char *label, const void *data, size_t len,
+                     char *out, size_t out_size, unsigned char digest[32]);
+
+/* The ids of the pair that rotating a refresh token yields: derived from
+ * the rotated token's jti under the signing key's MAC, so that a retry of
+ * the same refresh (on any instance) issues the very same pair (RS256
+ * signatures are deterministic; ES256 ones differ but carry the same
+ * claims, so the same jti and expiry). */
+typedef struct rotation {
+    char access_jti[SL_JWT_MAX_ID + 1], refresh_jti[SL_JWT_MAX_ID + 1];
+    int64_t iat; /* the first rotation's time, seconds */
+} rotation;
+
+static sl_err rotation_init(sl_identity_http *ih, const char *old_jti, int64_t rotated_at_ms,
+                            rotation *out) {
+    unsigned char digest[32];
+    sl_err err;
+    if ((err = mac_id(ih, "refresh-rotation-access", old_jti, strlen(old_jti), out->access_jti,
+                      sizeof(out->access_jti), digest)) ||
+        (err = mac_id(ih, "refresh-rotation-refresh", old_jti, strlen(old_jti), out->refresh_jti,
+                      sizeof(out->refresh_jti), digest)))
+        return err;
+    out->access_jti[SL_JWT_RANDOM_ID_LEN] = '\0'; /* as long as a random id */
+    out->refresh_jti[SL_JWT_RANDOM_ID_LEN] = '\0';
+    out->iat = rotated_at_ms / 1000;
+    return SL_OK;
+}
+
 /* Issue an access and a refresh token for user `sub` in session `sid`
- * (a fresh one when NULL). */
-static sl_err issue_pair(sl_identity_http *ih, const char *sub, const char *sid, token_pair *out) {
+ * (a fresh one when NULL), with random ids now, or with the ids and time
+ * of `rotated` (may be NULL). */
+static sl_err issue_pair(sl_identity_http *ih, const char *sub, const char *sid,
+                         const rotation *rotated, token_pair *out) {
     char fresh_sid[SL_JWT_RANDOM_ID_LEN + 1];
     char why[256];
     if (!sid) {
@@ -105,15 +140,22 @@ static sl_err issue_pair(sl_identity_http *ih, const char *sub, const char *sid,
             return SL_ERR_IO;
         sid = fresh_sid;
     }
-    int64_t now = now_s();
+    int64_t now = rotated ? rotated->iat : now_s();
     sl_jwt_claims access, refresh;
     size_t len;
     sl_err err;
     if ((err = sl_jwt_claims_init(&access, SL_JWT_ACCESS, sub, sid, ih->iss, ih->aud, now,
                                   ih->access_ttl_s, why, sizeof(why))) ||
         (err = sl_jwt_claims_init(&refresh, SL_JWT_REFRESH, sub, sid, ih->iss, ih->aud, now,
-                                  ih->refresh_ttl_s, why, sizeof(why))) ||
-        (err = sl_jwt_issue(ih->keys, &access, out->access, sizeof(out->access), &len, why,
+                                  ih->refresh_ttl_s, why, sizeof(why)))) {
+        logf_(ih, SL_LOG_ERROR, "cannot issue tokens: %s", why);
+        return err;
+    }
+    if (rotated) {
+        snprintf(access.jti, sizeof(access.jti), "%s", rotated->access_jti);
+        snprintf(refresh.jti, sizeof(refresh.jti), "%s", rotated->refresh_jti);
+    }
+    if ((err = sl_jwt_issue(ih->keys, &access, out->access, sizeof(out->access), &len, why,
                             sizeof(why))) ||
         (err = sl_jwt_issue(ih->keys, &refresh, out->refresh, sizeof(out->refresh), &len, why,
                             sizeof(why))))
@@ -162,8 +204,11 @@ static int check_token(sl_identity_http *ih, const char *token, sl_jwt_typ typ,
     return 0;
 }
 
-bool sl_identity_http_authenticate(sl_identity_http *ih, const sl_http_request *req,
-                                   sl_http_response *resp, sl_jwt_claims *claims) {
+/* The Bearer access token of the request into *claims, or false after
+ * answering 401/503. A genuine token that is revoked passes only when
+ * `revoked_ok` (then *was_revoked, may be NULL, says so). */
+static bool authenticate(sl_identity_http *ih, const sl_http_request *req, sl_http_response *resp,
+                         sl_jwt_claims *claims, bool revoked_ok) {
     const char *header = sl_http_request_header(req, "Authorization");
     if (!header || strncasecmp(header, "Bearer ", 7) != 0) {
         http_fail(ih, req, resp, 401, "an Authorization: Bearer access token is required", 0);
@@ -177,12 +222,18 @@ bool sl_identity_http_authenticate(sl_identity_http *ih, const sl_http_request *
         return false;
     }
     const char *message = NULL;
-    int status = check_token(ih, token, SL_JWT_ACCESS, claims, &message, NULL);
-    if (status) {
+    bool revoked = false;
+    int status = check_token(ih, token, SL_JWT_ACCESS, claims, &message, &revoked);
+    if (status && !(revoked && revoked_ok)) {
         http_fail(ih, req, resp, status, message, status == 503 ? SL_RESPOND_RETRY_AFTER_S : 0);
         return false;
     }
     return true;
+}
+
+bool sl_identity_http_authenticate(sl_identity_http *ih, const sl_http_request *req,
+                                   sl_http_response *resp, sl_jwt_claims *claims) {
+    return authenticate(ih, req, resp, claims, false);
 }
 
 /* ---- commands through the reply path ------------------------------------------ */
@@ -379,7 +430,7 @@ static void handle_register(void *opaque, const sl_http_request *req, sl_http_re
         Sluice__V1__UserRegistered *ev =
             sluice__v1__user_registered__unpack(NULL, reply->payload.len, reply->payload.data);
         token_pair *pair = ev ? malloc(sizeof(*pair)) : NULL;
-        if (!pair || issue_pair(ih, ev->user_id, NULL, pair)) {
+        if (!pair || issue_pair(ih, ev->user_id, NULL, NULL, pair)) {
             http_fail(ih, req, resp, 500, "registered, but the tokens could not be issued: log in", 0);
         } else {
             json_t *root = pair_json(ih, pair);
@@ -474,7 +525,7 @@ static void handle_login(void *opaque, const sl_http_request *req, sl_http_respo
     }
     sl_throttle_success(ih->per_account, account);
     token_pair *pair = malloc(sizeof(*pair));
-    if (!pair || issue_pair(ih, user->user_id, NULL, pair)) {
+    if (!pair || issue_pair(ih, user->user_id, NULL, NULL, pair)) {
         http_fail(ih, req, resp, 500, "the tokens could not be issued", 0);
     } else {
         json_t *root = pair_json(ih, pair);
@@ -542,10 +593,22 @@ static void handle_user_get(void *opaque, const sl_http_request *req, sl_http_re
 /* Revoke (jti set) a token or (jti NULL) a session through tokens.commands.
  * SL_OK with *already (revoked before by another command), or the error
  * answered through request_failed by the caller. */
-static sl_err revoke(sl_identity_http *ih, const char *jti, const char *sid,
-                     int64_t expires_at_s, const char *reason, bool *already) {
-    char command_id[SL_UUID_LEN + 1];
-    if (random_command_id(command_id))
+/* Revoke a token (jti) or a session (jti NULL) through tokens.commands and
+ * wait for the owner's answer: *already (another command id revoked it
+ * first) and *revoked_at_ms (may be NULL: when the first revocation was
+ * recorded). The command id is a MAC of `idempotent_on` when that is
+ * non-NULL, so a retry of the request is the same command (the topology
+ * answers it as the first time); random otherwise. */
+static sl_err revoke(sl_identity_http *ih, const char *jti, const char *sid, int64_t expires_at_s,
+                     const char *reason, const char *idempotent_on, bool *already,
+                     int64_t *revoked_at_ms) {
+    char command_id[64];
+    unsigned char digest[32];
+    sl_err err = idempotent_on ? mac_id(ih, jti ? "revoke-token" : "revoke-session",
+                                        idempotent_on, strlen(idempotent_on), command_id,
+                                        sizeof(command_id), digest)
+                               : random_command_id(command_id);
+    if (err)
         return SL_ERR_IO;
     revoke_command command = {.command_id = command_id,
                               .jti = jti,
@@ -554,8 +617,8 @@ static sl_err revoke(sl_identity_http *ih, const char *jti, const char *sid,
                               .reason = reason};
     const char *key = jti ? jti : sid;
     Sluice__V1__Reply *reply = NULL;
-    sl_err err = sl_gateway_request(ih->gateway, ih->tokens_topic, key, strlen(key),
-                                    encode_revoke, &command, &reply);
+    err = sl_gateway_request(ih->gateway, ih->tokens_topic, key, strlen(key), encode_revoke,
+                             &command, &reply);
     if (err)
         return err;
     *already = false;
@@ -566,6 +629,8 @@ static sl_err revoke(sl_identity_http *ih, const char *jti, const char *sid,
             err = SL_ERR_INVALID;
         else
             *already = ev->already_revoked;
+        if (ev && revoked_at_ms)
+            *revoked_at_ms = ev->revoked_at_ms;
         sluice__v1__token_revoked__free_unpacked(ev, NULL);
     } else {
         err = SL_ERR_INVALID; /* a rejection: a malformed command of ours */
@@ -598,22 +663,33 @@ static void handle_refresh(void *opaque, const sl_http_request *req, sl_http_res
         http_fail(ih, req, resp, status, why, status == 503 ? SL_RESPOND_RETRY_AFTER_S : 0);
         goto done;
     }
-    /* A genuine refresh token that is revoked already (this instance's
-     * blacklist saw the rotation), or that the owner of its jti says was
-     * revoked by another command: it was used before. */
-    sl_err err = SL_OK;
-    if (!revoked)
-        err = revoke(ih, claims.jti, claims.sid, claims.exp, "rotated", &already);
+    /* A revoked session is final. A revoked token may be a retry of its own
+     * rotation: the rotation's command id derives from the jti, so the
+     * owner of the jti answers a retry as it answered the first request
+     * (already_revoked false, the first rotation's time). Within
+     * identity.refresh.retry.grace.ms that is the same answer, the same
+     * pair; after it, or when another command revoked the token, the token
+     * was used before (stolen or replayed). */
+    bool session_revoked = false;
+    sl_err err = revoked ? sl_identity_token_revoked(ih->engine, NULL, claims.sid,
+                                                     &session_revoked)
+                         : SL_OK;
+    int64_t rotated_at_ms = 0;
+    if (!err && !session_revoked)
+        err = revoke(ih, claims.jti, claims.sid, claims.exp, "rotated", claims.jti, &already,
+                     &rotated_at_ms);
     if (err) {
         request_failed(ih, req, resp, err, "the refresh");
         goto done;
     }
-    if (revoked || already) {
+    int64_t now_ms = sl_clock_wall_ms();
+    bool past_grace = rotated_at_ms > 0 && now_ms - rotated_at_ms > ih->refresh_grace_ms;
+    if (session_revoked || already || past_grace) {
         /* This refresh token was rotated before: someone replays it. */
         logf_(ih, SL_LOG_WARN, "refresh token reuse for session %.8s...: revoking the session "
                                "(request %s)", claims.sid, sl_http_request_id(req));
         err = revoke(ih, NULL, claims.sid, now_s() + ih->refresh_ttl_s, "refresh token reuse",
-                     &already);
+                     NULL, &already, NULL);
         if (err) {
             request_failed(ih, req, resp, err, "the refresh");
             goto done;
@@ -622,8 +698,11 @@ static void handle_refresh(void *opaque, const sl_http_request *req, sl_http_res
                   "refresh token was revoked or already used: the session is revoked", 0);
         goto done;
     }
+    rotation rotated;
     token_pair *pair = malloc(sizeof(*pair));
-    if (!pair || issue_pair(ih, claims.sub, claims.sid, pair))
+    if (!pair || rotation_init(ih, claims.jti, rotated_at_ms > 0 ? rotated_at_ms : now_ms,
+                               &rotated) ||
+        issue_pair(ih, claims.sub, claims.sid, &rotated, pair))
         http_fail(ih, req, resp, 500, "the tokens could not be issued", 0);
     else
         answer_json(ih, req, resp, 200, pair_json(ih, pair));
@@ -639,14 +718,19 @@ done:
 static void handle_logout(void *opaque, const sl_http_request *req, sl_http_response *resp) {
     sl_identity_http *ih = opaque;
     sl_jwt_claims claims;
-    if (!sl_identity_http_authenticate(ih, req, resp, &claims))
+    /* Idempotent: a retry (the token is revoked by the first attempt, or
+     * the first attempt's answer was lost) is the same two commands, with
+     * command ids derived from the token's jti, and answers 204 again. */
+    if (!authenticate(ih, req, resp, &claims, true))
         return;
     bool already = false;
-    sl_err err = revoke(ih, claims.jti, claims.sid, claims.exp, "logout", &already);
+    sl_err err =
+        revoke(ih, claims.jti, claims.sid, claims.exp, "logout", claims.jti, &already, NULL);
     /* The session outlives every token of it: the newest refresh token of
      * the session expires at most refresh_ttl from now. */
     if (!err)
-        err = revoke(ih, NULL, claims.sid, now_s() + ih->refresh_ttl_s, "logout", &already);
+        err = revoke(ih, NULL, claims.sid, now_s() + ih->refresh_ttl_s, "logout", claims.jti,
+                     &already, NULL);
     if (err) {
         request_failed(ih, req, resp, err, "the logout");
         return;
@@ -778,6 +862,7 @@ sl_identity_http *sl_identity_http_new(const sl_config *config, sl_gateway *gate
     ih->access_ttl_s = sl_config_get_int(config, "identity.token.access.ttl.s");
     ih->refresh_ttl_s = sl_config_get_int(config, "identity.token.refresh.ttl.s");
     ih->leeway_s = sl_config_get_int(config, "identity.token.leeway.s");
+    ih->refresh_grace_ms = sl_config_get_int(config, "identity.refresh.retry.grace.ms");
     ih->hash_timeout_ms = (int)sl_config_get_int(config, "identity.argon2.timeout.ms");
     sl_identity_options options;
     sl_identity_options_from_config(&options, config);

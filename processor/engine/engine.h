@@ -30,6 +30,8 @@ typedef struct sl_engine_stats {
     uint64_t records_in;        /* records consumed from sources */
     uint64_t records_out;       /* records emitted to sinks */
     uint64_t records_dlq;       /* records sent to the dead-letter topic */
+    uint64_t records_wrong_partition; /* of those: a keyed record on another
+                                         partition than its key's */
     uint64_t changelog_records; /* store writes sent to changelogs */
     uint64_t commits;           /* successful commits */
     uint64_t aborts;            /* aborted transactions */

@@ -183,7 +183,7 @@ struct sl_engine {
     struct {
         sl_counter *records_in[SL_TOPOLOGY_MAX_NODES];  /* per source topic */
         sl_counter *records_out[SL_TOPOLOGY_MAX_NODES]; /* per sink topic */
-        sl_counter *records_dlq, *changelog_records, *commits, *early_commits, *aborts,
+        sl_counter *records_dlq, *records_wrong_partition, *changelog_records, *commits, *early_commits, *aborts,
             *producer_resets, *restored_records, *restore_ms, *global_records, *punctuations,
             *replies, *replies_ignored, *cache_emitted, *cache_coalesced;
         sl_gauge *tasks_assigned, *tasks_running, *restore_remaining, *block_cache_bytes;

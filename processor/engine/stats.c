@@ -30,6 +30,11 @@ void stats_register(sl_engine *engine) {
     }
     engine->m.records_dlq = sl_metrics_counter(m, "sluice_records_dead_lettered_total",
                                                "Records sent to the dead-letter topic", NULL);
+    engine->m.records_wrong_partition = sl_metrics_counter(
+        m, "sluice_records_wrong_partition_total",
+        "Records of a keyed source whose key belongs to another partition (sent to the "
+        "dead-letter topic)",
+        NULL);
     engine->m.changelog_records = sl_metrics_counter(m, "sluice_changelog_records_total",
                                                      "Store writes sent to changelog topics", NULL);
     engine->m.commits =
@@ -128,6 +133,7 @@ void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *stats) {
     stats->cache_emitted = sl_counter_value(engine->m.cache_emitted);
     stats->cache_coalesced = sl_counter_value(engine->m.cache_coalesced);
     stats->records_dlq = sl_counter_value(engine->m.records_dlq);
+    stats->records_wrong_partition = sl_counter_value(engine->m.records_wrong_partition);
     stats->changelog_records = sl_counter_value(engine->m.changelog_records);
     stats->commits = sl_counter_value(engine->m.commits);
     stats->aborts = sl_counter_value(engine->m.aborts);

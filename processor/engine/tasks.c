@@ -369,6 +369,18 @@ void tasks_revoke(sl_engine *engine, rd_kafka_topic_partition_list_t *partitions
     }
 }
 
+/* A keyed source's record belongs to the partition murmur2(key) selects
+ * (sl_topology_set_keyed). With a non-NULL key murmur2_random is plain
+ * murmur2, the Java client's partitioner, as in sl_engine_query_partition. */
+static bool task_key_on_its_partition(const sl_engine *engine, const task *t,
+                                      const sl_record *record) {
+    int32_t partitions = engine->source_partitions[t->source];
+    if (!engine->topology->sources[t->source].keyed || !record->key || partitions <= 0)
+        return true;
+    return rd_kafka_msg_partitioner_murmur2_random(NULL, record->key, record->key_len, partitions,
+                                                   NULL, NULL) == record->partition;
+}
+
 sl_err task_process(sl_engine *engine, task *t, const rd_kafka_message_t *m, const char **why) {
     const sl_topology *topology = engine->topology;
     const sl_source_def *source = &topology->sources[t->source];
@@ -392,7 +404,10 @@ sl_err task_process(sl_engine *engine, task *t, const rd_kafka_message_t *m, con
         return SL_ERR_KAFKA_ABORTABLE;
     }
     char reason[256];
-    if (source->validate && !source->validate(&record, reason, sizeof(reason), source->opaque)) {
+    if (!task_key_on_its_partition(engine, t, &record)) {
+        sl_counter_add(engine->m.records_wrong_partition, 1);
+        collector_send_to_dlq(engine, t, &record, source->name, SL_DLQ_WRONG_PARTITION);
+    } else if (source->validate && !source->validate(&record, reason, sizeof(reason), source->opaque)) {
         collector_send_to_dlq(engine, t, &record, source->name, reason);
     } else {
         sl_ctx ctx = {.engine = engine, .task = t, .record = &record};

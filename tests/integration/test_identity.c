@@ -115,7 +115,9 @@ static void registration_init(registration *r, const char *email) {
     r->password_hash = HASH;
 }
 
-static void produce_registration(rd_kafka_t *producer, const registration *r) {
+/* partition >= 0: produce there, whatever the key (as `kcat -p` does). */
+static void produce_registration_to(rd_kafka_t *producer, const registration *r,
+                                    int32_t partition) {
     Sluice__V1__CommandMeta meta = SLUICE__V1__COMMAND_META__INIT;
     meta.command_id = (char *)r->command_id;
     meta.correlation_id = (char *)r->correlation_id;
@@ -139,7 +141,33 @@ static void produce_registration(rd_kafka_t *producer, const registration *r) {
     size_t len = sluice__v1__users_command__get_packed_size(&cmd);
     assert_true(len <= sizeof(buf));
     sluice__v1__users_command__pack(&cmd, buf);
-    produce(producer, users_commands, r->key ? r->key : r->email, buf, len);
+    const char *key = r->key ? r->key : r->email;
+    if (partition < 0) {
+        produce(producer, users_commands, key, buf, len);
+        return;
+    }
+    assert_int_equal(rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(users_commands),
+                                       RD_KAFKA_V_PARTITION(partition),
+                                       RD_KAFKA_V_KEY((void *)key, strlen(key)),
+                                       RD_KAFKA_V_VALUE(buf, len),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+}
+
+static void produce_registration(rd_kafka_t *producer, const registration *r) {
+    produce_registration_to(producer, r, -1);
+}
+
+static int partitions_of(rd_kafka_t *producer, const char *topic) {
+    rd_kafka_topic_t *handle = rd_kafka_topic_new(producer, topic, NULL);
+    const struct rd_kafka_metadata *metadata = NULL;
+    assert_non_null(handle);
+    assert_int_equal(rd_kafka_metadata(producer, 0, handle, &metadata, 10000), 0);
+    assert_int_equal(metadata->topic_cnt, 1);
+    int n = metadata->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(metadata);
+    rd_kafka_topic_destroy(handle);
+    return n;
 }
 
 static void produce_revocation(rd_kafka_t *producer, const char *command_id, const char *jti,
@@ -271,6 +299,22 @@ static void visit_keyed(const rd_kafka_message_t *m, void *opaque) {
         s->tombstones++;
     else
         keep_raw(s, m);
+}
+
+/* Dead-letter records whose key is s->match, counted in s->rejected_invalid
+ * when their sluice.dlq.error header is "wrong_partition". */
+static void visit_dlq(const rd_kafka_message_t *m, void *opaque) {
+    seen *s = opaque;
+    visit_keyed(m, s);
+    rd_kafka_headers_t *headers = NULL;
+    const void *reason = NULL;
+    size_t reason_len = 0;
+    if (!m->key || m->key_len != strlen(s->match) || memcmp(m->key, s->match, m->key_len) != 0 ||
+        rd_kafka_message_headers(m, &headers) != 0 ||
+        rd_kafka_header_get_last(headers, "sluice.dlq.error", &reason, &reason_len) != 0)
+        return;
+    if (reason_len == strlen("wrong_partition") && memcmp(reason, "wrong_partition", reason_len) == 0)
+        s->rejected_invalid++;
 }
 
 static bool at_least(const seen *s, void *arg) {
@@ -475,6 +519,43 @@ static void undecodable_bytes_go_to_the_dlq_and_the_stream_continues(void **stat
     assert_int_equal(s.n, 2);
 }
 
+/* The issue's `kcat -p 0..3`: a registration of a taken e-mail produced to
+ * every partition explicitly. Only the partition murmur2(e-mail) selects
+ * owns the e-mail (it answers EMAIL_TAKEN); the others dead-letter the
+ * command with reason wrong_partition instead of registering it again. */
+static void registration_on_a_wrong_partition_goes_to_the_dlq_not_to_a_second_user(void **state) {
+    (void)state;
+    NEED_BROKER();
+    rd_kafka_t *producer = new_producer();
+    char email[128];
+    snprintf(email, sizeof(email), "kcat.%d.%lld@example.org", getpid(), (long long)test_now_ms());
+    registration first;
+    registration_init(&first, email);
+    produce_registration(producer, &first);
+    assert_int_equal(rd_kafka_flush(producer, 30000), 0);
+    seen s;
+    wait_count(users_events, visit_event, email, &s, 1);
+    assert_int_equal(s.registered, 1);
+
+    int partitions = partitions_of(producer, users_commands);
+    assert_true(partitions > 1);
+    for (int p = 0; p < partitions; p++) {
+        registration again;
+        registration_init(&again, email);
+        produce_registration_to(producer, &again, p);
+    }
+    assert_int_equal(rd_kafka_flush(producer, 30000), 0);
+    rd_kafka_destroy(producer);
+
+    wait_count(dlq, visit_dlq, email, &s, partitions - 1);
+    assert_int_equal(s.n, partitions - 1);
+    assert_int_equal(s.rejected_invalid, partitions - 1);
+    wait_count(users_events, visit_event, email, &s, 2);
+    assert_int_equal(s.registered, 1);
+    assert_int_equal(s.rejected_taken, 1);
+    assert_int_equal(s.n, 2);
+}
+
 static void
 revocation_is_published_a_second_one_is_already_revoked_and_expiry_tombstones(void **state) {
     (void)state;
@@ -597,6 +678,7 @@ int main(void) {
         cmocka_unit_test(repeated_command_id_gets_the_same_reply_and_no_second_event),
         cmocka_unit_test(invalid_fields_are_rejected_with_the_field_named),
         cmocka_unit_test(undecodable_bytes_go_to_the_dlq_and_the_stream_continues),
+        cmocka_unit_test(registration_on_a_wrong_partition_goes_to_the_dlq_not_to_a_second_user),
         cmocka_unit_test(
             revocation_is_published_a_second_one_is_already_revoked_and_expiry_tombstones),
         cmocka_unit_test(protoc_decodes_events_and_kcat_registers_a_user),

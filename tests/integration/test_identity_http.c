@@ -28,6 +28,13 @@
 
 #define WAIT_MS 30000
 
+#define REFRESH_GRACE_MS 3000
+
+/* Let a refresh token's retry grace pass (time is the condition here). */
+static void past_the_refresh_grace(void) {
+    usleep((REFRESH_GRACE_MS + 1500) * 1000);
+}
+
 static test_cluster cluster; /* two sluice processes for the whole file */
 static char users_commands[160], tokens_commands[160];
 static int serial;
@@ -46,6 +53,8 @@ static int setup(void **state) {
         /* every client here is 127.0.0.1 and logs in often */
         test_instance_set(inst, "identity.throttle.ip.burst=10000");
         test_instance_set(inst, "identity.throttle.account.burst=100");
+        /* short, so that the reuse tests wait past it */
+        test_instance_set(inst, "identity.refresh.retry.grace.ms=%d", REFRESH_GRACE_MS);
     }
     return test_cluster_start(&cluster);
 }
@@ -376,6 +385,20 @@ static void logout_on_one_instance_is_refused_on_the_other(void **state) {
             ROUNDS, delays[ROUNDS / 2], delays[ROUNDS - 1]);
 }
 
+/* Introspect `token` on `instance` until it is inactive (revoked: the
+ * instance's blacklist caught up), or fail after WAIT_MS. */
+static void wait_inactive(int instance, const char *caller, const char *token) {
+    test_answer *a = NULL;
+    int64_t deadline = test_now_ms() + WAIT_MS;
+    do {
+        test_answer_free(a);
+        a = introspect(instance, caller, token);
+    } while (active(a) && test_now_ms() < deadline && usleep(20000) == 0);
+    assert_int_equal(a->status, 200);
+    assert_false(active(a)); /* RFC 7662: revoked is inactive */
+    test_answer_free(a);
+}
+
 static void refresh_rotates_and_reuse_revokes_the_session(void **state) {
     (void)state;
     NEED_BROKER();
@@ -398,26 +421,87 @@ static void refresh_rotates_and_reuse_revokes_the_session(void **state) {
     test_answer *wrong_type = call(0, "POST", "/auth/refresh", NULL, as_refresh);
     test_assert_error_shape(wrong_type, 401);
     test_answer_free(wrong_type);
-    /* the old refresh token again: reuse, the whole session goes */
+    /* the old refresh token again, after the retry grace: reuse, the
+     * whole session goes */
+    past_the_refresh_grace();
     test_answer *reuse = call(0, "POST", "/auth/refresh", NULL, body);
     test_assert_error_shape(reuse, 401);
     test_answer_free(reuse);
     char body2[SL_JWT_MAX_TOKEN + 64];
     snprintf(body2, sizeof(body2), "{\"refresh_token\":\"%s\"}", refresh2);
     for (int i = 0; i < 2; i++) {
-        test_answer *a = NULL;
-        int64_t deadline = test_now_ms() + WAIT_MS;
-        do {
-            test_answer_free(a);
-            a = introspect(i, observer.access, access2);
-        } while (active(a) && test_now_ms() < deadline && usleep(20000) == 0);
-        assert_int_equal(a->status, 200);
-        assert_false(active(a)); /* RFC 7662: revoked is inactive */
-        test_answer_free(a);
-        a = call(i, "POST", "/auth/refresh", NULL, body2);
+        wait_inactive(i, observer.access, access2);
+        test_answer *a = call(i, "POST", "/auth/refresh", NULL, body2);
         test_assert_error_shape(a, 401);
         test_answer_free(a);
     }
+}
+
+/* The issue's retried refresh: the same refresh token twice within the
+ * grace (a client retrying after a timeout, here on the other instance)
+ * gets the same pair both times and the session lives on; the same token
+ * after the grace is reuse, as before. */
+static void a_retried_refresh_within_the_grace_gets_the_same_pair(void **state) {
+    (void)state;
+    NEED_BROKER();
+    user u, observer;
+    new_user(&u, "retry");
+    new_user(&observer, "retry-observer");
+    char body[SL_JWT_MAX_TOKEN + 64];
+    snprintf(body, sizeof(body), "{\"refresh_token\":\"%s\"}", u.refresh);
+    char access[2][SL_JWT_MAX_TOKEN + 1], refresh[2][SL_JWT_MAX_TOKEN + 1];
+    for (int i = 0; i < 2; i++) {
+        test_answer *a = call(i, "POST", "/auth/refresh", NULL, body);
+        if (a->status != 200)
+            fail_msg("refresh %d: %d %s", i, a->status, a->body);
+        snprintf(access[i], sizeof(access[i]), "%s", test_answer_field(a, "token"));
+        snprintf(refresh[i], sizeof(refresh[i]), "%s", test_answer_field(a, "refresh_token"));
+        test_answer_free(a);
+    }
+    assert_string_equal(access[0], access[1]); /* RS256: the same bytes */
+    assert_string_equal(refresh[0], refresh[1]);
+    assert_string_not_equal(refresh[0], u.refresh);
+    /* the session still works: the access token is active on both
+     * instances, and the new refresh token rotates */
+    for (int i = 0; i < 2; i++) {
+        test_answer *a = introspect(i, observer.access, access[0]);
+        assert_true(active(a));
+        test_answer_free(a);
+    }
+    char body2[SL_JWT_MAX_TOKEN + 64];
+    snprintf(body2, sizeof(body2), "{\"refresh_token\":\"%s\"}", refresh[0]);
+    test_answer *next = call(1, "POST", "/auth/refresh", NULL, body2);
+    if (next->status != 200)
+        fail_msg("refresh of the retried pair: %d %s", next->status, next->body);
+    char access3[SL_JWT_MAX_TOKEN + 1];
+    snprintf(access3, sizeof(access3), "%s", test_answer_field(next, "token"));
+    test_answer_free(next);
+    /* the first token once more, after the grace: reuse revokes the session */
+    past_the_refresh_grace();
+    test_answer *reuse = call(0, "POST", "/auth/refresh", NULL, body);
+    test_assert_error_shape(reuse, 401);
+    test_answer_free(reuse);
+    wait_inactive(1, observer.access, access3);
+}
+
+/* A logout retried with the same access token (its first answer lost) is
+ * answered 204 again, on either instance, and the token is refused. */
+static void a_retried_logout_is_answered_the_same(void **state) {
+    (void)state;
+    NEED_BROKER();
+    user u, observer;
+    new_user(&u, "logout-retry");
+    new_user(&observer, "logout-retry-observer");
+    char headers[SL_JWT_MAX_TOKEN + 64];
+    bearer(headers, sizeof(headers), u.access);
+    for (int i = 0; i < 2; i++) {
+        test_answer *out = call(i, "POST", "/auth/logout", headers, NULL);
+        if (out->status != 204)
+            fail_msg("logout %d: %d %s", i, out->status, out->body);
+        test_answer_free(out);
+    }
+    for (int i = 0; i < 2; i++)
+        wait_inactive(i, observer.access, u.access);
 }
 
 /* High watermarks of every partition of `topic`, summed. */
@@ -549,7 +633,9 @@ static void a_revoked_token_stays_refused_after_a_restart(void **state) {
     assert_int_equal(a->status, 200);
     assert_false(active(a));
     test_answer_free(a);
-    a = call(1, "POST", "/auth/logout", headers, NULL);
+    /* the revoked token authenticates nothing (logout, idempotent, would
+     * answer 204 to it again) */
+    a = introspect(1, u.access, observer.access);
     test_assert_error_shape(a, 401);
     test_answer_free(a);
 }
@@ -576,6 +662,8 @@ int main(void) {
         cmocka_unit_test(repeated_wrong_passwords_are_throttled),
         cmocka_unit_test(logout_on_one_instance_is_refused_on_the_other),
         cmocka_unit_test(refresh_rotates_and_reuse_revokes_the_session),
+        cmocka_unit_test(a_retried_refresh_within_the_grace_gets_the_same_pair),
+        cmocka_unit_test(a_retried_logout_is_answered_the_same),
         cmocka_unit_test(bad_tokens_and_bad_requests_are_refused_and_reach_no_topic),
         cmocka_unit_test(a_revoked_token_stays_refused_after_a_restart),
         cmocka_unit_test(jwks_publishes_the_signing_key),

@@ -464,6 +464,7 @@ sl_dialogs *sl_dialogs_add(sl_topology *t, const sl_dialogs_options *options, ch
     /* dialogs.commands -> messages, per-dialog sequences, events, replies. */
     step = "dialogs";
     if ((err = sl_topology_add_source(t, SRC_DIALOGS, d->commands, validate_command, d)) ||
+        (err = sl_topology_set_keyed(t, SRC_DIALOGS)) ||
         (err = sl_topology_add_store(t, SL_DIALOGS_STORE_MESSAGES, SRC_DIALOGS)) ||
         (err = sl_topology_add_store(t, SL_DIALOGS_STORE_HEADS, SRC_DIALOGS)) ||
         (err = sl_topology_add_store(t, STORE_IDEM, SRC_DIALOGS)) ||

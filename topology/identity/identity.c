@@ -593,6 +593,7 @@ sl_identity *sl_identity_add(sl_topology *t, const sl_identity_options *options,
     step = "users";
     if ((err = sl_topology_add_source(t, SRC_USERS, id->users_commands, validate_users_command,
                                       id)) ||
+        (err = sl_topology_set_keyed(t, SRC_USERS)) ||
         (err = sl_topology_add_store(t, SL_IDENTITY_STORE_USERS_BY_EMAIL, SRC_USERS)) ||
         (err = sl_topology_add_store(t, STORE_IDEM, SRC_USERS)) ||
         (err = sl_topology_add_store(t, STORE_IDEM_TTL, SRC_USERS)) ||
@@ -611,6 +612,7 @@ sl_identity *sl_identity_add(sl_topology *t, const sl_identity_options *options,
     step = "tokens";
     if ((err = sl_topology_add_source(t, SRC_TOKENS, id->tokens_commands, validate_tokens_command,
                                       id)) ||
+        (err = sl_topology_set_keyed(t, SRC_TOKENS)) ||
         (err = sl_topology_add_store(t, STORE_REVOKED, SRC_TOKENS)) ||
         (err = sl_topology_add_store(t, STORE_REVOKED_EX, SRC_TOKENS)) ||
         (err = sl_topology_add_processor(t, "tokens-commands", SRC_TOKENS, process_tokens_command,

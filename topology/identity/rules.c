@@ -4,7 +4,12 @@
  */
 #include "topology/identity/rules.h"
 
+#include <pthread.h>
 #include <string.h>
+#include <unicode/uchar.h>
+#include <unicode/unorm2.h>
+#include <unicode/uspoof.h>
+#include <unicode/ustring.h>
 
 #include "processor/base/text.h"
 
@@ -35,7 +40,116 @@ static bool domain_valid(const char *d, size_t len) {
     return labels >= 2;
 }
 
+/* ---- one mailbox: the non-ASCII local part (ICU) ---------------------------
+ *
+ * An ASCII local part is taken as it is. One with other characters must
+ * mean one mailbox to a reader: it is put in NFC (composed and decomposed
+ * "ç" are one account), and refused when it holds white space, control,
+ * format or other invisible characters (U+00A0, U+200B, U+00AD, U+202E,
+ * U+FEFF: general categories Z*, C*, and Default_Ignorable_Code_Point),
+ * compatibility characters (fullwidth letters: NFKC would change them), or
+ * letters of more than one script as UTS #39 "highly restrictive" defines
+ * it (Latin with a Cyrillic "а"; Latin + Han + Hiragana/Katakana and the
+ * like stay allowed). The spoof checker is built once, on first use, and
+ * is safe for concurrent checks (ICU's documented guarantee). */
+
+#define LOCAL_MAX_UNITS 128 /* UTF-16 units of a 64-byte local part, with room */
+
+static USpoofChecker *spoof_checker;
+static pthread_once_t spoof_once = PTHREAD_ONCE_INIT;
+
+static void spoof_init(void) {
+    UErrorCode status = U_ZERO_ERROR;
+    USpoofChecker *checker = uspoof_open(&status);
+    uspoof_setChecks(checker, USPOOF_RESTRICTION_LEVEL, &status);
+    uspoof_setRestrictionLevel(checker, USPOOF_HIGHLY_RESTRICTIVE);
+    if (U_FAILURE(status)) {
+        uspoof_close(checker);
+        return; /* spoof_checker stays NULL: every non-ASCII local part is refused */
+    }
+    spoof_checker = checker;
+}
+
+static bool invisible_or_control(UChar32 c) {
+    int8_t type = u_charType(c);
+    switch (type) {
+    case U_SPACE_SEPARATOR:
+    case U_LINE_SEPARATOR:
+    case U_PARAGRAPH_SEPARATOR:
+    case U_CONTROL_CHAR:
+    case U_FORMAT_CHAR:
+    case U_PRIVATE_USE_CHAR:
+    case U_SURROGATE:
+    case U_UNASSIGNED:
+        return true;
+    default:
+        return u_hasBinaryProperty(c, UCHAR_DEFAULT_IGNORABLE_CODE_POINT) != 0;
+    }
+}
+
+/* NFC of the local part `local` (len bytes, not all ASCII) into out (NUL
+ * terminated, *out_len bytes), or SL_ERR_INVALID with *why. */
+static sl_err local_part_nfc(const char *local, size_t len, char *out, size_t out_size,
+                             size_t *out_len, const char **why) {
+    UChar units[LOCAL_MAX_UNITS], nfc[LOCAL_MAX_UNITS], nfkc[LOCAL_MAX_UNITS];
+    UErrorCode status = U_ZERO_ERROR;
+    int32_t n = 0;
+    *why = "email: the local part is not valid UTF-8";
+    u_strFromUTF8(units, LOCAL_MAX_UNITS, &n, local, (int32_t)len, &status);
+    if (U_FAILURE(status) || n >= LOCAL_MAX_UNITS)
+        return SL_ERR_INVALID;
+    for (int32_t i = 0; i < n;) {
+        UChar32 c;
+        U16_NEXT(units, i, n, c);
+        if (invisible_or_control(c)) {
+            *why = "email: the local part holds white space, control, format or invisible "
+                   "characters";
+            return SL_ERR_INVALID;
+        }
+    }
+    const UNormalizer2 *to_nfc = unorm2_getNFCInstance(&status);
+    const UNormalizer2 *to_nfkc = unorm2_getNFKCInstance(&status);
+    int32_t nfc_len = U_SUCCESS(status) ? unorm2_normalize(to_nfc, units, n, nfc,
+                                                           LOCAL_MAX_UNITS, &status)
+                                        : 0;
+    int32_t nfkc_len = U_SUCCESS(status) ? unorm2_normalize(to_nfkc, nfc, nfc_len, nfkc,
+                                                            LOCAL_MAX_UNITS, &status)
+                                         : 0;
+    *why = "email: the local part cannot be normalized";
+    if (U_FAILURE(status) || nfc_len >= LOCAL_MAX_UNITS || nfkc_len >= LOCAL_MAX_UNITS)
+        return SL_ERR_INVALID;
+    if (nfkc_len != nfc_len || u_strncmp(nfc, nfkc, nfc_len) != 0) {
+        *why = "email: the local part holds compatibility characters (such as fullwidth "
+               "letters)";
+        return SL_ERR_INVALID;
+    }
+    pthread_once(&spoof_once, spoof_init);
+    if (!spoof_checker)
+        return SL_ERR_INVALID;
+    int32_t checks = uspoof_check(spoof_checker, nfc, nfc_len, NULL, &status);
+    if (U_FAILURE(status) || (checks & USPOOF_RESTRICTION_LEVEL)) {
+        *why = "email: the local part mixes scripts (such as a Cyrillic letter among Latin "
+               "ones)";
+        return SL_ERR_INVALID;
+    }
+    int32_t bytes = 0;
+    u_strToUTF8(out, (int32_t)out_size, &bytes, nfc, nfc_len, &status);
+    *why = "email: not a valid e-mail address";
+    if (U_FAILURE(status) || bytes < 0 || (size_t)bytes >= out_size)
+        return SL_ERR_INVALID;
+    out[bytes] = '\0';
+    *out_len = (size_t)bytes;
+    return SL_OK;
+}
+
 sl_err sl_email_normalize(const char *in, size_t len, char *out, size_t out_size) {
+    const char *why;
+    return sl_email_normalize_why(in, len, out, out_size, &why);
+}
+
+sl_err sl_email_normalize_why(const char *in, size_t len, char *out, size_t out_size,
+                              const char **why) {
+    *why = "email: not a valid e-mail address";
     while (len > 0 && is_ws(in[0]))
         in++, len--;
     while (len > 0 && is_ws(in[len - 1]))
@@ -61,6 +175,24 @@ sl_err sl_email_normalize(const char *in, size_t len, char *out, size_t out_size
         out[0] = '\0';
         return SL_ERR_INVALID;
     }
+    bool ascii = true;
+    for (size_t i = 0; i < at; i++)
+        ascii = ascii && (unsigned char)out[i] < 0x80;
+    if (ascii)
+        return SL_OK;
+    /* The local part in NFC, then the domain after it. */
+    char domain[SL_IDENTITY_MAX_EMAIL + 1], local[SL_IDENTITY_MAX_EMAIL + 1];
+    size_t domain_len = len - at, local_len = 0;
+    memcpy(domain, out + at, domain_len);
+    if (local_part_nfc(out, at, local, sizeof(local), &local_len, why) ||
+        local_len == 0 || local_len > 64 || local_len + domain_len + 1 > out_size ||
+        local_len + domain_len > SL_IDENTITY_MAX_EMAIL) {
+        out[0] = '\0';
+        return SL_ERR_INVALID;
+    }
+    memcpy(out, local, local_len);
+    memcpy(out + local_len, domain, domain_len);
+    out[local_len + domain_len] = '\0';
     return SL_OK;
 }
 

@@ -9,8 +9,8 @@
  * reads commands nobody checked, accepts only an e-mail that is already in
  * normalized form (sl_email_normalized) and equals the record key.
  *
- * Pure functions of their input: no I/O, no allocation, no clock; any
- * thread. Errors never quote the value they refuse, only name it.
+ * Pure functions of their input: no I/O, no clock, no allocation of ours
+ * (ICU's spoof checker is built once, on first use); any thread. Errors never quote the value they refuse, only name it.
  */
 #ifndef SLUICE_TOPOLOGY_IDENTITY_RULES_H
 #define SLUICE_TOPOLOGY_IDENTITY_RULES_H
@@ -39,6 +39,17 @@
  * most SL_IDENTITY_MAX_EMAIL bytes in all. Only the case of ASCII letters
  * is folded: the local part is otherwise kept. On error out is "". */
 sl_err sl_email_normalize(const char *in, size_t len, char *out, size_t out_size);
+
+/* sl_email_normalize, and on SL_ERR_INVALID *why says why in a sentence
+ * for a 400 (static, names no character of the input). A local part that
+ * is not all ASCII must also mean one mailbox: it is put in NFC, and
+ * refused when it holds white space, control, format or other invisible
+ * characters (U+00A0, U+200B, U+00AD, U+202E, U+FEFF...), compatibility
+ * characters (fullwidth letters), or letters of several scripts (UTS #39
+ * "highly restrictive": a Cyrillic "а" among Latin letters). Uses ICU;
+ * safe on any thread. */
+sl_err sl_email_normalize_why(const char *in, size_t len, char *out, size_t out_size,
+                              const char **why);
 
 /* True if `s` (NUL-terminated) is an e-mail address in the form
  * sl_email_normalize gives: it normalizes, to itself. */
