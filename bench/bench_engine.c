@@ -639,11 +639,17 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
         fprintf(stderr, "bench: command line of %s too long\n", id);
         goto fail;
     }
+    /* The counter app's engine commits in the group of its source "data"
+     * (<application.id>-data); the passthrough in `group`. */
+    char committed_group[NAME_SIZE];
+    if (!bench_fmt(committed_group, sizeof(committed_group), n_outputs > 0 ? "%s" : "%s-data",
+                   group))
+        goto fail;
     /* read_uncommitted: OffsetFetch without require_stable. The answer is
      * still only committed offsets (a transaction's offsets count once it
      * commits), but it comes at once instead of being retried while the
      * group has a transaction open, which is nearly always. */
-    const char *const checker_settings[] = {"group.id", group, "isolation.level",
+    const char *const checker_settings[] = {"group.id", committed_group, "isolation.level",
                                             "read_uncommitted", NULL};
     rd_kafka_t *checker = new_client(b, RD_KAFKA_CONSUMER, checker_settings);
     if (!checker)

@@ -5,9 +5,18 @@
  * Clients (all created through sl_kafka_client_new, with the engine as
  * their opaque: its first member is the logger librdkafka's log callback
  * reads):
- *   consumer          the group member (group.id = application.id,
- *                     cooperative-sticky, read_committed, manual commits);
- *                     subscribed to every source topic
+ *   consumers         one group member per source (sub-topology), in the
+ *                     group <application.id>-<source name>, subscribed to
+ *                     that source's topic (cooperative-sticky,
+ *                     read_committed, manual commits). One group for every
+ *                     source would balance only the total partition count:
+ *                     one instance could own every partition of one source.
+ *                     librdkafka has no custom assignor, so the balance per
+ *                     sub-topology comes from one group per sub-topology;
+ *                     one transaction carries the offsets of each group
+ *                     (send_offsets_to_transaction once per group). Each
+ *                     consumer's queue writes a byte to engine->wake when
+ *                     it becomes non-empty, so the loop waits on all.
  *   producer          one per instance; transactional under exactly_once_v2
  *                     (transactional.id = <application.id>-<instance id>,
  *                     the instance id persisted in the state directory so a
@@ -17,6 +26,7 @@
  *   global consumer   assign-only, read_committed, reads global topics
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -131,12 +141,28 @@ void clients_destroy_producer(sl_engine *engine) {
 }
 
 sl_err clients_create_consumers(sl_engine *engine, char *errstr, size_t errstr_size) {
-    const char *const consumer_settings[] = {SL_KAFKA_GROUP_CONSUMER_SETTINGS(engine->app_id),
-                                             NULL};
-    engine->consumer = new_client(engine, RD_KAFKA_CONSUMER, consumer_settings,
-                                  group_consumer_hook, errstr, errstr_size);
-    if (!engine->consumer)
-        return SL_ERR_KAFKA;
+    const sl_topology *topology = engine->topology;
+    if (pipe2(engine->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        engine->wake[0] = engine->wake[1] = -1;
+        return sl_fail(errstr, errstr_size, SL_ERR_IO, "pipe: %s", strerror(errno));
+    }
+    for (size_t src = 0; src < topology->n_sources; src++) {
+        if (!fits(snprintf(engine->group_id[src], sizeof(engine->group_id[src]), "%s-%s",
+                           engine->app_id, topology->sources[src].name),
+                  sizeof(engine->group_id[src])))
+            return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "group id too long");
+        const char *const consumer_settings[] = {
+            SL_KAFKA_GROUP_CONSUMER_SETTINGS(engine->group_id[src]), NULL};
+        engine->consumers[src] = new_client(engine, RD_KAFKA_CONSUMER, consumer_settings,
+                                            group_consumer_hook, errstr, errstr_size);
+        if (!engine->consumers[src])
+            return SL_ERR_KAFKA;
+        rd_kafka_queue_t *queue = rd_kafka_queue_get_consumer(engine->consumers[src]);
+        if (!queue)
+            return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "group consumer has no queue");
+        rd_kafka_queue_io_event_enable(queue, engine->wake[1], "w", 1);
+        rd_kafka_queue_destroy(queue); /* the consumer keeps the queue */
+    }
     const char *const side_settings[] = {"isolation.level",
                                          "read_committed",
                                          "enable.partition.eof",
@@ -144,7 +170,8 @@ sl_err clients_create_consumers(sl_engine *engine, char *errstr, size_t errstr_s
                                          "enable.auto.commit",
                                          "false",
                                          "group.id",
-                                         engine->app_id,
+                                         engine->app_id, /* never joined; reads the
+                                                            offsets of earlier versions */
                                          "max.partition.fetch.bytes",
                                          "8388608",
                                          NULL};
@@ -160,4 +187,123 @@ sl_err clients_create_consumers(sl_engine *engine, char *errstr, size_t errstr_s
     if (!engine->global_consumer)
         return SL_ERR_KAFKA;
     return SL_OK;
+}
+
+/* Every partition of source `src`, offsets unset. */
+static rd_kafka_topic_partition_list_t *source_partitions(const sl_engine *engine, size_t src) {
+    rd_kafka_topic_partition_list_t *list =
+        rd_kafka_topic_partition_list_new(engine->source_partitions[src]);
+    for (int32_t p = 0; p < engine->source_partitions[src]; p++)
+        rd_kafka_topic_partition_list_add(list, engine->source_topic[src], p);
+    return list;
+}
+
+static bool any_committed(const rd_kafka_topic_partition_list_t *list) {
+    for (int i = 0; i < list->cnt; i++)
+        if (list->elems[i].offset >= 0)
+            return true;
+    return false;
+}
+
+/* Earlier versions had one group, application.id, for every source. A
+ * source group with no committed offset takes that group's offsets for its
+ * topic before it first joins; without this an upgrade would process every
+ * command again from the start. The restore consumer carries group.id =
+ * application.id (it never joins), so it reads them. Two instances starting
+ * at once copy the same offsets; a commit refused because the group formed
+ * meanwhile means another member copied them first. */
+static sl_err take_legacy_offsets(sl_engine *engine, size_t src, char *errstr,
+                                  size_t errstr_size) {
+    rd_kafka_topic_partition_list_t *own = source_partitions(engine, src);
+    rd_kafka_resp_err_t code =
+        rd_kafka_committed(engine->consumers[src], own, ADMIN_TIMEOUT_MS);
+    bool has_own = !code && any_committed(own);
+    rd_kafka_topic_partition_list_destroy(own);
+    if (code)
+        return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "committed offsets of group %s: %s",
+                       engine->group_id[src], rd_kafka_err2str(code));
+    if (has_own)
+        return SL_OK;
+    rd_kafka_topic_partition_list_t *legacy = source_partitions(engine, src);
+    code = rd_kafka_committed(engine->restore_consumer, legacy, ADMIN_TIMEOUT_MS);
+    if (code) {
+        rd_kafka_topic_partition_list_destroy(legacy);
+        return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "committed offsets of group %s: %s",
+                       engine->app_id, rd_kafka_err2str(code));
+    }
+    rd_kafka_topic_partition_list_t *copy = rd_kafka_topic_partition_list_new(legacy->cnt);
+    for (int i = 0; i < legacy->cnt; i++)
+        if (legacy->elems[i].offset >= 0)
+            rd_kafka_topic_partition_list_add(copy, legacy->elems[i].topic,
+                                              legacy->elems[i].partition)
+                ->offset = legacy->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(legacy);
+    if (copy->cnt > 0) {
+        code = rd_kafka_commit(engine->consumers[src], copy, 0);
+        if (code)
+            LOG(engine, SL_LOG_WARN, "group %s: cannot take the offsets of group %s: %s",
+                engine->group_id[src], engine->app_id, rd_kafka_err2str(code));
+        else
+            LOG(engine, SL_LOG_INFO,
+                "group %s: took %d committed offset%s of group %s (an earlier version's)",
+                engine->group_id[src], copy->cnt, copy->cnt == 1 ? "" : "s", engine->app_id);
+    }
+    rd_kafka_topic_partition_list_destroy(copy);
+    return SL_OK;
+}
+
+sl_err clients_subscribe(sl_engine *engine, char *errstr, size_t errstr_size) {
+    for (size_t src = 0; src < engine->topology->n_sources; src++) {
+        sl_err err = take_legacy_offsets(engine, src, errstr, errstr_size);
+        if (err)
+            return err;
+        rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(topics, engine->source_topic[src],
+                                          RD_KAFKA_PARTITION_UA);
+        rd_kafka_resp_err_t code = rd_kafka_subscribe(engine->consumers[src], topics);
+        rd_kafka_topic_partition_list_destroy(topics);
+        if (code)
+            return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "subscribe %s: %s",
+                           engine->source_topic[src], rd_kafka_err2str(code));
+    }
+    return SL_OK;
+}
+
+int clients_source_of(const sl_engine *engine, const rd_kafka_t *rk) {
+    for (size_t src = 0; src < engine->topology->n_sources; src++)
+        if (engine->consumers[src] == rk)
+            return (int)src;
+    return -1;
+}
+
+void clients_close_consumers(sl_engine *engine) {
+    for (size_t src = 0; src < engine->topology->n_sources; src++) {
+        if (!engine->consumers[src])
+            continue;
+        rd_kafka_resp_err_t code = rd_kafka_consumer_close(engine->consumers[src]);
+        if (code)
+            LOG(engine, SL_LOG_WARN, "consumer close (%s): %s", engine->group_id[src],
+                rd_kafka_err2str(code));
+    }
+}
+
+void clients_destroy(sl_engine *engine) {
+    for (size_t src = 0; src < SL_TOPOLOGY_MAX_NODES; src++)
+        if (engine->consumers[src])
+            rd_kafka_destroy(engine->consumers[src]);
+    if (engine->restore_queue)
+        rd_kafka_queue_destroy(engine->restore_queue);
+    if (engine->restore_consumer) {
+        rd_kafka_consumer_close(engine->restore_consumer);
+        rd_kafka_destroy(engine->restore_consumer);
+    }
+    if (engine->global_consumer) {
+        rd_kafka_consumer_close(engine->global_consumer);
+        rd_kafka_destroy(engine->global_consumer);
+    }
+    if (engine->producer)
+        rd_kafka_destroy(engine->producer);
+    for (int i = 0; i < 2; i++)
+        if (engine->wake[i] >= 0)
+            close(engine->wake[i]);
 }

@@ -223,14 +223,41 @@ void collector_drop_pending(sl_engine *engine) {
     engine->commit_requested = false;
 }
 
-static rd_kafka_topic_partition_list_t *consumed_offsets(sl_engine *engine) {
+/* The offsets to commit in the group of `source`. */
+static rd_kafka_topic_partition_list_t *consumed_offsets(sl_engine *engine, size_t source) {
     rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(16);
     FOR_EACH_TASK(engine, src, p, t) {
-        if (t->consumed_next >= 0)
+        if (src == source && t->consumed_next >= 0)
             rd_kafka_topic_partition_list_add(offsets, engine->source_topic[src], p)->offset =
                 t->consumed_next;
     }
     return offsets;
+}
+
+/* EOS: the consumed offsets of one group into the transaction, retried (up
+ * to 5 times) while librdkafka calls the error retriable. The transaction
+ * coordinator checks them against that group's generation, so a member the
+ * group has moved on from cannot commit them. */
+static rd_kafka_error_t *send_group_offsets(sl_engine *engine, size_t src) {
+    rd_kafka_topic_partition_list_t *offsets = consumed_offsets(engine, src);
+    if (offsets->cnt == 0) {
+        rd_kafka_topic_partition_list_destroy(offsets);
+        return NULL;
+    }
+    rd_kafka_consumer_group_metadata_t *group =
+        rd_kafka_consumer_group_metadata(engine->consumers[src]);
+    rd_kafka_error_t *error = NULL;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (error)
+            rd_kafka_error_destroy(error);
+        error =
+            rd_kafka_send_offsets_to_transaction(engine->producer, offsets, group, TXN_TIMEOUT_MS);
+        if (!error || !rd_kafka_error_is_retriable(error))
+            break;
+    }
+    rd_kafka_consumer_group_metadata_destroy(group);
+    rd_kafka_topic_partition_list_destroy(offsets);
+    return error;
 }
 
 /* After a successful commit: make the committed writes local. */
@@ -266,25 +293,18 @@ static sl_err abortable(char *why, size_t why_size, const char *reason) {
     return SL_ERR_KAFKA_ABORTABLE;
 }
 
-/* EOS: the consumed offsets into the transaction, then commit it, each
- * retried (up to 5 times) while librdkafka calls the error retriable. */
-static sl_err commit_transaction(sl_engine *engine, rd_kafka_topic_partition_list_t *offsets,
-                                 char *why, size_t why_size) {
+/* EOS: the consumed offsets of every group into the transaction, then
+ * commit it, retried (up to 5 times) while librdkafka calls the error
+ * retriable. */
+static sl_err commit_transaction(sl_engine *engine, char *why, size_t why_size) {
     /* Without an open transaction (a punctuator's begin failed, yet the
      * batch is dirty) librdkafka refuses the calls below, and the batch is
      * aborted like any other failed commit. */
     if (engine->txn == TXN_IN_TRANSACTION)
         txn_set_state(engine, TXN_COMMITTING);
-    rd_kafka_consumer_group_metadata_t *group = rd_kafka_consumer_group_metadata(engine->consumer);
     rd_kafka_error_t *error = NULL;
-    for (int attempt = 0; attempt < 5; attempt++) {
-        if (error)
-            rd_kafka_error_destroy(error);
-        error =
-            rd_kafka_send_offsets_to_transaction(engine->producer, offsets, group, TXN_TIMEOUT_MS);
-        if (!error || !rd_kafka_error_is_retriable(error))
-            break;
-    }
+    for (size_t src = 0; !error && src < engine->topology->n_sources; src++)
+        error = send_group_offsets(engine, src);
     for (int attempt = 0; !error && attempt < 5; attempt++) {
         error = rd_kafka_commit_transaction(engine->producer, TXN_TIMEOUT_MS);
         if (!error || !rd_kafka_error_is_retriable(error))
@@ -294,7 +314,6 @@ static sl_err commit_transaction(sl_engine *engine, rd_kafka_topic_partition_lis
             error = NULL;
         }
     }
-    rd_kafka_consumer_group_metadata_destroy(group);
     if (!error) {
         if (engine->txn == TXN_COMMITTING)
             txn_set_state(engine, TXN_READY);
@@ -313,17 +332,20 @@ static sl_err commit_transaction(sl_engine *engine, rd_kafka_topic_partition_lis
 }
 
 /* At-least-once: every output durable first, then the offsets. */
-static sl_err commit_flush(sl_engine *engine, rd_kafka_topic_partition_list_t *offsets,
-                           char *why, size_t why_size) {
+static sl_err commit_flush(sl_engine *engine, char *why, size_t why_size) {
     rd_kafka_resp_err_t code = rd_kafka_flush(engine->producer, TXN_TIMEOUT_MS);
     if (code || engine->delivery_failed)
         return abortable(why, why_size, code ? rd_kafka_err2str(code) : "a delivery failed");
-    if (offsets->cnt > 0) {
-        code = rd_kafka_commit(engine->consumer, offsets, 0);
+    for (size_t src = 0; src < engine->topology->n_sources; src++) {
+        rd_kafka_topic_partition_list_t *offsets = consumed_offsets(engine, src);
+        code = offsets->cnt > 0 ? rd_kafka_commit(engine->consumers[src], offsets, 0)
+                                : RD_KAFKA_RESP_ERR_NO_ERROR;
+        rd_kafka_topic_partition_list_destroy(offsets);
         if (code)
             /* The outputs are durable; only the offsets are not: the
              * records will be processed again (at-least-once). */
-            LOG(engine, SL_LOG_WARN, "offset commit failed: %s", rd_kafka_err2str(code));
+            LOG(engine, SL_LOG_WARN, "offset commit failed (%s): %s", engine->group_id[src],
+                rd_kafka_err2str(code));
     }
     return SL_OK;
 }
@@ -342,10 +364,8 @@ sl_err collector_commit(sl_engine *engine, char *why, size_t why_size) {
         /* A changelog record whose pending write was lost (out of memory),
          * or an output that failed: none of this transaction may commit. */
         return abortable(why, why_size, "a write of this transaction failed");
-    rd_kafka_topic_partition_list_t *offsets = consumed_offsets(engine);
-    sl_err err = engine->eos ? commit_transaction(engine, offsets, why, why_size)
-                             : commit_flush(engine, offsets, why, why_size);
-    rd_kafka_topic_partition_list_destroy(offsets);
+    sl_err err = engine->eos ? commit_transaction(engine, why, why_size)
+                             : commit_flush(engine, why, why_size);
     if (err)
         return err;
     apply_pending(engine);

@@ -55,7 +55,9 @@
  */
 #include "processor/engine/engine.h"
 
+#include <poll.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "processor/base/clock.h"
 #include "processor/engine/engine_int.h"
@@ -63,39 +65,46 @@
 /* ------------------------------------------------------------------------ */
 /* Recovery: the only place that aborts, rewinds or recreates the producer  */
 
-/* Seek every assigned partition back to its committed offset, so the records
- * of a dropped batch are processed again. */
-static void rewind_to_committed(sl_engine *engine) {
+/* Seek every assigned partition of one group back to its committed offset.
+ * False if it must be tried again. */
+static bool rewind_group(sl_engine *engine, rd_kafka_t *consumer) {
     rd_kafka_topic_partition_list_t *assignment = NULL;
-    if (rd_kafka_assignment(engine->consumer, &assignment) || !assignment)
-        return;
+    if (rd_kafka_assignment(consumer, &assignment) || !assignment)
+        return true;
     if (assignment->cnt == 0) { /* nothing assigned (all lost): nothing to rewind */
-        engine->needs_rewind = false;
         rd_kafka_topic_partition_list_destroy(assignment);
-        return;
+        return true;
     }
-    rd_kafka_resp_err_t code = rd_kafka_committed(engine->consumer, assignment, ADMIN_TIMEOUT_MS);
+    rd_kafka_resp_err_t code = rd_kafka_committed(consumer, assignment, ADMIN_TIMEOUT_MS);
     if (code) {
         LOG(engine, SL_LOG_WARN, "rewind: cannot read committed offsets: %s; will retry",
             rd_kafka_err2str(code));
-        engine->needs_rewind = true;
         rd_kafka_topic_partition_list_destroy(assignment);
-        return;
+        return false;
     }
     for (int i = 0; i < assignment->cnt; i++)
         if (assignment->elems[i].offset < 0)
             assignment->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_error_t *error =
-        rd_kafka_seek_partitions(engine->consumer, assignment, ADMIN_TIMEOUT_MS);
+    rd_kafka_error_t *error = rd_kafka_seek_partitions(consumer, assignment, ADMIN_TIMEOUT_MS);
+    rd_kafka_topic_partition_list_destroy(assignment);
     if (error) {
         LOG(engine, SL_LOG_WARN, "rewind: seek failed: %s; will retry",
             rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
-        engine->needs_rewind = true;
-    } else {
-        engine->needs_rewind = false;
+        return false;
     }
-    rd_kafka_topic_partition_list_destroy(assignment);
+    return true;
+}
+
+/* Seek every assigned partition of every group back to its committed
+ * offset, so the records of a dropped batch are processed again. One
+ * transaction carries the offsets of every group, so all rewind together. */
+static void rewind_to_committed(sl_engine *engine) {
+    bool done = true;
+    for (size_t src = 0; src < engine->topology->n_sources; src++)
+        if (engine->consumers[src])
+            done &= rewind_group(engine, engine->consumers[src]);
+    engine->needs_rewind = !done;
 }
 
 /* Fenced or otherwise fatal: the producer is unusable and whether the last
@@ -161,7 +170,8 @@ static sl_err commit(sl_engine *engine) {
 /* ------------------------------------------------------------------------ */
 /* Rebalancing                                                               */
 
-static void on_revoke(sl_engine *engine, rd_kafka_topic_partition_list_t *partitions, bool lost) {
+static void on_revoke(sl_engine *engine, int source, rd_kafka_topic_partition_list_t *partitions,
+                      bool lost) {
     if (lost) {
         /* Another member may own these partitions already: committing is no
          * longer ours to do. */
@@ -174,28 +184,31 @@ static void on_revoke(sl_engine *engine, rd_kafka_topic_partition_list_t *partit
     } else {
         commit(engine);
     }
-    tasks_revoke(engine, partitions, !lost);
+    tasks_revoke(engine, source, partitions, !lost);
     if (lost)
         rewind_to_committed(engine);
 }
 
 void engine_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *partitions, void *opaque) {
-    (void)rk;
     sl_engine *engine = opaque;
-    engine->joined = true;
+    int source = clients_source_of(engine, rk);
+    if (source < 0)
+        return;
+    engine->joined[source] = true;
+    const char *group = engine->group_id[source];
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        LOG(engine, SL_LOG_INFO, "assigned %d partition%s", partitions->cnt,
+        LOG(engine, SL_LOG_INFO, "%s: assigned %d partition%s", group, partitions->cnt,
             partitions->cnt == 1 ? "" : "s");
-        tasks_assign(engine, partitions);
+        tasks_assign(engine, source, partitions);
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-        bool lost = rd_kafka_assignment_lost(engine->consumer);
-        LOG(engine, lost ? SL_LOG_WARN : SL_LOG_INFO, "%s %d partition%s",
+        bool lost = rd_kafka_assignment_lost(rk);
+        LOG(engine, lost ? SL_LOG_WARN : SL_LOG_INFO, "%s: %s %d partition%s", group,
             lost ? "lost" : "revoked", partitions->cnt, partitions->cnt == 1 ? "" : "s");
-        on_revoke(engine, partitions, lost);
+        on_revoke(engine, source, partitions, lost);
     } else {
-        LOG(engine, SL_LOG_ERROR, "rebalance error: %s", rd_kafka_err2str(err));
-        rd_kafka_assign(engine->consumer, NULL);
+        LOG(engine, SL_LOG_ERROR, "%s: rebalance error: %s", group, rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
     }
 }
 
@@ -215,6 +228,7 @@ sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
         return NULL;
     }
     engine->logger = *logger;
+    engine->wake[0] = engine->wake[1] = -1;
     engine->config = config;
     engine->topology = topology;
     engine->bootstrap = strdup(bootstrap);
@@ -265,42 +279,104 @@ sl_err sl_engine_start(sl_engine *engine, char *errstr, size_t errstr_size) {
         err = clients_create_consumers(engine, errstr, errstr_size);
     if (!err)
         err = globals_start(engine, errstr, errstr_size);
+    if (!err)
+        err = clients_subscribe(engine, errstr, errstr_size);
     if (err)
         return err;
-    rd_kafka_topic_partition_list_t *topics =
-        rd_kafka_topic_partition_list_new((int)topology->n_sources);
-    for (size_t i = 0; i < topology->n_sources; i++)
-        rd_kafka_topic_partition_list_add(topics, engine->source_topic[i], RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t code = rd_kafka_subscribe(engine->consumer, topics);
-    rd_kafka_topic_partition_list_destroy(topics);
-    if (code)
-        return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "subscribe: %s", rd_kafka_err2str(code));
     engine->last_commit_ms = sl_clock_mono_ms();
-    LOG(engine, SL_LOG_INFO, "started: %s, commit every %lld ms, transactional.id %s-%s",
+    LOG(engine, SL_LOG_INFO,
+        "started: %s, commit every %lld ms, transactional.id %s-%s, %zu group%s (%s-<source>)",
         engine->eos ? "exactly_once_v2" : "at_least_once", (long long)engine->commit_interval_ms,
-        engine->app_id, engine->instance_id);
+        engine->app_id, engine->instance_id, topology->n_sources,
+        topology->n_sources == 1 ? "" : "s", engine->app_id);
     return SL_OK;
 }
 
 static void update_ready(sl_engine *engine) {
+    bool joined = true;
+    for (size_t src = 0; src < engine->topology->n_sources; src++)
+        joined &= engine->joined[src];
     bool ready =
-        engine->joined && engine->globals_bootstrapped &&
+        joined && engine->globals_bootstrapped &&
         sl_gauge_value(engine->m.tasks_running) == sl_gauge_value(engine->m.tasks_assigned);
     atomic_store(&engine->ready, ready);
 }
 
 /* A record of a task that is not RUNNING (fetched before the pause took
  * effect, or while the global stores bootstrap): put it back. */
-static void put_back(sl_engine *engine, const task *t, const rd_kafka_message_t *m) {
+static void put_back(rd_kafka_t *consumer, const task *t, const rd_kafka_message_t *m) {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, rd_kafka_topic_name(m->rkt), m->partition)->offset =
         m->offset;
-    rd_kafka_error_t *error = rd_kafka_seek_partitions(engine->consumer, list, 5000);
+    rd_kafka_error_t *error = rd_kafka_seek_partitions(consumer, list, 5000);
     if (error)
         rd_kafka_error_destroy(error);
     if (t && t->state != TASK_RUNNING)
-        rd_kafka_pause_partitions(engine->consumer, list);
+        rd_kafka_pause_partitions(consumer, list);
     rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* Up to poll.batch.records records of one group consumer, without waiting
+ * (the consumer also serves its rebalances here). The number taken off its
+ * queue; *full when the batch ended before the queue did. */
+static int poll_source(sl_engine *engine, size_t src, bool *full) {
+    rd_kafka_t *consumer = engine->consumers[src];
+    int n = 0;
+    for (; n < engine->poll_batch; n++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, 0);
+        if (!m)
+            return n;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                LOG(engine, SL_LOG_WARN, "consumer %s: %s", engine->group_id[src],
+                    rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        task *t = tasks_of(engine, rd_kafka_topic_name(m->rkt), m->partition);
+        if (!t || t->state != TASK_RUNNING || !engine->globals_bootstrapped) {
+            put_back(consumer, t, m);
+            rd_kafka_message_destroy(m);
+            return n + 1;
+        }
+        int32_t partition = m->partition;
+        const char *why = "";
+        sl_err err = task_process(engine, t, m, &why);
+        rd_kafka_message_destroy(m);
+        recover(engine, err, why);
+        if (engine->failed) /* a producer reset failed: the tasks are gone */
+            return n + 1;
+        /* A producer reset replaced every task. */
+        t = engine->tasks[src][partition];
+        if (engine->topology->n_punctuators && t && t->state == TASK_RUNNING)
+            task_punctuate(engine, t, false);
+        if (engine->commit_requested)
+            break; /* commit, before the record cache grows further */
+    }
+    *full = true;
+    return n;
+}
+
+/* One round over every group consumer, starting at a different one each
+ * time so none waits behind the others. */
+static int poll_sources(sl_engine *engine, bool *full) {
+    size_t n_sources = engine->topology->n_sources;
+    size_t first = engine->next_source++ % n_sources;
+    int taken = 0;
+    for (size_t i = 0; i < n_sources && !engine->failed && !engine->commit_requested; i++)
+        taken += poll_source(engine, (first + i) % n_sources, full);
+    return taken;
+}
+
+/* Wait until a group consumer's queue becomes non-empty (its io event
+ * writes to the wake pipe) or timeout_ms pass. */
+static void wait_for_sources(sl_engine *engine, int timeout_ms) {
+    struct pollfd wake = {.fd = engine->wake[0], .events = POLLIN};
+    if (poll(&wake, 1, timeout_ms) > 0) {
+        char drain[64];
+        while (read(engine->wake[0], drain, sizeof(drain)) > 0) {
+        }
+    }
 }
 
 sl_err sl_engine_poll(sl_engine *engine, int timeout_ms) {
@@ -309,41 +385,20 @@ sl_err sl_engine_poll(sl_engine *engine, int timeout_ms) {
     if (engine->needs_rewind)
         rewind_to_committed(engine);
     globals_poll(engine);
-    /* While restoring, the group consumer is only polled (to stay in the
-     * group and serve rebalances), never waited on: restore gets the time. */
+    /* While restoring, the group consumers are only polled (to stay in
+     * their groups and serve rebalances), never waited on: restore gets the
+     * time. */
     if (restore_poll(engine))
         timeout_ms = 0;
-    for (int n = 0; n < engine->poll_batch; n++) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(engine->consumer, n ? 0 : timeout_ms);
-        if (!m)
-            break;
-        if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                LOG(engine, SL_LOG_WARN, "consumer: %s", rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        task *t = tasks_of(engine, rd_kafka_topic_name(m->rkt), m->partition);
-        if (!t || t->state != TASK_RUNNING || !engine->globals_bootstrapped) {
-            put_back(engine, t, m);
-            rd_kafka_message_destroy(m);
-            break;
-        }
-        int source = t->source;
-        int32_t partition = m->partition;
-        const char *why = "";
-        sl_err err = task_process(engine, t, m, &why);
-        rd_kafka_message_destroy(m);
-        recover(engine, err, why);
-        if (engine->failed) /* a producer reset failed: the tasks are gone */
-            return engine->failed;
-        /* A producer reset replaced every task. */
-        t = engine->tasks[source][partition];
-        if (engine->topology->n_punctuators && t && t->state == TASK_RUNNING)
-            task_punctuate(engine, t, false);
-        if (engine->commit_requested)
-            break; /* commit below, before the record cache grows further */
+    /* A queue wakes the pipe only when it goes from empty to non-empty, so
+     * the wait comes after a round that found every queue empty. */
+    bool full = false;
+    if (poll_sources(engine, &full) == 0 && !full && timeout_ms > 0 && !engine->failed) {
+        wait_for_sources(engine, timeout_ms);
+        poll_sources(engine, &full);
     }
+    if (engine->failed)
+        return engine->failed;
     const sl_topology *topology = engine->topology;
     if (topology->n_punctuators)
         FOR_EACH_TASK(engine, src, p, t)
@@ -369,13 +424,9 @@ sl_err sl_engine_close(sl_engine *engine) {
     if (engine->closed)
         return SL_OK;
     engine->closed = true;
-    if (engine->consumer) {
-        /* consumer_close revokes everything through the rebalance callback,
-         * which commits and closes every task cleanly. */
-        rd_kafka_resp_err_t code = rd_kafka_consumer_close(engine->consumer);
-        if (code)
-            LOG(engine, SL_LOG_WARN, "consumer close: %s", rd_kafka_err2str(code));
-    }
+    /* consumer_close revokes everything through the rebalance callback,
+     * which commits and closes every task cleanly. */
+    clients_close_consumers(engine);
     /* Tasks the revoke did not reach (a failed rejoin, say): close them now. */
     commit(engine);
     tasks_close_all(engine, !collector_txn_open(engine));
@@ -391,20 +442,7 @@ sl_err sl_engine_close(sl_engine *engine) {
 void sl_engine_destroy(sl_engine *engine) {
     if (!engine)
         return;
-    if (engine->consumer)
-        rd_kafka_destroy(engine->consumer);
-    if (engine->restore_queue)
-        rd_kafka_queue_destroy(engine->restore_queue);
-    if (engine->restore_consumer) {
-        rd_kafka_consumer_close(engine->restore_consumer);
-        rd_kafka_destroy(engine->restore_consumer);
-    }
-    if (engine->global_consumer) {
-        rd_kafka_consumer_close(engine->global_consumer);
-        rd_kafka_destroy(engine->global_consumer);
-    }
-    if (engine->producer)
-        rd_kafka_destroy(engine->producer);
+    clients_destroy(engine);
     for (size_t src = 0; src < SL_TOPOLOGY_MAX_NODES; src++) {
         if (!engine->tasks[src])
             continue;

@@ -140,7 +140,16 @@ struct sl_engine {
     bool commit_requested;    /* pending_max_bytes passed: commit after this record */
     int replication_factor;
 
-    rd_kafka_t *consumer, *producer, *restore_consumer, *global_consumer;
+    /* One group consumer per source (sub-topology), in its own group
+     * <application.id>-<source name>, so each sub-topology is balanced on
+     * its own (see clients.c); [src]. */
+    rd_kafka_t *consumers[SL_TOPOLOGY_MAX_NODES];
+    char group_id[SL_TOPOLOGY_MAX_NODES][SL_TOPOLOGY_MAX_NAME + 300];
+    bool joined[SL_TOPOLOGY_MAX_NODES]; /* the consumer got its first assignment */
+    size_t next_source;                 /* the group polled first next time */
+    int wake[2]; /* pipe: every group consumer's queue writes a byte to wake[1]
+                    when it becomes non-empty, so the loop waits on all */
+    rd_kafka_t *producer, *restore_consumer, *global_consumer;
     sl_embedded_cluster *embedded;   /* borrowed; NULL on a real cluster */
     rd_kafka_queue_t *restore_queue; /* the restore consumer's queue, for batch reads */
     sl_store_env *env;
@@ -162,7 +171,6 @@ struct sl_engine {
     bool delivery_failed; /* a write of the open batch was lost */
     bool needs_rewind;
     int64_t last_commit_ms;
-    bool joined;
     bool closed;
     sl_err failed; /* sticky: the producer could not be recreated, so only
                       close and destroy are left (producer is NULL) */
@@ -215,7 +223,7 @@ static inline bool fits(int written, size_t size) {
             for (task *t = (engine)->tasks[src][p]; t; t = NULL)
 
 /* ---- engine.c ----------------------------------------------------------- */
-/* The group consumer's rebalance callback (clients.c installs it). */
+/* The group consumers' rebalance callback (clients.c installs it). */
 void engine_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *partitions, void *opaque);
 
@@ -223,8 +231,8 @@ void engine_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 int tasks_source_of_topic(const sl_engine *engine, const char *topic);
 /* The task of a source partition, or NULL. */
 task *tasks_of(const sl_engine *engine, const char *topic, int32_t partition);
-/* Pause (true) or resume one partition of `rk`. */
-void tasks_pause_partition(rd_kafka_t *rk, const char *topic, int32_t partition, bool pause);
+/* Pause (true) or resume one partition of source `source`'s consumer. */
+void tasks_pause_partition(sl_engine *engine, int source, int32_t partition, bool pause);
 /* Create the task of a source partition (CREATED, then RESTORING or
  * RUNNING). The engine owns the task (engine->tasks). */
 sl_err task_create(sl_engine *engine, int source, int32_t partition, char *errstr,
@@ -241,11 +249,13 @@ sl_err task_recreate(sl_engine *engine, task *t);
 void tasks_recreate_all(sl_engine *engine);
 /* Every task closed: clean, or dirty. */
 void tasks_close_all(sl_engine *engine, bool clean);
-/* The group assigned `partitions`: take them, paused, and create tasks. */
-void tasks_assign(sl_engine *engine, rd_kafka_topic_partition_list_t *partitions);
+/* The group of `source` assigned `partitions`: take them, paused, and
+ * create tasks. */
+void tasks_assign(sl_engine *engine, int source, rd_kafka_topic_partition_list_t *partitions);
 /* Close the tasks of revoked `partitions` (clean or dirty) and give the
- * partitions up. */
-void tasks_revoke(sl_engine *engine, rd_kafka_topic_partition_list_t *partitions, bool clean);
+ * partitions up in the group of `source`. */
+void tasks_revoke(sl_engine *engine, int source, rd_kafka_topic_partition_list_t *partitions,
+                  bool clean);
 /* Process one record of a RUNNING task. SL_OK also when the record went to
  * the dead-letter topic. SL_ERR_KAFKA_FATAL: the producer is unusable;
  * SL_ERR_KAFKA_ABORTABLE: the transaction may not commit (*why says why).
@@ -321,9 +331,19 @@ sl_err clients_load_instance_id(sl_engine *engine, char *errstr, size_t errstr_s
 /* The producer (transactional under EOS, transactions initialised). */
 sl_err clients_create_producer(sl_engine *engine, char *errstr, size_t errstr_size);
 void clients_destroy_producer(sl_engine *engine);
-/* The group consumer, the restore consumer (and its queue), the global
- * consumer. */
+/* The group consumers (one per source, each waking engine->wake), the
+ * restore consumer (and its queue), the global consumer. */
 sl_err clients_create_consumers(sl_engine *engine, char *errstr, size_t errstr_size);
+/* Subscribe each group consumer to its source topic; a group that has no
+ * committed offset yet first takes those of the single group of earlier
+ * versions (group.id = application.id), so an upgrade does not reprocess. */
+sl_err clients_subscribe(sl_engine *engine, char *errstr, size_t errstr_size);
+/* The source whose group consumer `rk` is, or -1. */
+int clients_source_of(const sl_engine *engine, const rd_kafka_t *rk);
+/* Leave every group (each revoke runs the rebalance callback). */
+void clients_close_consumers(sl_engine *engine);
+/* Destroy every client and close the wake pipe. */
+void clients_destroy(sl_engine *engine);
 
 /* ---- stats.c ------------------------------------------------------------ */
 void stats_register(sl_engine *engine);

@@ -84,7 +84,7 @@ void stats_register(sl_engine *engine) {
 }
 
 sl_err sl_engine_set_metrics(sl_engine *engine, sl_metrics *metrics) {
-    if (!metrics || engine->consumer)
+    if (!metrics || engine->consumers[0])
         return SL_ERR_INVALID; /* only before sl_engine_start */
     if (engine->own_metrics)
         sl_metrics_destroy(engine->metrics);
@@ -110,7 +110,7 @@ void stats_sample(sl_engine *engine) {
                 continue;
             int64_t low, high;
             if (t->position >= 0 &&
-                rd_kafka_get_watermark_offsets(engine->consumer, engine->source_topic[src], p, &low,
+                rd_kafka_get_watermark_offsets(engine->consumers[src], engine->source_topic[src], p, &low,
                                                &high) == 0 &&
                 high >= t->position)
                 sl_gauge_set(t->lag, (double)(high - t->position));

@@ -95,13 +95,16 @@ static void checkpoint_path(const task *t, char *buf, size_t size) {
     snprintf(buf, size, "%s/.checkpoint", t->dir);
 }
 
-void tasks_pause_partition(rd_kafka_t *rk, const char *topic, int32_t partition, bool pause) {
+void tasks_pause_partition(sl_engine *engine, int source, int32_t partition, bool pause) {
+    rd_kafka_t *consumer = engine->consumers[source];
+    if (!consumer)
+        return;
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, topic, partition);
+    rd_kafka_topic_partition_list_add(list, engine->source_topic[source], partition);
     if (pause)
-        rd_kafka_pause_partitions(rk, list);
+        rd_kafka_pause_partitions(consumer, list);
     else
-        rd_kafka_resume_partitions(rk, list);
+        rd_kafka_resume_partitions(consumer, list);
     rd_kafka_topic_partition_list_destroy(list);
 }
 
@@ -123,7 +126,7 @@ void task_start_running(sl_engine *engine, task *t) {
         t->next_punctuation[i] = engine->topology->punctuators[i].type == SL_PUNCTUATE_WALL_CLOCK
                                      ? now + engine->topology->punctuators[i].interval_ms
                                      : INT64_MIN;
-    tasks_pause_partition(engine->consumer, engine->source_topic[t->source], t->partition, false);
+    tasks_pause_partition(engine, t->source, t->partition, false);
     int64_t took = sl_clock_mono_ms() - t->restore_started_ms;
     sl_counter_add(engine->m.restore_ms, (uint64_t)took);
     LOG(engine, SL_LOG_INFO, "task %s_%d running (restored %llu records in %lld ms)", source->name,
@@ -314,7 +317,7 @@ sl_err task_recreate(sl_engine *engine, task *t) {
     int32_t partition = t->partition;
     char why[512];
     task_close(engine, t, false);
-    tasks_pause_partition(engine->consumer, engine->source_topic[source], partition, true);
+    tasks_pause_partition(engine, source, partition, true);
     sl_err err = task_create(engine, source, partition, why, sizeof(why));
     if (err)
         LOG(engine, SL_LOG_ERROR, "task %s_%d: cannot recreate: %s",
@@ -333,20 +336,21 @@ void tasks_close_all(sl_engine *engine, bool clean) {
         task_close(engine, t, clean);
 }
 
-void tasks_assign(sl_engine *engine, rd_kafka_topic_partition_list_t *partitions) {
-    rd_kafka_error_t *error = rd_kafka_incremental_assign(engine->consumer, partitions);
+void tasks_assign(sl_engine *engine, int source, rd_kafka_topic_partition_list_t *partitions) {
+    rd_kafka_t *consumer = engine->consumers[source];
+    rd_kafka_error_t *error = rd_kafka_incremental_assign(consumer, partitions);
     if (error) {
         LOG(engine, SL_LOG_ERROR, "incremental_assign: %s", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
         return;
     }
     /* Nothing is processed before its stores are restored. */
-    rd_kafka_pause_partitions(engine->consumer, partitions);
+    rd_kafka_pause_partitions(consumer, partitions);
     char why[512];
     for (int i = 0; i < partitions->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &partitions->elems[i];
-        int source = tasks_source_of_topic(engine, tp->topic);
-        if (source < 0 || tp->partition >= engine->source_partitions[source] ||
+        if (tasks_source_of_topic(engine, tp->topic) != source ||
+            tp->partition >= engine->source_partitions[source] ||
             engine->tasks[source][tp->partition])
             continue;
         if (task_create(engine, source, tp->partition, why, sizeof(why)))
@@ -356,13 +360,14 @@ void tasks_assign(sl_engine *engine, rd_kafka_topic_partition_list_t *partitions
     restore_reassign(engine);
 }
 
-void tasks_revoke(sl_engine *engine, rd_kafka_topic_partition_list_t *partitions, bool clean) {
+void tasks_revoke(sl_engine *engine, int source, rd_kafka_topic_partition_list_t *partitions,
+                  bool clean) {
     for (int i = 0; i < partitions->cnt; i++) {
         task *t = tasks_of(engine, partitions->elems[i].topic, partitions->elems[i].partition);
         if (t)
             task_close(engine, t, clean);
     }
-    rd_kafka_error_t *error = rd_kafka_incremental_unassign(engine->consumer, partitions);
+    rd_kafka_error_t *error = rd_kafka_incremental_unassign(engine->consumers[source], partitions);
     if (error) {
         LOG(engine, SL_LOG_ERROR, "incremental_unassign: %s", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);

@@ -108,7 +108,11 @@ bool eos_wait_consumed(const eos_scenario *sc, int timeout_ms) {
     char errstr[512];
     rd_kafka_conf_t *conf = sl_kafka_conf_new(RD_KAFKA_CONSUMER, test_kafka_bootstrap(), NULL,
                                               &test_logger, errstr, sizeof(errstr));
-    rd_kafka_conf_set(conf, "group.id", sc->app_id, errstr, sizeof(errstr));
+    /* The engine commits in one group per source: the counter's source is
+     * "data". */
+    char group[300];
+    snprintf(group, sizeof(group), "%s-data", sc->app_id);
+    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr));
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     bool done = false;
     for (int64_t deadline = test_now_ms() + timeout_ms; !done && test_now_ms() < deadline;) {
