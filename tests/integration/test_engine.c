@@ -629,6 +629,72 @@ static void repartitioned_counts_are_exact_across_kill9(void **state) {
     test_instance_free(&a);
 }
 
+typedef struct upgrade_count {
+    long before, after; /* echoes of records produced before / after the upgrade */
+    int64_t first_after; /* the first sequence number of every key after it */
+} upgrade_count;
+
+static void count_upgrade_echo(const rd_kafka_message_t *m, void *opaque) {
+    upgrade_count *c = opaque;
+    if (!m->key || m->key_len < 2 || ((const char *)m->key)[0] != 'k')
+        return; /* a marker */
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%.*s", (int)m->len, (const char *)m->payload);
+    if (strtoll(buf, NULL, 10) < c->first_after)
+        c->before++;
+    else
+        c->after++;
+}
+
+/* Earlier versions committed every source in one group, application.id;
+ * now each source has its own group. An upgraded instance takes the old
+ * group's offsets into the new one and does not process the records before
+ * them again (which would echo them twice). */
+static void an_upgrade_keeps_the_offsets_of_the_single_group(void **state) {
+    (void)state;
+    test_need_broker();
+    eos_scenario sc;
+    eos_scenario_init(test_admin, &sc, "upgrade", 4);
+    eos_driver before = {.sc = &sc, .from = 0, .to = 1000};
+    eos_drive(&before);
+    /* What an earlier version left: the whole input committed in the group
+     * application.id. */
+    char why[512];
+    rd_kafka_conf_t *conf = sl_kafka_conf_new(RD_KAFKA_CONSUMER, test_kafka_bootstrap(), NULL,
+                                              &test_logger, why, sizeof(why));
+    assert_non_null(conf);
+    assert_int_equal(sl_kafka_conf_set(conf, "group.id", sc.app_id, why, sizeof(why)),
+                     SL_OK);
+    rd_kafka_t *old_group = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    assert_non_null(old_group);
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(EOS_PARTITIONS);
+    for (int p = 0; p < EOS_PARTITIONS; p++) {
+        int64_t low, high;
+        assert_int_equal(
+            rd_kafka_query_watermark_offsets(old_group, sc.input, p, &low, &high, 10000), 0);
+        rd_kafka_topic_partition_list_add(list, sc.input, p)->offset = high;
+    }
+    assert_int_equal(rd_kafka_commit(old_group, list, 0), 0);
+    rd_kafka_topic_partition_list_destroy(list);
+    rd_kafka_destroy(old_group);
+
+    test_instance a;
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", NULL);
+    test_instance_start_ready(&a, 90000, "the upgraded instance");
+    eos_driver after = {.sc = &sc, .from = 1000, .to = 1100};
+    eos_drive(&after);
+    assert_true(eos_wait_consumed(&sc, 120000));
+    assert_int_equal(test_instance_stop(&a, 60000), 0);
+    upgrade_count count = {.first_after = 1000 / 4};
+    assert_true(test_scan_topic(test_kafka_bootstrap(), sc.echo, "read_committed",
+                                count_upgrade_echo, &count, 60000) >= 0);
+    print_message("# echoed after the upgrade: %ld records from before it, %ld after\n",
+                  count.before, count.after);
+    assert_int_equal(count.before, 0);
+    assert_int_equal(count.after, 100);
+    test_instance_free(&a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(poison_record_goes_to_the_dlq_and_the_stream_continues),
@@ -642,6 +708,7 @@ int main(void) {
         cmocka_unit_test(zombie_instance_is_fenced_and_rejoins),
         cmocka_unit_test(eos_counting_is_exact_across_kill9),
         cmocka_unit_test(at_least_once_loses_nothing_and_reports_duplicates),
+        cmocka_unit_test(an_upgrade_keeps_the_offsets_of_the_single_group),
     };
     /* SLUICE_TEST_FILTER=pattern runs only the matching tests (cmocka glob). */
     if (getenv("SLUICE_TEST_FILTER"))
