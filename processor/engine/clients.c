@@ -31,6 +31,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "processor/base/clock.h"
 #include "processor/engine/engine_int.h"
 #include "processor/kafka/client.h"
 
@@ -84,6 +85,23 @@ static void group_consumer_hook(rd_kafka_conf_t *conf, void *opaque) {
     rd_kafka_conf_set_rebalance_cb(conf, engine_rebalance_cb);
 }
 
+/* The user set librdkafka's `key` (kafka.<key> or kafka.<prefix>.<key>). */
+static bool user_set(const sl_engine *engine, const char *prefix, const char *key) {
+    char scoped[128];
+    snprintf(scoped, sizeof(scoped), "%s.%s", prefix, key);
+    for (size_t i = 0; i < sl_config_kafka_count(engine->config); i++) {
+        const char *name, *value;
+        sl_config_kafka_at(engine->config, i, &name, &value);
+        if (strcmp(name, key) == 0 || strcmp(name, scoped) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool config_true(const sl_engine *engine, const char *key) {
+    return strcmp(sl_config_get(engine->config, key), "true") == 0;
+}
+
 static rd_kafka_t *new_client(sl_engine *engine, rd_kafka_type_t type, const char *const *settings,
                               sl_kafka_conf_hook *hook, char *errstr, size_t errstr_size) {
     return sl_kafka_client_new(type, engine->bootstrap, engine->config, &engine->logger, settings,
@@ -96,13 +114,7 @@ sl_err clients_create_producer(sl_engine *engine, char *errstr, size_t errstr_si
     /* A crashed instance's open transaction blocks read_committed readers of
      * its outputs until it times out (or the instance restarts and fences
      * it): 10 s, as Kafka Streams uses, unless the user chose otherwise. */
-    bool user_timeout = false;
-    for (size_t i = 0; i < sl_config_kafka_count(engine->config); i++) {
-        const char *key, *value;
-        sl_config_kafka_at(engine->config, i, &key, &value);
-        user_timeout |= strcmp(key, "transaction.timeout.ms") == 0 ||
-                        strcmp(key, "producer.transaction.timeout.ms") == 0;
-    }
+    bool user_timeout = user_set(engine, "producer", "transaction.timeout.ms");
     const char *const eos_settings[] = {"transactional.id",
                                         txn_id,
                                         "enable.idempotence",
@@ -151,8 +163,25 @@ sl_err clients_create_consumers(sl_engine *engine, char *errstr, size_t errstr_s
                            engine->app_id, topology->sources[src].name),
                   sizeof(engine->group_id[src])))
             return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "group id too long");
-        const char *const consumer_settings[] = {
-            SL_KAFKA_GROUP_CONSUMER_SETTINGS(engine->group_id[src]), NULL};
+        /* Fail-over in seconds by default (group.static.membership says
+         * why); the user's kafka.* settings win. */
+        const char *consumer_settings[20] = {
+            SL_KAFKA_GROUP_CONSUMER_SETTINGS(engine->group_id[src])};
+        size_t n = 0;
+        while (consumer_settings[n])
+            n++;
+        if (config_true(engine, "group.static.membership")) {
+            consumer_settings[n++] = "group.instance.id";
+            consumer_settings[n++] = engine->instance_id;
+        }
+        if (!user_set(engine, "consumer", "session.timeout.ms")) {
+            consumer_settings[n++] = "session.timeout.ms";
+            consumer_settings[n++] = "6000";
+        }
+        if (!user_set(engine, "consumer", "heartbeat.interval.ms")) {
+            consumer_settings[n++] = "heartbeat.interval.ms";
+            consumer_settings[n++] = "1000";
+        }
         engine->consumers[src] = new_client(engine, RD_KAFKA_CONSUMER, consumer_settings,
                                             group_consumer_hook, errstr, errstr_size);
         if (!engine->consumers[src])
@@ -198,6 +227,21 @@ static rd_kafka_topic_partition_list_t *source_partitions(const sl_engine *engin
     return list;
 }
 
+/* rd_kafka_committed, retried for up to ADMIN_TIMEOUT_MS: on a fresh
+ * cluster the group coordinator answers NOT_COORDINATOR or
+ * COORDINATOR_LOAD_IN_PROGRESS for a while. */
+static rd_kafka_resp_err_t committed(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list) {
+    int64_t deadline = sl_clock_mono_ms() + ADMIN_TIMEOUT_MS;
+    for (;;) {
+        rd_kafka_resp_err_t code = rd_kafka_committed(rk, list, ADMIN_TIMEOUT_MS);
+        for (int i = 0; !code && i < list->cnt; i++)
+            code = list->elems[i].err; /* an offset not known is not "none" */
+        if (code == RD_KAFKA_RESP_ERR_NO_ERROR || sl_clock_mono_ms() >= deadline)
+            return code;
+        usleep(200 * 1000);
+    }
+}
+
 static bool any_committed(const rd_kafka_topic_partition_list_t *list) {
     for (int i = 0; i < list->cnt; i++)
         if (list->elems[i].offset >= 0)
@@ -215,8 +259,7 @@ static bool any_committed(const rd_kafka_topic_partition_list_t *list) {
 static sl_err take_legacy_offsets(sl_engine *engine, size_t src, char *errstr,
                                   size_t errstr_size) {
     rd_kafka_topic_partition_list_t *own = source_partitions(engine, src);
-    rd_kafka_resp_err_t code =
-        rd_kafka_committed(engine->consumers[src], own, ADMIN_TIMEOUT_MS);
+    rd_kafka_resp_err_t code = committed(engine->consumers[src], own);
     bool has_own = !code && any_committed(own);
     rd_kafka_topic_partition_list_destroy(own);
     if (code)
@@ -225,7 +268,7 @@ static sl_err take_legacy_offsets(sl_engine *engine, size_t src, char *errstr,
     if (has_own)
         return SL_OK;
     rd_kafka_topic_partition_list_t *legacy = source_partitions(engine, src);
-    code = rd_kafka_committed(engine->restore_consumer, legacy, ADMIN_TIMEOUT_MS);
+    code = committed(engine->restore_consumer, legacy);
     if (code) {
         rd_kafka_topic_partition_list_destroy(legacy);
         return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "committed offsets of group %s: %s",
@@ -276,7 +319,37 @@ int clients_source_of(const sl_engine *engine, const rd_kafka_t *rk) {
     return -1;
 }
 
+/* Leave every group now: unsubscribe (which, unlike close, sends a
+ * LeaveGroup even for a static member), serve the revokes, and wait until
+ * every assignment is empty. */
+static void leave_groups(sl_engine *engine) {
+    size_t n_sources = engine->topology->n_sources;
+    for (size_t src = 0; src < n_sources; src++)
+        if (engine->consumers[src])
+            rd_kafka_unsubscribe(engine->consumers[src]);
+    for (int64_t deadline = sl_clock_mono_ms() + 10000; sl_clock_mono_ms() < deadline;) {
+        bool empty = true;
+        for (size_t src = 0; src < n_sources; src++) {
+            if (!engine->consumers[src])
+                continue;
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(engine->consumers[src], 10);
+            if (m)
+                rd_kafka_message_destroy(m); /* unprocessed: the next owner reads it */
+            rd_kafka_topic_partition_list_t *assignment = NULL;
+            if (!rd_kafka_assignment(engine->consumers[src], &assignment) && assignment) {
+                empty &= assignment->cnt == 0;
+                rd_kafka_topic_partition_list_destroy(assignment);
+            }
+        }
+        if (empty)
+            return;
+    }
+    LOG(engine, SL_LOG_WARN, "leaving the groups took more than 10 s; closing anyway");
+}
+
 void clients_close_consumers(sl_engine *engine) {
+    if (config_true(engine, "group.leave.on.shutdown"))
+        leave_groups(engine);
     for (size_t src = 0; src < engine->topology->n_sources; src++) {
         if (!engine->consumers[src])
             continue;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 static const char *const guarantee_choices[] = {"exactly_once_v2", "at_least_once", NULL};
+static const char *const bool_choices[] = {"true", "false", NULL};
 
 static const sl_config_prop props[] = {
     {"processing.guarantee", SL_CONFIG_ENUM, "exactly_once_v2", 0, 0, guarantee_choices,
@@ -36,6 +37,21 @@ static const sl_config_prop props[] = {
      "Memory of the record cache (coalescing emits, sl_ctx_emit_coalesced): the latest "
      "record per cache key is kept and produced once per commit; a full cache is flushed "
      "early, inside the same transaction."},
+    {"group.static.membership", SL_CONFIG_ENUM, "true", 0, 0, bool_choices,
+     "Each group consumer joins with group.instance.id = the instance id kept in the state "
+     "directory (static membership): an instance that crashes and is started again on its "
+     "state directory within the session timeout gets its partitions back without a "
+     "rebalance, and the other instances go on undisturbed. The session timeout defaults to "
+     "6 s (kafka.consumer.session.timeout.ms; heartbeats every 1 s, "
+     "kafka.consumer.heartbeat.interval.ms), so the partitions of an instance that dies for "
+     "good move within about 6 s. Heartbeats come from librdkafka's own thread, not the "
+     "processing loop, so a slow record does not end the session; a longer timeout rides "
+     "out longer network trouble but leaves a dead instance's partitions unserved longer."},
+    {"group.leave.on.shutdown", SL_CONFIG_ENUM, "true", 0, 0, bool_choices,
+     "On a graceful stop (SIGTERM), leave every group at once so the partitions move to the "
+     "other instances now (scaling down). false: a static member keeps its place for the "
+     "session timeout, for a restart in place (rolling upgrade) with no rebalance at all; "
+     "its partitions wait while it is down."},
     {"reply.partitions", SL_CONFIG_INT, "4", 1, 4096, NULL,
      "Partitions of `<application.id>-replies`, the topic command outcomes are answered on "
      "(created if missing when the topology sends replies). Replies are keyed by the "

@@ -158,9 +158,15 @@ static void at_least_once_loses_nothing_and_reports_duplicates(void **state) {
     pthread_t producer_thread;
     pthread_create(&producer_thread, NULL, eos_drive, &d);
     run_kill_loop(&a, &b, 3, &producer_thread);
-    assert_true(eos_wait_consumed(&sc, 300000));
-    assert_int_equal(test_instance_stop(&a, 60000), 0);
-    assert_int_equal(test_instance_stop(&b, 60000), 0);
+    bool consumed = eos_wait_consumed(&sc, 300000);
+    int status_a = test_instance_stop(&a, 60000), status_b = test_instance_stop(&b, 60000);
+    if (!consumed || status_a != 0 || status_b != 0) {
+        test_instance_dump_log(&a, 40);
+        test_instance_dump_log(&b, 40);
+    }
+    assert_true(consumed);
+    assert_int_equal(status_a, 0);
+    assert_int_equal(status_b, 0);
 
     eos_verify *v = calloc(1, sizeof(*v));
     for (int k = 0; k < sc.n_keys; k++) {
