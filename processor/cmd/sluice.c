@@ -90,7 +90,8 @@ static void print_config_doc(const sl_config *config) {
            "`SLUICE_KAFKA_<X>` for `kafka.<x>`), then `--set KEY=VALUE`.\n\n"
            "Any key starting with `kafka.` is passed to librdkafka unchanged, "
            "except those sluice sets itself (`bootstrap.servers`, `partitioner`, "
-           "`transactional.id`, `group.id`, `enable.auto.commit`, `isolation.level`). "
+           "`transactional.id`, `group.id`, `group.instance.id` (unless "
+           "`group.static.membership=false`), `enable.auto.commit`, `isolation.level`). "
            "`kafka.producer.<x>` and `kafka.consumer.<x>` reach only producers or only "
            "consumers (e.g. `kafka.consumer.session.timeout.ms`).\n");
     const char *section = NULL;
