@@ -24,6 +24,8 @@
  *                     at once instead of leaving it hanging)
  *   restore consumer  assign-only, read_committed, reads changelogs
  *   global consumer   assign-only, read_committed, reads global topics
+ *   standby consumer  assign-only, read_committed, follows the changelogs
+ *                     of standby replicas (standby.c); wakes engine->wake
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -215,6 +217,15 @@ sl_err clients_create_consumers(sl_engine *engine, char *errstr, size_t errstr_s
         new_client(engine, RD_KAFKA_CONSUMER, side_settings, NULL, errstr, errstr_size);
     if (!engine->global_consumer)
         return SL_ERR_KAFKA;
+    engine->standby_consumer =
+        new_client(engine, RD_KAFKA_CONSUMER, side_settings, NULL, errstr, errstr_size);
+    if (!engine->standby_consumer)
+        return SL_ERR_KAFKA;
+    engine->standby_queue = rd_kafka_queue_get_consumer(engine->standby_consumer);
+    if (!engine->standby_queue)
+        return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "standby consumer has no queue");
+    rd_kafka_queue_io_event_enable(engine->standby_queue, engine->wake[1], "s", 1);
+    atomic_store(&engine->standby_ready, engine->standbys[0] != NULL);
     return SL_OK;
 }
 
@@ -373,6 +384,12 @@ void clients_destroy(sl_engine *engine) {
     if (engine->global_consumer) {
         rd_kafka_consumer_close(engine->global_consumer);
         rd_kafka_destroy(engine->global_consumer);
+    }
+    if (engine->standby_queue)
+        rd_kafka_queue_destroy(engine->standby_queue);
+    if (engine->standby_consumer) {
+        rd_kafka_consumer_close(engine->standby_consumer);
+        rd_kafka_destroy(engine->standby_consumer);
     }
     if (engine->producer)
         rd_kafka_destroy(engine->producer);

@@ -37,6 +37,14 @@ static const sl_config_prop props[] = {
      "Memory of the record cache (coalescing emits, sl_ctx_emit_coalesced): the latest "
      "record per cache key is kept and produced once per commit; a full cache is flushed "
      "early, inside the same transaction."},
+    {"num.standby.replicas", SL_CONFIG_INT, "1", 0, 16, NULL,
+     "Standby replicas per stateful task: the instances that follow, in the ring of live "
+     "instance ids, the task's owner keep a copy of its stores by reading its changelogs, so "
+     "a task that moves to one of them restores only the tail instead of the whole "
+     "changelog. No effect with one instance. Each replica costs the disk of the stores and "
+     "the reading of their changelogs. The group's assignor does not know where the "
+     "replicas are: with more than num.standby.replicas + 1 instances a moved task may land "
+     "on an instance without one and restore in full."},
     {"group.static.membership", SL_CONFIG_ENUM, "true", 0, 0, bool_choices,
      "Each group consumer joins with group.instance.id = the instance id kept in the state "
      "directory (static membership): an instance that crashes and is started again on its "

@@ -229,6 +229,7 @@ sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
     }
     engine->logger = *logger;
     engine->wake[0] = engine->wake[1] = -1;
+    pthread_mutex_init(&engine->standby_lock, NULL);
     engine->config = config;
     engine->topology = topology;
     engine->bootstrap = strdup(bootstrap);
@@ -275,6 +276,8 @@ sl_err sl_engine_start(sl_engine *engine, char *errstr, size_t errstr_size) {
         err = topics_prepare(engine, errstr, errstr_size);
     if (!err)
         err = queries_init(engine, errstr, errstr_size);
+    if (!err)
+        err = standby_init(engine, errstr, errstr_size);
     if (!err)
         err = clients_create_consumers(engine, errstr, errstr_size);
     if (!err)
@@ -392,7 +395,7 @@ sl_err sl_engine_poll(sl_engine *engine, int timeout_ms) {
         timeout_ms = 0;
     /* A queue wakes the pipe only when it goes from empty to non-empty, so
      * the wait comes after a round that found every queue empty. */
-    bool full = false;
+    bool full = standby_poll(engine);
     if (poll_sources(engine, &full) == 0 && !full && timeout_ms > 0 && !engine->failed) {
         wait_for_sources(engine, timeout_ms);
         poll_sources(engine, &full);
@@ -430,6 +433,7 @@ sl_err sl_engine_close(sl_engine *engine) {
     /* Tasks the revoke did not reach (a failed rejoin, say): close them now. */
     commit(engine);
     tasks_close_all(engine, !collector_txn_open(engine));
+    standby_close_all(engine);
     if (engine->topology->n_globals && engine->globals_bootstrapped)
         globals_checkpoint(engine);
     if (engine->producer)
@@ -460,6 +464,8 @@ void sl_engine_destroy(sl_engine *engine) {
         free(engine->tasks[src]);
     }
     queries_free(engine);
+    standby_free_all(engine);
+    pthread_mutex_destroy(&engine->standby_lock);
     globals_free(engine);
     sl_store_env_destroy(engine->env);
     sl_emit_cache_destroy(engine->emit_cache);

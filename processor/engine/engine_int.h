@@ -80,6 +80,24 @@ typedef struct task {
     task_store stores[SL_TOPOLOGY_MAX_NODES]; /* indexed like topology->stores */
 } task;
 
+/* A standby replica of a task owned elsewhere (see standby.c). */
+typedef struct standby_store {
+    sl_store *store;
+    sl_store_pending *batch; /* the slice's records, latest per key */
+    int64_t position;        /* next changelog offset to read */
+} standby_store;
+
+typedef struct standby {
+    int source;
+    int32_t partition;
+    uint64_t applied_since_checkpoint;
+    char dir[PATH_MAX];
+    standby_store stores[SL_TOPOLOGY_MAX_NODES]; /* indexed like topology->stores */
+} standby;
+
+/* engine->standby_wanted: what the membership said of a partition. */
+enum { STANDBY_UNKNOWN = 0, STANDBY_WANTED = 1, STANDBY_NOT_WANTED = 2 };
+
 /* What HTTP threads may read of one task (see queries.c). */
 typedef enum query_state { QUERY_ABSENT, QUERY_RESTORING, QUERY_RUNNING } query_state;
 
@@ -150,6 +168,17 @@ struct sl_engine {
     int wake[2]; /* pipe: every group consumer's queue writes a byte to wake[1]
                     when it becomes non-empty, so the loop waits on all */
     rd_kafka_t *producer, *restore_consumer, *global_consumer;
+    /* Standby replicas (standby.c): [src][p] on the loop thread; what the
+     * membership wants, [src][p], under standby_lock (any thread). */
+    rd_kafka_t *standby_consumer;
+    rd_kafka_queue_t *standby_queue;
+    standby **standbys[SL_TOPOLOGY_MAX_NODES];
+    unsigned char *standby_wanted[SL_TOPOLOGY_MAX_NODES];
+    pthread_mutex_t standby_lock;
+    atomic_uint standby_version;
+    atomic_bool standby_ready;
+    unsigned standby_seen_version;
+    int64_t standby_checkpoint_ms;
     sl_embedded_cluster *embedded;   /* borrowed; NULL on a real cluster */
     rd_kafka_queue_t *restore_queue; /* the restore consumer's queue, for batch reads */
     sl_store_env *env;
@@ -194,7 +223,9 @@ struct sl_engine {
         sl_counter *records_dlq, *records_wrong_partition, *changelog_records, *commits, *early_commits, *aborts,
             *producer_resets, *restored_records, *restore_ms, *global_records, *punctuations,
             *replies, *replies_ignored, *cache_emitted, *cache_coalesced;
-        sl_gauge *tasks_assigned, *tasks_running, *restore_remaining, *block_cache_bytes;
+        sl_gauge *tasks_assigned, *tasks_running, *restore_remaining, *block_cache_bytes,
+            *standby_tasks;
+        sl_counter *standby_records;
         sl_histogram *process_seconds, *commit_seconds;
     } m;
     int64_t last_store_stats_ms;
@@ -263,6 +294,25 @@ void tasks_revoke(sl_engine *engine, int source, rd_kafka_topic_partition_list_t
 sl_err task_process(sl_engine *engine, task *t, const rd_kafka_message_t *m, const char **why);
 /* Run the punctuators that are due (wall-clock only, or stream-time too). */
 void task_punctuate(sl_engine *engine, task *t, bool wall_clock_only);
+
+/* <dir>/.checkpoint, the checkpoint of a task directory. */
+void tasks_checkpoint_path(const char *dir, char *buf, size_t size);
+
+/* ---- standby.c ---------------------------------------------------------- */
+/* Size the standby tables (after topics_prepare). */
+sl_err standby_init(sl_engine *engine, char *errstr, size_t errstr_size);
+/* Reconcile with what the membership wants, read and write one slice,
+ * checkpoint when due. True if the slice was full (more may be waiting). */
+bool standby_poll(sl_engine *engine);
+/* The task of (source, partition) is coming here: close its standby with a
+ * checkpoint at its position, so the task restores only the tail. */
+void standby_release(sl_engine *engine, int source, int32_t partition);
+/* A task went away: see on the next poll whether a standby is wanted. */
+void standby_revisit(sl_engine *engine);
+/* Close every standby with a checkpoint (sl_engine_close). */
+void standby_close_all(sl_engine *engine);
+/* Free what is left (sl_engine_destroy). */
+void standby_free_all(sl_engine *engine);
 
 /* ---- restore.c ---------------------------------------------------------- */
 /* The end offset of a changelog partition (where a restore ends). */

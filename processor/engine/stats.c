@@ -72,6 +72,11 @@ void stats_register(sl_engine *engine) {
     engine->m.restore_remaining =
         sl_metrics_gauge(m, "sluice_restore_remaining_records",
                          "Changelog records still to restore on this instance", NULL);
+    engine->m.standby_tasks = sl_metrics_gauge(
+        m, "sluice_standby_tasks", "Standby replicas kept on this instance", NULL);
+    engine->m.standby_records =
+        sl_metrics_counter(m, "sluice_standby_records_total",
+                           "Changelog records applied to standby replicas", NULL);
     engine->m.block_cache_bytes =
         sl_metrics_gauge(m, "sluice_rocksdb_block_cache_bytes",
                          "Bytes held by the RocksDB block cache shared by all stores", NULL);

@@ -91,8 +91,12 @@ task *tasks_of(const sl_engine *engine, const char *topic, int32_t partition) {
     return engine->tasks[source][partition];
 }
 
+void tasks_checkpoint_path(const char *dir, char *buf, size_t size) {
+    snprintf(buf, size, "%s/.checkpoint", dir);
+}
+
 static void checkpoint_path(const task *t, char *buf, size_t size) {
-    snprintf(buf, size, "%s/.checkpoint", t->dir);
+    tasks_checkpoint_path(t->dir, buf, size);
 }
 
 void tasks_pause_partition(sl_engine *engine, int source, int32_t partition, bool pause) {
@@ -353,6 +357,7 @@ void tasks_assign(sl_engine *engine, int source, rd_kafka_topic_partition_list_t
             tp->partition >= engine->source_partitions[source] ||
             engine->tasks[source][tp->partition])
             continue;
+        standby_release(engine, source, tp->partition);
         if (task_create(engine, source, tp->partition, why, sizeof(why)))
             LOG(engine, SL_LOG_ERROR, "task %s_%d: %s", engine->topology->sources[source].name,
                 tp->partition, why);
@@ -367,6 +372,7 @@ void tasks_revoke(sl_engine *engine, int source, rd_kafka_topic_partition_list_t
         if (t)
             task_close(engine, t, clean);
     }
+    standby_revisit(engine);
     rd_kafka_error_t *error = rd_kafka_incremental_unassign(engine->consumers[source], partitions);
     if (error) {
         LOG(engine, SL_LOG_ERROR, "incremental_unassign: %s", rd_kafka_error_string(error));

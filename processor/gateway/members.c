@@ -62,6 +62,12 @@ struct sl_members {
     bool published_once;
     const char **assigned_topics;
     int32_t *assigned_partitions;
+    /* standby state (thread only) */
+    int standby_replicas; /* num.standby.replicas */
+    int64_t standbys_ms;
+    const char **standby_topics;
+    int32_t *standby_partitions;
+    bool *standby_wanted;
 };
 
 #define LOG(m, level, ...) sl_log(&(m)->logger, level, "members", __VA_ARGS__)
@@ -201,6 +207,70 @@ static void publish(sl_members *m, uint64_t version, size_t n) {
     m->published_once = true;
 }
 
+static int by_instance_id(const void *a, const void *b) {
+    return strcmp((*(const entry *const *)a)->instance_id, (*(const entry *const *)b)->instance_id);
+}
+
+/* Standby replicas (num.standby.replicas): in the ring of live instance ids
+ * in ascending order, the r instances after a partition's owner keep its
+ * standbys. Every instance computes the same ring from the same table, so
+ * each knows its share without a coordinator. While a dead owner's record
+ * has not expired, its partitions may be claimed twice; the newer record
+ * is applied last and wins. Every 500 ms. */
+static void update_standbys(sl_members *m) {
+    int64_t now = sl_clock_mono_ms();
+    if (!m->engine || !m->publish || now - m->standbys_ms < 500)
+        return;
+    m->standbys_ms = now;
+    const entry *ring[SL_MEMBERS_MAX];
+    size_t k = 0, n = 0;
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = 0; i < SL_MEMBERS_MAX; i++)
+        if (live(m, &m->entries[i], now) && m->entries[i].assignment)
+            ring[k++] = &m->entries[i];
+    qsort(ring, k, sizeof(ring[0]), by_instance_id);
+    size_t self = k;
+    for (size_t i = 0; i < k; i++)
+        if (strcmp(ring[i]->instance_id, m->instance_id) == 0)
+            self = i;
+    /* Oldest record first, so the newest claim of a partition is last. */
+    size_t order[SL_MEMBERS_MAX];
+    for (size_t i = 0; i < k; i++)
+        order[i] = i;
+    for (size_t i = 1; i < k; i++)
+        for (size_t j = i; j > 0 && ring[order[j]]->last_seen_ms < ring[order[j - 1]]->last_seen_ms;
+             j--) {
+            size_t swap = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = swap;
+        }
+    for (size_t i = 0; self < k && i < k; i++) {
+        size_t owner = order[i];
+        if (owner == self)
+            continue;
+        size_t distance = (self + k - owner) % k; /* steps from the owner to us */
+        bool wanted = distance >= 1 && distance <= (size_t)m->standby_replicas;
+        const char *topic;
+        json_t *partitions;
+        json_object_foreach(ring[owner]->assignment, topic, partitions) {
+            size_t index;
+            json_t *value;
+            json_array_foreach(partitions, index, value) {
+                if (n >= MAX_ASSIGNED || !json_is_integer(value))
+                    continue;
+                m->standby_topics[n] = topic;
+                m->standby_partitions[n] = (int32_t)json_integer_value(value);
+                m->standby_wanted[n] = wanted;
+                n++;
+            }
+        }
+    }
+    if (self < k)
+        sl_engine_set_standbys(m->engine, m->standby_topics, m->standby_partitions,
+                               m->standby_wanted, n);
+    pthread_mutex_unlock(&m->lock);
+}
+
 static void *run(void *arg) {
     sl_members *m = arg;
     while (!atomic_load(&m->stop)) {
@@ -223,6 +293,7 @@ static void *run(void *arg) {
         if (!m->published_once || version != m->published_version ||
             sl_clock_mono_ms() - m->published_ms >= m->interval_ms)
             publish(m, version, n);
+        update_standbys(m);
     }
     return NULL;
 }
@@ -258,7 +329,12 @@ sl_members *sl_members_new(const sl_config *config, const char *bootstrap,
     snprintf(m->address, sizeof(m->address), "%s", options->address ? options->address : "");
     m->assigned_topics = calloc(MAX_ASSIGNED, sizeof(*m->assigned_topics));
     m->assigned_partitions = calloc(MAX_ASSIGNED, sizeof(*m->assigned_partitions));
-    if (!m->assigned_topics || !m->assigned_partitions) {
+    m->standby_topics = calloc(MAX_ASSIGNED, sizeof(*m->standby_topics));
+    m->standby_partitions = calloc(MAX_ASSIGNED, sizeof(*m->standby_partitions));
+    m->standby_wanted = calloc(MAX_ASSIGNED, sizeof(*m->standby_wanted));
+    m->standby_replicas = (int)sl_config_get_int(config, "num.standby.replicas");
+    if (!m->assigned_topics || !m->assigned_partitions || !m->standby_topics ||
+        !m->standby_partitions || !m->standby_wanted) {
         sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -330,6 +406,9 @@ void sl_members_destroy(sl_members *m) {
     pthread_mutex_destroy(&m->lock);
     free(m->assigned_topics);
     free(m->assigned_partitions);
+    free(m->standby_topics);
+    free(m->standby_partitions);
+    free(m->standby_wanted);
     free(m);
 }
 

@@ -25,6 +25,7 @@
 #include "processor/kafka/client.h"
 #include "tests/support/broker.h"
 #include "tests/support/eos.h"
+#include "tests/support/http_client.h"
 #include "tests/support/instance.h"
 #include "tests/support/testutil.h"
 
@@ -701,6 +702,89 @@ static void an_upgrade_keeps_the_offsets_of_the_single_group(void **state) {
     test_instance_free(&a);
 }
 
+/* A counter of GET /metrics (unlabelled), or -1. */
+static long long instance_metric(const test_instance *inst, const char *name) {
+    test_answer *a = test_http_call(inst->http_port, "GET", "/metrics", NULL, NULL, 0);
+    long long value = -1;
+    size_t len = strlen(name);
+    for (const char *line = a ? a->body : NULL; line && *line;) {
+        if (strncmp(line, name, len) == 0 && line[len] == ' ') {
+            value = atoll(line + len + 1);
+            break;
+        }
+        line = strchr(line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    test_answer_free(a);
+    return value;
+}
+
+/* With the default num.standby.replicas (1), each of two instances keeps a
+ * standby of the other's tasks. When one dies, the survivor takes its
+ * tasks from the standbys' checkpoints and restores only the tail, not the
+ * changelog; the counts stay exact afterwards. */
+static void a_standby_makes_a_moved_task_restore_only_the_tail(void **state) {
+    (void)state;
+    test_need_broker();
+    eos_scenario sc;
+    eos_scenario_init(test_admin, &sc, "standby", 16);
+    test_instance a, b;
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", NULL);
+    eos_instance_init(&b, &sc, test_work_dir, "b", "exactly_once_v2", NULL);
+    test_instance_set(&a, "gateway.members.interval.ms=500");
+    test_instance_set(&b, "gateway.members.interval.ms=500");
+    test_instance_start_both(&a, &b, 90000);
+    const long records = 20000;
+    eos_driver d = {.sc = &sc, .from = 0, .to = records};
+    eos_drive(&d);
+    assert_true(eos_wait_consumed(&sc, 120000));
+    /* b follows a's two tasks: wait until it has read their changelogs (its
+     * count of applied records stays put for 2 s). */
+    long long followed = -1, last = -1;
+    int64_t still_since = test_now_ms();
+    for (int64_t deadline = test_now_ms() + 60000;
+         (followed <= 0 || test_now_ms() - still_since < 2000) && test_now_ms() < deadline;
+         usleep(200 * 1000)) {
+        followed = instance_metric(&b, "sluice_standby_records_total");
+        if (followed != last)
+            still_since = test_now_ms();
+        last = followed;
+    }
+    long long standbys = instance_metric(&b, "sluice_standby_tasks");
+    print_message("# b keeps %lld standbys and applied %lld changelog records to them\n",
+                  standbys, followed);
+    if (standbys != 2 || followed <= 0)
+        test_instance_dump_log(&b, 40);
+    assert_int_equal(standbys, 2);
+    assert_true(followed > 1000);
+    long long restored_before = test_instance_engine_stat(&b, "restored_records");
+    int64_t killed = test_now_ms();
+    test_instance_kill9(&a);
+    /* b owns all four tasks once the group drops a (6 s session). */
+    long long assigned = 0, running = 0;
+    for (int64_t deadline = test_now_ms() + 60000;
+         (assigned != 4 || running != 4) && test_now_ms() < deadline; usleep(100 * 1000)) {
+        assigned = test_instance_engine_stat(&b, "tasks_assigned");
+        running = test_instance_engine_stat(&b, "tasks_running");
+    }
+    long long restored = test_instance_engine_stat(&b, "restored_records") - restored_before;
+    print_message("# after the kill: b runs %lld tasks %lld ms later, restored %lld changelog "
+                  "records for them (their changelogs hold %lld)\n",
+                  running, (long long)(test_now_ms() - killed), restored, followed);
+    if (running != 4)
+        test_instance_dump_log(&b, 40);
+    assert_int_equal(running, 4);
+    assert_true(restored < followed / 10);
+    /* The state b took over is right: the counts go on exactly. */
+    eos_driver more = {.sc = &sc, .from = records, .to = records + 4000};
+    eos_drive(&more);
+    assert_true(eos_wait_consumed(&sc, 120000));
+    assert_int_equal(test_instance_stop(&b, 60000), 0);
+    eos_verify_exactly_once(&sc);
+    test_instance_free(&a);
+    test_instance_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(poison_record_goes_to_the_dlq_and_the_stream_continues),
@@ -715,6 +799,7 @@ int main(void) {
         cmocka_unit_test(eos_counting_is_exact_across_kill9),
         cmocka_unit_test(at_least_once_loses_nothing_and_reports_duplicates),
         cmocka_unit_test(an_upgrade_keeps_the_offsets_of_the_single_group),
+        cmocka_unit_test(a_standby_makes_a_moved_task_restore_only_the_tail),
     };
     /* SLUICE_TEST_FILTER=pattern runs only the matching tests (cmocka glob). */
     if (getenv("SLUICE_TEST_FILTER"))
