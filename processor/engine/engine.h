@@ -176,6 +176,19 @@ sl_err sl_engine_query_range(sl_engine *engine, const char *store, const void *r
                              sl_query_visit_fn *visit, void *opaque, size_t *visited,
                              int32_t *partition);
 
+/* The same reads from this instance's standby replica of the partition
+ * (Kafka Streams' stale stores), for a client that accepts a lagging
+ * answer: committed state, *lag records behind the changelog end as last
+ * seen. SL_ERR_NOT_OWNER when this instance keeps no standby of it (or the
+ * standby has not caught up once yet). Any thread. */
+sl_err sl_engine_query_get_stale(sl_engine *engine, const char *store, const void *key,
+                                 size_t key_len, char **value, size_t *value_len,
+                                 int32_t *partition, int64_t *lag);
+sl_err sl_engine_query_range_stale(sl_engine *engine, const char *store, const void *routing_key,
+                                   size_t routing_key_len, const sl_query_range *range,
+                                   sl_query_visit_fn *visit, void *opaque, size_t *visited,
+                                   int32_t *partition, int64_t *lag);
+
 /* Read-your-writes after a reply: wait (at most timeout_ms) until every
  * commit this instance had begun when the call started has also been
  * applied to its task stores. A command's reply becomes visible to the

@@ -85,6 +85,7 @@ typedef struct standby_store {
     sl_store *store;
     sl_store_pending *batch; /* the slice's records, latest per key */
     int64_t position;        /* next changelog offset to read */
+    bool caught_up;          /* reached the changelog's end once */
 } standby_store;
 
 typedef struct standby {
@@ -99,12 +100,18 @@ typedef struct standby {
 enum { STANDBY_UNKNOWN = 0, STANDBY_WANTED = 1, STANDBY_NOT_WANTED = 2 };
 
 /* What HTTP threads may read of one task (see queries.c). */
-typedef enum query_state { QUERY_ABSENT, QUERY_RESTORING, QUERY_RUNNING } query_state;
+typedef enum query_state {
+    QUERY_ABSENT,
+    QUERY_RESTORING,
+    QUERY_RUNNING,
+    QUERY_STANDBY, /* a standby replica: read only when the client allows stale */
+} query_state;
 
 typedef struct query_slot {
     pthread_rwlock_t lock;
     query_state state;                       /* written under the write lock */
     sl_store *stores[SL_TOPOLOGY_MAX_NODES]; /* indexed like topology->stores */
+    _Atomic int64_t lag; /* QUERY_STANDBY: records behind the changelog end */
 } query_slot;
 
 typedef struct global_partition {
@@ -369,6 +376,11 @@ void queries_free(sl_engine *engine);
 void query_publish(sl_engine *engine, const task *t);
 void query_set_running(sl_engine *engine, const task *t);
 void query_withdraw(sl_engine *engine, const task *t);
+/* A standby's stores become readable by stale queries, or gone (before any
+ * of them is closed); its lag behind the changelog end. */
+void query_publish_standby(sl_engine *engine, const standby *sb);
+void query_withdraw_standby(sl_engine *engine, const standby *sb);
+void query_set_standby_lag(sl_engine *engine, const standby *sb, int64_t lag);
 
 /* ---- topics.c ----------------------------------------------------------- */
 /* Fill in the topic names from application.id and the topology. */

@@ -91,6 +91,43 @@ void query_withdraw(sl_engine *engine, const task *t) {
     atomic_fetch_add(&engine->query_version, 1);
 }
 
+static query_slot *standby_slot(sl_engine *engine, const standby *sb) {
+    return engine->query_slots[sb->source] ? &engine->query_slots[sb->source][sb->partition]
+                                           : NULL;
+}
+
+void query_publish_standby(sl_engine *engine, const standby *sb) {
+    query_slot *slot = standby_slot(engine, sb);
+    if (!slot)
+        return;
+    pthread_rwlock_wrlock(&slot->lock);
+    if (slot->state == QUERY_ABSENT) { /* never over a task's stores */
+        for (size_t s = 0; s < engine->topology->n_stores; s++)
+            slot->stores[s] = sb->stores[s].store;
+        atomic_store(&slot->lag, INT64_MAX);
+        slot->state = QUERY_STANDBY;
+    }
+    pthread_rwlock_unlock(&slot->lock);
+}
+
+void query_withdraw_standby(sl_engine *engine, const standby *sb) {
+    query_slot *slot = standby_slot(engine, sb);
+    if (!slot)
+        return;
+    pthread_rwlock_wrlock(&slot->lock);
+    if (slot->state == QUERY_STANDBY) {
+        slot->state = QUERY_ABSENT;
+        memset(slot->stores, 0, sizeof(slot->stores));
+    }
+    pthread_rwlock_unlock(&slot->lock);
+}
+
+void query_set_standby_lag(sl_engine *engine, const standby *sb, int64_t lag) {
+    query_slot *slot = standby_slot(engine, sb);
+    if (slot)
+        atomic_store(&slot->lag, lag);
+}
+
 sl_err sl_engine_query_partition(sl_engine *engine, const char *store, const void *key,
                                  size_t key_len, int32_t *partition, const char **topic) {
     *partition = -1;
@@ -116,32 +153,39 @@ sl_err sl_engine_query_partition(sl_engine *engine, const char *store, const voi
 }
 
 /* Read-lock the slot that owns `key` and return the store, or an error
- * (the slot is then not locked). */
+ * (the slot is then not locked). stale: only a standby's store, and its
+ * lag in *lag. */
 static sl_err query_acquire(sl_engine *engine, const char *store, const void *key, size_t key_len,
-                            int32_t *partition, query_slot **slot_out, sl_store **store_out) {
+                            bool stale, int32_t *partition, query_slot **slot_out,
+                            sl_store **store_out, int64_t *lag) {
     sl_err err = sl_engine_query_partition(engine, store, key, key_len, partition, NULL);
     if (err)
         return err;
     int s = sl_topology_store_index(engine->topology, store);
     query_slot *slot = &engine->query_slots[engine->topology->store_source[s]][*partition];
     pthread_rwlock_rdlock(&slot->lock);
-    if (slot->state != QUERY_RUNNING || !slot->stores[s]) {
+    query_state want = stale ? QUERY_STANDBY : QUERY_RUNNING;
+    if (slot->state != want || !slot->stores[s] ||
+        (stale && atomic_load(&slot->lag) == INT64_MAX)) { /* not caught up once yet */
         err = slot->state == QUERY_RESTORING ? SL_ERR_NOT_READY : SL_ERR_NOT_OWNER;
         pthread_rwlock_unlock(&slot->lock);
         return err;
     }
+    if (lag)
+        *lag = stale ? atomic_load(&slot->lag) : 0;
     *slot_out = slot;
     *store_out = slot->stores[s];
     return SL_OK;
 }
 
-sl_err sl_engine_query_get(sl_engine *engine, const char *store, const void *key, size_t key_len,
-                           char **value, size_t *value_len, int32_t *partition) {
+static sl_err query_get(sl_engine *engine, const char *store, const void *key, size_t key_len,
+                        bool stale, char **value, size_t *value_len, int32_t *partition,
+                        int64_t *lag) {
     query_slot *slot;
     sl_store *st;
     *value = NULL;
     *value_len = 0;
-    sl_err err = query_acquire(engine, store, key, key_len, partition, &slot, &st);
+    sl_err err = query_acquire(engine, store, key, key_len, stale, partition, &slot, &st, lag);
     if (err)
         return err;
     char why[256];
@@ -152,15 +196,27 @@ sl_err sl_engine_query_get(sl_engine *engine, const char *store, const void *key
     return err;
 }
 
-sl_err sl_engine_query_range(sl_engine *engine, const char *store, const void *routing_key,
-                             size_t routing_key_len, const sl_query_range *range,
-                             sl_query_visit_fn *visit, void *opaque, size_t *visited,
-                             int32_t *partition) {
+sl_err sl_engine_query_get(sl_engine *engine, const char *store, const void *key, size_t key_len,
+                           char **value, size_t *value_len, int32_t *partition) {
+    return query_get(engine, store, key, key_len, false, value, value_len, partition, NULL);
+}
+
+sl_err sl_engine_query_get_stale(sl_engine *engine, const char *store, const void *key,
+                                 size_t key_len, char **value, size_t *value_len,
+                                 int32_t *partition, int64_t *lag) {
+    return query_get(engine, store, key, key_len, true, value, value_len, partition, lag);
+}
+
+static sl_err query_range(sl_engine *engine, const char *store, const void *routing_key,
+                          size_t routing_key_len, bool stale, const sl_query_range *range,
+                          sl_query_visit_fn *visit, void *opaque, size_t *visited,
+                          int32_t *partition, int64_t *lag) {
     query_slot *slot;
     sl_store *st;
     if (visited)
         *visited = 0;
-    sl_err err = query_acquire(engine, store, routing_key, routing_key_len, partition, &slot, &st);
+    sl_err err = query_acquire(engine, store, routing_key, routing_key_len, stale, partition, &slot,
+                               &st, lag);
     if (err)
         return err;
     sl_store_iter *iter = range->prefix ? sl_store_iter_prefix(st, range->prefix, range->prefix_len)
@@ -190,6 +246,22 @@ sl_err sl_engine_query_range(sl_engine *engine, const char *store, const void *r
     return err;
 }
 
+sl_err sl_engine_query_range(sl_engine *engine, const char *store, const void *routing_key,
+                             size_t routing_key_len, const sl_query_range *range,
+                             sl_query_visit_fn *visit, void *opaque, size_t *visited,
+                             int32_t *partition) {
+    return query_range(engine, store, routing_key, routing_key_len, false, range, visit, opaque,
+                       visited, partition, NULL);
+}
+
+sl_err sl_engine_query_range_stale(sl_engine *engine, const char *store, const void *routing_key,
+                                   size_t routing_key_len, const sl_query_range *range,
+                                   sl_query_visit_fn *visit, void *opaque, size_t *visited,
+                                   int32_t *partition, int64_t *lag) {
+    return query_range(engine, store, routing_key, routing_key_len, true, range, visit, opaque,
+                       visited, partition, lag);
+}
+
 sl_err sl_engine_query_settle(sl_engine *engine, int timeout_ms) {
     uint64_t target = atomic_load(&engine->commits_begun);
     int64_t deadline = sl_clock_mono_ms() + timeout_ms;
@@ -215,7 +287,7 @@ size_t sl_engine_query_assignment(sl_engine *engine, const char **topics, int32_
         for (int32_t p = 0; p < engine->source_partitions[src]; p++) {
             query_slot *slot = &engine->query_slots[src][p];
             pthread_rwlock_rdlock(&slot->lock);
-            bool owned = slot->state != QUERY_ABSENT;
+            bool owned = slot->state == QUERY_RESTORING || slot->state == QUERY_RUNNING;
             pthread_rwlock_unlock(&slot->lock);
             if (owned && n < max) {
                 topics[n] = engine->source_topic[src];

@@ -161,6 +161,7 @@ static void standby_free(const sl_engine *engine, standby *sb) {
 /* Close one standby: checkpointed (clean), or dropped with its checkpoint
  * removed (its files may be ahead of or behind any position we know). */
 static void standby_close(sl_engine *engine, standby *sb, bool clean) {
+    query_withdraw_standby(engine, sb); /* before any store closes */
     bool kept = clean && standby_checkpoint(engine, sb);
     if (!kept) {
         char path[PATH_MAX + 16], why[256];
@@ -224,6 +225,7 @@ static sl_err standby_open(sl_engine *engine, int source, int32_t partition) {
         ss->position = from;
     }
     engine->standbys[source][partition] = sb;
+    query_publish_standby(engine, sb);
     sl_gauge_add(engine->m.standby_tasks, 1);
     LOG(engine, SL_LOG_INFO, "standby %s_%d opened (%s)", source_name(engine, source), partition,
         resumed ? "from its checkpoint" : "from the beginning");
@@ -289,6 +291,7 @@ static int standby_message(sl_engine *engine, const rd_kafka_message_t *m, stand
         return 0;
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         ss->position = m->offset;
+        ss->caught_up = true;
         return 0;
     }
     if (m->err) {
@@ -309,6 +312,28 @@ static int standby_message(sl_engine *engine, const rd_kafka_message_t *m, stand
     sb->applied_since_checkpoint++;
     sl_counter_add(engine->m.standby_records, 1);
     return 1;
+}
+
+/* Records the standby is behind its changelogs' ends (the ends the
+ * standby consumer last saw, no request sent); INT64_MAX until every
+ * store has reached its end once. */
+static void update_lag(sl_engine *engine, standby *sb) {
+    int64_t lag = 0;
+    for (size_t s = 0; s < engine->topology->n_stores; s++) {
+        const standby_store *ss = &sb->stores[s];
+        if (!ss->store)
+            continue;
+        int64_t low, high;
+        if (!ss->caught_up || rd_kafka_get_watermark_offsets(engine->standby_consumer,
+                                                             engine->changelog_topic[s],
+                                                             sb->partition, &low, &high)) {
+            lag = INT64_MAX;
+            break;
+        }
+        if (high > ss->position)
+            lag += high - ss->position;
+    }
+    query_set_standby_lag(engine, sb, lag);
 }
 
 bool standby_poll(sl_engine *engine) {
@@ -337,6 +362,8 @@ bool standby_poll(sl_engine *engine) {
             if (!sb)
                 continue;
             bool ok = sb != dropped && standby_write(engine, sb);
+            if (ok)
+                update_lag(engine, sb);
             if (ok && due && sb->applied_since_checkpoint > 0)
                 ok = standby_checkpoint(engine, sb);
             if (!ok) {

@@ -264,6 +264,8 @@ static void forward(sl_gateway *g, const sl_http_request *req, sl_http_response 
         sl_http_response_retry_after(resp, atoi(value) > 0 ? atoi(value) : RETRY_AFTER_S);
     if (sl_httpc_response_header(&answer, SL_GATEWAY_SERVED_BY_HEADER, value, sizeof(value)))
         sl_http_response_header(resp, SL_GATEWAY_SERVED_BY_HEADER, value);
+    if (sl_httpc_response_header(&answer, SL_GATEWAY_STALE_LAG_HEADER, value, sizeof(value)))
+        sl_http_response_header(resp, SL_GATEWAY_STALE_LAG_HEADER, value);
     sl_http_response_header(resp, "X-Sluice-Forwarded-To", address);
     LOG(g, SL_LOG_DEBUG, "request %s forwarded to %s: %d", sl_http_request_id(req), address,
         answer.status);
@@ -306,14 +308,48 @@ static sl_gateway_outcome not_local(sl_gateway *g, const sl_http_request *req,
     return SL_GATEWAY_ANSWERED;
 }
 
+/* ?allow_stale=true: the client accepts an answer from a standby replica
+ * (Kafka Streams' stale stores). -1 (after a 400) for another value. */
+static int allow_stale(sl_gateway *g, const sl_http_request *req, sl_http_response *resp) {
+    const char *value = sl_http_request_query(req, "allow_stale");
+    if (!value || strcmp(value, "false") == 0)
+        return 0;
+    if (strcmp(value, "true") == 0)
+        return 1;
+    sl_gateway_error(g, req, resp, 400, "allow_stale must be true or false", 0);
+    return -1;
+}
+
+/* A local answer: who served it, and how stale it is when a standby did. */
+static void served_here(sl_gateway *g, sl_http_response *resp, bool stale, int64_t lag) {
+    sl_http_response_header(resp, SL_GATEWAY_SERVED_BY_HEADER, sl_engine_instance_id(g->engine));
+    if (stale) {
+        char value[32];
+        snprintf(value, sizeof(value), "%lld", (long long)lag);
+        sl_http_response_header(resp, SL_GATEWAY_STALE_LAG_HEADER, value);
+    }
+}
+
 sl_gateway_outcome sl_gateway_get(sl_gateway *g, const sl_http_request *req, sl_http_response *resp,
                                   const char *store, const void *key, size_t key_len, char **value,
                                   size_t *value_len) {
+    int stale = allow_stale(g, req, resp);
+    if (stale < 0)
+        return SL_GATEWAY_ANSWERED;
     int32_t partition;
+    int64_t lag = 0;
     sl_err err = sl_engine_query_get(g->engine, store, key, key_len, value, value_len, &partition);
+    bool from_standby = false;
+    if (stale && (err == SL_ERR_NOT_OWNER || err == SL_ERR_NOT_READY)) {
+        sl_err standby = sl_engine_query_get_stale(g->engine, store, key, key_len, value,
+                                                   value_len, &partition, &lag);
+        if (standby == SL_OK || standby == SL_ERR_NOT_FOUND) {
+            err = standby;
+            from_standby = true;
+        }
+    }
     if (err == SL_OK || (err == SL_ERR_NOT_FOUND && partition >= 0)) {
-        sl_http_response_header(resp, SL_GATEWAY_SERVED_BY_HEADER,
-                                sl_engine_instance_id(g->engine));
+        served_here(g, resp, from_standby, lag);
         return err == SL_OK ? SL_GATEWAY_LOCAL : SL_GATEWAY_MISSING;
     }
     return not_local(g, req, resp, store, key, key_len, err);
@@ -324,12 +360,25 @@ sl_gateway_outcome sl_gateway_range(sl_gateway *g, const sl_http_request *req,
                                     const void *routing_key, size_t routing_key_len,
                                     const sl_query_range *range, sl_query_visit_fn *visit,
                                     void *opaque) {
+    int stale = allow_stale(g, req, resp);
+    if (stale < 0)
+        return SL_GATEWAY_ANSWERED;
     int32_t partition;
+    int64_t lag = 0;
     sl_err err = sl_engine_query_range(g->engine, store, routing_key, routing_key_len, range, visit,
                                        opaque, NULL, &partition);
+    bool from_standby = false;
+    if (stale && (err == SL_ERR_NOT_OWNER || err == SL_ERR_NOT_READY)) {
+        sl_err standby = sl_engine_query_range_stale(g->engine, store, routing_key,
+                                                     routing_key_len, range, visit, opaque, NULL,
+                                                     &partition, &lag);
+        if (standby == SL_OK) {
+            err = standby;
+            from_standby = true;
+        }
+    }
     if (err == SL_OK) {
-        sl_http_response_header(resp, SL_GATEWAY_SERVED_BY_HEADER,
-                                sl_engine_instance_id(g->engine));
+        served_here(g, resp, from_standby, lag);
         return SL_GATEWAY_LOCAL;
     }
     return not_local(g, req, resp, store, routing_key, routing_key_len, err);

@@ -37,6 +37,9 @@
 /* Every answer the gateway builds or relays names the instance that read
  * the store. */
 #define SL_GATEWAY_SERVED_BY_HEADER "X-Sluice-Served-By"
+/* An answer read from a standby replica (the request said allow_stale=true)
+ * says how far behind it was: changelog offsets behind the end last seen. */
+#define SL_GATEWAY_STALE_LAG_HEADER "X-Sluice-Stale-Lag"
 
 typedef struct sl_gateway sl_gateway;
 

@@ -657,6 +657,11 @@ sl_err sl_http_response_header(sl_http_response *resp, const char *name, const c
         strlen(name) >= sizeof(resp->extra_names[0]) ||
         strlen(value) >= sizeof(resp->extra_values[0]))
         return SL_ERR_INVALID;
+    for (size_t i = 0; i < resp->n_extra; i++)
+        if (strcasecmp(resp->extra_names[i], name) == 0) { /* one value per name */
+            snprintf(resp->extra_values[i], sizeof(resp->extra_values[0]), "%s", value);
+            return SL_OK;
+        }
     if (resp->n_extra >= SL_HTTP_MAX_EXTRA_HEADERS)
         return SL_ERR_FULL;
     snprintf(resp->extra_names[resp->n_extra], sizeof(resp->extra_names[0]), "%s", name);

@@ -40,6 +40,14 @@ static void busy(void *opaque, const sl_http_request *req, sl_http_response *res
     sl_http_response_retry_after(resp, 2);
 }
 
+/* Sets one header twice, as a route that reads two stores does. */
+static void twice(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)opaque, (void)req;
+    sl_http_response_header(resp, "X-Served-By", "first");
+    sl_http_response_header(resp, "x-served-by", "second");
+    sl_http_respond_json(resp, 200, "{}");
+}
+
 static void silent(void *opaque, const sl_http_request *req, sl_http_response *resp) {
     (void)opaque, (void)req, (void)resp;
 }
@@ -59,6 +67,7 @@ static int setup(void **state) {
         sl_http_route(server, "GET", "/user/get/{id}", user, NULL) ||
         sl_http_route(server, "GET", "/busy", busy, NULL) ||
         sl_http_route(server, "GET", "/silent", silent, NULL) ||
+        sl_http_route(server, "GET", "/twice", twice, NULL) ||
         sl_http_server_start(server, errstr, sizeof(errstr))) {
         sl_http_server_destroy(server);
         return -1;
@@ -148,6 +157,21 @@ static void retry_after_is_sent(void **state) {
     assert_int_equal(get(state, "GET", "/busy", NULL, 0), 503);
     assert_error_body(503);
     assert_non_null(strstr(headers, "Retry-After: 2"));
+}
+
+/* The gateway names the serving instance once per store it reads: the
+ * answer carried the header twice before. */
+static void a_header_set_twice_is_sent_once_with_the_last_value(void **state) {
+    assert_int_equal(get(state, "GET", "/twice", NULL, 0), 200);
+    const char *first = strstr(headers, "served-by: ");
+    if (!first)
+        first = strstr(headers, "Served-By: ");
+    assert_non_null(first);
+    assert_non_null(strstr(first, "second"));
+    assert_null(strstr(headers, "first"));
+    const char *rest = first + strlen("Served-By: ");
+    assert_null(strstr(rest, "erved-By"));
+    assert_null(strstr(rest, "erved-by"));
 }
 
 static void handler_without_response_answers_500(void **state) {
@@ -520,6 +544,7 @@ int main(void) {
         T(declared_oversized_body_is_413_without_reading_it),
         T(chunked_body_over_the_cap_is_413),
         T(retry_after_is_sent),
+        T(a_header_set_twice_is_sent_once_with_the_last_value),
         T(handler_without_response_answers_500),
         T(port_in_use_is_a_clear_error),
         cmocka_unit_test(routes_are_validated),
