@@ -692,6 +692,55 @@ static void lady_gaga_spreads_over_partitions_and_her_index_updates_coalesce(voi
 
 /* ---- kill -9 ------------------------------------------------------------------- */
 
+/* ?allow_stale=true: an instance keeping a standby of the dialog's
+ * partition answers the list itself from it, saying how far behind it is
+ * (X-Sluice-Stale-Lag), instead of forwarding to the owner; the owner's
+ * own answer is never marked stale; another value is a 400. */
+static void a_standby_answers_a_stale_list_when_the_client_allows_it(void **state) {
+    (void)state;
+    NEED_BROKER();
+    user dave, erin;
+    register_user(&dave, "stale-dave");
+    register_user(&erin, "stale-erin");
+    send_ok(&dave, erin.id, "read me from a standby", "stale-1");
+    char dialog_id[SL_DIALOGS_ID_LEN + 1];
+    assert_true(sl_dialogs_id(dave.id, erin.id, dialog_id));
+    int owner = -1;
+    for (int64_t deadline = test_now_ms() + WAIT_MS; owner < 0 && test_now_ms() < deadline;
+         usleep(100000))
+        owner = owner_of(SL_DIALOGS_STORE_MESSAGES, dialog_id);
+    assert_true(owner >= 0);
+    int stale_from = -1;
+    for (int64_t deadline = test_now_ms() + WAIT_MS; stale_from < 0 && test_now_ms() < deadline;
+         usleep(200000))
+        for (int i = 0; i < N && stale_from < 0; i++) {
+            if (i == owner)
+                continue;
+            test_answer *a = list(i, &dave, erin.id, "?allow_stale=true");
+            if (a->status == 200 && strstr(a->headers, "X-Sluice-Stale-Lag: ") &&
+                !strstr(a->headers, "X-Sluice-Forwarded-To") &&
+                strstr(a->body, "read me from a standby"))
+                stale_from = i;
+            test_answer_free(a);
+        }
+    print_message("# the dialog's owner is instance %d; instance %d answered from its standby\n",
+                  owner, stale_from);
+    assert_true(stale_from >= 0);
+    test_answer *fresh = list(owner, &dave, erin.id, "?allow_stale=true");
+    assert_int_equal(fresh->status, 200);
+    assert_null(strstr(fresh->headers, "X-Sluice-Stale-Lag"));
+    test_answer_free(fresh);
+    /* Without the parameter a non-owner forwards: the owner answers. */
+    test_answer *routed = list(stale_from, &dave, erin.id, NULL);
+    assert_int_equal(routed->status, 200);
+    assert_null(strstr(routed->headers, "X-Sluice-Stale-Lag"));
+    assert_non_null(strstr(routed->headers, "X-Sluice-Forwarded-To"));
+    test_answer_free(routed);
+    test_answer *bad = list(owner, &dave, erin.id, "?allow_stale=yes");
+    assert_int_equal(bad->status, 400);
+    test_answer_free(bad);
+}
+
 static void killing_the_owner_mid_conversation_never_gives_a_wrong_answer(void **state) {
     (void)state;
     NEED_BROKER();
@@ -770,6 +819,7 @@ int main(void) {
         cmocka_unit_test(invalid_texts_and_ids_are_400_and_store_nothing),
         cmocka_unit_test(a_repeated_command_id_stores_one_message),
         cmocka_unit_test(lady_gaga_spreads_over_partitions_and_her_index_updates_coalesce),
+        cmocka_unit_test(a_standby_answers_a_stale_list_when_the_client_allows_it),
         cmocka_unit_test(killing_the_owner_mid_conversation_never_gives_a_wrong_answer),
     };
     return cmocka_run_group_tests_name("dialogs_http", tests, setup, teardown);
