@@ -185,7 +185,8 @@ static rd_kafka_t *events_reader(const char *bootstrap, const char *topic) {
     }
     rd_kafka_topic_t *handle = rd_kafka_topic_new(rk, topic, NULL);
     int partitions = -1;
-    for (int64_t deadline = bench_now_us() + 30000000; partitions < 0 && bench_now_us() < deadline;) {
+    for (int64_t deadline = bench_now_us() + 30000000;
+         partitions < 0 && bench_now_us() < deadline;) {
         const rd_kafka_metadata_t *md = NULL;
         if (rd_kafka_metadata(rk, 0, handle, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
             md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt > 0)
@@ -336,7 +337,8 @@ static void print_row(const run_result *r) {
         printf("%s%lld", i ? " / " : "", r->records[i]);
     printf(" | ");
     for (int i = 0; i < r->instances; i++)
-        printf("%s%.1f%%", i ? " / " : "", total ? 100.0 * (double)r->records[i] / (double)total : 0);
+        printf("%s%.1f%%", i ? " / " : "",
+               total ? 100.0 * (double)r->records[i] / (double)total : 0);
     printf(" | %.2f%s | ", ratio, ratio <= SHARE_TARGET ? "" : " (over 1.2)");
     for (int i = 0; i < r->instances; i++)
         printf("%s%.1f", i ? " / " : "", r->cpu_s[i]);
@@ -351,8 +353,8 @@ static int usage(void) {
 }
 
 int main(int argc, char **argv) {
-    options opt = {.sends = 50000, .users = 2000, .partitions = 12, .n_sizes = 3,
-                   .sizes = {1, 2, 3}};
+    options opt = {
+        .sends = 50000, .users = 2000, .partitions = 12, .n_sizes = 3, .sizes = {1, 2, 3}};
     if (!bench_parse_args(argc, argv, &opt.common, take_option, &opt))
         return usage();
     const char *bootstrap = bench_kafka_bootstrap("make bench-cluster");

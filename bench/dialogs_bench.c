@@ -55,8 +55,8 @@ static void auth_header(const char *sub, char *out, size_t size) {
     sl_jwt_claims claims;
     char errstr[256], sid[SL_JWT_RANDOM_ID_LEN + 1], token[SL_JWT_MAX_TOKEN + 1];
     sl_jwt_random_id(sid, sizeof(sid));
-    if (sl_jwt_claims_init(&claims, SL_JWT_ACCESS, sub, sid, "sluice", "sluice", (int64_t)time(NULL),
-                           3600, errstr, sizeof(errstr)) ||
+    if (sl_jwt_claims_init(&claims, SL_JWT_ACCESS, sub, sid, "sluice", "sluice",
+                           (int64_t)time(NULL), 3600, errstr, sizeof(errstr)) ||
         sl_jwt_issue(keys, &claims, token, sizeof(token), NULL, errstr, sizeof(errstr))) {
         fprintf(stderr, "bench: token: %s\n", errstr);
         exit(1);
@@ -136,14 +136,14 @@ static void *send_loop(void *opaque) {
     sender *s = opaque;
     char path[128], headers[SL_JWT_MAX_TOKEN + 128], out[4096];
     for (int i = 0; i < s->n; i++) {
-        int a = rand_r(&s->seed) % s->n_users, b = (a + 1 + rand_r(&s->seed) % (s->n_users - 1)) %
-                                                       s->n_users;
+        int a = rand_r(&s->seed) % s->n_users,
+            b = (a + 1 + rand_r(&s->seed) % (s->n_users - 1)) % s->n_users;
         snprintf(path, sizeof(path), "/dialog/%s/send", s->users[b]);
         snprintf(headers, sizeof(headers), "%sContent-Type: application/json\r\n", s->auth[a]);
         int64_t t0 = bench_now_us();
-        int status = bench_http(cluster.ports[rand_r(&s->seed) % INSTANCES], "POST", path, headers,
-                          "{\"text\":\"benchmark message with a few words in it\"}", out,
-                          sizeof(out));
+        int status =
+            bench_http(cluster.ports[rand_r(&s->seed) % INSTANCES], "POST", path, headers,
+                       "{\"text\":\"benchmark message with a few words in it\"}", out, sizeof(out));
         s->latency_us[i] = bench_now_us() - t0;
         if (status != 200)
             s->failures++;
@@ -307,12 +307,13 @@ int main(int argc, char **argv) {
     long long *http_latency = calloc((size_t)http_sends, sizeof(long long));
     int64_t t0 = bench_now_us();
     for (int i = 0; i < threads; i++) {
-        senders[i] = (sender){.n = http_sends / threads,
-                              .seed = seed + (unsigned)i,
-                              .users = users,
-                              .n_users = USERS,
-                              .auth = auth,
-                              .latency_us = http_latency + (size_t)i * (size_t)(http_sends / threads)};
+        senders[i] =
+            (sender){.n = http_sends / threads,
+                     .seed = seed + (unsigned)i,
+                     .users = users,
+                     .n_users = USERS,
+                     .auth = auth,
+                     .latency_us = http_latency + (size_t)i * (size_t)(http_sends / threads)};
         pthread_create(&senders[i].thread, NULL, send_loop, &senders[i]);
     }
     int failures = 0;
@@ -334,7 +335,8 @@ int main(int argc, char **argv) {
         if (a == b)
             b = (b + 1) % USERS;
         snprintf(command_id, sizeof(command_id), "kafka-%d-%lld", i, (long long)wall_us());
-        bench_produce_send(rk, &cluster, command_id, users[a], users[b], "benchmark message through kafka");
+        bench_produce_send(rk, &cluster, command_id, users[a], users[b],
+                           "benchmark message through kafka");
     }
     rd_kafka_flush(rk, 30000);
     long kafka_seen_n = consume_sent("kafka-", kafka_sends, kafka_seen, &kl);
@@ -365,11 +367,12 @@ int main(int argc, char **argv) {
     int list_failures = 0;
     for (int i = 0; owner >= 0 && i < lists; i++) {
         int64_t s0 = bench_now_us();
-        list_failures += bench_http(cluster.ports[owner], "GET", path, auth[0], NULL, out, sizeof(out)) != 200;
+        list_failures +=
+            bench_http(cluster.ports[owner], "GET", path, auth[0], NULL, out, sizeof(out)) != 200;
         local[i] = bench_now_us() - s0;
         s0 = bench_now_us();
-        list_failures += bench_http(cluster.ports[(owner + 1) % INSTANCES], "GET", path, auth[0], NULL, out,
-                              sizeof(out)) != 200;
+        list_failures += bench_http(cluster.ports[(owner + 1) % INSTANCES], "GET", path, auth[0],
+                                    NULL, out, sizeof(out)) != 200;
         routed[i] = bench_now_us() - s0;
     }
     double local_p50, local_p99, routed_p50, routed_p99;
@@ -384,12 +387,13 @@ int main(int argc, char **argv) {
     for (int round = 0; round < 5; round++) {
         for (int i = 0; round < 3 && i < partners; i++) {
             snprintf(command_id, sizeof(command_id), "gaga-hot-%d-%d", i, round);
-            bench_produce_send(rk, &cluster, command_id, hot, partner_ids[i], "hello from the hot user");
+            bench_produce_send(rk, &cluster, command_id, hot, partner_ids[i],
+                               "hello from the hot user");
         }
         for (int i = 0; i < pairs; i++) {
             snprintf(command_id, sizeof(command_id), "gaga-pair-%d-%d", i, round);
             bench_produce_send(rk, &cluster, command_id, pair_ids[2 * i + round % 2],
-                         pair_ids[2 * i + 1 - round % 2], "pair message");
+                               pair_ids[2 * i + 1 - round % 2], "pair message");
         }
     }
     rd_kafka_flush(rk, 30000);
@@ -404,8 +408,9 @@ int main(int argc, char **argv) {
     printf("## dialogs_bench (3 instances, %d partitions, release build)\n\n", PARTITIONS);
     printf("| measurement | n | throughput/s | p50 ms | p99 ms | failures |\n");
     printf("| --- | --- | --- | --- | --- | --- |\n");
-    printf("| send via HTTP (%d client threads, random instance) | %zu | %.0f | %.1f | %.1f | %d |\n",
-           threads, http_n, (double)http_n / http_s, http_p50, http_p99, failures);
+    printf(
+        "| send via HTTP (%d client threads, random instance) | %zu | %.0f | %.1f | %.1f | %d |\n",
+        threads, http_n, (double)http_n / http_s, http_p50, http_p99, failures);
     printf("| send via Kafka command -> MessageSent (read_committed) | %ld | %.0f | %.1f | %.1f | "
            "%ld |\n",
            kafka_seen_n, kafka_s > 0 ? (double)kafka_seen_n / kafka_s : 0, kafka_p50, kafka_p99,

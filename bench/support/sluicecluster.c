@@ -18,11 +18,11 @@
 #include "sluice/v1/dialogs.pb-c.h"
 #include "sluice/v1/identity.pb-c.h"
 
-#define READY_US    180000000
+#define READY_US     180000000
 #define MAX_SETTINGS 24
 
-void bench_cluster_init(bench_cluster *c, const char *bootstrap, const char *build,
-                        const char *dir, const char *key_path, const char *app_id) {
+void bench_cluster_init(bench_cluster *c, const char *bootstrap, const char *build, const char *dir,
+                        const char *key_path, const char *app_id) {
     memset(c, 0, sizeof(*c));
     c->bootstrap = bootstrap;
     c->build = build;
@@ -104,7 +104,8 @@ void bench_cluster_stop(bench_cluster *c) {
 int bench_http(int port, const char *method, const char *path, const char *headers,
                const char *body, char *out, size_t out_size) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)port),
                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr))) {
         if (fd >= 0)
@@ -112,11 +113,11 @@ int bench_http(int port, const char *method, const char *path, const char *heade
         return -1;
     }
     char request[8192];
-    int n = snprintf(request, sizeof(request),
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
-                     "Content-Length: %zu\r\n\r\n%s",
-                     method, path, headers ? headers : "", body ? strlen(body) : 0,
-                     body ? body : "");
+    int n =
+        snprintf(request, sizeof(request),
+                 "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
+                 "Content-Length: %zu\r\n\r\n%s",
+                 method, path, headers ? headers : "", body ? strlen(body) : 0, body ? body : "");
     if (n < 0 || (size_t)n >= sizeof(request) || write(fd, request, (size_t)n) != n) {
         close(fd);
         return -1;
@@ -163,8 +164,8 @@ void bench_produce(rd_kafka_t *rk, const char *topic, const char *key, const voi
                    size_t len) {
     while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
                              RD_KAFKA_V_VALUE((void *)value, len),
-                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END) ==
-           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
         rd_kafka_poll(rk, 10);
 }
 

@@ -40,8 +40,8 @@ typedef struct bench_cluster {
 
 /* Fill `c` for application `app_id` (topic prefix "<app_id>."); nothing
  * runs yet. Every pointer is borrowed and must outlive `c`. */
-void bench_cluster_init(bench_cluster *c, const char *bootstrap, const char *build,
-                        const char *dir, const char *key_path, const char *app_id);
+void bench_cluster_init(bench_cluster *c, const char *bootstrap, const char *build, const char *dir,
+                        const char *key_path, const char *app_id);
 
 /* Start `n` instances (dialogs.topic.partitions = `partitions`, log level
  * warn, the given extra "name=value" settings, NULL-terminated or NULL)
