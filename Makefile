@@ -22,6 +22,10 @@
 #                   scripts/harness (bench/pgsink_bench.c; ARGS="--rows N")
 #   make bench-dialogs  build and run bench/dialogs_bench (release, under
 #                   scripts/harness: 3 instances, sends, lists, Lady Gaga)
+#   make bench-cluster  the dialogs work over 1, 2 and 3 `sluice run` instances
+#                   (bench/cluster_bench.c, release, under scripts/harness):
+#                   sends/s and each instance's share of dialogs.commands;
+#                   ARGS='--sends N --users N --instances 1,2,3'
 #   make bench-passwords  build and run bench/passwords_bench (release build;
 #                   ARGS="N" sets the hashes per phase)
 #   make bench-identity  install what is missing, build sluice and
@@ -121,7 +125,7 @@ FUZZ_SECONDS ?= 60
 
 .PHONY: all run cluster test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords \
         bench-pgsink bench-identity \
-        bench-dialogs
+        bench-dialogs bench-cluster
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -210,6 +214,14 @@ bench-dialogs:
 	scripts/bootstrap test
 	$(MAKE) VARIANT=release all build/release/bench/dialogs_bench
 	scripts/harness build/release/bench/dialogs_bench --build build/release $(ARGS)
+
+# 1, 2 and 3 instances, each with a fresh application.id: sends/s and every
+# instance's share of the dialogs.commands records (bench/cluster_bench.c).
+bench-cluster:
+	scripts/bootstrap test
+	$(MAKE) VARIANT=release all build/release/bench/cluster_bench
+	scripts/harness build/release/bench/cluster_bench --build build/release \
+	    --label "$$(git describe --always --dirty 2>/dev/null || echo unknown)" $(ARGS)
 
 bench-passwords:
 	$(MAKE) VARIANT=release build/release/bench/passwords_bench

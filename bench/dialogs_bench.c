@@ -19,21 +19,18 @@
  *      record cache's emitted/coalesced counters.
  * Prints a Markdown report on stdout. Timings on 2 shared cores are noisy.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <librdkafka/rdkafka.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bench/support/benchutil.h"
+#include "bench/support/sluicecluster.h"
 #include "connectors/http/auth/jwt.h"
 #include "processor/kafka/client.h"
 #include "sluice/v1/dialogs.pb-c.h"
@@ -44,10 +41,8 @@
 #define PARTITIONS 12
 
 static const char *bootstrap, *build = "build/release";
-static char app_id[64], prefix[80], commands_topic[128], events_topic[128], users_topic[128],
-    index_topic[160];
-static int ports[INSTANCES];
-static pid_t pids[INSTANCES];
+static char app_id[64], index_topic[160];
+static bench_cluster cluster;
 static sl_jwt_keys *keys;
 
 static int64_t wall_us(void) {
@@ -56,106 +51,12 @@ static int64_t wall_us(void) {
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* One HTTP/1.1 request with Connection: close; the status, or -1. */
-static int http(int port, const char *method, const char *path, const char *headers,
-                const char *body, char *out, size_t out_size) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr))) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    char request[8192];
-    int n = snprintf(request, sizeof(request),
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
-                     "Content-Length: %zu\r\n\r\n%s",
-                     method, path, headers ? headers : "", body ? strlen(body) : 0,
-                     body ? body : "");
-    if (n < 0 || (size_t)n >= sizeof(request) || write(fd, request, (size_t)n) != n) {
-        close(fd);
-        return -1;
-    }
-    size_t used = 0;
-    ssize_t got;
-    while (used + 1 < out_size && (got = read(fd, out + used, out_size - used - 1)) > 0)
-        used += (size_t)got;
-    out[used] = '\0';
-    close(fd);
-    int status = -1;
-    if (sscanf(out, "HTTP/1.%*d %d", &status) != 1)
-        return -1;
-    return status;
-}
-
-static void random_uuid(char out[37], unsigned *seed) {
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 36; i++)
-        out[i] = (i == 8 || i == 13 || i == 18 || i == 23) ? '-' : hex[rand_r(seed) % 16];
-    out[14] = '4';
-    out[36] = '\0';
-}
-
-static rd_kafka_t *producer_new(void) {
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof(errstr));
-    rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, sizeof(errstr));
-    rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof(errstr));
-    rd_kafka_conf_set(conf, "linger.ms", "5", errstr, sizeof(errstr));
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        fprintf(stderr, "bench: producer: %s\n", errstr);
-        exit(1);
-    }
-    return rk;
-}
-
-static void produce(rd_kafka_t *rk, const char *topic, const char *key, const void *value,
-                    size_t len) {
-    while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
-                             RD_KAFKA_V_VALUE((void *)value, len),
-                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END) ==
-           RD_KAFKA_RESP_ERR__QUEUE_FULL)
-        rd_kafka_poll(rk, 10);
-}
-
-static void register_user(rd_kafka_t *rk, const char *user_id) {
-    Sluice__V1__UserRegistered registered = SLUICE__V1__USER_REGISTERED__INIT;
-    registered.user_id = (char *)user_id;
-    Sluice__V1__UsersEvent event = SLUICE__V1__USERS_EVENT__INIT;
-    event.event_case = SLUICE__V1__USERS_EVENT__EVENT_USER_REGISTERED;
-    event.user_registered = &registered;
-    uint8_t buf[256];
-    produce(rk, users_topic, user_id, buf, sluice__v1__users_event__pack(&event, buf));
-}
-
-static void produce_send(rd_kafka_t *rk, const char *command_id, const char *from,
-                         const char *to, const char *text) {
-    char dialog_id[SL_DIALOGS_ID_LEN + 1];
-    sl_dialogs_id(from, to, dialog_id);
-    Sluice__V1__CommandMeta meta = SLUICE__V1__COMMAND_META__INIT;
-    meta.command_id = (char *)command_id;
-    Sluice__V1__SendMessage send = SLUICE__V1__SEND_MESSAGE__INIT;
-    send.meta = &meta;
-    send.dialog_id = dialog_id;
-    send.sender_id = (char *)from;
-    send.recipient_id = (char *)to;
-    send.text = (char *)text;
-    Sluice__V1__DialogsCommand command = SLUICE__V1__DIALOGS_COMMAND__INIT;
-    command.command_case = SLUICE__V1__DIALOGS_COMMAND__COMMAND_SEND_MESSAGE;
-    command.send_message = &send;
-    uint8_t buf[1024];
-    produce(rk, commands_topic, dialog_id, buf, sluice__v1__dialogs_command__pack(&command, buf));
-}
-
 static void auth_header(const char *sub, char *out, size_t size) {
     sl_jwt_claims claims;
     char errstr[256], sid[SL_JWT_RANDOM_ID_LEN + 1], token[SL_JWT_MAX_TOKEN + 1];
     sl_jwt_random_id(sid, sizeof(sid));
-    if (sl_jwt_claims_init(&claims, SL_JWT_ACCESS, sub, sid, "sluice", "sluice", (int64_t)time(NULL),
-                           3600, errstr, sizeof(errstr)) ||
+    if (sl_jwt_claims_init(&claims, SL_JWT_ACCESS, sub, sid, "sluice", "sluice",
+                           (int64_t)time(NULL), 3600, errstr, sizeof(errstr)) ||
         sl_jwt_issue(keys, &claims, token, sizeof(token), NULL, errstr, sizeof(errstr))) {
         fprintf(stderr, "bench: token: %s\n", errstr);
         exit(1);
@@ -190,7 +91,7 @@ static long consume_sent(const char *id_prefix, long want, seen_fn *seen, void *
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     rd_kafka_poll_set_consumer(rk);
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, events_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, cluster.events_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_subscribe(rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     long count = 0;
@@ -235,14 +136,14 @@ static void *send_loop(void *opaque) {
     sender *s = opaque;
     char path[128], headers[SL_JWT_MAX_TOKEN + 128], out[4096];
     for (int i = 0; i < s->n; i++) {
-        int a = rand_r(&s->seed) % s->n_users, b = (a + 1 + rand_r(&s->seed) % (s->n_users - 1)) %
-                                                       s->n_users;
+        int a = rand_r(&s->seed) % s->n_users,
+            b = (a + 1 + rand_r(&s->seed) % (s->n_users - 1)) % s->n_users;
         snprintf(path, sizeof(path), "/dialog/%s/send", s->users[b]);
         snprintf(headers, sizeof(headers), "%sContent-Type: application/json\r\n", s->auth[a]);
         int64_t t0 = bench_now_us();
-        int status = http(ports[rand_r(&s->seed) % INSTANCES], "POST", path, headers,
-                          "{\"text\":\"benchmark message with a few words in it\"}", out,
-                          sizeof(out));
+        int status =
+            bench_http(cluster.ports[rand_r(&s->seed) % INSTANCES], "POST", path, headers,
+                       "{\"text\":\"benchmark message with a few words in it\"}", out, sizeof(out));
         s->latency_us[i] = bench_now_us() - t0;
         if (status != 200)
             s->failures++;
@@ -288,7 +189,7 @@ static long long metric_sum(const char *name) {
     static char out[1 << 20];
     long long total = 0;
     for (int i = 0; i < INSTANCES; i++) {
-        if (http(ports[i], "GET", "/metrics", NULL, NULL, out, sizeof(out)) != 200)
+        if (bench_http(cluster.ports[i], "GET", "/metrics", NULL, NULL, out, sizeof(out)) != 200)
             continue;
         for (char *line = strstr(out, name); line; line = strstr(line + 1, name))
             if (line[-1] == '\n' && line[strlen(name)] == ' ')
@@ -333,69 +234,6 @@ static long count_key(const char *topic, const char *key) {
     return count;
 }
 
-/* ---- instances ----------------------------------------------------------------- */
-
-static void start_instances(const char *dir, const char *key_path) {
-    for (int i = 0; i < INSTANCES; i++) {
-        ports[i] = bench_free_port();
-        char state[200], log_path[200], sets[12][300];
-        snprintf(state, sizeof(state), "%s/state-%d", dir, i);
-        snprintf(log_path, sizeof(log_path), "%s/instance-%d.log", dir, i);
-        snprintf(sets[0], 300, "application.id=%s", app_id);
-        snprintf(sets[1], 300, "identity.topic.prefix=%s", prefix);
-        snprintf(sets[2], 300, "dialogs.topic.prefix=%s", prefix);
-        snprintf(sets[3], 300, "bootstrap.servers=%s", bootstrap);
-        snprintf(sets[4], 300, "identity.key.file=%s", key_path);
-        snprintf(sets[5], 300, "dialogs.topic.partitions=%d", PARTITIONS);
-        snprintf(sets[6], 300, "http.port=%d", ports[i]);
-        snprintf(sets[7], 300, "state.dir=%s", state);
-        snprintf(sets[8], 300, "log.level=warn");
-        snprintf(sets[9], 300, "gateway.reply.max.waiters=4096");
-        /* Both instances need one cluster secret; the (secret, shared)
-         * signing key file is as good a 32+ byte secret as any here. */
-        snprintf(sets[10], 300, "cluster.secret.file=%s", key_path);
-        char binary[300];
-        snprintf(binary, sizeof(binary), "%s/sluice", build);
-        char *argv[2 + 2 * 11 + 1];
-        int a = 0;
-        argv[a++] = binary;
-        argv[a++] = "run";
-        for (int k = 0; k < 11; k++) {
-            argv[a++] = "--set";
-            argv[a++] = sets[k];
-        }
-        argv[a] = NULL;
-        pid_t pid = fork();
-        if (pid == 0) {
-            if (!freopen(log_path, "a", stderr))
-                _exit(127);
-            execv(binary, argv);
-            _exit(127);
-        }
-        pids[i] = pid;
-    }
-    char out[4096];
-    for (int i = 0; i < INSTANCES; i++) {
-        int64_t deadline = bench_now_us() + 180000000;
-        while (http(ports[i], "GET", "/readyz", NULL, NULL, out, sizeof(out)) != 200) {
-            if (bench_now_us() > deadline) {
-                fprintf(stderr, "bench: instance %d not ready (see %s)\n", i, dir);
-                exit(1);
-            }
-            usleep(200000);
-        }
-    }
-}
-
-static void stop_instances(void) {
-    for (int i = 0; i < INSTANCES; i++)
-        if (pids[i] > 0)
-            kill(pids[i], SIGTERM);
-    for (int i = 0; i < INSTANCES; i++)
-        if (pids[i] > 0)
-            waitpid(pids[i], NULL, 0);
-}
-
 int main(int argc, char **argv) {
     int http_sends = 2000, threads = 16, kafka_sends = 5000, lists = 1000, partners = 1000,
         pairs = 200;
@@ -431,12 +269,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     snprintf(app_id, sizeof(app_id), "dbench-%d-%lld", (int)getpid(), (long long)time(NULL));
-    snprintf(prefix, sizeof(prefix), "%s.", app_id);
-    snprintf(commands_topic, sizeof(commands_topic), "%sdialogs.commands", prefix);
-    snprintf(events_topic, sizeof(events_topic), "%sdialogs.events", prefix);
-    snprintf(users_topic, sizeof(users_topic), "%susers.events", prefix);
     snprintf(index_topic, sizeof(index_topic), "%s-dialogs-by-user-repartition", app_id);
-    start_instances(dir, key_path);
+    bench_cluster_init(&cluster, bootstrap, build, dir, key_path, app_id);
+    if (!bench_cluster_start(&cluster, INSTANCES, PARTITIONS, NULL)) {
+        bench_cluster_stop(&cluster);
+        return 1;
+    }
 
     /* Users: 64 for the HTTP and list runs, the Lady Gaga cast. */
     unsigned seed = (unsigned)getpid();
@@ -445,21 +283,21 @@ int main(int argc, char **argv) {
     char hot[37];
     char(*partner_ids)[37] = calloc((size_t)partners, 37);
     char(*pair_ids)[37] = calloc((size_t)pairs * 2, 37);
-    rd_kafka_t *rk = producer_new();
+    rd_kafka_t *rk = bench_producer_new(bootstrap);
     for (int i = 0; i < USERS; i++) {
-        random_uuid(users[i], &seed);
-        register_user(rk, users[i]);
+        bench_random_uuid(users[i], &seed);
+        bench_register_user(rk, &cluster, users[i]);
         auth_header(users[i], auth[i], sizeof(auth[i]));
     }
-    random_uuid(hot, &seed);
-    register_user(rk, hot);
+    bench_random_uuid(hot, &seed);
+    bench_register_user(rk, &cluster, hot);
     for (int i = 0; i < partners; i++) {
-        random_uuid(partner_ids[i], &seed);
-        register_user(rk, partner_ids[i]);
+        bench_random_uuid(partner_ids[i], &seed);
+        bench_register_user(rk, &cluster, partner_ids[i]);
     }
     for (int i = 0; i < 2 * pairs; i++) {
-        random_uuid(pair_ids[i], &seed);
-        register_user(rk, pair_ids[i]);
+        bench_random_uuid(pair_ids[i], &seed);
+        bench_register_user(rk, &cluster, pair_ids[i]);
     }
     rd_kafka_flush(rk, 30000);
     sleep(3); /* let every instance's dialogs-users copy catch up */
@@ -469,12 +307,13 @@ int main(int argc, char **argv) {
     long long *http_latency = calloc((size_t)http_sends, sizeof(long long));
     int64_t t0 = bench_now_us();
     for (int i = 0; i < threads; i++) {
-        senders[i] = (sender){.n = http_sends / threads,
-                              .seed = seed + (unsigned)i,
-                              .users = users,
-                              .n_users = USERS,
-                              .auth = auth,
-                              .latency_us = http_latency + (size_t)i * (size_t)(http_sends / threads)};
+        senders[i] =
+            (sender){.n = http_sends / threads,
+                     .seed = seed + (unsigned)i,
+                     .users = users,
+                     .n_users = USERS,
+                     .auth = auth,
+                     .latency_us = http_latency + (size_t)i * (size_t)(http_sends / threads)};
         pthread_create(&senders[i].thread, NULL, send_loop, &senders[i]);
     }
     int failures = 0;
@@ -496,7 +335,8 @@ int main(int argc, char **argv) {
         if (a == b)
             b = (b + 1) % USERS;
         snprintf(command_id, sizeof(command_id), "kafka-%d-%lld", i, (long long)wall_us());
-        produce_send(rk, command_id, users[a], users[b], "benchmark message through kafka");
+        bench_produce_send(rk, &cluster, command_id, users[a], users[b],
+                           "benchmark message through kafka");
     }
     rd_kafka_flush(rk, 30000);
     long kafka_seen_n = consume_sent("kafka-", kafka_sends, kafka_seen, &kl);
@@ -509,17 +349,17 @@ int main(int argc, char **argv) {
     sl_dialogs_id(users[0], users[1], dialog_id);
     for (int i = 0; i < 20; i++) { /* make the dialog non-trivial */
         snprintf(command_id, sizeof(command_id), "fill-%d", i);
-        produce_send(rk, command_id, users[0], users[1], "a message to list");
+        bench_produce_send(rk, &cluster, command_id, users[0], users[1], "a message to list");
     }
     rd_kafka_flush(rk, 30000);
     sleep(1);
     snprintf(path, sizeof(path), "/v1/metadata/%s/%s", SL_DIALOGS_STORE_HEADS, dialog_id);
-    http(ports[0], "GET", path, NULL, NULL, out, sizeof(out));
+    bench_http(cluster.ports[0], "GET", path, NULL, NULL, out, sizeof(out));
     int owner = -1;
     const char *address = strstr(out, "\"address\":\"");
     const char *colon = address ? strchr(address + 11, ':') : NULL;
     for (int i = 0; colon && i < INSTANCES; i++)
-        if (atoi(colon + 1) == ports[i])
+        if (atoi(colon + 1) == cluster.ports[i])
             owner = i;
     long long *local = calloc((size_t)lists, sizeof(long long)),
               *routed = calloc((size_t)lists, sizeof(long long));
@@ -527,11 +367,12 @@ int main(int argc, char **argv) {
     int list_failures = 0;
     for (int i = 0; owner >= 0 && i < lists; i++) {
         int64_t s0 = bench_now_us();
-        list_failures += http(ports[owner], "GET", path, auth[0], NULL, out, sizeof(out)) != 200;
+        list_failures +=
+            bench_http(cluster.ports[owner], "GET", path, auth[0], NULL, out, sizeof(out)) != 200;
         local[i] = bench_now_us() - s0;
         s0 = bench_now_us();
-        list_failures += http(ports[(owner + 1) % INSTANCES], "GET", path, auth[0], NULL, out,
-                              sizeof(out)) != 200;
+        list_failures += bench_http(cluster.ports[(owner + 1) % INSTANCES], "GET", path, auth[0],
+                                    NULL, out, sizeof(out)) != 200;
         routed[i] = bench_now_us() - s0;
     }
     double local_p50, local_p99, routed_p50, routed_p99;
@@ -546,12 +387,13 @@ int main(int argc, char **argv) {
     for (int round = 0; round < 5; round++) {
         for (int i = 0; round < 3 && i < partners; i++) {
             snprintf(command_id, sizeof(command_id), "gaga-hot-%d-%d", i, round);
-            produce_send(rk, command_id, hot, partner_ids[i], "hello from the hot user");
+            bench_produce_send(rk, &cluster, command_id, hot, partner_ids[i],
+                               "hello from the hot user");
         }
         for (int i = 0; i < pairs; i++) {
             snprintf(command_id, sizeof(command_id), "gaga-pair-%d-%d", i, round);
-            produce_send(rk, command_id, pair_ids[2 * i + round % 2],
-                         pair_ids[2 * i + 1 - round % 2], "pair message");
+            bench_produce_send(rk, &cluster, command_id, pair_ids[2 * i + round % 2],
+                               pair_ids[2 * i + 1 - round % 2], "pair message");
         }
     }
     rd_kafka_flush(rk, 30000);
@@ -566,8 +408,9 @@ int main(int argc, char **argv) {
     printf("## dialogs_bench (3 instances, %d partitions, release build)\n\n", PARTITIONS);
     printf("| measurement | n | throughput/s | p50 ms | p99 ms | failures |\n");
     printf("| --- | --- | --- | --- | --- | --- |\n");
-    printf("| send via HTTP (%d client threads, random instance) | %zu | %.0f | %.1f | %.1f | %d |\n",
-           threads, http_n, (double)http_n / http_s, http_p50, http_p99, failures);
+    printf(
+        "| send via HTTP (%d client threads, random instance) | %zu | %.0f | %.1f | %.1f | %d |\n",
+        threads, http_n, (double)http_n / http_s, http_p50, http_p99, failures);
     printf("| send via Kafka command -> MessageSent (read_committed) | %ld | %.0f | %.1f | %.1f | "
            "%ld |\n",
            kafka_seen_n, kafka_s > 0 ? (double)kafka_seen_n / kafka_s : 0, kafka_p50, kafka_p99,
@@ -589,7 +432,7 @@ int main(int argc, char **argv) {
            "record cache: %lld emitted, %lld coalesced\n",
            (double)max / ((double)gaga_want / PARTITIONS), hot_updates, 3 * partners, emitted,
            coalesced);
-    stop_instances();
+    bench_cluster_stop(&cluster);
     free(partner_ids);
     free(pair_ids);
     free(senders);
