@@ -195,6 +195,9 @@ static int setup(void **state) {
             return -1;
         place_partitions(f, topics[i], LEADER);
     }
+    /* The engine's group for the source "data" (one group per source), and
+     * application.id, whose offsets an upgrade copies. */
+    rd_kafka_mock_coordinator_set(f->mock, "group", APP_ID "-data", COORDINATOR);
     rd_kafka_mock_coordinator_set(f->mock, "group", APP_ID, COORDINATOR);
     rd_kafka_mock_coordinator_set(f->mock, "transaction", TXN_ID, COORDINATOR);
 
