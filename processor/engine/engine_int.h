@@ -181,6 +181,7 @@ struct sl_engine {
     rd_kafka_queue_t *standby_queue;
     standby **standbys[SL_TOPOLOGY_MAX_NODES];
     unsigned char *standby_wanted[SL_TOPOLOGY_MAX_NODES];
+    unsigned char *standby_snapshot[SL_TOPOLOGY_MAX_NODES]; /* loop thread's copy */
     pthread_mutex_t standby_lock;
     atomic_uint standby_version;
     atomic_bool standby_ready;

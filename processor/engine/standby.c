@@ -56,7 +56,9 @@ sl_err standby_init(sl_engine *engine, char *errstr, size_t errstr_size) {
         int32_t n = engine->source_partitions[src];
         engine->standbys[src] = calloc((size_t)(n > 0 ? n : 1), sizeof(standby *));
         engine->standby_wanted[src] = calloc((size_t)(n > 0 ? n : 1), sizeof(unsigned char));
-        if (!engine->standbys[src] || !engine->standby_wanted[src])
+        engine->standby_snapshot[src] = calloc((size_t)(n > 0 ? n : 1), sizeof(unsigned char));
+        if (!engine->standbys[src] || !engine->standby_wanted[src] ||
+            !engine->standby_snapshot[src])
             return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
     }
     return SL_OK;
@@ -237,15 +239,22 @@ fail:
     return SL_ERR_STORE;
 }
 
-/* Open and close standbys to match what the membership wants. */
+/* Open and close standbys to match what the membership wants. The wanted
+ * set is copied under the lock and acted on after: opening a store takes a
+ * while, and the members thread (holding its table's lock, which HTTP
+ * threads need) must not wait for it. */
 static void standby_reconcile(sl_engine *engine) {
     bool changed = false;
     pthread_mutex_lock(&engine->standby_lock);
+    for (size_t src = 0; src < engine->topology->n_sources; src++)
+        memcpy(engine->standby_snapshot[src], engine->standby_wanted[src],
+               (size_t)engine->source_partitions[src]);
+    pthread_mutex_unlock(&engine->standby_lock);
     for (size_t src = 0; src < engine->topology->n_sources; src++) {
         if (!source_has_stores(engine, src))
             continue;
         for (int32_t p = 0; p < engine->source_partitions[src]; p++) {
-            unsigned char wanted = engine->standby_wanted[src][p];
+            unsigned char wanted = engine->standby_snapshot[src][p];
             standby *sb = engine->standbys[src][p];
             bool active = engine->tasks[src] && engine->tasks[src][p];
             if (!sb && wanted == STANDBY_WANTED && !active)
@@ -256,7 +265,6 @@ static void standby_reconcile(sl_engine *engine) {
             }
         }
     }
-    pthread_mutex_unlock(&engine->standby_lock);
     if (changed)
         standby_reassign(engine);
 }
@@ -393,5 +401,6 @@ void standby_free_all(sl_engine *engine) {
                 standby_free(engine, engine->standbys[src][p]);
         free(engine->standbys[src]);
         free(engine->standby_wanted[src]);
+        free(engine->standby_snapshot[src]);
     }
 }
