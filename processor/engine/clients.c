@@ -167,7 +167,8 @@ sl_err clients_create_consumers(sl_engine *engine, char *errstr, size_t errstr_s
             return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "group id too long");
         /* Fail-over in seconds by default (group.static.membership says
          * why); the user's kafka.* settings win. */
-        const char *consumer_settings[20] = {
+        /* 12 settings, at most 8 more and the NULL. */
+        const char *consumer_settings[32] = {
             SL_KAFKA_GROUP_CONSUMER_SETTINGS(engine->group_id[src])};
         size_t n = 0;
         while (consumer_settings[n])
@@ -183,6 +184,15 @@ sl_err clients_create_consumers(sl_engine *engine, char *errstr, size_t errstr_s
         if (!user_set(engine, "consumer", "heartbeat.interval.ms")) {
             consumer_settings[n++] = "heartbeat.interval.ms";
             consumer_settings[n++] = "1000";
+        }
+        /* librdkafka prefetches up to 64 MB per consumer; the groups share
+         * that budget so the instance holds no more than one consumer did. */
+        size_t kbytes = 65536 / topology->n_sources;
+        char queued_kbytes[32];
+        snprintf(queued_kbytes, sizeof(queued_kbytes), "%zu", kbytes > 4096 ? kbytes : 4096);
+        if (!user_set(engine, "consumer", "queued.max.messages.kbytes")) {
+            consumer_settings[n++] = "queued.max.messages.kbytes";
+            consumer_settings[n++] = queued_kbytes;
         }
         engine->consumers[src] = new_client(engine, RD_KAFKA_CONSUMER, consumer_settings,
                                             group_consumer_hook, errstr, errstr_size);
