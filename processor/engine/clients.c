@@ -277,8 +277,7 @@ static bool any_committed(const rd_kafka_topic_partition_list_t *list) {
  * application.id (it never joins), so it reads them. Two instances starting
  * at once copy the same offsets; a commit refused because the group formed
  * meanwhile means another member copied them first. */
-static sl_err take_legacy_offsets(sl_engine *engine, size_t src, char *errstr,
-                                  size_t errstr_size) {
+static sl_err take_legacy_offsets(sl_engine *engine, size_t src, char *errstr, size_t errstr_size) {
     rd_kafka_topic_partition_list_t *own = source_partitions(engine, src);
     rd_kafka_resp_err_t code = committed(engine->consumers[src], own);
     bool has_own = !code && any_committed(own);
@@ -322,8 +321,7 @@ sl_err clients_subscribe(sl_engine *engine, char *errstr, size_t errstr_size) {
         if (err)
             return err;
         rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(topics, engine->source_topic[src],
-                                          RD_KAFKA_PARTITION_UA);
+        rd_kafka_topic_partition_list_add(topics, engine->source_topic[src], RD_KAFKA_PARTITION_UA);
         rd_kafka_resp_err_t code = rd_kafka_subscribe(engine->consumers[src], topics);
         rd_kafka_topic_partition_list_destroy(topics);
         if (code)

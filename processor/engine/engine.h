@@ -107,8 +107,8 @@ void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *stats);
  * partitions[i]), wanted[i]. Partitions never named keep what they have.
  * The loop opens and closes standbys on its own thread. Any thread; a
  * no-op before sl_engine_start. */
-void sl_engine_set_standbys(sl_engine *engine, const char *const *topics,
-                            const int32_t *partitions, const bool *wanted, size_t n);
+void sl_engine_set_standbys(sl_engine *engine, const char *const *topics, const int32_t *partitions,
+                            const bool *wanted, size_t n);
 
 /* The persisted instance id (32 hex digits; it also names the
  * transactional id), and the application id. Borrowed from the engine;

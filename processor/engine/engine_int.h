@@ -111,7 +111,7 @@ typedef struct query_slot {
     pthread_rwlock_t lock;
     query_state state;                       /* written under the write lock */
     sl_store *stores[SL_TOPOLOGY_MAX_NODES]; /* indexed like topology->stores */
-    _Atomic int64_t lag; /* QUERY_STANDBY: records behind the changelog end */
+    _Atomic int64_t lag;                     /* QUERY_STANDBY: records behind the changelog end */
 } query_slot;
 
 typedef struct global_partition {

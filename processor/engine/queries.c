@@ -92,8 +92,7 @@ void query_withdraw(sl_engine *engine, const task *t) {
 }
 
 static query_slot *standby_slot(sl_engine *engine, const standby *sb) {
-    return engine->query_slots[sb->source] ? &engine->query_slots[sb->source][sb->partition]
-                                           : NULL;
+    return engine->query_slots[sb->source] ? &engine->query_slots[sb->source][sb->partition] : NULL;
 }
 
 void query_publish_standby(sl_engine *engine, const standby *sb) {

@@ -64,8 +64,8 @@ sl_err standby_init(sl_engine *engine, char *errstr, size_t errstr_size) {
     return SL_OK;
 }
 
-void sl_engine_set_standbys(sl_engine *engine, const char *const *topics,
-                            const int32_t *partitions, const bool *wanted, size_t n) {
+void sl_engine_set_standbys(sl_engine *engine, const char *const *topics, const int32_t *partitions,
+                            const bool *wanted, size_t n) {
     if (!atomic_load(&engine->standby_ready))
         return;
     bool changed = false;
@@ -92,8 +92,8 @@ static void standby_reassign(sl_engine *engine) {
             const standby *sb = engine->standbys[src][p];
             for (size_t s = 0; sb && s < topology->n_stores; s++)
                 if (sb->stores[s].store)
-                    rd_kafka_topic_partition_list_add(list, engine->changelog_topic[s], p)
-                        ->offset = sb->stores[s].position;
+                    rd_kafka_topic_partition_list_add(list, engine->changelog_topic[s], p)->offset =
+                        sb->stores[s].position;
         }
     rd_kafka_resp_err_t code = rd_kafka_assign(engine->standby_consumer, list);
     if (code)
@@ -309,9 +309,9 @@ static int standby_message(sl_engine *engine, const rd_kafka_message_t *m, stand
     }
     if (ss->position >= 0 && m->offset < ss->position)
         return 0; /* read before a reassignment took effect */
-    sl_err err = m->payload ? sl_store_pending_put(ss->batch, m->key, m->key_len, m->payload,
-                                                   m->len)
-                            : sl_store_pending_delete(ss->batch, m->key, m->key_len);
+    sl_err err = m->payload
+                     ? sl_store_pending_put(ss->batch, m->key, m->key_len, m->payload, m->len)
+                     : sl_store_pending_delete(ss->batch, m->key, m->key_len);
     if (err) {
         *dropped = sb; /* out of memory: drop it; it reopens from its checkpoint */
         return 0;
@@ -332,9 +332,9 @@ static void update_lag(sl_engine *engine, standby *sb) {
         if (!ss->store)
             continue;
         int64_t low, high;
-        if (!ss->caught_up || rd_kafka_get_watermark_offsets(engine->standby_consumer,
-                                                             engine->changelog_topic[s],
-                                                             sb->partition, &low, &high)) {
+        if (!ss->caught_up ||
+            rd_kafka_get_watermark_offsets(engine->standby_consumer, engine->changelog_topic[s],
+                                           sb->partition, &low, &high)) {
             lag = INT64_MAX;
             break;
         }
@@ -353,8 +353,8 @@ bool standby_poll(sl_engine *engine) {
     if (sl_gauge_value(engine->m.standby_tasks) == 0)
         return false;
     rd_kafka_message_t *batch[RESTORE_FETCH_BATCH];
-    ssize_t got = rd_kafka_consume_batch_queue(engine->standby_queue, 0, batch,
-                                               RESTORE_FETCH_BATCH);
+    ssize_t got =
+        rd_kafka_consume_batch_queue(engine->standby_queue, 0, batch, RESTORE_FETCH_BATCH);
     standby *dropped = NULL;
     for (ssize_t i = 0; i < got; i++) {
         standby_message(engine, batch[i], &dropped);

@@ -72,11 +72,10 @@ void stats_register(sl_engine *engine) {
     engine->m.restore_remaining =
         sl_metrics_gauge(m, "sluice_restore_remaining_records",
                          "Changelog records still to restore on this instance", NULL);
-    engine->m.standby_tasks = sl_metrics_gauge(
-        m, "sluice_standby_tasks", "Standby replicas kept on this instance", NULL);
-    engine->m.standby_records =
-        sl_metrics_counter(m, "sluice_standby_records_total",
-                           "Changelog records applied to standby replicas", NULL);
+    engine->m.standby_tasks =
+        sl_metrics_gauge(m, "sluice_standby_tasks", "Standby replicas kept on this instance", NULL);
+    engine->m.standby_records = sl_metrics_counter(
+        m, "sluice_standby_records_total", "Changelog records applied to standby replicas", NULL);
     engine->m.block_cache_bytes =
         sl_metrics_gauge(m, "sluice_rocksdb_block_cache_bytes",
                          "Bytes held by the RocksDB block cache shared by all stores", NULL);
@@ -115,8 +114,8 @@ void stats_sample(sl_engine *engine) {
                 continue;
             int64_t low, high;
             if (t->position >= 0 &&
-                rd_kafka_get_watermark_offsets(engine->consumers[src], engine->source_topic[src], p, &low,
-                                               &high) == 0 &&
+                rd_kafka_get_watermark_offsets(engine->consumers[src], engine->source_topic[src], p,
+                                               &low, &high) == 0 &&
                 high >= t->position)
                 sl_gauge_set(t->lag, (double)(high - t->position));
             for (size_t s = 0; s < topology->n_stores; s++) {

@@ -341,8 +341,8 @@ sl_gateway_outcome sl_gateway_get(sl_gateway *g, const sl_http_request *req, sl_
     sl_err err = sl_engine_query_get(g->engine, store, key, key_len, value, value_len, &partition);
     bool from_standby = false;
     if (stale && (err == SL_ERR_NOT_OWNER || err == SL_ERR_NOT_READY)) {
-        sl_err standby = sl_engine_query_get_stale(g->engine, store, key, key_len, value,
-                                                   value_len, &partition, &lag);
+        sl_err standby = sl_engine_query_get_stale(g->engine, store, key, key_len, value, value_len,
+                                                   &partition, &lag);
         if (standby == SL_OK || standby == SL_ERR_NOT_FOUND) {
             err = standby;
             from_standby = true;
@@ -369,9 +369,8 @@ sl_gateway_outcome sl_gateway_range(sl_gateway *g, const sl_http_request *req,
                                        opaque, NULL, &partition);
     bool from_standby = false;
     if (stale && (err == SL_ERR_NOT_OWNER || err == SL_ERR_NOT_READY)) {
-        sl_err standby = sl_engine_query_range_stale(g->engine, store, routing_key,
-                                                     routing_key_len, range, visit, opaque, NULL,
-                                                     &partition, &lag);
+        sl_err standby = sl_engine_query_range_stale(g->engine, store, routing_key, routing_key_len,
+                                                     range, visit, opaque, NULL, &partition, &lag);
         if (standby == SL_OK) {
             err = standby;
             from_standby = true;

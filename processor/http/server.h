@@ -106,8 +106,8 @@ sl_err sl_http_request_query_string(const sl_http_request *req, char *out, size_
 #define SL_HTTP_MAX_EXTRA_HEADERS 8
 
 /* Set a response header (copied; name < 64 and value < 256 bytes, no CR,
- * LF or ':' in the name); a name set again keeps only the last value. SL_ERR_FULL past SL_HTTP_MAX_EXTRA_HEADERS,
- * SL_ERR_INVALID for a bad name or value. */
+ * LF or ':' in the name); a name set again keeps only the last value. SL_ERR_FULL past
+ * SL_HTTP_MAX_EXTRA_HEADERS, SL_ERR_INVALID for a bad name or value. */
 sl_err sl_http_response_header(sl_http_response *resp, const char *name, const char *value);
 
 /* Adds Retry-After (with 503 and 429). */

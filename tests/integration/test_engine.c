@@ -637,7 +637,7 @@ static void repartitioned_counts_are_exact_across_kill9(void **state) {
 }
 
 typedef struct upgrade_count {
-    long before, after; /* echoes of records produced before / after the upgrade */
+    long before, after;  /* echoes of records produced before / after the upgrade */
     int64_t first_after; /* the first sequence number of every key after it */
 } upgrade_count;
 
@@ -670,8 +670,7 @@ static void an_upgrade_keeps_the_offsets_of_the_single_group(void **state) {
     rd_kafka_conf_t *conf = sl_kafka_conf_new(RD_KAFKA_CONSUMER, test_kafka_bootstrap(), NULL,
                                               &test_logger, why, sizeof(why));
     assert_non_null(conf);
-    assert_int_equal(sl_kafka_conf_set(conf, "group.id", sc.app_id, why, sizeof(why)),
-                     SL_OK);
+    assert_int_equal(sl_kafka_conf_set(conf, "group.id", sc.app_id, why, sizeof(why)), SL_OK);
     rd_kafka_t *old_group = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
     assert_non_null(old_group);
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(EOS_PARTITIONS);
@@ -751,8 +750,8 @@ static void a_standby_makes_a_moved_task_restore_only_the_tail(void **state) {
         last = followed;
     }
     long long standbys = instance_metric(&b, "sluice_standby_tasks");
-    print_message("# b keeps %lld standbys and applied %lld changelog records to them\n",
-                  standbys, followed);
+    print_message("# b keeps %lld standbys and applied %lld changelog records to them\n", standbys,
+                  followed);
     if (standbys != 2 || followed <= 0)
         test_instance_dump_log(&b, 40);
     assert_int_equal(standbys, 2);
