@@ -442,8 +442,9 @@ int main(int argc, char **argv) {
     printf("## standby_bench: unavailability of a moved task, standbys on vs off (%s)\n\n",
            opt.common.label ? opt.common.label : "unlabelled");
     printf("%s, %s, %ld CPUs; store %s (%lld records produced to its changelog), two release-"
-           "build instances, a stopped with SIGTERM, %lld probed keys of a (one per partition) "
-           "polled on b every %d ms with GET /user/get/{id}\n\n",
+           "build instances, a stopped with SIGTERM, up to %lld probed keys of a (one per "
+           "partition of the store that a owns) polled on b every %d ms with GET "
+           "/user/get/{id}\n\n",
            when, model, sysconf(_SC_NPROCESSORS_ONLN), STORE, opt.records, opt.keys, POLL_MS);
     printf("| standbys | records in the store | keys | unavailability window (max, first "
            "failure to first 200) | SIGTERM to first 200 (max) | SIGTERM to a's exit | "
