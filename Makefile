@@ -26,6 +26,9 @@
 #                   (bench/cluster_bench.c, release, under scripts/harness):
 #                   sends/s and each instance's share of dialogs.commands;
 #                   ARGS='--sends N --users N --instances 1,2,3'
+#   make bench-standby  a task's unavailability window when its instance stops,
+#                   with standby replicas on and off (bench/standby_bench.c,
+#                   release, under scripts/harness); ARGS='--records 200000'
 #   make bench-passwords  build and run bench/passwords_bench (release build;
 #                   ARGS="N" sets the hashes per phase)
 #   make bench-identity  install what is missing, build sluice and
@@ -125,7 +128,7 @@ FUZZ_SECONDS ?= 60
 
 .PHONY: all run cluster test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords \
         bench-pgsink bench-identity \
-        bench-dialogs bench-cluster
+        bench-dialogs bench-cluster bench-standby
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -221,6 +224,15 @@ bench-cluster:
 	scripts/bootstrap test
 	$(MAKE) VARIANT=release all build/release/bench/cluster_bench
 	scripts/harness build/release/bench/cluster_bench --build build/release \
+	    --label "$$(git describe --always --dirty 2>/dev/null || echo unknown)" $(ARGS)
+
+# Two instances, one stopped: how long its users-by-id keys answer 503 on the
+# other, with num.standby.replicas=1 and =0 (bench/standby_bench.c);
+# ARGS='--records N' (default 1000000).
+bench-standby:
+	scripts/bootstrap test
+	$(MAKE) VARIANT=release all build/release/bench/standby_bench
+	scripts/harness build/release/bench/standby_bench --build build/release \
 	    --label "$$(git describe --always --dirty 2>/dev/null || echo unknown)" $(ARGS)
 
 bench-passwords:
