@@ -21,11 +21,12 @@
  *   - fail-over: a, b and c run; for KILL_PHASE_MS the main thread kills
  *     one with SIGKILL every KILL_EVERY_MS (a, b, c in turn) and starts it
  *     again on its state directory 3-5 s later, without waiting for it to
- *     be ready before the next step is due. It prints (never asserts: 2
- *     shared cores under ASan) the longest gap between two acknowledgements
- *     and the longest request during that phase against the goal of
- *     FAILOVER_GOAL_MS, the 503s and the failed connections, and how long
- *     each restarted instance took to become ready.
+ *     be ready before the next step is due; the clients keep choosing it
+ *     meanwhile, as behind a load balancer that has not noticed. It prints
+ *     (never asserts: 2 shared cores under ASan) the longest gap between two
+ *     acknowledgements and the longest request during that phase against
+ *     the goal of FAILOVER_GOAL_MS, the 503s and the failed connections, and
+ *     how long each restarted instance took to become ready.
  *
  * Then, with the clients stopped, for both:
  *   - every answer was a 2xx, a 503 with Retry-After, or the one 4xx an
@@ -90,7 +91,9 @@ static char dialogs_events[160];
 
 /* ---- what the clients share with the main thread --------------------------- */
 
-static atomic_bool live[TEST_CLUSTER_MAX]; /* the clients' view: running and ready */
+/* The clients' rotation: running and ready (scaling); every instance, dead
+ * or starting too (fail-over). */
+static atomic_bool live[TEST_CLUSTER_MAX];
 static atomic_bool stop_clients;
 
 static atomic_long answers_503, answers_503_without_retry_after, transport_errors,
@@ -725,12 +728,14 @@ typedef struct instance_schedule {
 static const char *const instance_names[TEST_CLUSTER_MAX] = {"a", "b", "c"};
 
 /* Kill `i` with SIGKILL (even if it is not ready yet) and schedule its
- * restart 3-5 s later. */
+ * restart 3-5 s later. It stays in the clients' rotation, dead and then
+ * starting, as behind a load balancer that has not noticed yet: they get
+ * refused or broken connections, or what a starting instance answers (a
+ * 503 with Retry-After, or the test fails), and retry elsewhere. */
 static void failover_kill(instance_schedule *sched, int i, unsigned *seed) {
     int64_t now = test_now_ms();
     bool was_ready = sched[i].phase == INSTANCE_UP;
     test_instance_kill9(&cluster.instances[i]);
-    atomic_store(&live[i], false);
     sched[i].phase = INSTANCE_KILLED;
     sched[i].restart_due_ms = now + RESTART_AFTER_MS + rand_r(seed) % 2001;
     fprintf(stderr, "# at %6.1f s: kill -9 %s%s, restart in %lld ms\n",
@@ -753,7 +758,6 @@ static bool failover_tend(instance_schedule *sched, int i, int64_t *ready_ms, in
         if (test_instance_wait_ready(&cluster.instances[i], 1)) {
             now = test_now_ms();
             sched[i].phase = INSTANCE_UP;
-            atomic_store(&live[i], true);
             if (*n_ready < MAX_RESTARTS)
                 ready_ms[(*n_ready)++] = now - sched[i].started_ms;
             fprintf(stderr, "# at %6.1f s: %s ready after %lld ms\n",
