@@ -86,13 +86,13 @@ sl_err sl_engine_start(sl_engine *engine, char *errstr, size_t errstr_size);
  * sl_engine_close and sl_engine_destroy are left. */
 sl_err sl_engine_poll(sl_engine *engine, int timeout_ms);
 
-/* Finish the open transaction, checkpoint and close every task, leave the
- * consumer group. The engine can only be destroyed afterwards. */
+/* Finish the open transaction, checkpoint and close every task and standby,
+ * leave every consumer group. The engine can only be destroyed afterwards. */
 sl_err sl_engine_close(sl_engine *engine);
 
 void sl_engine_destroy(sl_engine *engine);
 
-/* True once the engine joined the group, every assigned task is running
+/* True once the engine joined every group (one per source), every assigned task is running
  * (restored) and every global store is bootstrapped. Any thread. */
 bool sl_engine_ready(const sl_engine *engine);
 
