@@ -11,7 +11,9 @@
  *                commit (RecordCollector + the transaction manager)
  *   globals.c    global stores       context.c  the sl_ctx_* API
  *   queries.c    interactive queries topics.c   topic creation and checks
- *   clients.c    Kafka clients, the instance id
+ *   clients.c    Kafka clients (a group consumer per source), the instance id
+ *   standby.c    standby replicas (StandbyTask): changelogs of tasks owned
+ *                elsewhere, followed into local stores
  *   stats.c      metrics and sl_engine_stats
  * Functions below tasks.c, restore.c and collector.c never abort, rewind or
  * recreate anything: they return classified errors (SL_ERR_KAFKA_FATAL,
