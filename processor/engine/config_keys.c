@@ -45,21 +45,23 @@ static const sl_config_prop props[] = {
      "the reading of their changelogs. The group's assignor does not know where the "
      "replicas are: with more than num.standby.replicas + 1 instances a moved task may land "
      "on an instance without one and restore in full."},
-    {"group.static.membership", SL_CONFIG_ENUM, "true", 0, 0, bool_choices,
-     "Each group consumer joins with group.instance.id = the instance id kept in the state "
-     "directory (static membership): an instance that crashes and is started again on its "
-     "state directory within the session timeout gets its partitions back without a "
-     "rebalance, and the other instances go on undisturbed. The session timeout defaults to "
-     "6 s (kafka.consumer.session.timeout.ms; heartbeats every 1 s, "
-     "kafka.consumer.heartbeat.interval.ms), so the partitions of an instance that dies for "
-     "good move within about 6 s. Heartbeats come from librdkafka's own thread, not the "
-     "processing loop, so a slow record does not end the session; a longer timeout rides "
-     "out longer network trouble but leaves a dead instance's partitions unserved longer."},
+    {"group.static.membership", SL_CONFIG_ENUM, "false", 0, 0, bool_choices,
+     "true: each group consumer joins with group.instance.id = the instance id kept in the "
+     "state directory (static membership), so an instance that crashes and is started again "
+     "within the session timeout gets its partitions back without a rebalance. Off by "
+     "default: with librdkafka 2.0 a static member whose session times out (a broker bounce) "
+     "can be fenced by its own rejoin and stop consuming for good (librdkafka issue #3437; "
+     "seen in test_broker_bounce). The session timeout defaults to 6 s "
+     "(kafka.consumer.session.timeout.ms; heartbeats every 1 s, "
+     "kafka.consumer.heartbeat.interval.ms), so the partitions of an instance that dies move "
+     "within about 6 s. Heartbeats come from librdkafka's own thread, not the processing "
+     "loop, so a slow record does not end the session; a longer timeout rides out longer "
+     "network trouble but leaves a dead instance's partitions unserved longer."},
     {"group.leave.on.shutdown", SL_CONFIG_ENUM, "true", 0, 0, bool_choices,
      "On a graceful stop (SIGTERM), leave every group at once so the partitions move to the "
-     "other instances now (scaling down). false: a static member keeps its place for the "
-     "session timeout, for a restart in place (rolling upgrade) with no rebalance at all; "
-     "its partitions wait while it is down."},
+     "other instances now (scaling down). false: a static member (group.static.membership) "
+     "keeps its place for the session timeout, for a restart in place (rolling upgrade) with "
+     "no rebalance at all; its partitions wait while it is down."},
     {"reply.partitions", SL_CONFIG_INT, "4", 1, 4096, NULL,
      "Partitions of `<application.id>-replies`, the topic command outcomes are answered on "
      "(created if missing when the topology sends replies). Replies are keyed by the "
