@@ -56,6 +56,7 @@ sl_err clients_load_instance_id(sl_engine *engine, char *errstr, size_t errstr_s
         }
         LOG(engine, SL_LOG_WARN, "%s is malformed; generating a new instance id", path);
     }
+    engine->fresh = true;
     unsigned char random[16];
     if (getrandom(random, sizeof(random), 0) != (ssize_t)sizeof(random))
         return sl_fail(errstr, errstr_size, SL_ERR_IO, "getrandom failed: %s", strerror(errno));
@@ -154,6 +155,51 @@ void clients_destroy_producer(sl_engine *engine) {
     collector_producer_destroyed(engine);
 }
 
+/* The group consumer of source `src`, in group <application.id>-<source>,
+ * its queue waking the loop's pipe. */
+static sl_err create_group_consumer(sl_engine *engine, size_t src, char *errstr,
+                                    size_t errstr_size) {
+    const sl_topology *topology = engine->topology;
+    /* Fail-over in seconds by default (group.static.membership says why);
+     * the user's kafka.* settings win. 12 settings, at most 8 more and the
+     * NULL. */
+    const char *consumer_settings[32] = {SL_KAFKA_GROUP_CONSUMER_SETTINGS(engine->group_id[src])};
+    size_t n = 0;
+    while (consumer_settings[n])
+        n++;
+    if (config_true(engine, "group.static.membership")) {
+        consumer_settings[n++] = "group.instance.id";
+        consumer_settings[n++] = engine->instance_id;
+    }
+    if (!user_set(engine, "consumer", "session.timeout.ms")) {
+        consumer_settings[n++] = "session.timeout.ms";
+        consumer_settings[n++] = "6000";
+    }
+    if (!user_set(engine, "consumer", "heartbeat.interval.ms")) {
+        consumer_settings[n++] = "heartbeat.interval.ms";
+        consumer_settings[n++] = "1000";
+    }
+    /* librdkafka prefetches up to 64 MB per consumer; the groups share
+     * that budget so the instance holds no more than one consumer did. */
+    size_t kbytes = 65536 / topology->n_sources;
+    char queued_kbytes[32];
+    snprintf(queued_kbytes, sizeof(queued_kbytes), "%zu", kbytes > 4096 ? kbytes : 4096);
+    if (!user_set(engine, "consumer", "queued.max.messages.kbytes")) {
+        consumer_settings[n++] = "queued.max.messages.kbytes";
+        consumer_settings[n++] = queued_kbytes;
+    }
+    engine->consumers[src] = new_client(engine, RD_KAFKA_CONSUMER, consumer_settings,
+                                        group_consumer_hook, errstr, errstr_size);
+    if (!engine->consumers[src])
+        return SL_ERR_KAFKA;
+    rd_kafka_queue_t *queue = rd_kafka_queue_get_consumer(engine->consumers[src]);
+    if (!queue)
+        return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "group consumer has no queue");
+    rd_kafka_queue_io_event_enable(queue, engine->wake[1], "w", 1);
+    rd_kafka_queue_destroy(queue); /* the consumer keeps the queue */
+    return SL_OK;
+}
+
 sl_err clients_create_consumers(sl_engine *engine, char *errstr, size_t errstr_size) {
     const sl_topology *topology = engine->topology;
     if (pipe2(engine->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
@@ -165,44 +211,9 @@ sl_err clients_create_consumers(sl_engine *engine, char *errstr, size_t errstr_s
                            engine->app_id, topology->sources[src].name),
                   sizeof(engine->group_id[src])))
             return sl_fail(errstr, errstr_size, SL_ERR_CONFIG, "group id too long");
-        /* Fail-over in seconds by default (group.static.membership says
-         * why); the user's kafka.* settings win. */
-        /* 12 settings, at most 8 more and the NULL. */
-        const char *consumer_settings[32] = {
-            SL_KAFKA_GROUP_CONSUMER_SETTINGS(engine->group_id[src])};
-        size_t n = 0;
-        while (consumer_settings[n])
-            n++;
-        if (config_true(engine, "group.static.membership")) {
-            consumer_settings[n++] = "group.instance.id";
-            consumer_settings[n++] = engine->instance_id;
-        }
-        if (!user_set(engine, "consumer", "session.timeout.ms")) {
-            consumer_settings[n++] = "session.timeout.ms";
-            consumer_settings[n++] = "6000";
-        }
-        if (!user_set(engine, "consumer", "heartbeat.interval.ms")) {
-            consumer_settings[n++] = "heartbeat.interval.ms";
-            consumer_settings[n++] = "1000";
-        }
-        /* librdkafka prefetches up to 64 MB per consumer; the groups share
-         * that budget so the instance holds no more than one consumer did. */
-        size_t kbytes = 65536 / topology->n_sources;
-        char queued_kbytes[32];
-        snprintf(queued_kbytes, sizeof(queued_kbytes), "%zu", kbytes > 4096 ? kbytes : 4096);
-        if (!user_set(engine, "consumer", "queued.max.messages.kbytes")) {
-            consumer_settings[n++] = "queued.max.messages.kbytes";
-            consumer_settings[n++] = queued_kbytes;
-        }
-        engine->consumers[src] = new_client(engine, RD_KAFKA_CONSUMER, consumer_settings,
-                                            group_consumer_hook, errstr, errstr_size);
-        if (!engine->consumers[src])
-            return SL_ERR_KAFKA;
-        rd_kafka_queue_t *queue = rd_kafka_queue_get_consumer(engine->consumers[src]);
-        if (!queue)
-            return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "group consumer has no queue");
-        rd_kafka_queue_io_event_enable(queue, engine->wake[1], "w", 1);
-        rd_kafka_queue_destroy(queue); /* the consumer keeps the queue */
+        sl_err err = create_group_consumer(engine, src, errstr, errstr_size);
+        if (err)
+            return err;
     }
     const char *const side_settings[] = {"isolation.level",
                                          "read_committed",
@@ -315,20 +326,75 @@ static sl_err take_legacy_offsets(sl_engine *engine, size_t src, char *errstr, s
     return SL_OK;
 }
 
+static sl_err subscribe_group(sl_engine *engine, size_t src, char *errstr, size_t errstr_size) {
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, engine->source_topic[src], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t code = rd_kafka_subscribe(engine->consumers[src], topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (code)
+        return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "subscribe %s: %s",
+                       engine->source_topic[src], rd_kafka_err2str(code));
+    return SL_OK;
+}
+
 sl_err clients_subscribe(sl_engine *engine, char *errstr, size_t errstr_size) {
     for (size_t src = 0; src < engine->topology->n_sources; src++) {
         sl_err err = take_legacy_offsets(engine, src, errstr, errstr_size);
+        if (!err)
+            err = subscribe_group(engine, src, errstr, errstr_size);
         if (err)
             return err;
-        rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(topics, engine->source_topic[src], RD_KAFKA_PARTITION_UA);
-        rd_kafka_resp_err_t code = rd_kafka_subscribe(engine->consumers[src], topics);
-        rd_kafka_topic_partition_list_destroy(topics);
-        if (code)
-            return sl_fail(errstr, errstr_size, SL_ERR_KAFKA, "subscribe %s: %s",
-                           engine->source_topic[src], rd_kafka_err2str(code));
     }
     return SL_OK;
+}
+
+/* The longest wait before a fenced group is joined again; the wait doubles
+ * from 500 ms with each fence that comes within 5 minutes of the last. */
+#define REJOIN_BACKOFF_MAX_MS 60000
+
+void clients_drop_group(sl_engine *engine, size_t src) {
+    int64_t now = sl_clock_mono_ms();
+    if (now - engine->group_fenced_ms[src] > 5 * 60 * 1000)
+        engine->group_fences[src] = 0;
+    engine->group_fences[src]++;
+    engine->group_fenced_ms[src] = now;
+    int64_t backoff = 500;
+    for (int i = 1; i < engine->group_fences[src] && backoff < REJOIN_BACKOFF_MAX_MS; i++)
+        backoff *= 2;
+    if (backoff > REJOIN_BACKOFF_MAX_MS)
+        backoff = REJOIN_BACKOFF_MAX_MS;
+    engine->group_rejoin_ms[src] = now + backoff;
+    /* A fatally failed consumer cannot leave its group or revoke anything:
+     * destroy it without the close (which would call the rebalance
+     * callback on a dead handle). */
+    rd_kafka_destroy_flags(engine->consumers[src], RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    engine->consumers[src] = NULL;
+    engine->joined[src] = false;
+    LOG(engine, SL_LOG_INFO, "%s: joining again in %lld ms with a new consumer",
+        engine->group_id[src], (long long)backoff);
+}
+
+void clients_rejoin_groups(sl_engine *engine) {
+    int64_t now = sl_clock_mono_ms();
+    for (size_t src = 0; src < engine->topology->n_sources; src++) {
+        if (engine->consumers[src] || engine->closed || now < engine->group_rejoin_ms[src])
+            continue;
+        char why[512];
+        sl_err err = create_group_consumer(engine, src, why, sizeof(why));
+        if (!err)
+            err = subscribe_group(engine, src, why, sizeof(why));
+        if (err) {
+            LOG(engine, SL_LOG_ERROR, "%s: cannot join again: %s (retrying in 5 s)",
+                engine->group_id[src], why);
+            if (engine->consumers[src])
+                rd_kafka_destroy_flags(engine->consumers[src],
+                                       RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+            engine->consumers[src] = NULL;
+            engine->group_rejoin_ms[src] = now + 5000;
+            continue;
+        }
+        LOG(engine, SL_LOG_INFO, "%s: joining again with a new consumer", engine->group_id[src]);
+    }
 }
 
 int clients_source_of(const sl_engine *engine, const rd_kafka_t *rk) {

@@ -45,18 +45,33 @@ static const sl_config_prop props[] = {
      "the reading of their changelogs. The group's assignor does not know where the "
      "replicas are: with more than num.standby.replicas + 1 instances a moved task may land "
      "on an instance without one and restore in full."},
-    {"group.static.membership", SL_CONFIG_ENUM, "false", 0, 0, bool_choices,
+    {"acceptable.recovery.lag", SL_CONFIG_INT, "10000", 0, 1000000000, NULL,
+     "A new instance (its state directory had no instance id) joins the groups only once its "
+     "standby copy of every task the running instances own is within this many records of "
+     "the changelogs' ends (Kafka Streams' KIP-441 warm-up): the current owners keep serving "
+     "meanwhile, and a task that then moves here restores only that tail. The group's "
+     "assignor, not sluice, picks which tasks move, so every task is copied; the copies the "
+     "instance does not keep as standbys are closed once it runs (their directories stay on "
+     "disk). A restarted instance (same state directory) does not warm up: it rejoins at "
+     "once with its identity (group.static.membership)."},
+    {"warmup.max.ms", SL_CONFIG_INT, "300000", 0, 86400000, NULL,
+     "The longest a new instance warms up (acceptable.recovery.lag) before it joins the "
+     "groups anyway. 0: join at once, no warm-up; the tasks that move to a new instance are "
+     "then unavailable while they restore."},
+    {"group.static.membership", SL_CONFIG_ENUM, "true", 0, 0, bool_choices,
      "true: each group consumer joins with group.instance.id = the instance id kept in the "
      "state directory (static membership), so an instance that crashes and is started again "
-     "within the session timeout gets its partitions back without a rebalance. Off by "
-     "default: with librdkafka 2.0 a static member whose session times out (a broker bounce) "
-     "can be fenced by its own rejoin and stop consuming for good (librdkafka issue #3437; "
-     "seen in test_broker_bounce). The session timeout defaults to 6 s "
-     "(kafka.consumer.session.timeout.ms; heartbeats every 1 s, "
+     "within the session timeout gets its partitions back without a rebalance. A static "
+     "member fenced by another with its id (librdkafka 2.0's own rejoin after a broker bounce "
+     "can do that, issue #3437, or a second instance on a copy of the state directory) closes "
+     "that group's tasks and joins again with a new consumer, backing off from 500 ms to 60 s "
+     "while it repeats (sluice_group_rejoins_total counts it). The session timeout defaults "
+     "to 6 s (kafka.consumer.session.timeout.ms; heartbeats every 1 s, "
      "kafka.consumer.heartbeat.interval.ms), so the partitions of an instance that dies move "
      "within about 6 s. Heartbeats come from librdkafka's own thread, not the processing "
      "loop, so a slow record does not end the session; a longer timeout rides out longer "
-     "network trouble but leaves a dead instance's partitions unserved longer."},
+     "network trouble and longer restarts but leaves a dead instance's partitions unserved "
+     "longer."},
     {"group.leave.on.shutdown", SL_CONFIG_ENUM, "true", 0, 0, bool_choices,
      "On a graceful stop (SIGTERM), leave every group at once so the partitions move to the "
      "other instances now (scaling down). false: a static member (group.static.membership) "

@@ -170,23 +170,50 @@ static sl_err commit(sl_engine *engine) {
 /* ------------------------------------------------------------------------ */
 /* Rebalancing                                                               */
 
+/* Partitions lost: another member may own them already, so committing what
+ * was processed is no longer ours to do. */
+static void drop_uncommitted(sl_engine *engine) {
+    if (collector_txn_open(engine)) {
+        collector_abort(engine); /* the revoke goes on whatever the outcome */
+        sl_counter_add(engine->m.aborts, 1);
+        engine->delivery_failed = false; /* the abort purged the queue */
+    }
+    collector_drop_pending(engine);
+}
+
 static void on_revoke(sl_engine *engine, int source, rd_kafka_topic_partition_list_t *partitions,
                       bool lost) {
     if (lost) {
-        /* Another member may own these partitions already: committing is no
-         * longer ours to do. */
-        if (collector_txn_open(engine)) {
-            collector_abort(engine); /* the revoke goes on whatever the outcome */
-            sl_counter_add(engine->m.aborts, 1);
-            engine->delivery_failed = false; /* the abort purged the queue */
-        }
-        collector_drop_pending(engine);
+        drop_uncommitted(engine);
     } else {
         commit(engine);
     }
     tasks_revoke(engine, source, partitions, !lost);
     if (lost)
         rewind_to_committed(engine);
+}
+
+/* librdkafka declared the group consumer of `src` failed for good. With
+ * 2.0 that is a static member fenced by another member with its
+ * group.instance.id: librdkafka's own rejoin after a broker bounce can do
+ * it (its issue #3437), and so can a second instance started on a copy of
+ * this state directory. The group's partitions are lost, as in a lost
+ * revoke; the other groups go on; a new consumer joins after a backoff. */
+static void group_failed(sl_engine *engine, size_t src) {
+    char why[512] = "";
+    rd_kafka_fatal_error(engine->consumers[src], why, sizeof(why));
+    sl_counter_add(engine->m.group_rejoins, 1);
+    LOG(engine, SL_LOG_ERROR,
+        "%s: the consumer failed: %s; its tasks close and a new consumer joins (if another "
+        "instance runs on a copy of this state directory, this repeats)",
+        engine->group_id[src], why);
+    drop_uncommitted(engine);
+    for (int32_t p = 0; engine->tasks[src] && p < engine->source_partitions[src]; p++)
+        if (engine->tasks[src][p])
+            task_close(engine, engine->tasks[src][p], false);
+    standby_revisit(engine);
+    clients_drop_group(engine, src);
+    rewind_to_committed(engine);
 }
 
 void engine_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -240,6 +267,9 @@ sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
     engine->restore_batch = (int)sl_config_get_int(config, "restore.batch.records");
     engine->pending_max_bytes = (size_t)sl_config_get_int(config, "store.pending.max.bytes");
     engine->replication_factor = (int)sl_config_get_int(config, "topic.replication.factor");
+    engine->warm_max_ms = sl_config_get_int(config, "warmup.max.ms");
+    engine->acceptable_lag = sl_config_get_int(config, "acceptable.recovery.lag");
+    atomic_store(&engine->warmup_plan, -1);
     engine->emit_cache = sl_emit_cache_new((size_t)sl_config_get_int(config, "cache.max.bytes"));
     if (!engine->bootstrap || !engine->emit_cache ||
         snprintf(engine->state_path, sizeof(engine->state_path), "%s/%s",
@@ -282,10 +312,18 @@ sl_err sl_engine_start(sl_engine *engine, char *errstr, size_t errstr_size) {
         err = clients_create_consumers(engine, errstr, errstr_size);
     if (!err)
         err = globals_start(engine, errstr, errstr_size);
-    if (!err)
-        err = clients_subscribe(engine, errstr, errstr_size);
     if (err)
         return err;
+    /* A new instance may warm up before it joins (warm_up); any other joins
+     * now, with its identity. */
+    engine->join_pending = engine->fresh && engine->warm_max_ms > 0;
+    atomic_store(&engine->warming, engine->join_pending);
+    engine->warm_started_ms = sl_clock_mono_ms();
+    if (!engine->join_pending) {
+        err = clients_subscribe(engine, errstr, errstr_size);
+        if (err)
+            return err;
+    }
     engine->last_commit_ms = sl_clock_mono_ms();
     LOG(engine, SL_LOG_INFO,
         "started: %s, commit every %lld ms, transactional.id %s-%s, %zu group%s (%s-<source>)",
@@ -319,16 +357,77 @@ static void put_back(rd_kafka_t *consumer, const task *t, const rd_kafka_message
     rd_kafka_topic_partition_list_destroy(list);
 }
 
+/* KIP-441's warm-up, for a new instance: it joins the groups only once its
+ * standbys of every task the running instances own are within
+ * acceptable.recovery.lag records of their changelogs' ends, so a task
+ * that moves here restores only that tail and its current owner serves it
+ * until then. The group's assignor decides which tasks move, so every one
+ * is warmed; the standbys the ring does not want here close once the
+ * assignment is published. Joins anyway after warmup.max.ms, or at once
+ * with no membership to plan it (no gateway) or nobody running. */
+static sl_err warm_up(sl_engine *engine) {
+    int64_t now = sl_clock_mono_ms(), waited = now - engine->warm_started_ms;
+    long long plan = atomic_load(&engine->warmup_plan);
+    size_t n = 0;
+    if (!atomic_load(&engine->warmup_expected))
+        LOG(engine, SL_LOG_INFO, "joining: no membership to warm up from");
+    else if (plan == 0)
+        LOG(engine, SL_LOG_INFO, "joining: no instance is running tasks, nothing to warm up");
+    else if (waited >= engine->warm_max_ms)
+        LOG(engine, SL_LOG_WARN, "joining before the warm-up caught up (warmup.max.ms %lld passed)",
+            (long long)engine->warm_max_ms);
+    else if (plan > 0 && standby_warm(engine, engine->acceptable_lag, &n))
+        LOG(engine, SL_LOG_INFO,
+            "joining: warmed up %zu task%s to within %lld records in %lld ms", n,
+            n == 1 ? "" : "s", (long long)engine->acceptable_lag, (long long)waited);
+    else {
+        if (now - engine->warm_logged_ms >= 5000) {
+            engine->warm_logged_ms = now;
+            LOG(engine, SL_LOG_INFO, "warming up before joining: %s (%lld ms)",
+                plan < 0 ? "waiting for the membership" : "standbys catching up",
+                (long long)waited);
+        }
+        return SL_OK;
+    }
+    char why[512];
+    sl_err err = clients_subscribe(engine, why, sizeof(why));
+    if (err) {
+        LOG(engine, SL_LOG_ERROR, "cannot join the groups: %s", why);
+        engine->failed = err;
+        return err;
+    }
+    engine->join_pending = false;
+    atomic_store(&engine->warming, false);
+    return SL_OK;
+}
+
+void sl_engine_expect_warmup(sl_engine *engine) {
+    atomic_store(&engine->warmup_expected, true);
+}
+
+bool sl_engine_warming(const sl_engine *engine) {
+    return atomic_load(&engine->warming);
+}
+
+void sl_engine_warmup_planned(sl_engine *engine, size_t partitions) {
+    atomic_store(&engine->warmup_plan, (long long)partitions);
+}
+
 /* Up to poll.batch.records records of one group consumer, without waiting
  * (the consumer also serves its rebalances here). The number taken off its
  * queue; *full when the batch ended before the queue did. */
 static int poll_source(sl_engine *engine, size_t src, bool *full) {
     rd_kafka_t *consumer = engine->consumers[src];
     int n = 0;
-    for (; n < engine->poll_batch; n++) {
+    for (; consumer && n < engine->poll_batch; n++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, 0);
         if (!m)
             return n;
+        if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+            rd_kafka_message_destroy(m);
+            group_failed(engine, src);
+            return n + 1;
+        }
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 LOG(engine, SL_LOG_WARN, "consumer %s: %s", engine->group_id[src],
@@ -387,6 +486,7 @@ sl_err sl_engine_poll(sl_engine *engine, int timeout_ms) {
         return engine->failed;
     if (engine->needs_rewind)
         rewind_to_committed(engine);
+    clients_rejoin_groups(engine);
     globals_poll(engine);
     /* While restoring, the group consumers are only polled (to stay in
      * their groups and serve rebalances), never waited on: restore gets the
@@ -396,6 +496,8 @@ sl_err sl_engine_poll(sl_engine *engine, int timeout_ms) {
     /* A queue wakes the pipe only when it goes from empty to non-empty, so
      * the wait comes after a round that found every queue empty. */
     bool full = standby_poll(engine);
+    if (engine->join_pending && warm_up(engine))
+        return engine->failed;
     if (poll_sources(engine, &full) == 0 && !full && timeout_ms > 0 && !engine->failed) {
         wait_for_sources(engine, timeout_ms);
         poll_sources(engine, &full);

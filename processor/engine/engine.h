@@ -36,6 +36,7 @@ typedef struct sl_engine_stats {
     uint64_t commits;           /* successful commits */
     uint64_t aborts;            /* aborted transactions */
     uint64_t producer_resets;   /* fatal producer errors recovered */
+    uint64_t group_rejoins;     /* group consumers recreated after a fatal error */
     uint64_t restored_records;  /* changelog records applied during restore */
     uint64_t restore_ms;        /* wall time spent restoring */
     uint64_t global_records;    /* records applied to global stores */
@@ -109,6 +110,21 @@ void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *stats);
  * no-op before sl_engine_start. */
 void sl_engine_set_standbys(sl_engine *engine, const char *const *topics, const int32_t *partitions,
                             const bool *wanted, size_t n);
+
+/* Warm-up before joining (Kafka Streams' KIP-441). A new instance (its
+ * state directory had no instance id) with warmup.max.ms > 0 does not join
+ * the groups at start when a membership will tell it what to warm up:
+ * sl_engine_expect_warmup, called before the first sl_engine_poll, says so.
+ * The membership then hands in, with sl_engine_set_standbys, a standby for
+ * every partition the running instances own, and calls
+ * sl_engine_warmup_planned with how many it named (0: nobody runs, join at
+ * once). The engine joins once each standby is within
+ * acceptable.recovery.lag records of its changelogs' ends, or after
+ * warmup.max.ms. Until then the current owners keep serving. */
+void sl_engine_expect_warmup(sl_engine *engine);
+/* Whether the engine waits for a warm-up plan or for its standbys. */
+bool sl_engine_warming(const sl_engine *engine);
+void sl_engine_warmup_planned(sl_engine *engine, size_t partitions);
 
 /* The persisted instance id (32 hex digits; it also names the
  * transactional id), and the application id. Borrowed from the engine;

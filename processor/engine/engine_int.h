@@ -174,6 +174,18 @@ struct sl_engine {
     char group_id[SL_TOPOLOGY_MAX_NODES][SL_TOPOLOGY_MAX_NAME + 300];
     bool joined[SL_TOPOLOGY_MAX_NODES]; /* the consumer got its first assignment */
     size_t next_source;                 /* the group polled first next time */
+    /* A group whose consumer failed fatally (fenced) is joined again with a
+     * new consumer at group_rejoin_ms (clients_drop_group); [src]. */
+    int64_t group_rejoin_ms[SL_TOPOLOGY_MAX_NODES];
+    int64_t group_fenced_ms[SL_TOPOLOGY_MAX_NODES];
+    int group_fences[SL_TOPOLOGY_MAX_NODES];
+    /* Warm-up before joining (engine.c, warm_up): a new instance joins the
+     * groups only once its standbys of the running instances' tasks caught
+     * up. fresh: the instance id was created by this start. */
+    bool fresh, join_pending;
+    int64_t warm_started_ms, warm_max_ms, acceptable_lag, warm_logged_ms;
+    atomic_bool warmup_expected, warming;
+    atomic_llong warmup_plan; /* -1 until the membership planned; else partitions named */
     int wake[2]; /* pipe: every group consumer's queue writes a byte to wake[1]
                     when it becomes non-empty, so the loop waits on all */
     rd_kafka_t *producer, *restore_consumer, *global_consumer;
@@ -231,7 +243,7 @@ struct sl_engine {
         sl_counter *records_in[SL_TOPOLOGY_MAX_NODES];  /* per source topic */
         sl_counter *records_out[SL_TOPOLOGY_MAX_NODES]; /* per sink topic */
         sl_counter *records_dlq, *records_wrong_partition, *changelog_records, *commits, *early_commits, *aborts,
-            *producer_resets, *restored_records, *restore_ms, *global_records, *punctuations,
+            *producer_resets, *group_rejoins, *global_catch_ups, *restored_records, *restore_ms, *global_records, *punctuations,
             *replies, *replies_ignored, *cache_emitted, *cache_coalesced;
         sl_gauge *tasks_assigned, *tasks_running, *restore_remaining, *block_cache_bytes,
             *standby_tasks;
@@ -321,6 +333,10 @@ void standby_release(sl_engine *engine, int source, int32_t partition);
 void standby_revisit(sl_engine *engine);
 /* Close every standby with a checkpoint (sl_engine_close). */
 void standby_close_all(sl_engine *engine);
+/* Warm-up: whether every wanted standby (of a source with stores) is open
+ * and within `acceptable` records of its changelogs' ends, once the loop
+ * has applied the membership's latest wanted set; *n: how many there are. */
+bool standby_warm(sl_engine *engine, int64_t acceptable, size_t *n);
 /* Free what is left (sl_engine_destroy). */
 void standby_free_all(sl_engine *engine);
 
@@ -405,6 +421,11 @@ sl_err clients_create_consumers(sl_engine *engine, char *errstr, size_t errstr_s
 sl_err clients_subscribe(sl_engine *engine, char *errstr, size_t errstr_size);
 /* The source whose group consumer `rk` is, or -1. */
 int clients_source_of(const sl_engine *engine, const rd_kafka_t *rk);
+/* Destroy the fatally failed consumer of group `src` (its tasks already
+ * closed) and schedule a new one, backing off while fences repeat. */
+void clients_drop_group(sl_engine *engine, size_t src);
+/* Create and subscribe the consumers of dropped groups that are due. */
+void clients_rejoin_groups(sl_engine *engine);
 /* Leave every group (each revoke runs the rebalance callback). */
 void clients_close_consumers(sl_engine *engine);
 /* Destroy every client and close the wake pipe. */

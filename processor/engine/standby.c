@@ -325,7 +325,7 @@ static int standby_message(sl_engine *engine, const rd_kafka_message_t *m, stand
 /* Records the standby is behind its changelogs' ends (the ends the
  * standby consumer last saw, no request sent); INT64_MAX until every
  * store has reached its end once. */
-static void update_lag(sl_engine *engine, standby *sb) {
+static int64_t standby_lag(sl_engine *engine, const standby *sb) {
     int64_t lag = 0;
     for (size_t s = 0; s < engine->topology->n_stores; s++) {
         const standby_store *ss = &sb->stores[s];
@@ -335,13 +335,36 @@ static void update_lag(sl_engine *engine, standby *sb) {
         if (!ss->caught_up ||
             rd_kafka_get_watermark_offsets(engine->standby_consumer, engine->changelog_topic[s],
                                            sb->partition, &low, &high)) {
-            lag = INT64_MAX;
-            break;
+            return INT64_MAX;
         }
         if (high > ss->position)
             lag += high - ss->position;
     }
-    query_set_standby_lag(engine, sb, lag);
+    return lag;
+}
+
+static void update_lag(sl_engine *engine, standby *sb) {
+    query_set_standby_lag(engine, sb, standby_lag(engine, sb));
+}
+
+bool standby_warm(sl_engine *engine, int64_t acceptable, size_t *n) {
+    *n = 0;
+    if (engine->standby_seen_version != atomic_load(&engine->standby_version))
+        return false; /* the loop has not opened the latest wanted set yet */
+    for (size_t src = 0; src < engine->topology->n_sources; src++) {
+        if (!source_has_stores(engine, src))
+            continue;
+        for (int32_t p = 0; p < engine->source_partitions[src]; p++) {
+            if (engine->standby_snapshot[src][p] != STANDBY_WANTED ||
+                (engine->tasks[src] && engine->tasks[src][p]))
+                continue;
+            (*n)++;
+            standby *sb = engine->standbys[src][p];
+            if (!sb || standby_lag(engine, sb) > acceptable)
+                return false;
+        }
+    }
+    return true;
 }
 
 bool standby_poll(sl_engine *engine) {

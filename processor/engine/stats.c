@@ -46,10 +46,16 @@ void stats_register(sl_engine *engine) {
         sl_metrics_counter(m, "sluice_transaction_aborts_total", "Aborted transactions", NULL);
     engine->m.producer_resets = sl_metrics_counter(m, "sluice_producer_resets_total",
                                                    "Producers recreated after a fatal error", NULL);
+    engine->m.group_rejoins = sl_metrics_counter(
+        m, "sluice_group_rejoins_total",
+        "Group consumers recreated after a fatal error (a fenced static member)", NULL);
     engine->m.restored_records = sl_metrics_counter(
         m, "sluice_restore_records_total", "Changelog records applied while restoring", NULL);
     engine->m.restore_ms = sl_metrics_counter(m, "sluice_restore_milliseconds_total",
                                               "Wall time tasks spent restoring", NULL);
+    engine->m.global_catch_ups = sl_metrics_counter(
+        m, "sluice_global_store_catch_ups_total",
+        "Global store lookups that missed and read the store's topic to its end first", NULL);
     engine->m.global_records = sl_metrics_counter(m, "sluice_global_store_records_total",
                                                   "Records applied to global stores", NULL);
     engine->m.punctuations =
@@ -142,6 +148,7 @@ void sl_engine_stats_get(const sl_engine *engine, sl_engine_stats *stats) {
     stats->commits = sl_counter_value(engine->m.commits);
     stats->aborts = sl_counter_value(engine->m.aborts);
     stats->producer_resets = sl_counter_value(engine->m.producer_resets);
+    stats->group_rejoins = sl_counter_value(engine->m.group_rejoins);
     stats->restored_records = sl_counter_value(engine->m.restored_records);
     stats->restore_ms = sl_counter_value(engine->m.restore_ms);
     stats->global_records = sl_counter_value(engine->m.global_records);

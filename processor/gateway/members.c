@@ -50,6 +50,12 @@ struct sl_members {
     char instance_id[SL_MEMBERS_MAX_ID];
     char address[SL_MEMBERS_MAX_ADDRESS];
     bool publish;
+    /* The topic's end when the instance started; read_to_end (thread only)
+     * once the consumer got there: what was published before is known. An
+     * end-of-partition event alone would not do: with members publishing
+     * faster than a fetch waits, a fetch never comes back empty. */
+    int64_t history_end;
+    bool read_to_end;
     int interval_ms, expiry_ms;
     pthread_t thread;
     bool thread_started;
@@ -217,6 +223,36 @@ static int by_instance_id(const void *a, const void *b) {
  * each knows its share without a coordinator. While a dead owner's record
  * has not expired, its partitions may be claimed twice; the newer record
  * is applied last and wins. Every 500 ms. */
+/* A new instance warming up before it joins (sl_engine_warming): a standby
+ * of every partition the live instances own, since the group's assignor
+ * will pick the ones that move here. Planned once the topic's history is
+ * read, so "nobody runs" is known, not guessed. Under m->lock. */
+static void plan_warmup(sl_members *m, int64_t now) {
+    size_t n = 0;
+    for (size_t i = 0; i < SL_MEMBERS_MAX; i++) {
+        const entry *e = &m->entries[i];
+        if (!live(m, e, now) || !e->assignment || strcmp(e->instance_id, m->instance_id) == 0)
+            continue;
+        const char *topic;
+        json_t *partitions;
+        json_object_foreach(e->assignment, topic, partitions) {
+            size_t index;
+            json_t *value;
+            json_array_foreach(partitions, index, value) {
+                if (n >= MAX_ASSIGNED || !json_is_integer(value))
+                    continue;
+                m->standby_topics[n] = topic;
+                m->standby_partitions[n] = (int32_t)json_integer_value(value);
+                m->standby_wanted[n] = true;
+                n++;
+            }
+        }
+    }
+    sl_engine_set_standbys(m->engine, m->standby_topics, m->standby_partitions, m->standby_wanted,
+                           n);
+    sl_engine_warmup_planned(m->engine, n);
+}
+
 static void update_standbys(sl_members *m) {
     int64_t now = sl_clock_mono_ms();
     if (!m->engine || !m->publish || now - m->standbys_ms < 500)
@@ -225,6 +261,12 @@ static void update_standbys(sl_members *m) {
     const entry *ring[SL_MEMBERS_MAX];
     size_t k = 0, n = 0;
     pthread_mutex_lock(&m->lock);
+    if (sl_engine_warming(m->engine)) {
+        if (m->read_to_end)
+            plan_warmup(m, now);
+        pthread_mutex_unlock(&m->lock);
+        return;
+    }
     for (size_t i = 0; i < SL_MEMBERS_MAX; i++)
         if (live(m, &m->entries[i], now) && m->entries[i].assignment)
             ring[k++] = &m->entries[i];
@@ -279,7 +321,11 @@ static void *run(void *arg) {
         if (msg) {
             if (!msg->err)
                 apply(m, msg);
-            else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            if (!msg->err && msg->offset + 1 >= m->history_end)
+                m->read_to_end = true;
+            else if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                m->read_to_end = true;
+            else
                 LOG(m, SL_LOG_WARN, "consumer: %s", rd_kafka_message_errstr(msg));
             rd_kafka_message_destroy(msg);
         }
@@ -340,7 +386,7 @@ sl_members *sl_members_new(const sl_config *config, const char *bootstrap,
     }
     static const char *const producer_settings[] = {"acks", "all", "linger.ms", "0", NULL};
     const char *const consumer_settings[] = {
-        "enable.auto.commit", "false", "enable.partition.eof", "false", "group.id", m->topic, NULL};
+        "enable.auto.commit", "false", "enable.partition.eof", "true", "group.id", m->topic, NULL};
     m->producer = sl_kafka_client_new(RD_KAFKA_PRODUCER, bootstrap, config, &m->logger,
                                       producer_settings, m, NULL, errstr, errstr_size);
     if (!m->producer)
@@ -365,6 +411,26 @@ sl_members *sl_members_new(const sl_config *config, const char *bootstrap,
                 rd_kafka_err2str(code));
         goto fail;
     }
+    /* A topic created a moment ago may have no leader yet: retry. */
+    int64_t low = 0;
+    rd_kafka_resp_err_t end_code = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int64_t deadline = sl_clock_mono_ms() + ADMIN_TIMEOUT_MS;;) {
+        end_code = rd_kafka_query_watermark_offsets(m->consumer, m->topic, 0, &low,
+                                                    &m->history_end, 5000);
+        if (!end_code || sl_clock_mono_ms() >= deadline)
+            break;
+        struct timespec pause = {0, 200 * 1000000};
+        nanosleep(&pause, NULL);
+    }
+    if (end_code) {
+        /* Then the table is taken as read at once: a new instance may join
+         * without warming up, nothing worse. */
+        LOG(m, SL_LOG_WARN, "cannot read the end of %s: %s", m->topic, rd_kafka_err2str(end_code));
+        m->history_end = 0;
+    }
+    m->read_to_end = m->history_end <= low;
+    if (m->publish && engine && sl_engine_warming(engine))
+        sl_engine_expect_warmup(engine);
     if (pthread_create(&m->thread, NULL, run, m) != 0) {
         sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "cannot start the membership thread");
         goto fail;

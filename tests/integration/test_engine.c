@@ -784,6 +784,143 @@ static void a_standby_makes_a_moved_task_restore_only_the_tail(void **state) {
     test_instance_free(&b);
 }
 
+/* A consumer in `<app>-data` with group.instance.id = `id`: joining fences
+ * the instance's static member of that id (as librdkafka 2.0's own rejoin
+ * after a broker bounce can, its issue #3437). Polls until it holds an
+ * assignment, keeps it 3 s, then leaves the group. */
+static bool join_as(const char *app_id, const char *input, const char *id) {
+    char why[512], group[160];
+    snprintf(group, sizeof(group), "%s-data", app_id);
+    rd_kafka_conf_t *conf = sl_kafka_conf_new(RD_KAFKA_CONSUMER, test_kafka_bootstrap(), NULL,
+                                              &test_logger, why, sizeof(why));
+    if (!conf || sl_kafka_conf_set(conf, "group.id", group, why, sizeof(why)) ||
+        sl_kafka_conf_set(conf, "group.instance.id", id, why, sizeof(why)) ||
+        sl_kafka_conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", why,
+                          sizeof(why)) ||
+        sl_kafka_conf_set(conf, "session.timeout.ms", "6000", why, sizeof(why)))
+        return false;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (!rk)
+        return false;
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, input, RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    bool assigned = false;
+    for (int64_t deadline = test_now_ms() + 30000; !assigned && test_now_ms() < deadline;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m)
+            rd_kafka_message_destroy(m);
+        rd_kafka_topic_partition_list_t *assignment = NULL;
+        if (!rd_kafka_assignment(rk, &assignment) && assignment) {
+            assigned = assignment->cnt > 0;
+            rd_kafka_topic_partition_list_destroy(assignment);
+        }
+    }
+    /* Hold the place over a few of the instance's heartbeats (1 s), which
+     * the broker answers FENCED_INSTANCE_ID, then leave (unsubscribe sends a
+     * LeaveGroup even for a static member). */
+    for (int64_t until = test_now_ms() + 3000; assigned && test_now_ms() < until;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+    rd_kafka_unsubscribe(rk);
+    for (int i = 0; i < 10; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+    rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    return assigned;
+}
+
+/* Static membership is on by default. A static member fenced by another
+ * member with its group.instance.id gets a fatal error from librdkafka and
+ * never consumes again unless the engine replaces the consumer: the
+ * instance must close that group's tasks, join again and go on exactly. */
+static void a_fenced_static_member_joins_again(void **state) {
+    (void)state;
+    test_need_broker();
+    eos_scenario sc;
+    eos_scenario_init(test_admin, &sc, "fenced", 4);
+    test_instance a;
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", NULL);
+    test_instance_start_ready(&a, 90000, "the instance");
+    eos_driver first = {.sc = &sc, .from = 0, .to = 2000};
+    eos_drive(&first);
+    assert_true(eos_wait_consumed(&sc, 120000));
+    char path[400], id[64] = "";
+    snprintf(path, sizeof(path), "%s/%s/instance.id", a.state_dir, sc.app_id);
+    FILE *file = fopen(path, "r");
+    assert_non_null(file);
+    assert_non_null(fgets(id, sizeof(id), file));
+    fclose(file);
+    id[strcspn(id, "\n")] = '\0';
+    assert_true(join_as(sc.app_id, sc.input, id));
+    eos_driver second = {.sc = &sc, .from = 2000, .to = 4000};
+    eos_drive(&second);
+    bool consumed = eos_wait_consumed(&sc, 90000);
+    long long rejoins = test_http_metric(a.http_port, "sluice_group_rejoins_total");
+    print_message("# after the fence: input consumed %s, group rejoins %lld\n",
+                  consumed ? "yes" : "no", rejoins);
+    if (!consumed || rejoins < 1)
+        test_instance_dump_log(&a, 40);
+    assert_true(consumed);
+    assert_true(rejoins >= 1);
+    assert_int_equal(test_instance_stop(&a, 60000), 0);
+    eos_verify_exactly_once(&sc);
+    test_instance_free(&a);
+}
+
+/* KIP-441: a new instance warms up (standbys of every running task) before
+ * it joins, so the tasks that move to it restore only the tail, while the
+ * old owner serves them meanwhile. With warmup.max.ms=0 b would restore
+ * its tasks' changelogs in full (about half of the records). */
+static void a_new_instance_warms_up_before_it_joins(void **state) {
+    (void)state;
+    test_need_broker();
+    eos_scenario sc;
+    eos_scenario_init(test_admin, &sc, "warmup", 16);
+    test_instance a, b;
+    eos_instance_init(&a, &sc, test_work_dir, "a", "exactly_once_v2", NULL);
+    eos_instance_init(&b, &sc, test_work_dir, "b", "exactly_once_v2", NULL);
+    test_instance_set(&a, "gateway.members.interval.ms=500");
+    test_instance_set(&b, "gateway.members.interval.ms=500");
+    test_instance_start_ready(&a, 90000, "the first instance");
+    const long records = 20000;
+    eos_driver d = {.sc = &sc, .from = 0, .to = records};
+    eos_drive(&d);
+    assert_true(eos_wait_consumed(&sc, 120000));
+    int64_t started = test_now_ms();
+    test_instance_start_ready(&b, 120000, "the new instance");
+    long long b_running = 0;
+    for (int64_t deadline = test_now_ms() + 60000; b_running < 2 && test_now_ms() < deadline;
+         usleep(100 * 1000))
+        b_running = test_instance_engine_stat(&b, "tasks_running");
+    long long restored = test_instance_engine_stat(&b, "restored_records");
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "grep -q 'joining: warmed up' '%s'", b.log_path);
+    bool warmed = system(cmd) == 0;
+    print_message("# b ready %lld ms after its start, runs %lld tasks, restored %lld changelog "
+                  "records for them (of %ld records in)\n",
+                  (long long)(test_now_ms() - started), b_running, restored, records);
+    if (!warmed || b_running < 2 || restored >= records / 10)
+        test_instance_dump_log(&b, 40);
+    assert_true(warmed);
+    assert_true(b_running >= 2);
+    assert_true(restored >= 0 && restored < records / 10);
+    eos_driver more = {.sc = &sc, .from = records, .to = records + 4000};
+    eos_drive(&more);
+    assert_true(eos_wait_consumed(&sc, 120000));
+    assert_int_equal(test_instance_stop(&b, 60000), 0);
+    assert_int_equal(test_instance_stop(&a, 60000), 0);
+    eos_verify_exactly_once(&sc);
+    test_instance_free(&a);
+    test_instance_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(poison_record_goes_to_the_dlq_and_the_stream_continues),
@@ -799,6 +936,8 @@ int main(void) {
         cmocka_unit_test(at_least_once_loses_nothing_and_reports_duplicates),
         cmocka_unit_test(an_upgrade_keeps_the_offsets_of_the_single_group),
         cmocka_unit_test(a_standby_makes_a_moved_task_restore_only_the_tail),
+        cmocka_unit_test(a_fenced_static_member_joins_again),
+        cmocka_unit_test(a_new_instance_warms_up_before_it_joins),
     };
     /* SLUICE_TEST_FILTER=pattern runs only the matching tests (cmocka glob). */
     if (getenv("SLUICE_TEST_FILTER"))

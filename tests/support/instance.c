@@ -13,6 +13,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,44 @@ void test_instance_set_fast_failover(test_instance *inst) {
     test_instance_set(inst, "health.kafka.interval.ms=500");
 }
 
+/* Every instance process still running, killed when the test program
+ * exits: a cmocka failure jumps over test_instance_free, and an instance
+ * left running would hold a port and a core through every later test (and
+ * outlive the run). */
+static pid_t running[256];
+static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void kill_running(void) {
+    pthread_mutex_lock(&running_lock);
+    for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++)
+        if (running[i] > 0) {
+            kill(running[i], SIGKILL);
+            waitpid(running[i], NULL, 0);
+        }
+    pthread_mutex_unlock(&running_lock);
+}
+
+static void track(pid_t pid) {
+    static bool registered;
+    pthread_mutex_lock(&running_lock);
+    if (!registered)
+        registered = atexit(kill_running) == 0;
+    for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++)
+        if (running[i] <= 0) {
+            running[i] = pid;
+            break;
+        }
+    pthread_mutex_unlock(&running_lock);
+}
+
+static void untrack(pid_t pid) {
+    pthread_mutex_lock(&running_lock);
+    for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++)
+        if (running[i] == pid)
+            running[i] = 0;
+    pthread_mutex_unlock(&running_lock);
+}
+
 void test_instance_start(test_instance *inst) {
     char path[PATH_MAX], state[300], port[64], secret[340];
     app_path(inst->app, path, sizeof(path));
@@ -125,6 +164,7 @@ void test_instance_start(test_instance *inst) {
         _exit(127);
     }
     inst->pid = pid;
+    track(pid);
 }
 
 bool test_instance_wait_ready(test_instance *inst, int timeout_ms) {
@@ -137,6 +177,7 @@ bool test_instance_wait_ready(test_instance *inst, int timeout_ms) {
         if (inst->pid && waitpid(inst->pid, &status, WNOHANG) == inst->pid) {
             fprintf(stderr, "# instance %s exited while starting (status %d)\n", inst->state_dir,
                     status);
+            untrack(inst->pid);
             inst->pid = 0;
             return false;
         }
@@ -196,6 +237,7 @@ void test_instance_kill9(test_instance *inst) {
         return;
     kill(inst->pid, SIGKILL);
     waitpid(inst->pid, NULL, 0);
+    untrack(inst->pid);
     inst->pid = 0;
     inst->restarts++;
 }
@@ -207,6 +249,7 @@ int test_instance_stop(test_instance *inst, int timeout_ms) {
     int status = 0;
     for (int64_t deadline = test_now_ms() + timeout_ms; test_now_ms() < deadline;) {
         if (waitpid(inst->pid, &status, WNOHANG) == inst->pid) {
+            untrack(inst->pid);
             inst->pid = 0;
             return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
         }
