@@ -31,6 +31,12 @@ static const sl_config_prop props[] = {
      "A refresh token presented again this soon after its rotation (a client retrying after a "
      "timeout or a 503, on any instance) gets the same answer, the same token pair; later, or "
      "after another use, it counts as reuse and revokes the session. 0: no retry."},
+    {"identity.register.visible.timeout.ms", SL_CONFIG_INT, "5000", 0, 60000, NULL,
+     "POST /user/register answers only once the new user can be read on every instance "
+     "(users-by-id at its owner, one repartition hop after the registration, and every "
+     "global store named by the composing app, e.g. the dialogs' recipients), so a client "
+     "may get, log in or be written to at once, anywhere. The longest wait; after it, 503 "
+     "with Retry-After (retry with the same Idempotency-Key). 0: answer at once."},
     {"identity.token.leeway.s", SL_CONFIG_INT, "30", 0, 300, NULL,
      "Clock skew tolerated when checking exp, nbf and iat, seconds."},
     {"identity.token.cache.entries", SL_CONFIG_INT, "65536", 16, 16777216, NULL,

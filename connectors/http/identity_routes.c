@@ -74,7 +74,12 @@ struct sl_identity_http {
     int64_t access_ttl_s, refresh_ttl_s, leeway_s;
     int64_t refresh_grace_ms; /* a retried refresh gets the first answer */
     int hash_timeout_ms;
+    int visible_timeout_ms; /* identity.register.visible.timeout.ms */
     char users_topic[256], tokens_topic[256];
+    /* Global stores a new user id must be in before the registration is
+     * answered (sl_identity_http_await_global). */
+    const char *await_globals[SL_IDENTITY_HTTP_MAX_AWAIT];
+    size_t n_await_globals;
 };
 
 #define logf_(ih, level, ...) sl_log((ih)->logger, (level), "identity", __VA_ARGS__)
@@ -347,6 +352,44 @@ static bool throttled(sl_identity_http *ih, const sl_http_request *req, sl_http_
     return true;
 }
 
+sl_err sl_identity_http_await_global(sl_identity_http *ih, const char *store) {
+    if (ih->n_await_globals >= SL_IDENTITY_HTTP_MAX_AWAIT)
+        return SL_ERR_FULL;
+    ih->await_globals[ih->n_await_globals++] = store;
+    return SL_OK;
+}
+
+/* Read-your-writes for a registration: the new user readable everywhere
+ * before the answer. users-by-id is filled one repartition hop after the
+ * transaction that answered; each awaited global store is read into every
+ * instance from a topic that is filled later still, so it is awaited here
+ * (then it is committed to the topic, and any instance's lookup that
+ * misses catches its copy up: globals_catch_up). */
+static bool registration_visible(sl_identity_http *ih, const char *user_id) {
+    if (ih->visible_timeout_ms <= 0)
+        return true;
+    int64_t deadline = sl_clock_mono_ms() + ih->visible_timeout_ms;
+    if (sl_gateway_await(ih->gateway, SL_IDENTITY_STORE_USERS_BY_ID, user_id, strlen(user_id),
+                         ih->visible_timeout_ms) != SL_OK)
+        return false;
+    for (size_t i = 0; i < ih->n_await_globals; i++) {
+        for (;;) {
+            char *value = NULL;
+            size_t value_len = 0;
+            sl_err err = sl_engine_global_get(ih->engine, ih->await_globals[i], user_id,
+                                              strlen(user_id), &value, &value_len);
+            free(value);
+            if (err == SL_OK)
+                break;
+            if (sl_clock_mono_ms() >= deadline)
+                return false;
+            struct timespec pause = {0, 10 * 1000000};
+            nanosleep(&pause, NULL);
+        }
+    }
+    return true;
+}
+
 static void handle_register(void *opaque, const sl_http_request *req, sl_http_response *resp) {
     sl_identity_http *ih = opaque;
     char message[256], ipkey[80];
@@ -430,7 +473,12 @@ static void handle_register(void *opaque, const sl_http_request *req, sl_http_re
         Sluice__V1__UserRegistered *ev =
             sluice__v1__user_registered__unpack(NULL, reply->payload.len, reply->payload.data);
         token_pair *pair = ev ? malloc(sizeof(*pair)) : NULL;
-        if (!pair || issue_pair(ih, ev->user_id, NULL, NULL, pair)) {
+        if (ev && !registration_visible(ih, ev->user_id)) {
+            http_fail(ih, req, resp, 503,
+                      "registered, but not yet readable on every instance; retry with the same "
+                      "Idempotency-Key, or log in",
+                      SL_RESPOND_RETRY_AFTER_S);
+        } else if (!pair || issue_pair(ih, ev->user_id, NULL, NULL, pair)) {
             http_fail(ih, req, resp, 500, "registered, but the tokens could not be issued: log in", 0);
         } else {
             json_t *root = pair_json(ih, pair);
@@ -676,7 +724,7 @@ static void handle_refresh(void *opaque, const sl_http_request *req, sl_http_res
                          : SL_OK;
     int64_t rotated_at_ms = 0;
     if (!err && !session_revoked)
-        err = revoke(ih, claims.jti, claims.sid, claims.exp, "rotated", claims.jti, &already,
+        err = revoke(ih, claims.jti, claims.sid, claims.exp, SL_IDENTITY_REASON_ROTATED, claims.jti, &already,
                      &rotated_at_ms);
     if (err) {
         request_failed(ih, req, resp, err, "the refresh");
@@ -864,6 +912,7 @@ sl_identity_http *sl_identity_http_new(const sl_config *config, sl_gateway *gate
     ih->leeway_s = sl_config_get_int(config, "identity.token.leeway.s");
     ih->refresh_grace_ms = sl_config_get_int(config, "identity.refresh.retry.grace.ms");
     ih->hash_timeout_ms = (int)sl_config_get_int(config, "identity.argon2.timeout.ms");
+    ih->visible_timeout_ms = (int)sl_config_get_int(config, "identity.register.visible.timeout.ms");
     sl_identity_options options;
     sl_identity_options_from_config(&options, config);
     snprintf(ih->users_topic, sizeof(ih->users_topic), "%susers.commands", options.topic_prefix);

@@ -56,4 +56,13 @@ bool sl_identity_http_authenticate(sl_identity_http *ih, const sl_http_request *
 /* Stop the hashing pool and free. Stop the HTTP server first. NULL is fine. */
 void sl_identity_http_destroy(sl_identity_http *ih);
 
+/* The most global stores sl_identity_http_await_global takes. */
+#define SL_IDENTITY_HTTP_MAX_AWAIT 4
+
+/* A registration is answered only once the new user id is a key of global
+ * store `store` (borrowed name) on this instance, as well as of
+ * users-by-id at its owner (identity.register.visible.timeout.ms). Before
+ * the routes serve. */
+sl_err sl_identity_http_await_global(sl_identity_http *ih, const char *store);
+
 #endif

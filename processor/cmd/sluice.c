@@ -141,7 +141,12 @@ static sl_err add_identity_routes(void *opaque, sl_http_server *http, sl_gateway
         sl_log(routes->logger, SL_LOG_ERROR, "identity", "%s", errstr);
         return SL_ERR_CONFIG;
     }
-    sl_err err = sl_identity_http_routes(routes->http, http);
+    /* A registration is answered once the dialogs know the user too, so a
+     * message to a user whose registration was acknowledged is never
+     * refused as unknown. */
+    sl_err err = sl_identity_http_await_global(routes->http, SL_DIALOGS_STORE_USERS);
+    if (!err)
+        err = sl_identity_http_routes(routes->http, http);
     if (err)
         return err;
     routes->dialogs = sl_dialogs_http_new(routes->config, gateway, routes->http, routes->logger,

@@ -109,8 +109,17 @@ sl_err sl_ctx_global_get(sl_ctx *ctx, const char *store, const void *key, size_t
     if (g < 0 || !ctx->engine->globals[g].store)
         return SL_ERR_INVALID;
     char why[256];
-    return sl_store_get(ctx->engine->globals[g].store, key, key_len, value, value_len, why,
-                        sizeof(why));
+    sl_err err = sl_store_get(ctx->engine->globals[g].store, key, key_len, value, value_len, why,
+                              sizeof(why));
+    /* Read-your-writes across instances: what was committed to the global
+     * topic before this record was produced must be seen, however far this
+     * instance's global consumer lags. */
+    if (err == SL_ERR_NOT_FOUND && ctx->record) {
+        globals_catch_up(ctx->engine, g, ctx->record->timestamp_ms);
+        err = sl_store_get(ctx->engine->globals[g].store, key, key_len, value, value_len, why,
+                           sizeof(why));
+    }
+    return err;
 }
 
 sl_err sl_ctx_emit(sl_ctx *ctx, const char *sink, const void *key, size_t key_len,

@@ -126,6 +126,9 @@ typedef struct global_state {
     sl_store *store;
     global_partition *partitions;
     int n_partitions;
+    /* Wall time at which the last completed catch-up (globals_catch_up)
+     * asked for the topic's ends; INT64_MIN: none yet. */
+    int64_t caught_up_asked_ms;
     char path[PATH_MAX];
 } global_state;
 
@@ -242,9 +245,10 @@ struct sl_engine {
     struct {
         sl_counter *records_in[SL_TOPOLOGY_MAX_NODES];  /* per source topic */
         sl_counter *records_out[SL_TOPOLOGY_MAX_NODES]; /* per sink topic */
-        sl_counter *records_dlq, *records_wrong_partition, *changelog_records, *commits, *early_commits, *aborts,
-            *producer_resets, *group_rejoins, *global_catch_ups, *restored_records, *restore_ms, *global_records, *punctuations,
-            *replies, *replies_ignored, *cache_emitted, *cache_coalesced;
+        sl_counter *records_dlq, *records_wrong_partition, *changelog_records, *commits,
+            *early_commits, *aborts, *producer_resets, *group_rejoins, *global_catch_ups,
+            *restored_records, *restore_ms, *global_records, *punctuations, *replies,
+            *replies_ignored, *cache_emitted, *cache_coalesced;
         sl_gauge *tasks_assigned, *tasks_running, *restore_remaining, *block_cache_bytes,
             *standby_tasks;
         sl_counter *standby_records;
@@ -385,6 +389,10 @@ void collector_drop_pending(sl_engine *engine);
 /* ---- globals.c ---------------------------------------------------------- */
 sl_err globals_start(sl_engine *engine, char *errstr, size_t errstr_size);
 void globals_poll(sl_engine *engine);
+/* A lookup of global store `g` missed while processing a record produced
+ * at `produced_ms` (wall): read the store's topic up to its ends as of now,
+ * unless a catch-up that asked after produced_ms already did. */
+void globals_catch_up(sl_engine *engine, int g, int64_t produced_ms);
 void globals_checkpoint(sl_engine *engine);
 void globals_free(sl_engine *engine);
 

@@ -4,9 +4,14 @@
  * checkpointed offsets), so a lookup is local. The engine is ready only
  * after every global store reached the end of its topic once
  * (bootstrapped); after that sl_engine_global_get may read from any thread.
+ * A processor's lookup that misses first catches the store up to the
+ * topic's ends as of now (globals_catch_up), so what was committed to the
+ * topic before the record was produced is seen.
  */
 #include <string.h>
+#include <unistd.h>
 
+#include "processor/base/clock.h"
 #include "processor/engine/engine_int.h"
 #include "processor/kafka/admin.h"
 
@@ -45,6 +50,7 @@ sl_err globals_start(sl_engine *engine, char *errstr, size_t errstr_size) {
             break;
         }
         gs->n_partitions = partitions;
+        gs->caught_up_asked_ms = INT64_MIN;
         for (int p = 0; p < partitions; p++) {
             gs->partitions[p].partition = p;
             gs->partitions[p].next_offset = RD_KAFKA_OFFSET_BEGINNING;
@@ -141,6 +147,61 @@ void globals_poll(sl_engine *engine) {
             LOG(engine, SL_LOG_INFO, "global stores bootstrapped");
         }
     }
+}
+
+/* How long a lookup that missed may wait for its global store to read up to
+ * the ends it asked for (an open transaction on the topic holds the last
+ * stable offset back until it ends). */
+#define GLOBAL_CATCH_UP_MS 2000
+
+static bool reached(const global_state *gs, const rd_kafka_topic_partition_list_t *ends) {
+    for (int i = 0; i < ends->cnt; i++) {
+        const rd_kafka_topic_partition_t *end = &ends->elems[i];
+        if (!end->err && end->offset >= 0 && end->partition < gs->n_partitions &&
+            gs->partitions[end->partition].next_offset < end->offset)
+            return false;
+    }
+    return true;
+}
+
+/* The ends are the last stable offsets (ListOffsets with the consumer's
+ * read_committed isolation, one request per leader): everything committed
+ * when they were asked for lies below them. A record produced before the
+ * last completed catch-up asked is answered from the store as it is, so a
+ * run of lookups that miss (sends to ids that do not exist) costs one
+ * round trip per catch-up, not one each. */
+void globals_catch_up(sl_engine *engine, int g, int64_t produced_ms) {
+    global_state *gs = &engine->globals[g];
+    if (!engine->globals_bootstrapped || gs->caught_up_asked_ms >= produced_ms)
+        return;
+    const char *topic = engine->topology->globals[g].topic;
+    int64_t asked = sl_clock_wall_ms();
+    rd_kafka_topic_partition_list_t *ends = rd_kafka_topic_partition_list_new(gs->n_partitions);
+    for (int p = 0; p < gs->n_partitions; p++)
+        rd_kafka_topic_partition_list_add(ends, topic, p)->offset = RD_KAFKA_OFFSET_END;
+    rd_kafka_resp_err_t code =
+        rd_kafka_offsets_for_times(engine->global_consumer, ends, GLOBAL_CATCH_UP_MS);
+    sl_counter_add(engine->m.global_catch_ups, 1);
+    if (code) {
+        LOG(engine, SL_LOG_WARN, "global store %s: cannot read the topic's ends: %s",
+            engine->topology->globals[g].store, rd_kafka_err2str(code));
+        rd_kafka_topic_partition_list_destroy(ends);
+        return;
+    }
+    int64_t deadline = sl_clock_mono_ms() + GLOBAL_CATCH_UP_MS;
+    while (!reached(gs, ends)) {
+        if (sl_clock_mono_ms() >= deadline) {
+            LOG(engine, SL_LOG_WARN, "global store %s: not at its topic's ends after %d ms",
+                engine->topology->globals[g].store, GLOBAL_CATCH_UP_MS);
+            rd_kafka_topic_partition_list_destroy(ends);
+            return;
+        }
+        globals_poll(engine);
+        if (!reached(gs, ends))
+            usleep(1000);
+    }
+    gs->caught_up_asked_ms = asked;
+    rd_kafka_topic_partition_list_destroy(ends);
 }
 
 void globals_free(sl_engine *engine) {

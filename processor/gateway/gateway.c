@@ -17,6 +17,18 @@
  * membership table, so a stale table can only cost a hop or a 503, never a
  * read of a store this instance does not hold.
  *
+ * A local read first waits until every commit the engine had begun is
+ * applied to its stores (sl_engine_query_settle): a write whose
+ * transaction committed (its reply is visible) is then readable, so a
+ * client that got its answer reads what it wrote, here or through a hop.
+ *
+ * Awaiting a key (sl_gateway_await): the route of a command whose effect
+ * lands in another store than the one it answered from (registration ->
+ * users-by-id, one repartition hop later) waits until the key exists at
+ * the owner of its partition before it answers: locally, or by asking the
+ * owner (GET /v1/await/{store}/{hex key}/{ms}, signed like a hop, refused
+ * without) to wait locally. Either way the owner settles first.
+ *
  * "Carries the hop header" means a hop header with a valid MAC under the
  * cluster secret (trust.h). The guard (hop_guard) answers 401 to any request
  * whose hop header is not valid, before routing, so a client cannot claim
@@ -28,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "processor/base/clock.h"
 #include "processor/gateway/trust.h"
@@ -36,6 +49,8 @@
 #include "processor/kafka/client.h"
 
 #define RETRY_AFTER_S 1
+/* The longest a read waits for the commits begun before it to be applied. */
+#define SETTLE_MS 2000
 
 struct sl_gateway {
     sl_logger logger;
@@ -348,6 +363,15 @@ sl_gateway_outcome sl_gateway_get(sl_gateway *g, const sl_http_request *req, sl_
             from_standby = true;
         }
     }
+    if (err == SL_ERR_NOT_FOUND && partition >= 0 && !from_standby) {
+        /* Absent, or written by a commit not applied yet: settle, look again. */
+        if (sl_engine_query_settle(g->engine, SETTLE_MS) != SL_OK) {
+            sl_gateway_error(g, req, resp, 503, "the store is behind its last commit; retry",
+                             RETRY_AFTER_S);
+            return SL_GATEWAY_ANSWERED;
+        }
+        err = sl_engine_query_get(g->engine, store, key, key_len, value, value_len, &partition);
+    }
     if (err == SL_OK || (err == SL_ERR_NOT_FOUND && partition >= 0)) {
         served_here(g, resp, from_standby, lag);
         return err == SL_OK ? SL_GATEWAY_LOCAL : SL_GATEWAY_MISSING;
@@ -365,6 +389,13 @@ sl_gateway_outcome sl_gateway_range(sl_gateway *g, const sl_http_request *req,
         return SL_GATEWAY_ANSWERED;
     int32_t partition;
     int64_t lag = 0;
+    /* A range may read writes of a commit not applied yet: settle first
+     * (an instance that does not own the key settles for nothing). */
+    if (!stale && sl_engine_query_settle(g->engine, SETTLE_MS) != SL_OK) {
+        sl_gateway_error(g, req, resp, 503, "the store is behind its last commit; retry",
+                         RETRY_AFTER_S);
+        return SL_GATEWAY_ANSWERED;
+    }
     sl_err err = sl_engine_query_range(g->engine, store, routing_key, routing_key_len, range, visit,
                                        opaque, NULL, &partition);
     bool from_standby = false;
@@ -390,6 +421,142 @@ sl_err sl_gateway_request(sl_gateway *g, const char *topic, const void *key, siz
         return SL_ERR_NOT_READY;
     return sl_replies_request(g->replies, topic, key, key_len, encode, opaque, g->reply_timeout_ms,
                               reply, NULL);
+}
+
+/* ---- awaiting a key ------------------------------------------------------ */
+
+static void respond_text(sl_gateway *g, const sl_http_request *req, sl_http_response *resp,
+                         char *text);
+
+static void pause_ms(int ms) {
+    struct timespec pause = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&pause, NULL);
+}
+
+/* Wait here, as the owner, until `key` exists: SL_OK, SL_ERR_TIMEOUT, or
+ * the engine's error when this instance does not (or no longer) own it. */
+static sl_err await_local(sl_gateway *g, const char *store, const void *key, size_t key_len,
+                          int64_t deadline) {
+    for (;;) {
+        char *value = NULL;
+        size_t value_len = 0;
+        int32_t partition;
+        sl_err err =
+            sl_engine_query_get(g->engine, store, key, key_len, &value, &value_len, &partition);
+        free(value);
+        if (err != SL_ERR_NOT_FOUND || partition < 0)
+            return err;
+        int64_t left = deadline - sl_clock_mono_ms();
+        if (left <= 0)
+            return SL_ERR_TIMEOUT;
+        if (sl_engine_query_settle(g->engine, (int)left) == SL_OK) {
+            err = sl_engine_query_get(g->engine, store, key, key_len, &value, &value_len,
+                                      &partition);
+            free(value);
+            if (err != SL_ERR_NOT_FOUND)
+                return err;
+        }
+        pause_ms(10);
+    }
+}
+
+static void hex_encode(const void *data, size_t len, char *out) {
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = hex[p[i] >> 4];
+        out[2 * i + 1] = hex[p[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+/* Ask the owner at `address` to wait up to wait_ms for the key: SL_OK when
+ * it answered 200. */
+static sl_err await_remote(sl_gateway *g, const char *address, const char *store,
+                           const void *key, size_t key_len, int wait_ms) {
+    char hex[2 * SL_GATEWAY_AWAIT_KEY_MAX + 1], target[3 * SL_GATEWAY_AWAIT_KEY_MAX + 512];
+    if (key_len > SL_GATEWAY_AWAIT_KEY_MAX || strlen(store) > 200)
+        return SL_ERR_INVALID;
+    hex_encode(key, key_len, hex);
+    snprintf(target, sizeof(target), "/v1/await/%s/%s/%d", store, hex, wait_ms);
+    char hop[SL_TRUST_HOP_MAX];
+    if (sl_trust_hop_sign(g->trust, "GET", target, NULL, 0, sl_clock_wall_ms() / 1000,
+                          sl_engine_instance_id(g->engine), hop, sizeof(hop)))
+        return SL_ERR_INVALID;
+    sl_httpc_header headers[] = {{SL_GATEWAY_HOP_HEADER, hop}};
+    sl_httpc_response answer;
+    char why[512];
+    sl_err err = sl_httpc_request(address, "GET", target, headers, 1, NULL, 0,
+                                  wait_ms + g->forward_timeout_ms, 4096, &answer, why, sizeof(why));
+    if (err)
+        return err;
+    int status = answer.status;
+    sl_httpc_response_free(&answer);
+    return status == 200 ? SL_OK : SL_ERR_NOT_READY;
+}
+
+sl_err sl_gateway_await(sl_gateway *g, const char *store, const void *key, size_t key_len,
+                        int timeout_ms) {
+    int64_t deadline = sl_clock_mono_ms() + timeout_ms;
+    for (;;) {
+        sl_err err = await_local(g, store, key, key_len, deadline);
+        if (err == SL_OK || err == SL_ERR_TIMEOUT || err == SL_ERR_INVALID)
+            return err;
+        int64_t left = deadline - sl_clock_mono_ms();
+        if (left <= 0)
+            return SL_ERR_TIMEOUT;
+        int32_t partition;
+        const char *topic;
+        char owner_id[SL_MEMBERS_MAX_ID], address[SL_MEMBERS_MAX_ADDRESS];
+        if (err == SL_ERR_NOT_OWNER && g->members &&
+            sl_engine_query_partition(g->engine, store, key, key_len, &partition, &topic) ==
+                SL_OK &&
+            sl_members_owner(g->members, topic, partition, owner_id, address) == SL_OK &&
+            strcmp(owner_id, sl_engine_instance_id(g->engine)) != 0 &&
+            await_remote(g, address, store, key, key_len, (int)left) == SL_OK)
+            return SL_OK;
+        if (sl_clock_mono_ms() >= deadline)
+            return SL_ERR_TIMEOUT;
+        pause_ms(50); /* restoring, moving, or the owner not known yet */
+    }
+}
+
+/* GET /v1/await/{store}/{hex key}/{ms}: for instances only (a valid hop
+ * header); 200 once the key exists here, 404 when it did not within ms
+ * (at most the forwarding timeout), 503 when this instance does not own it. */
+static void await_route(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_gateway *g = opaque;
+    if (!sl_gateway_forwarded(g, req)) {
+        sl_gateway_error(g, req, resp, 403, "for instances of this cluster only", 0);
+        return;
+    }
+    const char *store = sl_http_request_param(req, "store");
+    const char *hex = sl_http_request_param(req, "key");
+    const char *ms = sl_http_request_param(req, "ms");
+    size_t hex_len = strlen(hex);
+    unsigned char key[SL_GATEWAY_AWAIT_KEY_MAX];
+    char *end = NULL;
+    long wait_ms = strtol(ms, &end, 10);
+    bool ok = hex_len % 2 == 0 && hex_len / 2 <= sizeof(key) && end && *end == '\0' &&
+              wait_ms >= 0;
+    for (size_t i = 0; ok && i < hex_len / 2; i++) {
+        unsigned int byte;
+        ok = sscanf(hex + 2 * i, "%2x", &byte) == 1;
+        key[i] = (unsigned char)byte;
+    }
+    if (!ok) {
+        sl_gateway_error(g, req, resp, 400, "await: a store, a hex key and milliseconds", 0);
+        return;
+    }
+    if (wait_ms > g->forward_timeout_ms)
+        wait_ms = g->forward_timeout_ms;
+    sl_err err = await_local(g, store, key, hex_len / 2, sl_clock_mono_ms() + wait_ms);
+    if (err == SL_OK)
+        respond_text(g, req, resp, strdup("{}"));
+    else if (err == SL_ERR_TIMEOUT)
+        sl_gateway_error(g, req, resp, 404, "the key did not appear in time", 0);
+    else
+        sl_gateway_error(g, req, resp, 503, "not the owner of the key's partition", RETRY_AFTER_S);
 }
 
 /* ---- generic routes ------------------------------------------------------ */
@@ -436,7 +603,8 @@ sl_err sl_gateway_routes(sl_gateway *g, sl_http_server *http) {
     sl_err err;
     sl_http_server_guard(http, hop_guard, g);
     if ((err = sl_http_route(http, "GET", "/v1/members", members_route, g)) ||
-        (err = sl_http_route(http, "GET", "/v1/metadata/{store}/{key}", metadata_route, g)))
+        (err = sl_http_route(http, "GET", "/v1/metadata/{store}/{key}", metadata_route, g)) ||
+        (err = sl_http_route(http, "GET", "/v1/await/{store}/{key}/{ms}", await_route, g)))
         return err;
     return SL_OK;
 }

@@ -98,6 +98,17 @@ sl_gateway_outcome sl_gateway_range(sl_gateway *gateway, const sl_http_request *
                                     const sl_query_range *range, sl_query_visit_fn *visit,
                                     void *opaque);
 
+/* The longest key sl_gateway_await can ask another instance about. */
+#define SL_GATEWAY_AWAIT_KEY_MAX 512
+
+/* Wait until `key` of `store` exists at the owner of its partition (here,
+ * or by asking the owner through GET /v1/await), the owner's writes
+ * settled: after SL_OK, any instance's read of the key finds it. For the
+ * answer of a command whose effect reaches another store one hop later.
+ * SL_ERR_TIMEOUT after timeout_ms. Any handler thread. */
+sl_err sl_gateway_await(sl_gateway *gateway, const char *store, const void *key, size_t key_len,
+                        int timeout_ms);
+
 /* Answer an error {"message", "code", "request_id"}, with Retry-After when
  * retry_after_s > 0, and log it with the request id (5xx as warnings). */
 void sl_gateway_error(sl_gateway *gateway, const sl_http_request *req, sl_http_response *resp,

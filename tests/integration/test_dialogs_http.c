@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 #include <signal.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +213,108 @@ static int owner_of(const char *store, const char *key) {
 
 /* ------------------------------------------------------------------------ */
 /* Tests                                                                     */
+
+/* ------------------------------------------------------------------------ */
+/* Read-your-writes of a registration across instances                       */
+
+typedef struct ryw_run {
+    int thread, count;
+    const user *sender;
+    pthread_mutex_t *lock;
+    int registered, not_registered, get_missed, login_missed, send_refused, other;
+} ryw_run;
+
+static void *register_then_use_elsewhere(void *opaque) {
+    ryw_run *r = opaque;
+    for (int i = 0; i < r->count; i++) {
+        int at = (r->thread + i) % N;
+        char body[512];
+        pthread_mutex_lock(r->lock);
+        int n = ++serial;
+        pthread_mutex_unlock(r->lock);
+        snprintf(body, sizeof(body),
+                 "{\"first_name\":\"R\",\"second_name\":\"W\",\"city\":\"X\",\"password\":"
+                 "\"correct horse battery\",\"email\":\"ryw-%d-%d@example.org\"}",
+                 (int)getpid(), n);
+        test_answer *a = call(at, "POST", "/user/register", NULL, body, strlen(body));
+        if (a->status != 200) {
+            fprintf(stderr, "# register on %d: %d %s\n", at, a->status, a->body);
+            r->not_registered++;
+            test_answer_free(a);
+            continue;
+        }
+        r->registered++;
+        char id[64], path[128];
+        snprintf(id, sizeof(id), "%s", test_answer_field(a, "user_id"));
+        test_answer_free(a);
+        /* At once, on the next instance: get, log in by id. */
+        int other = (at + 1) % N;
+        snprintf(path, sizeof(path), "/user/get/%s", id);
+        a = call(other, "GET", path, NULL, NULL, 0);
+        if (a->status == 404)
+            r->get_missed++;
+        else if (a->status != 200)
+            r->other++;
+        test_answer_free(a);
+        snprintf(body, sizeof(body), "{\"id\":\"%s\",\"password\":\"correct horse battery\"}", id);
+        a = call(other, "POST", "/login", NULL, body, strlen(body));
+        if (a->status == 401)
+            r->login_missed++;
+        else if (a->status != 200)
+            r->other++;
+        test_answer_free(a);
+        /* And a message to the new user, through the third instance. */
+        a = send_text((at + 2) % N, r->sender, id, "welcome", NULL);
+        if (a->status == 400 && strstr(a->body, "not a registered user"))
+            r->send_refused++;
+        else if (a->status != 200)
+            r->other++;
+        if (a->status != 200)
+            fprintf(stderr, "# send to %s: %d %s\n", id, a->status, a->body);
+        test_answer_free(a);
+    }
+    return NULL;
+}
+
+/* The OTUS flow with no pause: register on one instance, then get and log
+ * in by id on another and receive a message through a third. Before the
+ * registration waited for users-by-id and the dialogs' copy, the get was a
+ * 404 and the login a 401 (users-by-id lags one repartition hop), and the
+ * send could be refused as an unknown recipient. */
+static void a_registration_is_readable_and_writable_at_once_on_every_instance(void **state) {
+    (void)state;
+    NEED_BROKER();
+    user sender;
+    register_user(&sender, "ryw-sender");
+    enum { THREADS = 4, EACH = 50 };
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    ryw_run runs[THREADS];
+    pthread_t threads[THREADS];
+    int64_t started = test_now_ms();
+    for (int t = 0; t < THREADS; t++) {
+        runs[t] = (ryw_run){.thread = t, .count = EACH, .sender = &sender, .lock = &lock};
+        pthread_create(&threads[t], NULL, register_then_use_elsewhere, &runs[t]);
+    }
+    ryw_run total = {0};
+    for (int t = 0; t < THREADS; t++) {
+        pthread_join(threads[t], NULL);
+        total.registered += runs[t].registered;
+        total.not_registered += runs[t].not_registered;
+        total.get_missed += runs[t].get_missed;
+        total.login_missed += runs[t].login_missed;
+        total.send_refused += runs[t].send_refused;
+        total.other += runs[t].other;
+    }
+    print_message("# %d registrations in %lld ms (%d not answered 200); on another instance at "
+                  "once: %d gets 404, %d logins 401, %d sends refused, %d other answers\n",
+                  total.registered, (long long)(test_now_ms() - started), total.not_registered,
+                  total.get_missed, total.login_missed, total.send_refused, total.other);
+    assert_int_equal(total.registered, THREADS * EACH);
+    assert_int_equal(total.get_missed, 0);
+    assert_int_equal(total.login_missed, 0);
+    assert_int_equal(total.send_refused, 0);
+    assert_int_equal(total.other, 0);
+}
 
 static user alice, bob, carol;
 
@@ -814,6 +917,7 @@ static void killing_the_owner_mid_conversation_never_gives_a_wrong_answer(void *
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_registration_is_readable_and_writable_at_once_on_every_instance),
         cmocka_unit_test(a_conversation_lists_exactly_what_was_sent_in_order_with_paging),
         cmocka_unit_test(only_the_two_participants_can_read_or_write_their_dialog),
         cmocka_unit_test(invalid_texts_and_ids_are_400_and_store_nothing),

@@ -385,6 +385,45 @@ static void logout_on_one_instance_is_refused_on_the_other(void **state) {
             ROUNDS, delays[ROUNDS / 2], delays[ROUNDS - 1]);
 }
 
+/* A refresh on one instance right after a logout on the other must not
+ * issue tokens: the rotation's owner looks the session up in its global
+ * blacklist, which catches up to what tokens.revoked held when the refresh
+ * was sent (before, the other instance's blacklist lag let it answer 200
+ * with a new pair, refused only afterwards). */
+static void a_refresh_right_after_a_logout_elsewhere_is_refused(void **state) {
+    (void)state;
+    NEED_BROKER();
+    user u;
+    new_user(&u, "logout-refresh");
+    enum { ROUNDS = 10 };
+    int issued = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        test_answer *login = do_login_email(r % 2, u.email, "correct horse battery");
+        assert_int_equal(login->status, 200);
+        char access[SL_JWT_MAX_TOKEN + 1], refresh[SL_JWT_MAX_TOKEN + 1];
+        char headers[SL_JWT_MAX_TOKEN + 64], body[SL_JWT_MAX_TOKEN + 64];
+        snprintf(access, sizeof(access), "%s", test_answer_field(login, "token"));
+        snprintf(refresh, sizeof(refresh), "%s", test_answer_field(login, "refresh_token"));
+        test_answer_free(login);
+        int from = r % 2, to = 1 - from;
+        bearer(headers, sizeof(headers), access);
+        test_answer *out = call(from, "POST", "/auth/logout", headers, NULL);
+        if (out->status != 204)
+            fail_msg("logout: %d %s", out->status, out->body);
+        test_answer_free(out);
+        snprintf(body, sizeof(body), "{\"refresh_token\":\"%s\"}", refresh);
+        test_answer *again = call(to, "POST", "/auth/refresh", NULL, body);
+        if (again->status == 200)
+            issued++;
+        else
+            test_assert_error_shape(again, 401);
+        test_answer_free(again);
+    }
+    print_message("# refreshes answered 200 right after a logout on the other instance: %d of %d\n",
+                  issued, ROUNDS);
+    assert_int_equal(issued, 0);
+}
+
 /* Introspect `token` on `instance` until it is inactive (revoked: the
  * instance's blacklist caught up), or fail after WAIT_MS. */
 static void wait_inactive(int instance, const char *caller, const char *token) {
@@ -661,6 +700,7 @@ int main(void) {
         cmocka_unit_test(login_by_id_and_by_email_and_unknown_users_look_alike),
         cmocka_unit_test(repeated_wrong_passwords_are_throttled),
         cmocka_unit_test(logout_on_one_instance_is_refused_on_the_other),
+        cmocka_unit_test(a_refresh_right_after_a_logout_elsewhere_is_refused),
         cmocka_unit_test(refresh_rotates_and_reuse_revokes_the_session),
         cmocka_unit_test(a_retried_refresh_within_the_grace_gets_the_same_pair),
         cmocka_unit_test(a_retried_logout_is_answered_the_same),

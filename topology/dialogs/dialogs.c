@@ -26,9 +26,15 @@
  * every message. Instead the dialogs-users-feed processor copies each
  * UserRegistered of users.events (user id only, no profile or password
  * hash) to the compacted dialogs.users topic, which every instance reads
- * into the global store dialogs-users; the check is a local lookup. The
- * price is lag: a user registered in the last ~two commit intervals can be
- * refused as UNKNOWN_RECIPIENT (retry). compaction keeps every user.
+ * into the global store dialogs-users; the check is a local lookup. Lag
+ * is closed at both ends: POST /user/register answers only once the user
+ * is in dialogs-users (so in the topic, committed), and a lookup that
+ * misses reads the topic up to its ends as of now before it answers
+ * (globals_catch_up), so a message to a user whose registration was
+ * acknowledged before the message was sent is never refused.
+ * UNKNOWN_RECIPIENT stays for ids that are not registered (or were
+ * registered around the engine, straight on users.commands, and not fed
+ * yet: retry). Compaction keeps every user.
  *
  * The per-user index. Each message produces the whole new DialogSummary of
  * both participants (absolute values: last sequence, preview, unread

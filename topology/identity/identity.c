@@ -509,6 +509,23 @@ static sl_err revoke(sl_identity *id, sl_ctx *ctx, const sl_record *record,
     return answer_revocation(id, ctx, meta, revoked);
 }
 
+static sl_err session_blacklisted(sl_ctx *ctx, const char *session_id, bool *revoked) {
+    char key[8 + MAX_KEY];
+    int n = snprintf(key, sizeof(key), "sid:%s", session_id);
+    if (n < 0 || (size_t)n >= sizeof(key))
+        return SL_ERR_INVALID;
+    char *value;
+    size_t len;
+    sl_err err = sl_ctx_global_get(ctx, SL_IDENTITY_STORE_BLACKLIST, key, (size_t)n, &value, &len);
+    if (err == SL_ERR_NOT_FOUND)
+        return SL_OK;
+    if (err)
+        return err;
+    free(value);
+    *revoked = true;
+    return SL_OK;
+}
+
 static sl_err process_tokens_command(sl_ctx *ctx, const sl_record *record, void *opaque) {
     sl_identity *id = opaque;
     sl_arena_reset(id->arena);
@@ -522,6 +539,21 @@ static sl_err process_tokens_command(sl_ctx *ctx, const sl_record *record, void 
         revoked.jti = r->jti;
         revoked.expires_at_ms = r->expires_at_ms;
         revoked.reason = r->reason;
+        if (strcmp(r->reason, SL_IDENTITY_REASON_ROTATED) == 0 && r->session_id[0]) {
+            /* A rotation of a session revoked anywhere (a logout on another
+             * instance a moment ago) is refused: the global lookup catches
+             * up to what tokens.revoked held when this command was sent. */
+            bool session_revoked = false;
+            sl_err err = session_blacklisted(ctx, r->session_id, &session_revoked);
+            if (err)
+                return err;
+            if (session_revoked) {
+                revoked.session_id = r->session_id;
+                revoked.already_revoked = true;
+                revoked.revoked_at_ms = record->timestamp_ms;
+                return answer_revocation(id, ctx, r->meta, &revoked);
+            }
+        }
         return revoke(id, ctx, record, r->meta, "jti", r->jti, &revoked);
     }
     const Sluice__V1__RevokeSession *r = cmd->revoke_session;

@@ -40,6 +40,9 @@
 #define SL_IDENTITY_STORE_USERS_BY_EMAIL "users-by-email"
 #define SL_IDENTITY_STORE_USERS_BY_ID    "users-by-id"
 #define SL_IDENTITY_STORE_BLACKLIST      "blacklist"
+/* RevokeToken.reason of a refresh token's rotation: refused (answered
+ * already_revoked) when the token's session is revoked. */
+#define SL_IDENTITY_REASON_ROTATED "rotated"
 
 typedef struct sl_identity sl_identity;
 
