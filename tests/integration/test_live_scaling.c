@@ -38,7 +38,12 @@
  *     every dialog, each once, in send order;
  *   - dialogs.events (read_committed) holds exactly one MessageSent per
  *     acknowledged send, with the acknowledged text, and per dialog the
- *     sequences 1..n without a gap or a duplicate.
+ *     sequences 1..n without a gap or a duplicate;
+ *   - the Postgres sink (`sluice sink`, running from the first instance to
+ *     the end, into a database of its own) equals the topics: its messages
+ *     table holds exactly the acknowledged sends (sender and text), 1..n per
+ *     dialog, and its users table one row per UserRegistered of
+ *     users.events.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -46,6 +51,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -57,9 +63,11 @@
 
 #include "connectors/http/auth/jwt.h"
 #include "sluice/v1/dialogs.pb-c.h"
+#include "sluice/v1/identity.pb-c.h"
 #include "tests/support/broker.h"
 #include "tests/support/http_client.h"
 #include "tests/support/instance.h"
+#include "tests/support/postgres.h"
 #include "tests/support/testutil.h"
 #include "topology/dialogs/dialogs.h"
 
@@ -87,7 +95,11 @@
 #define MAX_RESTARTS     (KILL_PHASE_MS / KILL_EVERY_MS)
 
 static test_cluster cluster; /* a, b, c; a test starts them, its teardown stops them */
-static char dialogs_events[160];
+static char dialogs_events[160], users_events[160];
+/* The Postgres sink of the run (start_the_sink), and its database. */
+static test_instance sink;
+static bool sink_started;
+static PGconn *sink_pg;
 
 /* ---- what the clients share with the main thread --------------------------- */
 
@@ -423,6 +435,7 @@ static int setup(void **state) {
     test_unique_name(cluster.app_id, sizeof(cluster.app_id), "live");
     snprintf(cluster.prefix, sizeof(cluster.prefix), "%s.", cluster.app_id);
     snprintf(dialogs_events, sizeof(dialogs_events), "%sdialogs.events", cluster.prefix);
+    snprintf(users_events, sizeof(users_events), "%susers.events", cluster.prefix);
     cluster.n = TEST_CLUSTER_MAX;
     static const char *const names[TEST_CLUSTER_MAX] = {"a", "b", "c"};
     for (int i = 0; i < cluster.n; i++) {
@@ -445,6 +458,12 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
+    if (sink_started)
+        test_instance_free(&sink);
+    sink_started = false;
+    if (sink_pg)
+        PQfinish(sink_pg);
+    sink_pg = NULL;
     return test_cluster_stop(&cluster);
 }
 
@@ -606,6 +625,86 @@ static void visit_event(const rd_kafka_message_t *m, void *opaque) {
     sluice__v1__dialogs_event__free_unpacked(e, NULL);
 }
 
+/* ---- the Postgres sink ---------------------------------------------------------- */
+
+/* `sluice sink` on the run's events topics, into a database of its own;
+ * after the first instance created the topics. */
+static void start_the_sink(void) {
+    if (!test_pg_dsn())
+        return;
+    char db[64], dsn[512];
+    snprintf(db, sizeof(db), "live_%d_%lld", (int)getpid(), (long long)(test_now_ms() % 100000));
+    sink_pg = test_pg_create_database(db, dsn, sizeof(dsn));
+    const char *const command[] = {"sink", NULL};
+    test_instance_init_sluice(&sink, cluster.work_dir, "sink", command);
+    test_instance_set(&sink, "pg.dsn=%s", dsn);
+    test_instance_set(&sink, "application.id=%s", cluster.app_id);
+    test_instance_set(&sink, "pg.sink.users.topic=%s", users_events);
+    test_instance_set(&sink, "pg.sink.messages.topic=%s", dialogs_events);
+    test_instance_start_ready(&sink, READY_MS, "sluice sink");
+    sink_started = true;
+}
+
+static void count_registered(const rd_kafka_message_t *m, void *opaque) {
+    Sluice__V1__UsersEvent *e = sluice__v1__users_event__unpack(NULL, m->len, m->payload);
+    if (e && e->event_case == SLUICE__V1__USERS_EVENT__EVENT_USER_REGISTERED)
+        (*(long *)opaque)++;
+    if (e)
+        sluice__v1__users_event__free_unpacked(e, NULL);
+}
+
+/* The sink's tables against what was acknowledged (the topic was checked
+ * against it already): every acknowledged send once, with its sender and
+ * text, 1..n per dialog; one user row per UserRegistered. */
+static void verify_the_sink(long sends) {
+    if (!sink_started)
+        return;
+    long long rows = -1;
+    for (int64_t deadline = test_now_ms() + 60000; test_now_ms() < deadline; usleep(200 * 1000)) {
+        rows = test_pg_query_int(sink_pg, "SELECT count(*) FROM messages");
+        if (rows >= sends)
+            break;
+    }
+    PGresult *res = PQexec(sink_pg, "SELECT dialog_id, sequence, sender_id, text FROM messages");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    long differing = 0;
+    for (int r = 0; r < PQntuples(res); r++) {
+        client *c = NULL;
+        dialog *d = find_dialog(PQgetvalue(res, r, 0), &c);
+        long long seq = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+        bool same = d && seq >= 1 && seq <= d->n_sends;
+        if (same) {
+            const sent_message *s = &c->sends[d->sends[seq - 1]];
+            same = strcmp(PQgetvalue(res, r, 3), s->text) == 0 &&
+                   strcmp(PQgetvalue(res, r, 2), c->users[s->sender].id) == 0;
+        }
+        if (!same && differing++ < 3)
+            fprintf(stderr, "# sink row %s/%lld is not an acknowledged send\n",
+                    PQgetvalue(res, r, 0), seq);
+    }
+    PQclear(res);
+    long long gaps = test_pg_query_int(sink_pg, "SELECT count(*) FROM (SELECT dialog_id FROM "
+                                                "messages GROUP BY dialog_id HAVING min(sequence) "
+                                                "<> 1 OR max(sequence) <> count(*)) AS gaps");
+    long registered = 0;
+    assert_true(test_scan_topic(test_kafka_bootstrap(), users_events, "read_committed",
+                                count_registered, &registered, 30000) >= 0);
+    long long user_rows = -1;
+    for (int64_t deadline = test_now_ms() + 30000; test_now_ms() < deadline; usleep(200 * 1000)) {
+        user_rows = test_pg_query_int(sink_pg, "SELECT count(*) FROM users");
+        if (user_rows >= registered)
+            break;
+    }
+    fprintf(stderr,
+            "# sink: %lld message rows for %ld acknowledged sends (%ld differ, %lld dialogs with "
+            "gaps), %lld user rows for %ld UserRegistered\n",
+            rows, sends, differing, gaps, user_rows, registered);
+    assert_int_equal(rows, sends);
+    assert_int_equal(differing, 0);
+    assert_int_equal(gaps, 0);
+    assert_int_equal(user_rows, registered);
+}
+
 /* ---- shared by the tests ------------------------------------------------------ */
 
 static void start_the_clients(void) {
@@ -688,6 +787,7 @@ static void verify_what_was_acknowledged(int64_t load_ms) {
     assert_int_equal(scan.wrong_text, 0);
     assert_int_equal(scan.unknown_dialog, 0);
     assert_int_equal(scan.message_sent, sends);
+    verify_the_sink(sends);
 }
 
 /* ---- the tests ---------------------------------------------------------------- */
@@ -697,6 +797,7 @@ static void scaling_1_2_3_kill_restart_3_2_1_under_load_loses_and_duplicates_not
     NEED_BROKER();
     int64_t test_started = test_started_ms = test_now_ms();
     start_step(0, "start a (1 instance)");
+    start_the_sink();
     start_the_clients();
     pause_ms(STEP_PAUSE_MS);
     start_step(1, "start b (2 instances)");
@@ -786,6 +887,7 @@ static void failover_with_defaults_kill9_every_15s_loses_and_duplicates_nothing(
     }
     fprintf(stderr, "# at %6.1f s: a, b and c ready\n",
             (double)(test_now_ms() - test_started) / 1000.0);
+    start_the_sink();
     start_the_clients();
     pause_ms(WARM_UP_MS);
 
