@@ -89,20 +89,20 @@ static sl_err get_text(json_t *root, const char *name, char *out, size_t max, bo
     return SL_OK;
 }
 
-static sl_err get_password(json_t *root, char *out, size_t *out_len, char *message,
-                           size_t message_size) {
-    json_t *v = json_object_get(root, "password");
+static sl_err get_new_password(json_t *root, const char *field, char *out, size_t *out_len,
+                               char *message, size_t message_size) {
+    json_t *v = json_object_get(root, field);
     if (!v || !json_is_string(v))
-        return say(message, message_size, "%s", "password: a string is required");
+        return say(message, message_size, "%s: a string is required", field);
     size_t len = json_string_length(v);
     const char *s = json_string_value(v);
     if (len > SL_PASSWORD_MAX_LEN)
-        return say(message, message_size, "password: longer than %d bytes", SL_PASSWORD_MAX_LEN);
+        return say(message, message_size, "%s: longer than %d bytes", field, SL_PASSWORD_MAX_LEN);
     /* Any Unicode is allowed (ASVS 5.0 6.2.9), NUL is not: argon2 hashes
      * bytes, and a NUL would make C strings disagree with the hash. */
     if (memchr(s, '\0', len) || !sl_text_valid(s, len, true) ||
         sl_utf8_chars(s, len) < SL_IDREQ_PASSWORD_MIN)
-        return say(message, message_size, "password: at least %d characters of valid UTF-8",
+        return say(message, message_size, "%s: at least %d characters of valid UTF-8", field,
                    SL_IDREQ_PASSWORD_MIN);
     memcpy(out, s, len);
     out[len] = '\0';
@@ -143,13 +143,14 @@ void sl_login_req_clear(sl_login_req *req) {
     explicit_bzero(req, sizeof(*req));
 }
 
-/* jansson keeps its own copy of the body's strings: wipe the password in
+/* jansson keeps its own copy of the body's strings: wipe the passwords in
  * it before the tree is freed. */
 static void wipe_and_free(json_t *root) {
-    json_t *v = json_object_get(root, "password");
-    if (v && json_is_string(v)) {
-        size_t len = json_string_length(v);
-        explicit_bzero((char *)json_string_value(v), len);
+    static const char *const secret[] = {"password", "current_password", "new_password", NULL};
+    for (const char *const *field = secret; *field; field++) {
+        json_t *v = json_object_get(root, *field);
+        if (v && json_is_string(v))
+            explicit_bzero((char *)json_string_value(v), json_string_length(v));
     }
     json_decref(root);
 }
@@ -171,7 +172,8 @@ sl_err sl_register_req_parse(const char *body, size_t len, sl_register_req *out,
         (err = get_text(root, "city", out->city, SL_IDENTITY_MAX_NAME, false, message,
                         message_size)) ||
         (err = get_email(root, out->email, message, message_size)) ||
-        (err = get_password(root, out->password, &out->password_len, message, message_size)))
+        (err = get_new_password(root, "password", out->password, &out->password_len, message,
+                                message_size)))
         goto done;
     if (!out->first_name[0] || !out->second_name[0]) {
         err = say(message, message_size, "%s",
@@ -231,6 +233,37 @@ done:
     wipe_and_free(root);
     if (err)
         sl_login_req_clear(out);
+    return err;
+}
+
+void sl_password_req_clear(sl_password_req *req) {
+    explicit_bzero(req, sizeof(*req));
+}
+
+sl_err sl_password_req_parse(const char *body, size_t len, sl_password_req *out, char *message,
+                             size_t message_size) {
+    sl_password_req_clear(out);
+    json_t *root = sl_json_object_parse(body, len, message, message_size);
+    if (!root)
+        return SL_ERR_INVALID;
+    /* The current password: its shape only, as for a login. */
+    json_t *v = json_object_get(root, "current_password");
+    size_t clen = v && json_is_string(v) ? json_string_length(v) : 0;
+    sl_err err = SL_OK;
+    if (!v || !json_is_string(v) || clen == 0 || clen > SL_PASSWORD_MAX_LEN ||
+        memchr(json_string_value(v), '\0', clen)) {
+        err = say(message, message_size, "%s", "current_password: a non-empty string is required");
+        goto done;
+    }
+    memcpy(out->current, json_string_value(v), clen);
+    out->current[clen] = '\0';
+    out->current_len = clen;
+    err = get_new_password(root, "new_password", out->next, &out->next_len, message,
+                           message_size);
+done:
+    wipe_and_free(root);
+    if (err)
+        sl_password_req_clear(out);
     return err;
 }
 

@@ -68,6 +68,20 @@ sl_err sl_login_req_parse(const char *body, size_t len, sl_login_req *out, char 
                           size_t message_size);
 void sl_login_req_clear(sl_login_req *req);
 
+typedef struct sl_password_req {
+    char current[SL_PASSWORD_MAX_LEN + 1];
+    size_t current_len;
+    char next[SL_PASSWORD_MAX_LEN + 1];
+    size_t next_len;
+} sl_password_req;
+
+/* Parse {"current_password", "new_password"} (POST /user/password): the
+ * current one by its shape only (as a login), the new one by the rules of
+ * a registration. As sl_register_req_parse. */
+sl_err sl_password_req_parse(const char *body, size_t len, sl_password_req *out, char *message,
+                             size_t message_size);
+void sl_password_req_clear(sl_password_req *req);
+
 /* The token of {"<field>": "<token>"} (JSON), or of field=<token> in an
  * application/x-www-form-urlencoded body (RFC 7662 introspection), copied
  * NUL-terminated into out (SL_IDREQ_TOKEN_MAX + 1 bytes). Tokens are

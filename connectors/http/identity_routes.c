@@ -192,6 +192,9 @@ static int check_token(sl_identity_http *ih, const char *token, sl_jwt_typ typ,
     }
     bool revoked = false;
     sl_err err = sl_identity_token_revoked(ih->engine, claims->jti, claims->sid, &revoked);
+    if (!err && !revoked) /* a password change ended the token's session */
+        err = sl_identity_user_revoked(ih->engine, claims->sub, claims->sid, claims->iat,
+                                       &revoked);
     if (err == SL_ERR_UNAVAILABLE) {
         *message = "the token blacklist is still loading";
         return 503;
@@ -275,10 +278,12 @@ static sl_err encode_register(void *opaque, const Sluice__V1__CommandMeta *meta,
 
 typedef struct revoke_command {
     const char *command_id;
-    const char *jti; /* NULL: revoke the session */
-    const char *sid;
+    const char *jti; /* NULL: revoke the session (or, with user_id, the user's) */
+    const char *sid; /* with user_id and no jti: the session kept */
     int64_t expires_at_ms;
     const char *reason;
+    const char *user_id;  /* a rotation: the token's sub; or the user whose sessions end */
+    int64_t issued_at_ms; /* a rotation: the token's iat */
 } revoke_command;
 
 static sl_err encode_revoke(void *opaque, const Sluice__V1__CommandMeta *meta, void **value,
@@ -288,6 +293,7 @@ static sl_err encode_revoke(void *opaque, const Sluice__V1__CommandMeta *meta, v
     m.command_id = (char *)c->command_id;
     Sluice__V1__RevokeToken token = SLUICE__V1__REVOKE_TOKEN__INIT;
     Sluice__V1__RevokeSession session = SLUICE__V1__REVOKE_SESSION__INIT;
+    Sluice__V1__RevokeUserSessions user = SLUICE__V1__REVOKE_USER_SESSIONS__INIT;
     Sluice__V1__TokensCommand command = SLUICE__V1__TOKENS_COMMAND__INIT;
     if (c->jti) {
         token.meta = &m;
@@ -295,8 +301,18 @@ static sl_err encode_revoke(void *opaque, const Sluice__V1__CommandMeta *meta, v
         token.session_id = (char *)c->sid;
         token.expires_at_ms = c->expires_at_ms;
         token.reason = (char *)c->reason;
+        token.user_id = (char *)(c->user_id ? c->user_id : "");
+        token.issued_at_ms = c->issued_at_ms;
         command.command_case = SLUICE__V1__TOKENS_COMMAND__COMMAND_REVOKE_TOKEN;
         command.revoke_token = &token;
+    } else if (c->user_id) {
+        user.meta = &m;
+        user.user_id = (char *)c->user_id;
+        user.keep_session_id = (char *)c->sid;
+        user.expires_at_ms = c->expires_at_ms;
+        user.reason = (char *)c->reason;
+        command.command_case = SLUICE__V1__TOKENS_COMMAND__COMMAND_REVOKE_USER_SESSIONS;
+        command.revoke_user_sessions = &user;
     } else {
         session.meta = &m;
         session.session_id = (char *)c->sid;
@@ -370,7 +386,7 @@ static bool registration_visible(sl_identity_http *ih, const char *user_id) {
         return true;
     int64_t deadline = sl_clock_mono_ms() + ih->visible_timeout_ms;
     if (sl_gateway_await(ih->gateway, SL_IDENTITY_STORE_USERS_BY_ID, user_id, strlen(user_id),
-                         ih->visible_timeout_ms) != SL_OK)
+                         NULL, 0, ih->visible_timeout_ms) != SL_OK)
         return false;
     for (size_t i = 0; i < ih->n_await_globals; i++) {
         for (;;) {
@@ -594,6 +610,210 @@ done:
     free(body);
 }
 
+static sl_err revoke_user_sessions(sl_identity_http *ih, const char *user_id,
+                                   const char *keep_sid);
+
+typedef struct password_command {
+    const char *command_id;
+    const Sluice__V1__UserRecord *user;
+    const char *new_hash;
+} password_command;
+
+static sl_err encode_password(void *opaque, const Sluice__V1__CommandMeta *meta, void **value,
+                              size_t *value_len) {
+    const password_command *c = opaque;
+    Sluice__V1__CommandMeta m = *meta;
+    m.command_id = (char *)c->command_id;
+    Sluice__V1__ChangePassword change = SLUICE__V1__CHANGE_PASSWORD__INIT;
+    change.meta = &m;
+    change.user_id = c->user->user_id;
+    change.email = c->user->email;
+    change.new_password_hash = (char *)c->new_hash;
+    change.current_password_hash = c->user->password_hash;
+    Sluice__V1__UsersCommand command = SLUICE__V1__USERS_COMMAND__INIT;
+    command.command_case = SLUICE__V1__USERS_COMMAND__COMMAND_CHANGE_PASSWORD;
+    command.change_password = &change;
+    return sl_command_pack(&command, value, value_len);
+}
+
+/* The outcome of a ChangePassword: true with *changed_at_ms, or false
+ * after answering the rejection. */
+static bool password_changed(sl_identity_http *ih, const sl_http_request *req,
+                             sl_http_response *resp, const Sluice__V1__Reply *reply,
+                             int64_t *changed_at_ms) {
+    if (strcmp(reply->type, "sluice.v1.PasswordChanged") == 0) {
+        Sluice__V1__PasswordChanged *ev =
+            sluice__v1__password_changed__unpack(NULL, reply->payload.len, reply->payload.data);
+        if (!ev) {
+            http_fail(ih, req, resp, 500, "undecodable outcome", 0);
+            return false;
+        }
+        *changed_at_ms = ev->changed_at_ms;
+        sluice__v1__password_changed__free_unpacked(ev, NULL);
+        return true;
+    }
+    Sluice__V1__PasswordChangeRejected *ev =
+        strcmp(reply->type, "sluice.v1.PasswordChangeRejected") == 0
+            ? sluice__v1__password_change_rejected__unpack(NULL, reply->payload.len,
+                                                           reply->payload.data)
+            : NULL;
+    if (!ev)
+        http_fail(ih, req, resp, 500, "unexpected outcome", 0);
+    else if (ev->reason == SLUICE__V1__PASSWORD_CHANGE_REJECTED__REASON__CURRENT_CHANGED)
+        http_fail(ih, req, resp, 409, "the password was changed meanwhile; nothing changed", 0);
+    else if (ev->reason == SLUICE__V1__PASSWORD_CHANGE_REJECTED__REASON__NOT_FOUND)
+        http_fail(ih, req, resp, 404, "user not found", 0);
+    else
+        http_fail(ih, req, resp, 400, ev->detail && ev->detail[0] ? ev->detail : "invalid data", 0);
+    sluice__v1__password_change_rejected__free_unpacked(ev, NULL);
+    return false;
+}
+
+/* POST /user/password {"current_password", "new_password"} with the
+ * caller's Bearer access token. Answered by the owner of the user's
+ * users-by-id partition (forwarded there): the current password is checked
+ * against the stored hash (throttled like a login), the new one hashed,
+ * and ChangePassword carries the checked hash so that two racing changes
+ * cannot both win. Then every other session of the user ends
+ * (RevokeUserSessions: every token issued up to now but the new session's)
+ * and the caller gets a fresh pair in a new session. Answered once
+ * users-by-id holds the change, so a login with the new password works at
+ * once on any instance. */
+static void handle_password(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    sl_identity_http *ih = opaque;
+    sl_jwt_claims claims;
+    if (!authenticate(ih, req, resp, &claims, false))
+        return;
+    char message[256], ipkey[80], hash[SL_PASSWORD_ENCODED_MAX] = "";
+    sl_password_req *body = malloc(sizeof(*body));
+    char *value = NULL;
+    size_t value_len = 0;
+    Sluice__V1__UserRecord *user = NULL;
+    Sluice__V1__Reply *reply = NULL;
+    token_pair *pair = NULL;
+    if (!body) {
+        http_fail(ih, req, resp, 500, "out of memory", 0);
+        return;
+    }
+    size_t len = 0;
+    const char *raw = sl_http_request_body(req, &len);
+    if (sl_password_req_parse(raw, len, body, message, sizeof(message))) {
+        http_fail(ih, req, resp, 400, message, 0);
+        goto done;
+    }
+    bool forwarded = sl_gateway_forwarded(ih->gateway, req);
+    if (!forwarded && throttled(ih, req, resp, ih->per_ip, client_key(req, ipkey, sizeof(ipkey))))
+        goto done;
+    sl_gateway_outcome outcome =
+        sl_gateway_get(ih->gateway, req, resp, SL_IDENTITY_STORE_USERS_BY_ID, claims.sub,
+                       strlen(claims.sub), &value, &value_len);
+    if (outcome == SL_GATEWAY_ANSWERED)
+        goto done; /* forwarded to the owner, or 503 */
+    if (outcome == SL_GATEWAY_LOCAL)
+        user = sluice__v1__user_record__unpack(NULL, value_len, (const uint8_t *)value);
+    if (!user) {
+        http_fail(ih, req, resp, 401, "the token's user does not exist", 0);
+        goto done;
+    }
+    char account[SL_IDENTITY_MAX_EMAIL + 8];
+    sl_throttle_account_key(account, sizeof(account), user->user_id, claims.sub);
+    if (throttled(ih, req, resp, ih->per_account, account))
+        goto done;
+    bool match = false;
+    sl_err err = sl_password_pool_verify_wait(ih->pool, body->current, body->current_len,
+                                              user->password_hash, ih->hash_timeout_ms, &match);
+    if (!err && match)
+        err = sl_password_pool_hash_wait(ih->pool, body->next, body->next_len, ih->hash_timeout_ms,
+                                         hash, sizeof(hash));
+    sl_password_req_clear(body);
+    if (err && err != SL_ERR_INVALID) {
+        http_fail(ih, req, resp, 503,
+                  err == SL_ERR_FULL ? "too many passwords are being checked; retry later"
+                                     : "the password could not be checked now",
+                  SL_RESPOND_RETRY_AFTER_S);
+        goto done;
+    }
+    if (!match) {
+        sl_throttle_failure(ih->per_account, account, sl_clock_mono_ms());
+        if (!forwarded)
+            sl_throttle_failure(ih->per_ip, ipkey, sl_clock_mono_ms());
+        http_fail(ih, req, resp, 403, "current_password is wrong", 0);
+        goto done;
+    }
+    sl_throttle_success(ih->per_account, account);
+    char command_id[64];
+    password_command command = {.command_id = command_id, .user = user, .new_hash = hash};
+    char record_key[SL_IDENTITY_MAX_EMAIL + 4 + SL_UUID_LEN];
+    if (user->email[0])
+        snprintf(record_key, sizeof(record_key), "%s", user->email);
+    else
+        snprintf(record_key, sizeof(record_key), "id:%s", user->user_id);
+    err = random_command_id(command_id);
+    if (!err)
+        err = sl_gateway_request(ih->gateway, ih->users_topic, record_key, strlen(record_key),
+                                 encode_password, &command, &reply);
+    if (err) {
+        request_failed(ih, req, resp, err, "the password change");
+        goto done;
+    }
+    int64_t changed_at_ms = 0;
+    if (!password_changed(ih, req, resp, reply, &changed_at_ms))
+        goto done;
+    /* Every other session ends; the caller goes on in a new one. */
+    char sid[SL_JWT_RANDOM_ID_LEN + 1];
+    if (sl_jwt_random_id(sid, sizeof(sid)) ||
+        (err = revoke_user_sessions(ih, user->user_id, sid)) != SL_OK) {
+        logf_(ih, SL_LOG_ERROR,
+              "request %s: the password of user %.8s... changed, but its other sessions could "
+              "not be ended",
+              sl_http_request_id(req), user->user_id);
+        http_fail(ih, req, resp, 503,
+                  "the password was changed, but the other sessions could not be ended now; "
+                  "log in with the new password and change it again",
+                  SL_RESPOND_RETRY_AFTER_S);
+        goto done;
+    }
+    /* Read-your-writes: users-by-id (one hop later) holds the change. */
+    Sluice__V1__UserRecord probe = SLUICE__V1__USER_RECORD__INIT;
+    probe.password_changed_at_ms = changed_at_ms;
+    uint8_t needle[32];
+    size_t needle_len = sluice__v1__user_record__get_packed_size(&probe);
+    if (ih->visible_timeout_ms > 0 && needle_len <= sizeof(needle)) {
+        sluice__v1__user_record__pack(&probe, needle);
+        if (sl_gateway_await(ih->gateway, SL_IDENTITY_STORE_USERS_BY_ID, user->user_id,
+                             strlen(user->user_id), needle, needle_len,
+                             ih->visible_timeout_ms) != SL_OK) {
+            http_fail(ih, req, resp, 503,
+                      "the password was changed, but not every instance knows yet; log in "
+                      "with the new password in a moment",
+                      SL_RESPOND_RETRY_AFTER_S);
+            goto done;
+        }
+    }
+    pair = malloc(sizeof(*pair));
+    if (!pair || issue_pair(ih, user->user_id, sid, NULL, pair))
+        http_fail(ih, req, resp, 500, "the password was changed; the tokens could not be issued: "
+                                      "log in", 0);
+    else
+        answer_json(ih, req, resp, 200, pair_json(ih, pair));
+done:
+    if (pair) {
+        explicit_bzero(pair, sizeof(*pair));
+        free(pair);
+    }
+    sl_reply_free(reply);
+    explicit_bzero(hash, sizeof(hash));
+    if (user && user->password_hash)
+        explicit_bzero(user->password_hash, strlen(user->password_hash));
+    sluice__v1__user_record__free_unpacked(user, NULL);
+    if (value) {
+        explicit_bzero(value, value_len);
+        free(value);
+    }
+    sl_password_req_clear(body);
+    free(body);
+}
+
 static void handle_user_get(void *opaque, const sl_http_request *req, sl_http_response *resp) {
     sl_identity_http *ih = opaque;
     const char *param = sl_http_request_param(req, "id");
@@ -647,9 +867,15 @@ static void handle_user_get(void *opaque, const sl_http_request *req, sl_http_re
  * recorded). The command id is a MAC of `idempotent_on` when that is
  * non-NULL, so a retry of the request is the same command (the topology
  * answers it as the first time); random otherwise. */
+static sl_err send_revoke(sl_identity_http *ih, const revoke_command *command, const char *key,
+                          bool *already, int64_t *revoked_at_ms);
+
+/* `rotated` (NULL but for a refresh token's rotation): the token, whose
+ * sub and iat let the owner refuse the rotation of a user whose sessions
+ * a password change ended. */
 static sl_err revoke(sl_identity_http *ih, const char *jti, const char *sid, int64_t expires_at_s,
                      const char *reason, const char *idempotent_on, bool *already,
-                     int64_t *revoked_at_ms) {
+                     int64_t *revoked_at_ms, const sl_jwt_claims *rotated) {
     char command_id[64];
     unsigned char digest[32];
     sl_err err = idempotent_on ? mac_id(ih, jti ? "revoke-token" : "revoke-session",
@@ -662,11 +888,32 @@ static sl_err revoke(sl_identity_http *ih, const char *jti, const char *sid, int
                               .jti = jti,
                               .sid = sid,
                               .expires_at_ms = expires_at_s * 1000,
-                              .reason = reason};
-    const char *key = jti ? jti : sid;
+                              .reason = reason,
+                              .user_id = rotated ? rotated->sub : NULL,
+                              .issued_at_ms = rotated ? rotated->iat * 1000 : 0};
+    return send_revoke(ih, &command, jti ? jti : sid, already, revoked_at_ms);
+}
+
+/* End every session of `user_id` but `keep_sid` (a password change). */
+static sl_err revoke_user_sessions(sl_identity_http *ih, const char *user_id,
+                                   const char *keep_sid) {
+    char command_id[64];
+    if (random_command_id(command_id))
+        return SL_ERR_IO;
+    revoke_command command = {.command_id = command_id,
+                              .sid = keep_sid,
+                              .expires_at_ms = (now_s() + ih->refresh_ttl_s) * 1000,
+                              .reason = "password changed",
+                              .user_id = user_id};
+    bool already;
+    return send_revoke(ih, &command, user_id, &already, NULL);
+}
+
+static sl_err send_revoke(sl_identity_http *ih, const revoke_command *command, const char *key,
+                          bool *already, int64_t *revoked_at_ms) {
     Sluice__V1__Reply *reply = NULL;
-    err = sl_gateway_request(ih->gateway, ih->tokens_topic, key, strlen(key), encode_revoke,
-                             &command, &reply);
+    sl_err err = sl_gateway_request(ih->gateway, ih->tokens_topic, key, strlen(key), encode_revoke,
+                                    (void *)command, &reply);
     if (err)
         return err;
     *already = false;
@@ -722,10 +969,13 @@ static void handle_refresh(void *opaque, const sl_http_request *req, sl_http_res
     sl_err err = revoked ? sl_identity_token_revoked(ih->engine, NULL, claims.sid,
                                                      &session_revoked)
                          : SL_OK;
+    if (!err && revoked && !session_revoked) /* ended by a password change */
+        err = sl_identity_user_revoked(ih->engine, claims.sub, claims.sid, claims.iat,
+                                       &session_revoked);
     int64_t rotated_at_ms = 0;
     if (!err && !session_revoked)
-        err = revoke(ih, claims.jti, claims.sid, claims.exp, SL_IDENTITY_REASON_ROTATED, claims.jti, &already,
-                     &rotated_at_ms);
+        err = revoke(ih, claims.jti, claims.sid, claims.exp, SL_IDENTITY_REASON_ROTATED, claims.jti,
+                     &already, &rotated_at_ms, &claims);
     if (err) {
         request_failed(ih, req, resp, err, "the refresh");
         goto done;
@@ -737,7 +987,7 @@ static void handle_refresh(void *opaque, const sl_http_request *req, sl_http_res
         logf_(ih, SL_LOG_WARN, "refresh token reuse for session %.8s...: revoking the session "
                                "(request %s)", claims.sid, sl_http_request_id(req));
         err = revoke(ih, NULL, claims.sid, now_s() + ih->refresh_ttl_s, "refresh token reuse",
-                     NULL, &already, NULL);
+                     NULL, &already, NULL, NULL);
         if (err) {
             request_failed(ih, req, resp, err, "the refresh");
             goto done;
@@ -773,12 +1023,12 @@ static void handle_logout(void *opaque, const sl_http_request *req, sl_http_resp
         return;
     bool already = false;
     sl_err err =
-        revoke(ih, claims.jti, claims.sid, claims.exp, "logout", claims.jti, &already, NULL);
+        revoke(ih, claims.jti, claims.sid, claims.exp, "logout", claims.jti, &already, NULL, NULL);
     /* The session outlives every token of it: the newest refresh token of
      * the session expires at most refresh_ttl from now. */
     if (!err)
         err = revoke(ih, NULL, claims.sid, now_s() + ih->refresh_ttl_s, "logout", claims.jti,
-                     &already, NULL);
+                     &already, NULL, NULL);
     if (err) {
         request_failed(ih, req, resp, err, "the logout");
         return;
@@ -959,6 +1209,7 @@ sl_err sl_identity_http_routes(sl_identity_http *ih, sl_http_server *http) {
         (err = sl_http_route(http, "GET", "/user/get/{id}", handle_user_get, ih)) ||
         (err = sl_http_route(http, "POST", "/auth/refresh", handle_refresh, ih)) ||
         (err = sl_http_route(http, "POST", "/auth/logout", handle_logout, ih)) ||
+        (err = sl_http_route(http, "POST", "/user/password", handle_password, ih)) ||
         (err = sl_http_route(http, "POST", "/auth/introspect", handle_introspect, ih)) ||
         (err = sl_http_route(http, "GET", "/.well-known/jwks.json", handle_jwks, ih)))
         return err;

@@ -36,6 +36,7 @@
  */
 #include "processor/gateway/gateway.h"
 
+#include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -433,26 +434,39 @@ static void pause_ms(int ms) {
     nanosleep(&pause, NULL);
 }
 
-/* Wait here, as the owner, until `key` exists: SL_OK, SL_ERR_TIMEOUT, or
- * the engine's error when this instance does not (or no longer) own it. */
+/* The key's value here: SL_OK when it exists and holds `needle` (any value
+ * when needle is NULL), SL_ERR_NOT_FOUND when not (yet), else the engine's
+ * error (not the owner, restoring). */
+static sl_err look_here(sl_gateway *g, const char *store, const void *key, size_t key_len,
+                        const void *needle, size_t needle_len) {
+    char *value = NULL;
+    size_t value_len = 0;
+    int32_t partition;
+    sl_err err = sl_engine_query_get(g->engine, store, key, key_len, &value, &value_len, &partition);
+    if (err == SL_OK && needle && !memmem(value, value_len, needle, needle_len))
+        err = SL_ERR_NOT_FOUND;
+    if (value)
+        explicit_bzero(value, value_len); /* it may hold a password hash */
+    free(value);
+    if (err == SL_ERR_NOT_FOUND && partition < 0)
+        return SL_ERR_NOT_OWNER;
+    return err;
+}
+
+/* Wait here, as the owner, until `key` exists (holding `needle`): SL_OK,
+ * SL_ERR_TIMEOUT, or the engine's error when this instance does not (or no
+ * longer) own it. */
 static sl_err await_local(sl_gateway *g, const char *store, const void *key, size_t key_len,
-                          int64_t deadline) {
+                          const void *needle, size_t needle_len, int64_t deadline) {
     for (;;) {
-        char *value = NULL;
-        size_t value_len = 0;
-        int32_t partition;
-        sl_err err =
-            sl_engine_query_get(g->engine, store, key, key_len, &value, &value_len, &partition);
-        free(value);
-        if (err != SL_ERR_NOT_FOUND || partition < 0)
+        sl_err err = look_here(g, store, key, key_len, needle, needle_len);
+        if (err != SL_ERR_NOT_FOUND)
             return err;
         int64_t left = deadline - sl_clock_mono_ms();
         if (left <= 0)
             return SL_ERR_TIMEOUT;
         if (sl_engine_query_settle(g->engine, (int)left) == SL_OK) {
-            err = sl_engine_query_get(g->engine, store, key, key_len, &value, &value_len,
-                                      &partition);
-            free(value);
+            err = look_here(g, store, key, key_len, needle, needle_len);
             if (err != SL_ERR_NOT_FOUND)
                 return err;
         }
@@ -473,12 +487,19 @@ static void hex_encode(const void *data, size_t len, char *out) {
 /* Ask the owner at `address` to wait up to wait_ms for the key: SL_OK when
  * it answered 200. */
 static sl_err await_remote(sl_gateway *g, const char *address, const char *store,
-                           const void *key, size_t key_len, int wait_ms) {
-    char hex[2 * SL_GATEWAY_AWAIT_KEY_MAX + 1], target[3 * SL_GATEWAY_AWAIT_KEY_MAX + 512];
-    if (key_len > SL_GATEWAY_AWAIT_KEY_MAX || strlen(store) > 200)
+                           const void *key, size_t key_len, const void *needle,
+                           size_t needle_len, int wait_ms) {
+    char hex[2 * SL_GATEWAY_AWAIT_KEY_MAX + 1], hex_needle[2 * SL_GATEWAY_AWAIT_KEY_MAX + 1];
+    char target[5 * SL_GATEWAY_AWAIT_KEY_MAX + 512];
+    if (key_len > SL_GATEWAY_AWAIT_KEY_MAX || needle_len > SL_GATEWAY_AWAIT_KEY_MAX ||
+        strlen(store) > 200)
         return SL_ERR_INVALID;
     hex_encode(key, key_len, hex);
-    snprintf(target, sizeof(target), "/v1/await/%s/%s/%d", store, hex, wait_ms);
+    int n = snprintf(target, sizeof(target), "/v1/await/%s/%s/%d", store, hex, wait_ms);
+    if (needle) {
+        hex_encode(needle, needle_len, hex_needle);
+        snprintf(target + n, sizeof(target) - (size_t)n, "/%s", hex_needle);
+    }
     char hop[SL_TRUST_HOP_MAX];
     if (sl_trust_hop_sign(g->trust, "GET", target, NULL, 0, sl_clock_wall_ms() / 1000,
                           sl_engine_instance_id(g->engine), hop, sizeof(hop)))
@@ -496,10 +517,10 @@ static sl_err await_remote(sl_gateway *g, const char *address, const char *store
 }
 
 sl_err sl_gateway_await(sl_gateway *g, const char *store, const void *key, size_t key_len,
-                        int timeout_ms) {
+                        const void *needle, size_t needle_len, int timeout_ms) {
     int64_t deadline = sl_clock_mono_ms() + timeout_ms;
     for (;;) {
-        sl_err err = await_local(g, store, key, key_len, deadline);
+        sl_err err = await_local(g, store, key, key_len, needle, needle_len, deadline);
         if (err == SL_OK || err == SL_ERR_TIMEOUT || err == SL_ERR_INVALID)
             return err;
         int64_t left = deadline - sl_clock_mono_ms();
@@ -513,7 +534,7 @@ sl_err sl_gateway_await(sl_gateway *g, const char *store, const void *key, size_
                 SL_OK &&
             sl_members_owner(g->members, topic, partition, owner_id, address) == SL_OK &&
             strcmp(owner_id, sl_engine_instance_id(g->engine)) != 0 &&
-            await_remote(g, address, store, key, key_len, (int)left) == SL_OK)
+            await_remote(g, address, store, key, key_len, needle, needle_len, (int)left) == SL_OK)
             return SL_OK;
         if (sl_clock_mono_ms() >= deadline)
             return SL_ERR_TIMEOUT;
@@ -521,9 +542,25 @@ sl_err sl_gateway_await(sl_gateway *g, const char *store, const void *key, size_
     }
 }
 
-/* GET /v1/await/{store}/{hex key}/{ms}: for instances only (a valid hop
- * header); 200 once the key exists here, 404 when it did not within ms
- * (at most the forwarding timeout), 503 when this instance does not own it. */
+/* Hex into at most `size` bytes: the length, or -1. */
+static long hex_decode(const char *hex, unsigned char *out, size_t size) {
+    size_t len = strlen(hex);
+    if (len % 2 || len / 2 > size)
+        return -1;
+    for (size_t i = 0; i < len / 2; i++) {
+        unsigned int byte;
+        if (!isxdigit((unsigned char)hex[2 * i]) || !isxdigit((unsigned char)hex[2 * i + 1]) ||
+            sscanf(hex + 2 * i, "%2x", &byte) != 1)
+            return -1;
+        out[i] = (unsigned char)byte;
+    }
+    return (long)(len / 2);
+}
+
+/* GET /v1/await/{store}/{hex key}/{ms}[/{hex needle}]: for instances only
+ * (a valid hop header); 200 once the key exists here (and its value holds
+ * the needle's bytes), 404 when not within ms (at most the forwarding
+ * timeout), 503 when this instance does not own it. */
 static void await_route(void *opaque, const sl_http_request *req, sl_http_response *resp) {
     sl_gateway *g = opaque;
     if (!sl_gateway_forwarded(g, req)) {
@@ -531,26 +568,21 @@ static void await_route(void *opaque, const sl_http_request *req, sl_http_respon
         return;
     }
     const char *store = sl_http_request_param(req, "store");
-    const char *hex = sl_http_request_param(req, "key");
     const char *ms = sl_http_request_param(req, "ms");
-    size_t hex_len = strlen(hex);
-    unsigned char key[SL_GATEWAY_AWAIT_KEY_MAX];
+    const char *hex_needle = sl_http_request_param(req, "needle");
+    unsigned char key[SL_GATEWAY_AWAIT_KEY_MAX], needle[SL_GATEWAY_AWAIT_KEY_MAX];
+    long key_len = hex_decode(sl_http_request_param(req, "key"), key, sizeof(key));
+    long needle_len = hex_needle ? hex_decode(hex_needle, needle, sizeof(needle)) : 0;
     char *end = NULL;
     long wait_ms = strtol(ms, &end, 10);
-    bool ok = hex_len % 2 == 0 && hex_len / 2 <= sizeof(key) && end && *end == '\0' &&
-              wait_ms >= 0;
-    for (size_t i = 0; ok && i < hex_len / 2; i++) {
-        unsigned int byte;
-        ok = sscanf(hex + 2 * i, "%2x", &byte) == 1;
-        key[i] = (unsigned char)byte;
-    }
-    if (!ok) {
+    if (key_len < 0 || needle_len < 0 || !end || *end != '\0' || wait_ms < 0) {
         sl_gateway_error(g, req, resp, 400, "await: a store, a hex key and milliseconds", 0);
         return;
     }
     if (wait_ms > g->forward_timeout_ms)
         wait_ms = g->forward_timeout_ms;
-    sl_err err = await_local(g, store, key, hex_len / 2, sl_clock_mono_ms() + wait_ms);
+    sl_err err = await_local(g, store, key, (size_t)key_len, hex_needle ? needle : NULL,
+                             (size_t)needle_len, sl_clock_mono_ms() + wait_ms);
     if (err == SL_OK)
         respond_text(g, req, resp, strdup("{}"));
     else if (err == SL_ERR_TIMEOUT)
@@ -604,7 +636,9 @@ sl_err sl_gateway_routes(sl_gateway *g, sl_http_server *http) {
     sl_http_server_guard(http, hop_guard, g);
     if ((err = sl_http_route(http, "GET", "/v1/members", members_route, g)) ||
         (err = sl_http_route(http, "GET", "/v1/metadata/{store}/{key}", metadata_route, g)) ||
-        (err = sl_http_route(http, "GET", "/v1/await/{store}/{key}/{ms}", await_route, g)))
+        (err = sl_http_route(http, "GET", "/v1/await/{store}/{key}/{ms}", await_route, g)) ||
+        (err = sl_http_route(http, "GET", "/v1/await/{store}/{key}/{ms}/{needle}", await_route,
+                             g)))
         return err;
     return SL_OK;
 }

@@ -101,13 +101,15 @@ sl_gateway_outcome sl_gateway_range(sl_gateway *gateway, const sl_http_request *
 /* The longest key sl_gateway_await can ask another instance about. */
 #define SL_GATEWAY_AWAIT_KEY_MAX 512
 
-/* Wait until `key` of `store` exists at the owner of its partition (here,
- * or by asking the owner through GET /v1/await), the owner's writes
- * settled: after SL_OK, any instance's read of the key finds it. For the
- * answer of a command whose effect reaches another store one hop later.
- * SL_ERR_TIMEOUT after timeout_ms. Any handler thread. */
+/* Wait until `key` of `store` exists at the owner of its partition, its
+ * value holding the bytes of `needle` (NULL: any value; at most
+ * SL_GATEWAY_AWAIT_KEY_MAX bytes), here or by asking the owner through GET
+ * /v1/await, the owner's writes settled: after SL_OK, any instance's read
+ * of the key finds it. For the answer of a command whose effect reaches
+ * another store one hop later. SL_ERR_TIMEOUT after timeout_ms. Any
+ * handler thread. */
 sl_err sl_gateway_await(sl_gateway *gateway, const char *store, const void *key, size_t key_len,
-                        int timeout_ms);
+                        const void *needle, size_t needle_len, int timeout_ms);
 
 /* Answer an error {"message", "code", "request_id"}, with Retry-After when
  * retry_after_s > 0, and log it with the request id (5xx as warnings). */

@@ -48,6 +48,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     sl_register_req_clear(&reg);
 
+    sl_password_req change;
+    message[0] = '\0';
+    err = sl_password_req_parse(body, size, &change, message, sizeof(message));
+    FUZZ_CHECK(err == SL_OK || err == SL_ERR_INVALID);
+    if (err == SL_OK) {
+        FUZZ_CHECK(change.current_len > 0 && change.current_len == strlen(change.current));
+        FUZZ_CHECK(change.next_len == strlen(change.next));
+        FUZZ_CHECK(sl_utf8_chars(change.next, change.next_len) >= SL_IDREQ_PASSWORD_MIN);
+    } else {
+        FUZZ_CHECK(message[0] != '\0');
+        FUZZ_CHECK(change.current[0] == '\0' && change.next[0] == '\0');
+    }
+    sl_password_req_clear(&change);
+
     sl_login_req login;
     err = sl_login_req_parse(body, size, &login, message, sizeof(message));
     FUZZ_CHECK(err == SL_OK || err == SL_ERR_INVALID);

@@ -438,6 +438,91 @@ static void wait_inactive(int instance, const char *caller, const char *token) {
     test_answer_free(a);
 }
 
+static test_answer *change_password(int instance, const char *access, const char *current,
+                                    const char *next) {
+    char headers[SL_JWT_MAX_TOKEN + 64], body[512];
+    bearer(headers, sizeof(headers), access);
+    snprintf(body, sizeof(body), "{\"current_password\":\"%s\",\"new_password\":\"%s\"}",
+             current, next);
+    return call(instance, "POST", "/user/password", headers, body);
+}
+
+static test_answer *login_by_id(int instance, const char *id, const char *password) {
+    char body[512];
+    snprintf(body, sizeof(body), "{\"id\":\"%s\",\"password\":\"%s\"}", id, password);
+    return call(instance, "POST", "/login", NULL, body);
+}
+
+/* POST /user/password: the current password is checked, the new one works
+ * at once on the other instance, every other session ends (its access
+ * tokens inactive, its refresh tokens refused) and the caller goes on with
+ * the fresh pair it got. */
+static void a_password_change_ends_the_other_sessions_and_is_seen_everywhere(void **state) {
+    (void)state;
+    NEED_BROKER();
+    user u;
+    new_user(&u, "password");
+    test_answer *other = do_login_email(1, u.email, "correct horse battery");
+    assert_int_equal(other->status, 200);
+    char other_access[SL_JWT_MAX_TOKEN + 1], other_refresh[SL_JWT_MAX_TOKEN + 1];
+    snprintf(other_access, sizeof(other_access), "%s", test_answer_field(other, "token"));
+    snprintf(other_refresh, sizeof(other_refresh), "%s", test_answer_field(other, "refresh_token"));
+    test_answer_free(other);
+
+    test_answer *a = change_password(0, u.access, "not the password", "new horse battery");
+    test_assert_error_shape(a, 403);
+    test_answer_free(a);
+    a = change_password(0, u.access, "correct horse battery", "short");
+    test_assert_error_shape(a, 400);
+    test_answer_free(a);
+    a = call(0, "POST", "/user/password", NULL,
+             "{\"current_password\":\"correct horse battery\",\"new_password\":\"x\"}");
+    test_assert_error_shape(a, 401); /* no token */
+    test_answer_free(a);
+
+    a = change_password(0, u.access, "correct horse battery", "new horse battery");
+    if (a->status != 200)
+        fail_msg("password change: %d %s", a->status, a->body);
+    char access[SL_JWT_MAX_TOKEN + 1], refresh[SL_JWT_MAX_TOKEN + 1];
+    snprintf(access, sizeof(access), "%s", test_answer_field(a, "token"));
+    snprintf(refresh, sizeof(refresh), "%s", test_answer_field(a, "refresh_token"));
+    test_answer_free(a);
+
+    /* At once on the other instance: the new password logs in, the old one
+     * does not. */
+    a = login_by_id(1, u.id, "new horse battery");
+    if (a->status != 200)
+        fail_msg("login with the new password on the other instance: %d %s", a->status, a->body);
+    test_answer_free(a);
+    a = login_by_id(1, u.id, "correct horse battery");
+    test_assert_error_shape(a, 401);
+    test_answer_free(a);
+
+    /* The other sessions end: refresh tokens refused at once anywhere,
+     * access tokens inactive on both instances. */
+    char body[SL_JWT_MAX_TOKEN + 64];
+    snprintf(body, sizeof(body), "{\"refresh_token\":\"%s\"}", other_refresh);
+    a = call(0, "POST", "/auth/refresh", NULL, body);
+    test_assert_error_shape(a, 401);
+    test_answer_free(a);
+    snprintf(body, sizeof(body), "{\"refresh_token\":\"%s\"}", u.refresh);
+    a = call(1, "POST", "/auth/refresh", NULL, body);
+    test_assert_error_shape(a, 401);
+    test_answer_free(a);
+    for (int i = 0; i < 2; i++) {
+        wait_inactive(i, access, u.access);
+        wait_inactive(i, access, other_access);
+        a = introspect(i, access, access);
+        assert_true(active(a)); /* the caller's new session goes on */
+        test_answer_free(a);
+    }
+    snprintf(body, sizeof(body), "{\"refresh_token\":\"%s\"}", refresh);
+    a = call(1, "POST", "/auth/refresh", NULL, body);
+    if (a->status != 200)
+        fail_msg("refresh of the new session: %d %s", a->status, a->body);
+    test_answer_free(a);
+}
+
 static void refresh_rotates_and_reuse_revokes_the_session(void **state) {
     (void)state;
     NEED_BROKER();
@@ -702,6 +787,7 @@ int main(void) {
         cmocka_unit_test(logout_on_one_instance_is_refused_on_the_other),
         cmocka_unit_test(a_refresh_right_after_a_logout_elsewhere_is_refused),
         cmocka_unit_test(refresh_rotates_and_reuse_revokes_the_session),
+        cmocka_unit_test(a_password_change_ends_the_other_sessions_and_is_seen_everywhere),
         cmocka_unit_test(a_retried_refresh_within_the_grace_gets_the_same_pair),
         cmocka_unit_test(a_retried_logout_is_answered_the_same),
         cmocka_unit_test(bad_tokens_and_bad_requests_are_refused_and_reach_no_topic),

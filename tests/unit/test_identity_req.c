@@ -145,6 +145,33 @@ static void login_takes_exactly_one_of_id_and_email(void **state) {
     assert_string_equal(message, "id: not a user id");
 }
 
+static void a_password_change_takes_the_current_and_a_valid_new_password(void **state) {
+    (void)state;
+    sl_password_req req;
+    const char *ok = "{\"current_password\":\"old\",\"new_password\":\"new horse battery\"}";
+    assert_int_equal(sl_password_req_parse(ok, strlen(ok), &req, message, sizeof(message)), SL_OK);
+    assert_string_equal(req.current, "old"); /* any stored password may be the current one */
+    assert_int_equal(req.current_len, 3);
+    assert_string_equal(req.next, "new horse battery");
+    sl_password_req_clear(&req);
+    assert_int_equal(req.current[0], '\0');
+    const char *short_new = "{\"current_password\":\"old\",\"new_password\":\"short\"}";
+    assert_int_equal(
+        sl_password_req_parse(short_new, strlen(short_new), &req, message, sizeof(message)),
+        SL_ERR_INVALID);
+    assert_string_equal(message, "new_password: at least 8 characters of valid UTF-8");
+    assert_int_equal(req.current[0], '\0'); /* wiped on error too */
+    const char *no_current = "{\"new_password\":\"new horse battery\"}";
+    assert_int_equal(
+        sl_password_req_parse(no_current, strlen(no_current), &req, message, sizeof(message)),
+        SL_ERR_INVALID);
+    assert_string_equal(message, "current_password: a non-empty string is required");
+    const char *twice = "{\"current_password\":\"a\",\"current_password\":\"b\","
+                        "\"new_password\":\"new horse battery\"}";
+    assert_int_equal(sl_password_req_parse(twice, strlen(twice), &req, message, sizeof(message)),
+                     SL_ERR_INVALID);
+}
+
 static void email_normalization(void **state) {
     (void)state;
     char out[SL_IDENTITY_MAX_EMAIL + 1];
@@ -247,6 +274,7 @@ int main(void) {
         cmocka_unit_test(register_errors_name_the_field),
         cmocka_unit_test(register_refuses_non_objects_deep_nesting_and_duplicate_keys),
         cmocka_unit_test(login_takes_exactly_one_of_id_and_email),
+        cmocka_unit_test(a_password_change_takes_the_current_and_a_valid_new_password),
         cmocka_unit_test(email_normalization),
         cmocka_unit_test(uuids_are_canonical_and_random_ones_valid),
         cmocka_unit_test(dates_are_checked_on_the_calendar_and_birthdates_against_today),

@@ -297,6 +297,11 @@ static sl_err change_password(sl_identity *id, sl_ctx *ctx, const sl_record *rec
         return reject_password_change(id, ctx, record, cmd,
                                       SLUICE__V1__PASSWORD_CHANGE_REJECTED__REASON__INVALID,
                                       "user_id: does not match the user of the key");
+    if (cmd->current_password_hash[0] &&
+        strcmp(user->password_hash, cmd->current_password_hash) != 0)
+        return reject_password_change(
+            id, ctx, record, cmd, SLUICE__V1__PASSWORD_CHANGE_REJECTED__REASON__CURRENT_CHANGED,
+            "the password was changed meanwhile");
     user->password_hash = cmd->new_password_hash;
     user->password_changed_at_ms = record->timestamp_ms;
     if ((err = put_user(id, ctx, record, user)))
@@ -451,6 +456,18 @@ static bool validate_tokens_command(const sl_record *record, char *reason, size_
             why = "RevokeSession.expires_at_ms: missing";
         else if (!revoke->meta || !revoke->meta->command_id[0])
             why = "RevokeSession.meta.command_id: missing";
+    } else if (cmd->command_case == SLUICE__V1__TOKENS_COMMAND__COMMAND_REVOKE_USER_SESSIONS) {
+        const Sluice__V1__RevokeUserSessions *revoke = cmd->revoke_user_sessions;
+        if (!sl_uuid_valid(revoke->user_id))
+            why = "RevokeUserSessions.user_id: not a lower-case UUID";
+        else if (!key_is(record, revoke->user_id))
+            why = "RevokeUserSessions: the record key must be the user id";
+        else if (!valid_token_id(revoke->keep_session_id))
+            why = "RevokeUserSessions.keep_session_id: missing, too long or not printable";
+        else if (revoke->expires_at_ms <= 0)
+            why = "RevokeUserSessions.expires_at_ms: missing";
+        else if (!revoke->meta || !revoke->meta->command_id[0])
+            why = "RevokeUserSessions.meta.command_id: missing";
     } else {
         why = "empty TokensCommand envelope (no command set)";
     }
@@ -526,6 +543,83 @@ static sl_err session_blacklisted(sl_ctx *ctx, const char *session_id, bool *rev
     return SL_OK;
 }
 
+/* Whether the user's sessions were revoked (RevokeUserSessions) at or after
+ * `issued_at_ms`, for a token of session `session_id`. */
+static sl_err user_blacklisted(sl_identity *id, sl_ctx *ctx, const char *user_id,
+                               const char *session_id, int64_t issued_at_ms, bool *revoked) {
+    char key[8 + MAX_KEY];
+    int n = snprintf(key, sizeof(key), "uid:%s", user_id);
+    if (n < 0 || (size_t)n >= sizeof(key))
+        return SL_ERR_INVALID;
+    char *value;
+    size_t len;
+    sl_err err = sl_ctx_global_get(ctx, SL_IDENTITY_STORE_BLACKLIST, key, (size_t)n, &value, &len);
+    if (err == SL_ERR_NOT_FOUND)
+        return SL_OK;
+    if (err)
+        return err;
+    Sluice__V1__TokenRevoked *entry =
+        sl_arena_unpack(id->arena, &sluice__v1__token_revoked__descriptor, value, len);
+    free(value);
+    if (!entry)
+        return SL_ERR_STORE;
+    *revoked = strcmp(entry->session_id, session_id) != 0 && issued_at_ms <= entry->revoked_at_ms;
+    return SL_OK;
+}
+
+/* A password change ends every other session: one entry per user, "uid:"
+ * key, replaced by a later change (its old expiry index entry goes, so
+ * the sweep does not drop the newer revocation at the older expiry). */
+static sl_err revoke_user_sessions(sl_identity *id, sl_ctx *ctx, const sl_record *record,
+                                   const Sluice__V1__RevokeUserSessions *r) {
+    char key[8 + MAX_KEY];
+    int key_len = snprintf(key, sizeof(key), "uid:%s", r->user_id);
+    if (key_len < 0 || (size_t)key_len >= sizeof(key) - 8)
+        return SL_ERR_INVALID;
+    char *stored;
+    size_t stored_len;
+    sl_err err = sl_ctx_get(ctx, STORE_REVOKED, key, (size_t)key_len, &stored, &stored_len);
+    if (err == SL_OK) {
+        Sluice__V1__RevocationRecord *previous = sl_arena_unpack(
+            id->arena, &sluice__v1__revocation_record__descriptor, stored, stored_len);
+        free(stored);
+        if (!previous || !previous->revoked)
+            return SL_ERR_STORE;
+        if (strcmp(previous->command_id, r->meta->command_id) == 0)
+            return answer_revocation(id, ctx, r->meta, previous->revoked); /* a repeat */
+        uint8_t old_index[8 + MAX_KEY];
+        sl_be64_put(old_index, previous->revoked->expires_at_ms);
+        memcpy(old_index + 8, key, (size_t)key_len);
+        if ((err = sl_ctx_delete(ctx, STORE_REVOKED_EX, old_index, 8 + (size_t)key_len)))
+            return err;
+    } else if (err != SL_ERR_NOT_FOUND) {
+        return err;
+    }
+    Sluice__V1__TokenRevoked revoked = SLUICE__V1__TOKEN_REVOKED__INIT;
+    revoked.user_id = r->user_id;
+    revoked.session_id = r->keep_session_id;
+    revoked.expires_at_ms = r->expires_at_ms;
+    revoked.revoked_at_ms = record->timestamp_ms;
+    revoked.reason = r->reason;
+    size_t len;
+    uint8_t *bytes = sl_arena_pack(id->arena, &revoked, &len);
+    Sluice__V1__RevocationRecord entry = SLUICE__V1__REVOCATION_RECORD__INIT;
+    entry.revoked = &revoked;
+    entry.command_id = r->meta->command_id;
+    size_t entry_len;
+    uint8_t *entry_bytes = sl_arena_pack(id->arena, &entry, &entry_len);
+    if (!bytes || !entry_bytes)
+        return SL_ERR_FULL;
+    uint8_t index_key[8 + MAX_KEY];
+    sl_be64_put(index_key, revoked.expires_at_ms);
+    memcpy(index_key + 8, key, (size_t)key_len);
+    if ((err = sl_ctx_emit(ctx, SINK_REVOKED, key, (size_t)key_len, bytes, len, -1)) ||
+        (err = sl_ctx_put(ctx, STORE_REVOKED, key, (size_t)key_len, entry_bytes, entry_len)) ||
+        (err = sl_ctx_put(ctx, STORE_REVOKED_EX, index_key, 8 + (size_t)key_len, "", 0)))
+        return err;
+    return answer_revocation(id, ctx, r->meta, &revoked);
+}
+
 static sl_err process_tokens_command(sl_ctx *ctx, const sl_record *record, void *opaque) {
     sl_identity *id = opaque;
     sl_arena_reset(id->arena);
@@ -545,6 +639,9 @@ static sl_err process_tokens_command(sl_ctx *ctx, const sl_record *record, void 
              * up to what tokens.revoked held when this command was sent. */
             bool session_revoked = false;
             sl_err err = session_blacklisted(ctx, r->session_id, &session_revoked);
+            if (!err && !session_revoked && r->user_id[0] && r->issued_at_ms > 0)
+                err = user_blacklisted(id, ctx, r->user_id, r->session_id, r->issued_at_ms,
+                                       &session_revoked);
             if (err)
                 return err;
             if (session_revoked) {
@@ -556,6 +653,8 @@ static sl_err process_tokens_command(sl_ctx *ctx, const sl_record *record, void 
         }
         return revoke(id, ctx, record, r->meta, "jti", r->jti, &revoked);
     }
+    if (cmd->command_case == SLUICE__V1__TOKENS_COMMAND__COMMAND_REVOKE_USER_SESSIONS)
+        return revoke_user_sessions(id, ctx, record, cmd->revoke_user_sessions);
     const Sluice__V1__RevokeSession *r = cmd->revoke_session;
     revoked.session_id = r->session_id;
     revoked.expires_at_ms = r->expires_at_ms;
@@ -698,6 +797,34 @@ static sl_err blacklisted(sl_engine *engine, const char *kind, const char *what,
         return err;
     free(value);
     *revoked = true;
+    return SL_OK;
+}
+
+sl_err sl_identity_user_revoked(sl_engine *engine, const char *user_id, const char *session_id,
+                                int64_t issued_at_s, bool *revoked) {
+    *revoked = false;
+    if (!user_id || !user_id[0])
+        return SL_OK;
+    char key[8 + MAX_KEY];
+    int n = snprintf(key, sizeof(key), "uid:%s", user_id);
+    if (n < 0 || (size_t)n >= sizeof(key))
+        return SL_ERR_INVALID;
+    char *value;
+    size_t len;
+    sl_err err =
+        sl_engine_global_get(engine, SL_IDENTITY_STORE_BLACKLIST, key, (size_t)n, &value, &len);
+    if (err == SL_ERR_NOT_FOUND)
+        return SL_OK;
+    if (err)
+        return err;
+    Sluice__V1__TokenRevoked *entry =
+        sluice__v1__token_revoked__unpack(NULL, len, (const uint8_t *)value);
+    free(value);
+    if (!entry)
+        return SL_ERR_STORE;
+    *revoked = strcmp(entry->session_id, session_id ? session_id : "") != 0 &&
+               issued_at_s * 1000 <= entry->revoked_at_ms;
+    sluice__v1__token_revoked__free_unpacked(entry, NULL);
     return SL_OK;
 }
 

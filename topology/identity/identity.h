@@ -19,7 +19,7 @@
  *   users-by-id                user id -> UserRecord
  *   tokens-revocations         "jti:<jti>" / "sid:<sid>" -> RevocationRecord
  *   tokens-revocations-expiry  8-byte big-endian expiry + that key -> ""
- *   blacklist (global)         tokens.revoked: "jti:"/"sid:" key -> TokenRevoked
+ *   blacklist (global)         tokens.revoked: "jti:"/"sid:"/"uid:" key -> TokenRevoked
  *
  * Threading: sl_identity_add and sl_identity_destroy on the thread that
  * builds the topology; the callbacks run on the engine's loop thread;
@@ -75,5 +75,13 @@ void sl_identity_destroy(sl_identity *identity);
  * never "not revoked"); other errors are store errors. */
 sl_err sl_identity_token_revoked(sl_engine *engine, const char *jti, const char *session_id,
                                  bool *revoked);
+
+/* Whether a token of `user_id`, session `session_id`, issued at
+ * `issued_at_s` (its iat) is revoked by a password change (every session
+ * of the user but the changing one, at or before the change; a token
+ * issued in the same second as the change, after it, counts as before:
+ * log in again). As sl_identity_token_revoked. */
+sl_err sl_identity_user_revoked(sl_engine *engine, const char *user_id, const char *session_id,
+                                int64_t issued_at_s, bool *revoked);
 
 #endif
