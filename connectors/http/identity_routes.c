@@ -399,7 +399,7 @@ static bool registration_visible(sl_identity_http *ih, const char *user_id) {
                 break;
             if (sl_clock_mono_ms() >= deadline)
                 return false;
-            struct timespec pause = {0, 10 * 1000000};
+            struct timespec pause = {0, 20 * 1000000};
             nanosleep(&pause, NULL);
         }
     }

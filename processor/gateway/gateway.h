@@ -104,7 +104,7 @@ sl_gateway_outcome sl_gateway_range(sl_gateway *gateway, const sl_http_request *
 /* Wait until `key` of `store` exists at the owner of its partition, its
  * value holding the bytes of `needle` (NULL: any value; at most
  * SL_GATEWAY_AWAIT_KEY_MAX bytes), here or by asking the owner through GET
- * /v1/await, the owner's writes settled: after SL_OK, any instance's read
+ * /v1/await, applied to the owner's store: after SL_OK, any instance's read
  * of the key finds it. For the answer of a command whose effect reaches
  * another store one hop later. SL_ERR_TIMEOUT after timeout_ms. Any
  * handler thread. */

@@ -764,6 +764,27 @@ static void a_revoked_token_stays_refused_after_a_restart(void **state) {
     test_answer_free(a);
 }
 
+/* GET /v1/await (an instance asks the owner of a key to wait for it) is for
+ * instances only: a client gets 403, a forged hop header 401. */
+static void the_await_route_is_for_instances_only(void **state) {
+    (void)state;
+    NEED_BROKER();
+    user u;
+    new_user(&u, "await");
+    char path[256], hex[2 * 64 + 1] = "";
+    for (size_t i = 0; i < strlen(u.id); i++)
+        snprintf(hex + 2 * i, 3, "%02x", (unsigned char)u.id[i]);
+    snprintf(path, sizeof(path), "/v1/await/users-by-id/%s/100", hex);
+    for (int i = 0; i < 2; i++) {
+        test_answer *a = call(i, "GET", path, NULL, NULL);
+        test_assert_error_shape(a, 403);
+        test_answer_free(a);
+        a = call(i, "GET", path, "X-Sluice-Hop: 1.2.3\r\n", NULL);
+        test_assert_error_shape(a, 401);
+        test_answer_free(a);
+    }
+}
+
 static void jwks_publishes_the_signing_key(void **state) {
     (void)state;
     NEED_BROKER();
@@ -793,6 +814,7 @@ int main(void) {
         cmocka_unit_test(bad_tokens_and_bad_requests_are_refused_and_reach_no_topic),
         cmocka_unit_test(a_revoked_token_stays_refused_after_a_restart),
         cmocka_unit_test(jwks_publishes_the_signing_key),
+        cmocka_unit_test(the_await_route_is_for_instances_only),
     };
     return cmocka_run_group_tests_name("identity_http", tests, setup, teardown);
 }
