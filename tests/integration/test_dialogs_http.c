@@ -286,7 +286,7 @@ static void a_registration_is_readable_and_writable_at_once_on_every_instance(vo
     NEED_BROKER();
     user sender;
     register_user(&sender, "ryw-sender");
-    enum { THREADS = 4, EACH = 50 };
+    enum { THREADS = 8, EACH = 25 };
     pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     ryw_run runs[THREADS];
     pthread_t threads[THREADS];

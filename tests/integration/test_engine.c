@@ -889,7 +889,7 @@ static void a_new_instance_warms_up_before_it_joins(void **state) {
     test_instance_set(&a, "gateway.members.interval.ms=500");
     test_instance_set(&b, "gateway.members.interval.ms=500");
     test_instance_start_ready(&a, 90000, "the first instance");
-    const long records = 20000;
+    const long records = 8000;
     eos_driver d = {.sc = &sc, .from = 0, .to = records};
     eos_drive(&d);
     assert_true(eos_wait_consumed(&sc, 120000));
