@@ -110,6 +110,22 @@ static sl_err get_new_password(json_t *root, const char *field, char *out, size_
     return SL_OK;
 }
 
+/* A password that may be stored already (a login, the current password of
+ * a change): only its shape is checked, so a password set under an older,
+ * shorter minimum still logs in. */
+static sl_err get_stored_password(json_t *root, const char *field, char *out, size_t *out_len,
+                                  char *message, size_t message_size) {
+    json_t *v = json_object_get(root, field);
+    size_t len = v && json_is_string(v) ? json_string_length(v) : 0;
+    if (!v || !json_is_string(v) || len == 0 || len > SL_PASSWORD_MAX_LEN ||
+        memchr(json_string_value(v), '\0', len))
+        return say(message, message_size, "%s: a non-empty string is required", field);
+    memcpy(out, json_string_value(v), len);
+    out[len] = '\0';
+    *out_len = len;
+    return SL_OK;
+}
+
 static sl_err get_email(json_t *root, char *out, char *message, size_t message_size) {
     char raw[SL_IDENTITY_MAX_EMAIL * 2 + 1];
     sl_err err = get_text(root, "email", raw, sizeof(raw) - 1, false, message, message_size);
@@ -217,18 +233,8 @@ sl_err sl_login_req_parse(const char *body, size_t len, sl_login_req *out, char 
         }
         memcpy(out->user_id, id, SL_UUID_LEN + 1);
     }
-    /* Login accepts any stored password, so only the shape is checked: a
-     * password set under an older, shorter minimum must still log in. */
-    json_t *v = json_object_get(root, "password");
-    size_t plen = v && json_is_string(v) ? json_string_length(v) : 0;
-    if (!v || !json_is_string(v) || plen == 0 || plen > SL_PASSWORD_MAX_LEN ||
-        memchr(json_string_value(v), '\0', plen)) {
-        err = say(message, message_size, "%s", "password: a non-empty string is required");
-        goto done;
-    }
-    memcpy(out->password, json_string_value(v), plen);
-    out->password[plen] = '\0';
-    out->password_len = plen;
+    err = get_stored_password(root, "password", out->password, &out->password_len, message,
+                              message_size);
 done:
     wipe_and_free(root);
     if (err)
@@ -246,21 +252,11 @@ sl_err sl_password_req_parse(const char *body, size_t len, sl_password_req *out,
     json_t *root = sl_json_object_parse(body, len, message, message_size);
     if (!root)
         return SL_ERR_INVALID;
-    /* The current password: its shape only, as for a login. */
-    json_t *v = json_object_get(root, "current_password");
-    size_t clen = v && json_is_string(v) ? json_string_length(v) : 0;
-    sl_err err = SL_OK;
-    if (!v || !json_is_string(v) || clen == 0 || clen > SL_PASSWORD_MAX_LEN ||
-        memchr(json_string_value(v), '\0', clen)) {
-        err = say(message, message_size, "%s", "current_password: a non-empty string is required");
-        goto done;
-    }
-    memcpy(out->current, json_string_value(v), clen);
-    out->current[clen] = '\0';
-    out->current_len = clen;
-    err = get_new_password(root, "new_password", out->next, &out->next_len, message,
-                           message_size);
-done:
+    sl_err err = get_stored_password(root, "current_password", out->current, &out->current_len,
+                                     message, message_size);
+    if (!err)
+        err = get_new_password(root, "new_password", out->next, &out->next_len, message,
+                               message_size);
     wipe_and_free(root);
     if (err)
         sl_password_req_clear(out);

@@ -223,6 +223,26 @@ static int by_instance_id(const void *a, const void *b) {
  * each knows its share without a coordinator. While a dead owner's record
  * has not expired, its partitions may be claimed twice; the newer record
  * is applied last and wins. Every 500 ms. */
+/* Every partition `e` claims into the standby lists from index n on, as
+ * wanted or not; the new count. Under m->lock (the topics point into e). */
+static size_t add_standbys(sl_members *m, const entry *e, bool wanted, size_t n) {
+    const char *topic;
+    json_t *partitions;
+    json_object_foreach(e->assignment, topic, partitions) {
+        size_t index;
+        json_t *value;
+        json_array_foreach(partitions, index, value) {
+            if (n >= MAX_ASSIGNED || !json_is_integer(value))
+                continue;
+            m->standby_topics[n] = topic;
+            m->standby_partitions[n] = (int32_t)json_integer_value(value);
+            m->standby_wanted[n] = wanted;
+            n++;
+        }
+    }
+    return n;
+}
+
 /* A new instance warming up before it joins (sl_engine_warming): a standby
  * of every partition the live instances own, since the group's assignor
  * will pick the ones that move here. Planned once the topic's history is
@@ -233,20 +253,7 @@ static void plan_warmup(sl_members *m, int64_t now) {
         const entry *e = &m->entries[i];
         if (!live(m, e, now) || !e->assignment || strcmp(e->instance_id, m->instance_id) == 0)
             continue;
-        const char *topic;
-        json_t *partitions;
-        json_object_foreach(e->assignment, topic, partitions) {
-            size_t index;
-            json_t *value;
-            json_array_foreach(partitions, index, value) {
-                if (n >= MAX_ASSIGNED || !json_is_integer(value))
-                    continue;
-                m->standby_topics[n] = topic;
-                m->standby_partitions[n] = (int32_t)json_integer_value(value);
-                m->standby_wanted[n] = true;
-                n++;
-            }
-        }
+        n = add_standbys(m, e, true, n);
     }
     sl_engine_set_standbys(m->engine, m->standby_topics, m->standby_partitions, m->standby_wanted,
                            n);
@@ -292,20 +299,7 @@ static void update_standbys(sl_members *m) {
             continue;
         size_t distance = (self + k - owner) % k; /* steps from the owner to us */
         bool wanted = distance >= 1 && distance <= (size_t)m->standby_replicas;
-        const char *topic;
-        json_t *partitions;
-        json_object_foreach(ring[owner]->assignment, topic, partitions) {
-            size_t index;
-            json_t *value;
-            json_array_foreach(partitions, index, value) {
-                if (n >= MAX_ASSIGNED || !json_is_integer(value))
-                    continue;
-                m->standby_topics[n] = topic;
-                m->standby_partitions[n] = (int32_t)json_integer_value(value);
-                m->standby_wanted[n] = wanted;
-                n++;
-            }
-        }
+        n = add_standbys(m, ring[owner], wanted, n);
     }
     if (self < k)
         sl_engine_set_standbys(m->engine, m->standby_topics, m->standby_partitions,

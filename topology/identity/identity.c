@@ -526,14 +526,22 @@ static sl_err revoke(sl_identity *id, sl_ctx *ctx, const sl_record *record,
     return answer_revocation(id, ctx, meta, revoked);
 }
 
-static sl_err session_blacklisted(sl_ctx *ctx, const char *session_id, bool *revoked) {
+/* The blacklist entry "<kind>:<what>" (malloc'd), through the processor's
+ * global lookup, which catches up on a miss: SL_OK, SL_ERR_NOT_FOUND, or an
+ * error. */
+static sl_err blacklist_entry(sl_ctx *ctx, const char *kind, const char *what, char **value,
+                              size_t *len) {
     char key[8 + MAX_KEY];
-    int n = snprintf(key, sizeof(key), "sid:%s", session_id);
+    int n = snprintf(key, sizeof(key), "%s:%s", kind, what);
     if (n < 0 || (size_t)n >= sizeof(key))
         return SL_ERR_INVALID;
+    return sl_ctx_global_get(ctx, SL_IDENTITY_STORE_BLACKLIST, key, (size_t)n, value, len);
+}
+
+static sl_err session_blacklisted(sl_ctx *ctx, const char *session_id, bool *revoked) {
     char *value;
     size_t len;
-    sl_err err = sl_ctx_global_get(ctx, SL_IDENTITY_STORE_BLACKLIST, key, (size_t)n, &value, &len);
+    sl_err err = blacklist_entry(ctx, "sid", session_id, &value, &len);
     if (err == SL_ERR_NOT_FOUND)
         return SL_OK;
     if (err)
@@ -543,28 +551,33 @@ static sl_err session_blacklisted(sl_ctx *ctx, const char *session_id, bool *rev
     return SL_OK;
 }
 
-/* Whether the user's sessions were revoked (RevokeUserSessions) at or after
- * `issued_at_ms`, for a token of session `session_id`. */
-static sl_err user_blacklisted(sl_identity *id, sl_ctx *ctx, const char *user_id,
-                               const char *session_id, int64_t issued_at_ms, bool *revoked) {
-    char key[8 + MAX_KEY];
-    int n = snprintf(key, sizeof(key), "uid:%s", user_id);
-    if (n < 0 || (size_t)n >= sizeof(key))
-        return SL_ERR_INVALID;
-    char *value;
-    size_t len;
-    sl_err err = sl_ctx_global_get(ctx, SL_IDENTITY_STORE_BLACKLIST, key, (size_t)n, &value, &len);
-    if (err == SL_ERR_NOT_FOUND)
-        return SL_OK;
-    if (err)
-        return err;
+/* Whether the uid: blacklist entry `value` (a TokenRevoked) revokes a token
+ * of `session_id` issued at `issued_at_ms`. */
+static sl_err user_entry_revokes(const char *value, size_t len, const char *session_id,
+                                 int64_t issued_at_ms, bool *revoked) {
     Sluice__V1__TokenRevoked *entry =
-        sl_arena_unpack(id->arena, &sluice__v1__token_revoked__descriptor, value, len);
-    free(value);
+        sluice__v1__token_revoked__unpack(NULL, len, (const uint8_t *)value);
     if (!entry)
         return SL_ERR_STORE;
-    *revoked = strcmp(entry->session_id, session_id) != 0 && issued_at_ms <= entry->revoked_at_ms;
+    *revoked = strcmp(entry->session_id, session_id ? session_id : "") != 0 &&
+               issued_at_ms <= entry->revoked_at_ms;
+    sluice__v1__token_revoked__free_unpacked(entry, NULL);
     return SL_OK;
+}
+
+/* Whether the user's sessions were revoked (RevokeUserSessions) at or after
+ * `issued_at_ms`, for a token of session `session_id`. */
+static sl_err user_blacklisted(sl_ctx *ctx, const char *user_id, const char *session_id,
+                               int64_t issued_at_ms, bool *revoked) {
+    char *value = NULL;
+    size_t len = 0;
+    sl_err err = blacklist_entry(ctx, "uid", user_id, &value, &len);
+    if (err == SL_ERR_NOT_FOUND)
+        return SL_OK;
+    if (!err)
+        err = user_entry_revokes(value, len, session_id, issued_at_ms, revoked);
+    free(value);
+    return err;
 }
 
 /* A password change ends every other session: one entry per user, "uid:"
@@ -640,7 +653,7 @@ static sl_err process_tokens_command(sl_ctx *ctx, const sl_record *record, void 
             bool session_revoked = false;
             sl_err err = session_blacklisted(ctx, r->session_id, &session_revoked);
             if (!err && !session_revoked && r->user_id[0] && r->issued_at_ms > 0)
-                err = user_blacklisted(id, ctx, r->user_id, r->session_id, r->issued_at_ms,
+                err = user_blacklisted(ctx, r->user_id, r->session_id, r->issued_at_ms,
                                        &session_revoked);
             if (err)
                 return err;
@@ -780,17 +793,23 @@ void sl_identity_destroy(sl_identity *identity) {
     free(identity);
 }
 
-static sl_err blacklisted(sl_engine *engine, const char *kind, const char *what, bool *revoked) {
-    if (!what || !what[0])
-        return SL_OK;
+/* The blacklist entry "<kind>:<what>" (malloc'd) from this instance's copy,
+ * for HTTP threads: SL_OK, SL_ERR_NOT_FOUND, or an error. */
+static sl_err local_blacklist_entry(sl_engine *engine, const char *kind, const char *what,
+                                    char **value, size_t *len) {
     char key[8 + MAX_KEY];
     int n = snprintf(key, sizeof(key), "%s:%s", kind, what);
     if (n < 0 || (size_t)n >= sizeof(key))
         return SL_ERR_INVALID;
+    return sl_engine_global_get(engine, SL_IDENTITY_STORE_BLACKLIST, key, (size_t)n, value, len);
+}
+
+static sl_err blacklisted(sl_engine *engine, const char *kind, const char *what, bool *revoked) {
+    if (!what || !what[0])
+        return SL_OK;
     char *value;
     size_t len;
-    sl_err err =
-        sl_engine_global_get(engine, SL_IDENTITY_STORE_BLACKLIST, key, (size_t)n, &value, &len);
+    sl_err err = local_blacklist_entry(engine, kind, what, &value, &len);
     if (err == SL_ERR_NOT_FOUND)
         return SL_OK;
     if (err)
@@ -805,27 +824,15 @@ sl_err sl_identity_user_revoked(sl_engine *engine, const char *user_id, const ch
     *revoked = false;
     if (!user_id || !user_id[0])
         return SL_OK;
-    char key[8 + MAX_KEY];
-    int n = snprintf(key, sizeof(key), "uid:%s", user_id);
-    if (n < 0 || (size_t)n >= sizeof(key))
-        return SL_ERR_INVALID;
-    char *value;
-    size_t len;
-    sl_err err =
-        sl_engine_global_get(engine, SL_IDENTITY_STORE_BLACKLIST, key, (size_t)n, &value, &len);
+    char *value = NULL;
+    size_t len = 0;
+    sl_err err = local_blacklist_entry(engine, "uid", user_id, &value, &len);
     if (err == SL_ERR_NOT_FOUND)
         return SL_OK;
-    if (err)
-        return err;
-    Sluice__V1__TokenRevoked *entry =
-        sluice__v1__token_revoked__unpack(NULL, len, (const uint8_t *)value);
+    if (!err)
+        err = user_entry_revokes(value, len, session_id, issued_at_s * 1000, revoked);
     free(value);
-    if (!entry)
-        return SL_ERR_STORE;
-    *revoked = strcmp(entry->session_id, session_id ? session_id : "") != 0 &&
-               issued_at_s * 1000 <= entry->revoked_at_ms;
-    sluice__v1__token_revoked__free_unpacked(entry, NULL);
-    return SL_OK;
+    return err;
 }
 
 sl_err sl_identity_token_revoked(sl_engine *engine, const char *jti, const char *session_id,
