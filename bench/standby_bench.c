@@ -417,20 +417,11 @@ int main(int argc, char **argv) {
                    .standbys = {1, 0}};
     if (!bench_parse_args(argc, argv, &opt.common, take_option, &opt))
         return usage();
-    const char *bootstrap = bench_kafka_bootstrap("make bench-standby");
-    if (!bootstrap)
-        return 2;
-    if (!bench_catch_stop_signals())
-        return 1;
-    signal(SIGPIPE, SIG_IGN);
-    char dir[] = "/tmp/sluice-standby-bench-XXXXXX", key_path[128], errstr[256];
-    if (!mkdtemp(dir))
-        return 1;
-    bench_fmt(key_path, sizeof(key_path), "%s/signing.pem", dir);
-    if (sl_jwt_key_generate(key_path, SL_JWT_RS256, NULL, errstr, sizeof(errstr))) {
-        fprintf(stderr, "bench: %s\n", errstr);
-        return 1;
-    }
+    const char *bootstrap;
+    char dir[] = "/tmp/sluice-standby-bench-XXXXXX", key_path[128];
+    int status = bench_cluster_setup("make bench-standby", dir, key_path, sizeof(key_path), &bootstrap);
+    if (status)
+        return status;
     run_result results[2];
     int done = 0;
     for (; done < opt.n_runs && !bench_stop_requested; done++)

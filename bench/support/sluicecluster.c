@@ -15,11 +15,31 @@
 #include <unistd.h>
 
 #include "bench/support/benchutil.h"
+#include "connectors/http/auth/jwt.h"
 #include "sluice/v1/dialogs.pb-c.h"
 #include "sluice/v1/identity.pb-c.h"
 
 #define READY_US     180000000
 #define MAX_SETTINGS 24
+
+int bench_cluster_setup(const char *target, char *dir, char *key_path, size_t key_path_size,
+                        const char **bootstrap) {
+    *bootstrap = bench_kafka_bootstrap(target);
+    if (!*bootstrap)
+        return 2;
+    if (!bench_catch_stop_signals())
+        return 1;
+    signal(SIGPIPE, SIG_IGN);
+    if (!mkdtemp(dir))
+        return 1;
+    char errstr[256];
+    bench_fmt(key_path, key_path_size, "%s/signing.pem", dir);
+    if (sl_jwt_key_generate(key_path, SL_JWT_RS256, NULL, errstr, sizeof(errstr))) {
+        fprintf(stderr, "bench: %s\n", errstr);
+        return 1;
+    }
+    return 0;
+}
 
 void bench_cluster_init(bench_cluster *c, const char *bootstrap, const char *build, const char *dir,
                         const char *key_path, const char *app_id) {

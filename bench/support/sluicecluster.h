@@ -38,6 +38,14 @@ typedef struct bench_cluster {
     pid_t pids[BENCH_CLUSTER_MAX];
 } bench_cluster;
 
+/* The common start of a cluster benchmark run under scripts/harness as
+ * `make <target>`: the broker's address into *bootstrap, stop signals
+ * caught, SIGPIPE ignored, the temporary directory `dir` (a mkdtemp
+ * template, rewritten) and an RS256 signing key in it (its path into
+ * key_path). 0, or the exit status after printing why (2: no broker). */
+int bench_cluster_setup(const char *target, char *dir, char *key_path, size_t key_path_size,
+                        const char **bootstrap);
+
 /* Fill `c` for application `app_id` (topic prefix "<app_id>."); nothing
  * runs yet. Every pointer is borrowed and must outlive `c`. */
 void bench_cluster_init(bench_cluster *c, const char *bootstrap, const char *build, const char *dir,

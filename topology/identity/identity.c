@@ -526,58 +526,68 @@ static sl_err revoke(sl_identity *id, sl_ctx *ctx, const sl_record *record,
     return answer_revocation(id, ctx, meta, revoked);
 }
 
-/* The blacklist entry "<kind>:<what>" (malloc'd), through the processor's
- * global lookup, which catches up on a miss: SL_OK, SL_ERR_NOT_FOUND, or an
- * error. */
-static sl_err blacklist_entry(sl_ctx *ctx, const char *kind, const char *what, char **value,
-                              size_t *len) {
+/* Where a blacklist lookup reads: a processor's context (its lookup
+ * catches the global store up on a miss), or, for HTTP threads, this
+ * instance's copy as it is. */
+typedef struct blacklist_reader {
+    sl_ctx *ctx;
+    sl_engine *engine;
+} blacklist_reader;
+
+/* The blacklist entry "<kind>:<what>" (malloc'd): SL_OK, SL_ERR_NOT_FOUND,
+ * or an error. */
+static sl_err blacklist_entry(blacklist_reader from, const char *kind, const char *what,
+                              char **value, size_t *len) {
     char key[8 + MAX_KEY];
     int n = snprintf(key, sizeof(key), "%s:%s", kind, what);
     if (n < 0 || (size_t)n >= sizeof(key))
         return SL_ERR_INVALID;
-    return sl_ctx_global_get(ctx, SL_IDENTITY_STORE_BLACKLIST, key, (size_t)n, value, len);
+    return from.ctx ? sl_ctx_global_get(from.ctx, SL_IDENTITY_STORE_BLACKLIST, key, (size_t)n,
+                                        value, len)
+                    : sl_engine_global_get(from.engine, SL_IDENTITY_STORE_BLACKLIST, key,
+                                           (size_t)n, value, len);
 }
 
-static sl_err session_blacklisted(sl_ctx *ctx, const char *session_id, bool *revoked) {
-    char *value;
-    size_t len;
-    sl_err err = blacklist_entry(ctx, "sid", session_id, &value, &len);
+/* Whether "<kind>:<what>" is in the blacklist (nothing is, for an empty
+ * `what`). */
+static sl_err blacklisted(blacklist_reader from, const char *kind, const char *what,
+                          bool *revoked) {
+    if (!what || !what[0])
+        return SL_OK;
+    char *value = NULL;
+    size_t len = 0;
+    sl_err err = blacklist_entry(from, kind, what, &value, &len);
     if (err == SL_ERR_NOT_FOUND)
         return SL_OK;
-    if (err)
-        return err;
+    if (!err)
+        *revoked = true;
     free(value);
-    *revoked = true;
-    return SL_OK;
+    return err;
 }
 
-/* Whether the uid: blacklist entry `value` (a TokenRevoked) revokes a token
- * of `session_id` issued at `issued_at_ms`. */
-static sl_err user_entry_revokes(const char *value, size_t len, const char *session_id,
-                                 int64_t issued_at_ms, bool *revoked) {
+/* Whether the user's sessions were revoked (RevokeUserSessions, the uid:
+ * entry, a TokenRevoked) at or after `issued_at_ms`, for a token of
+ * session `session_id`. */
+static sl_err user_blacklisted(blacklist_reader from, const char *user_id,
+                               const char *session_id, int64_t issued_at_ms, bool *revoked) {
+    if (!user_id || !user_id[0])
+        return SL_OK;
+    char *value = NULL;
+    size_t len = 0;
+    sl_err err = blacklist_entry(from, "uid", user_id, &value, &len);
+    if (err == SL_ERR_NOT_FOUND)
+        return SL_OK;
     Sluice__V1__TokenRevoked *entry =
-        sluice__v1__token_revoked__unpack(NULL, len, (const uint8_t *)value);
+        err ? NULL : sluice__v1__token_revoked__unpack(NULL, len, (const uint8_t *)value);
+    free(value);
+    if (err)
+        return err;
     if (!entry)
         return SL_ERR_STORE;
     *revoked = strcmp(entry->session_id, session_id ? session_id : "") != 0 &&
                issued_at_ms <= entry->revoked_at_ms;
     sluice__v1__token_revoked__free_unpacked(entry, NULL);
     return SL_OK;
-}
-
-/* Whether the user's sessions were revoked (RevokeUserSessions) at or after
- * `issued_at_ms`, for a token of session `session_id`. */
-static sl_err user_blacklisted(sl_ctx *ctx, const char *user_id, const char *session_id,
-                               int64_t issued_at_ms, bool *revoked) {
-    char *value = NULL;
-    size_t len = 0;
-    sl_err err = blacklist_entry(ctx, "uid", user_id, &value, &len);
-    if (err == SL_ERR_NOT_FOUND)
-        return SL_OK;
-    if (!err)
-        err = user_entry_revokes(value, len, session_id, issued_at_ms, revoked);
-    free(value);
-    return err;
 }
 
 /* A password change ends every other session: one entry per user, "uid:"
@@ -651,9 +661,10 @@ static sl_err process_tokens_command(sl_ctx *ctx, const sl_record *record, void 
              * instance a moment ago) is refused: the global lookup catches
              * up to what tokens.revoked held when this command was sent. */
             bool session_revoked = false;
-            sl_err err = session_blacklisted(ctx, r->session_id, &session_revoked);
-            if (!err && !session_revoked && r->user_id[0] && r->issued_at_ms > 0)
-                err = user_blacklisted(ctx, r->user_id, r->session_id, r->issued_at_ms,
+            blacklist_reader from = {.ctx = ctx};
+            sl_err err = blacklisted(from, "sid", r->session_id, &session_revoked);
+            if (!err && !session_revoked && r->issued_at_ms > 0)
+                err = user_blacklisted(from, r->user_id, r->session_id, r->issued_at_ms,
                                        &session_revoked);
             if (err)
                 return err;
@@ -793,53 +804,19 @@ void sl_identity_destroy(sl_identity *identity) {
     free(identity);
 }
 
-/* The blacklist entry "<kind>:<what>" (malloc'd) from this instance's copy,
- * for HTTP threads: SL_OK, SL_ERR_NOT_FOUND, or an error. */
-static sl_err local_blacklist_entry(sl_engine *engine, const char *kind, const char *what,
-                                    char **value, size_t *len) {
-    char key[8 + MAX_KEY];
-    int n = snprintf(key, sizeof(key), "%s:%s", kind, what);
-    if (n < 0 || (size_t)n >= sizeof(key))
-        return SL_ERR_INVALID;
-    return sl_engine_global_get(engine, SL_IDENTITY_STORE_BLACKLIST, key, (size_t)n, value, len);
-}
-
-static sl_err blacklisted(sl_engine *engine, const char *kind, const char *what, bool *revoked) {
-    if (!what || !what[0])
-        return SL_OK;
-    char *value;
-    size_t len;
-    sl_err err = local_blacklist_entry(engine, kind, what, &value, &len);
-    if (err == SL_ERR_NOT_FOUND)
-        return SL_OK;
-    if (err)
-        return err;
-    free(value);
-    *revoked = true;
-    return SL_OK;
-}
-
 sl_err sl_identity_user_revoked(sl_engine *engine, const char *user_id, const char *session_id,
                                 int64_t issued_at_s, bool *revoked) {
     *revoked = false;
-    if (!user_id || !user_id[0])
-        return SL_OK;
-    char *value = NULL;
-    size_t len = 0;
-    sl_err err = local_blacklist_entry(engine, "uid", user_id, &value, &len);
-    if (err == SL_ERR_NOT_FOUND)
-        return SL_OK;
-    if (!err)
-        err = user_entry_revokes(value, len, session_id, issued_at_s * 1000, revoked);
-    free(value);
-    return err;
+    return user_blacklisted((blacklist_reader){.engine = engine}, user_id, session_id,
+                            issued_at_s * 1000, revoked);
 }
 
 sl_err sl_identity_token_revoked(sl_engine *engine, const char *jti, const char *session_id,
                                  bool *revoked) {
     *revoked = false;
-    sl_err err = blacklisted(engine, "jti", jti, revoked);
+    blacklist_reader from = {.engine = engine};
+    sl_err err = blacklisted(from, "jti", jti, revoked);
     if (!err && !*revoked)
-        err = blacklisted(engine, "sid", session_id, revoked);
+        err = blacklisted(from, "sid", session_id, revoked);
     return err;
 }
