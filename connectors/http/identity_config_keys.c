@@ -27,6 +27,11 @@ static const sl_config_prop props[] = {
      "Lifetime of access tokens, seconds."},
     {"identity.token.refresh.ttl.s", SL_CONFIG_INT, "1209600", 300, 31536000, NULL,
      "Lifetime of refresh tokens, seconds (each refresh rotates the token)."},
+    {"identity.session.max.s", SL_CONFIG_INT, "2592000", 300, 31536000, NULL,
+     "Absolute lifetime of a session, seconds from the login (or password change) that began "
+     "it: no token of it is accepted, and refresh stops working, after it, however often the "
+     "refresh token was rotated. Tokens are issued to end by then (auth_time claim). Default "
+     "30 days."},
     {"identity.refresh.retry.grace.ms", SL_CONFIG_INT, "10000", 0, 600000, NULL,
      "A refresh token presented again this soon after its rotation (a client retrying after a "
      "timeout or a 503, on any instance) gets the same answer, the same token pair; later, or "

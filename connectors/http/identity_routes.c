@@ -73,6 +73,7 @@ struct sl_identity_http {
     char iss[SL_JWT_MAX_NAME + 1], aud[SL_JWT_MAX_NAME + 1];
     int64_t access_ttl_s, refresh_ttl_s, leeway_s;
     int64_t refresh_grace_ms; /* a retried refresh gets the first answer */
+    int64_t session_max_s;    /* no token outlives auth_time + this */
     int hash_timeout_ms;
     int visible_timeout_ms; /* identity.register.visible.timeout.ms */
     char users_topic[256], tokens_topic[256];
@@ -133,11 +134,21 @@ static sl_err rotation_init(sl_identity_http *ih, const char *old_jti, int64_t r
     return SL_OK;
 }
 
+/* A token's lifetime from `iat`, cut so that it ends with its session
+ * (auth_time + identity.session.max.s); <= 0 when the session is over. */
+static int64_t token_ttl(const sl_identity_http *ih, int64_t ttl_s, int64_t iat,
+                         int64_t auth_time) {
+    int64_t left = auth_time + ih->session_max_s - iat;
+    return left < ttl_s ? left : ttl_s;
+}
+
 /* Issue an access and a refresh token for user `sub` in session `sid`
  * (a fresh one when NULL), with random ids now, or with the ids and time
- * of `rotated` (may be NULL). */
+ * of `rotated` (may be NULL). `auth_time`: when the user authenticated
+ * (0: now, a login); no token outlives auth_time + identity.session.max.s
+ * (SL_ERR_TIMEOUT when nothing is left of it). */
 static sl_err issue_pair(sl_identity_http *ih, const char *sub, const char *sid,
-                         const rotation *rotated, token_pair *out) {
+                         const rotation *rotated, int64_t auth_time, token_pair *out) {
     char fresh_sid[SL_JWT_RANDOM_ID_LEN + 1];
     char why[256];
     if (!sid) {
@@ -146,16 +157,23 @@ static sl_err issue_pair(sl_identity_http *ih, const char *sub, const char *sid,
         sid = fresh_sid;
     }
     int64_t now = rotated ? rotated->iat : now_s();
+    if (auth_time <= 0 || auth_time > now)
+        auth_time = now;
+    int64_t access_ttl = token_ttl(ih, ih->access_ttl_s, now, auth_time);
+    int64_t refresh_ttl = token_ttl(ih, ih->refresh_ttl_s, now, auth_time);
+    if (access_ttl <= 0 || refresh_ttl <= 0)
+        return SL_ERR_TIMEOUT;
     sl_jwt_claims access, refresh;
     size_t len;
     sl_err err;
     if ((err = sl_jwt_claims_init(&access, SL_JWT_ACCESS, sub, sid, ih->iss, ih->aud, now,
-                                  ih->access_ttl_s, why, sizeof(why))) ||
+                                  access_ttl, why, sizeof(why))) ||
         (err = sl_jwt_claims_init(&refresh, SL_JWT_REFRESH, sub, sid, ih->iss, ih->aud, now,
-                                  ih->refresh_ttl_s, why, sizeof(why)))) {
+                                  refresh_ttl, why, sizeof(why)))) {
         logf_(ih, SL_LOG_ERROR, "cannot issue tokens: %s", why);
         return err;
     }
+    access.auth_time = refresh.auth_time = auth_time;
     if (rotated) {
         snprintf(access.jti, sizeof(access.jti), "%s", rotated->access_jti);
         snprintf(refresh.jti, sizeof(refresh.jti), "%s", rotated->refresh_jti);
@@ -181,8 +199,12 @@ static int check_token(sl_identity_http *ih, const char *token, sl_jwt_typ typ,
                        sl_jwt_claims *claims, const char **message, bool *was_revoked) {
     if (was_revoked)
         *was_revoked = false;
-    sl_jwt_expect expect = {
-        .iss = ih->iss, .aud = ih->aud, .typ = typ, .now = now_s(), .leeway_s = ih->leeway_s};
+    sl_jwt_expect expect = {.iss = ih->iss,
+                            .aud = ih->aud,
+                            .typ = typ,
+                            .now = now_s(),
+                            .leeway_s = ih->leeway_s,
+                            .session_max_s = ih->session_max_s};
     char why[256];
     sl_jwt_error verdict = sl_jwt_verify_cached(ih->keys, ih->cache, token, strlen(token),
                                                 &expect, claims, why, sizeof(why));
@@ -494,7 +516,7 @@ static void handle_register(void *opaque, const sl_http_request *req, sl_http_re
                       "registered, but not yet readable on every instance; retry with the same "
                       "Idempotency-Key, or log in",
                       SL_RESPOND_RETRY_AFTER_S);
-        } else if (!pair || issue_pair(ih, ev->user_id, NULL, NULL, pair)) {
+        } else if (!pair || issue_pair(ih, ev->user_id, NULL, NULL, 0, pair)) {
             http_fail(ih, req, resp, 500, "registered, but the tokens could not be issued: log in", 0);
         } else {
             json_t *root = pair_json(ih, pair);
@@ -589,7 +611,7 @@ static void handle_login(void *opaque, const sl_http_request *req, sl_http_respo
     }
     sl_throttle_success(ih->per_account, account);
     token_pair *pair = malloc(sizeof(*pair));
-    if (!pair || issue_pair(ih, user->user_id, NULL, NULL, pair)) {
+    if (!pair || issue_pair(ih, user->user_id, NULL, NULL, 0, pair)) {
         http_fail(ih, req, resp, 500, "the tokens could not be issued", 0);
     } else {
         json_t *root = pair_json(ih, pair);
@@ -791,7 +813,7 @@ static void handle_password(void *opaque, const sl_http_request *req, sl_http_re
         }
     }
     pair = malloc(sizeof(*pair));
-    if (!pair || issue_pair(ih, user->user_id, sid, NULL, pair))
+    if (!pair || issue_pair(ih, user->user_id, sid, NULL, 0, pair))
         http_fail(ih, req, resp, 500, "the password was changed; the tokens could not be issued: "
                                       "log in", 0);
     else
@@ -998,9 +1020,17 @@ static void handle_refresh(void *opaque, const sl_http_request *req, sl_http_res
     }
     rotation rotated;
     token_pair *pair = malloc(sizeof(*pair));
-    if (!pair || rotation_init(ih, claims.jti, rotated_at_ms > 0 ? rotated_at_ms : now_ms,
-                               &rotated) ||
-        issue_pair(ih, claims.sub, claims.sid, &rotated, pair))
+    /* The session's age carries over: a token from before auth_time
+     * existed counts from its own iat. */
+    int64_t auth_time = claims.auth_time ? claims.auth_time : claims.iat;
+    err = !pair
+              ? SL_ERR_NOMEM
+              : rotation_init(ih, claims.jti, rotated_at_ms > 0 ? rotated_at_ms : now_ms, &rotated);
+    if (!err)
+        err = issue_pair(ih, claims.sub, claims.sid, &rotated, auth_time, pair);
+    if (err == SL_ERR_TIMEOUT)
+        http_fail(ih, req, resp, 401, sl_jwt_error_msg(SL_JWT_ERR_SESSION_TOO_OLD), 0);
+    else if (err)
         http_fail(ih, req, resp, 500, "the tokens could not be issued", 0);
     else
         answer_json(ih, req, resp, 200, pair_json(ih, pair));
@@ -1161,6 +1191,7 @@ sl_identity_http *sl_identity_http_new(const sl_config *config, sl_gateway *gate
     ih->refresh_ttl_s = sl_config_get_int(config, "identity.token.refresh.ttl.s");
     ih->leeway_s = sl_config_get_int(config, "identity.token.leeway.s");
     ih->refresh_grace_ms = sl_config_get_int(config, "identity.refresh.retry.grace.ms");
+    ih->session_max_s = sl_config_get_int(config, "identity.session.max.s");
     ih->hash_timeout_ms = (int)sl_config_get_int(config, "identity.argon2.timeout.ms");
     ih->visible_timeout_ms = (int)sl_config_get_int(config, "identity.register.visible.timeout.ms");
     sl_identity_options options;

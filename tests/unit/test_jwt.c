@@ -380,6 +380,77 @@ static void token_issued_in_the_future_is_refused(void **state) {
     assert_verdict(verify(fx.keys, token, SL_JWT_ACCESS, NULL), SL_JWT_ERR_NOT_YET_VALID);
 }
 
+/* auth_time (when the user logged in) is issued, read back, and bounds
+ * the session: at auth_time + session_max_s the token is refused whatever
+ * its exp; without auth_time, iat stands in. */
+static void auth_time_bounds_the_session_whatever_the_exp(void **state) {
+    (void)state;
+    char token[SL_JWT_MAX_TOKEN + 1];
+    sl_jwt_claims c = claims_of(SL_JWT_REFRESH, "user-42", 86400);
+    c.auth_time = NOW - 1000;
+    issue_with(fx.keys, &c, token);
+    sl_jwt_claims got;
+    sl_jwt_expect e = expect_typ(SL_JWT_REFRESH);
+    e.session_max_s = 1100; /* the session ends at NOW + 100 */
+    assert_verdict(sl_jwt_verify(fx.keys, token, strlen(token), &e, &got, errstr, sizeof(errstr)),
+                   SL_JWT_OK);
+    assert_int_equal(got.auth_time, NOW - 1000);
+    e.now = NOW + 99;
+    assert_verdict(sl_jwt_verify(fx.keys, token, strlen(token), &e, NULL, errstr, sizeof(errstr)),
+                   SL_JWT_OK);
+    e.now = NOW + 100;
+    assert_verdict(sl_jwt_verify(fx.keys, token, strlen(token), &e, NULL, errstr, sizeof(errstr)),
+                   SL_JWT_ERR_SESSION_TOO_OLD);
+    e.now = NOW + 129;
+    e.leeway_s = 30;
+    assert_verdict(sl_jwt_verify(fx.keys, token, strlen(token), &e, NULL, errstr, sizeof(errstr)),
+                   SL_JWT_OK);
+    e.session_max_s = 0; /* unbounded */
+    e.now = NOW + 80000;
+    assert_verdict(sl_jwt_verify(fx.keys, token, strlen(token), &e, NULL, errstr, sizeof(errstr)),
+                   SL_JWT_OK);
+    /* no auth_time: the session counts from iat */
+    sl_jwt_claims old = claims_of(SL_JWT_REFRESH, "user-42", 86400);
+    issue_with(fx.keys, &old, token);
+    e = expect_typ(SL_JWT_REFRESH);
+    e.session_max_s = 100;
+    e.now = NOW + 100;
+    assert_verdict(sl_jwt_verify(fx.keys, token, strlen(token), &e, &got, errstr, sizeof(errstr)),
+                   SL_JWT_ERR_SESSION_TOO_OLD);
+    e.now = NOW + 99;
+    assert_verdict(sl_jwt_verify(fx.keys, token, strlen(token), &e, &got, errstr, sizeof(errstr)),
+                   SL_JWT_OK);
+    assert_int_equal(got.auth_time, 0);
+}
+
+static void auth_time_after_iat_or_not_an_integer_is_refused(void **state) {
+    (void)state;
+    char token[SL_JWT_MAX_TOKEN + 1];
+    sl_jwt_claims c = claims_of(SL_JWT_ACCESS, "user-42", 900);
+    c.auth_time = NOW + 1;
+    assert_int_equal(sl_jwt_issue(fx.keys, &c, token, sizeof(token), NULL, errstr, sizeof(errstr)),
+                     SL_ERR_INVALID);
+    json_t *payload = valid_payload();
+    json_object_set_new(payload, "auth_time", json_integer(NOW + 1));
+    forge_payload(payload, token, sizeof(token));
+    assert_verdict(verify(fx.keys, token, SL_JWT_ACCESS, NULL), SL_JWT_ERR_CLAIMS);
+    const json_int_t bad[] = {0, -5};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        payload = valid_payload();
+        json_object_set_new(payload, "auth_time", json_integer(bad[i]));
+        forge_payload(payload, token, sizeof(token));
+        assert_verdict(verify(fx.keys, token, SL_JWT_ACCESS, NULL), SL_JWT_ERR_CLAIMS);
+    }
+    payload = valid_payload();
+    json_object_set_new(payload, "auth_time", json_string("yesterday"));
+    forge_payload(payload, token, sizeof(token));
+    assert_verdict(verify(fx.keys, token, SL_JWT_ACCESS, NULL), SL_JWT_ERR_CLAIMS);
+    payload = valid_payload();
+    json_object_set_new(payload, "auth_time", json_integer(NOW - 10));
+    forge_payload(payload, token, sizeof(token));
+    assert_verdict(verify(fx.keys, token, SL_JWT_ACCESS, NULL), SL_JWT_OK);
+}
+
 static void wrong_issuer_is_refused(void **state) {
     (void)state;
     char token[SL_JWT_MAX_TOKEN + 1];
@@ -1195,6 +1266,26 @@ static void cache_hit_rechecks_type_and_not_before(void **state) {
                    SL_JWT_OK);
 }
 
+static void cache_hit_rechecks_the_session_lifetime(void **state) {
+    sl_jwt_cache *cache = *state;
+    char token[SL_JWT_MAX_TOKEN + 1];
+    sl_jwt_claims c = claims_of(SL_JWT_ACCESS, "user-42", 900);
+    c.auth_time = NOW - 50;
+    issue_with(fx.keys, &c, token);
+    sl_jwt_expect e = expect_typ(SL_JWT_ACCESS);
+    e.session_max_s = 100;
+    assert_verdict(sl_jwt_verify_cached(fx.keys, cache, token, strlen(token), &e, NULL, errstr,
+                                        sizeof(errstr)),
+                   SL_JWT_OK);
+    e.now = NOW + 50;
+    assert_verdict(sl_jwt_verify_cached(fx.keys, cache, token, strlen(token), &e, NULL, errstr,
+                                        sizeof(errstr)),
+                   SL_JWT_ERR_SESSION_TOO_OLD);
+    uint64_t hits;
+    sl_jwt_cache_stats(cache, &hits, NULL);
+    assert_int_equal(hits, 1);
+}
+
 static void cache_hit_rechecks_issuer_and_audience(void **state) {
     sl_jwt_cache *cache = *state;
     char token[SL_JWT_MAX_TOKEN + 1];
@@ -1341,6 +1432,8 @@ int main(void) {
         T(expired_token_is_refused_and_leeway_is_honoured),
         T(token_before_its_nbf_is_refused),
         T(token_issued_in_the_future_is_refused),
+        T(auth_time_bounds_the_session_whatever_the_exp),
+        T(auth_time_after_iat_or_not_an_integer_is_refused),
         T(wrong_issuer_is_refused),
         T(wrong_audience_is_refused),
         T(audience_array_must_contain_the_expected_audience),
@@ -1385,6 +1478,7 @@ int main(void) {
         C(cache_hit_returns_the_same_claims),
         C(cache_hit_for_an_expired_token_is_refused),
         C(cache_hit_rechecks_type_and_not_before),
+        C(cache_hit_rechecks_the_session_lifetime),
         C(cache_hit_rechecks_issuer_and_audience),
         C(cache_does_not_answer_for_a_key_set_without_the_signing_key),
         C(cache_never_caches_a_refused_token),

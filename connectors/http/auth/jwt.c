@@ -29,6 +29,7 @@
  *           required claims present and well typed .......... CLAIMS
  *           iss, aud ........................................ ISSUER, AUDIENCE
  *           typ claim, exp, nbf, iat against now ............ TYPE, EXPIRED, NOT_YET_VALID
+ *           auth_time (iat without) + session_max_s > now ... SESSION_TOO_OLD
  *
  * The last row is sl_jwt_check_live(), the part a cache hit repeats.
  *
@@ -379,7 +380,8 @@ static bool claims_ok_for_issue(const sl_jwt_claims *c) {
     return typ_ok(c->typ) && text_ok(c->sub, SL_JWT_MAX_ID) && text_ok(c->sid, SL_JWT_MAX_ID) &&
            text_ok(c->jti, SL_JWT_MAX_ID) && text_ok(c->iss, SL_JWT_MAX_NAME) &&
            text_ok(c->aud, SL_JWT_MAX_NAME) && time_ok(c->iat) && time_ok(c->exp) &&
-           c->exp > c->iat && (c->nbf == 0 || time_ok(c->nbf));
+           c->exp > c->iat && (c->nbf == 0 || time_ok(c->nbf)) &&
+           (c->auth_time == 0 || (time_ok(c->auth_time) && c->auth_time <= c->iat));
 }
 
 sl_err sl_jwt_issue(const sl_jwt_keys *keys, const sl_jwt_claims *claims, char *out,
@@ -389,7 +391,7 @@ sl_err sl_jwt_issue(const sl_jwt_keys *keys, const sl_jwt_claims *claims, char *
     if (!claims_ok_for_issue(claims))
         return sl_fail(errstr, errstr_size, SL_ERR_INVALID,
                        "issue: claims incomplete or out of bounds (typ, sub, sid, jti, iss, aud, "
-                       "iat, exp > iat)");
+                       "iat, exp > iat, auth_time <= iat)");
     json_t *header = json_pack("{s:s, s:s, s:s}", "alg", alg_name(keys->key[0].alg), "kid",
                                keys->key[0].kid, "typ", typ_header(claims->typ));
     json_t *payload = json_pack("{s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s}", "aud", claims->aud,
@@ -398,7 +400,9 @@ sl_err sl_jwt_issue(const sl_jwt_keys *keys, const sl_jwt_claims *claims, char *
                                 claims->sub, "typ", typ_claim(claims->typ));
     sl_err err = SL_OK;
     if (!header || !payload ||
-        (claims->nbf && json_object_set_new(payload, "nbf", json_integer(claims->nbf)) != 0)) {
+        (claims->nbf && json_object_set_new(payload, "nbf", json_integer(claims->nbf)) != 0) ||
+        (claims->auth_time &&
+         json_object_set_new(payload, "auth_time", json_integer(claims->auth_time)) != 0)) {
         /* json_pack also fails on invalid UTF-8 */
         err = sl_fail(errstr, errstr_size, SL_ERR_INVALID,
                       "issue: claims are not valid UTF-8, or out of memory");
@@ -616,6 +620,13 @@ sl_jwt_error sl_jwt_check_live(const sl_jwt_claims *c, const sl_jwt_expect *expe
                              "issued in the future at %lld (now %lld, leeway %lld s)",
                              (long long)c->iat, (long long)expect->now,
                              (long long)expect->leeway_s);
+    int64_t session_start = c->auth_time ? c->auth_time : c->iat;
+    if (expect->session_max_s > 0 &&
+        expect->now - expect->leeway_s >= session_start + expect->session_max_s)
+        return sl_jwt_reject(errstr, errstr_size, SL_JWT_ERR_SESSION_TOO_OLD,
+                             "session began at %lld, more than %lld s ago (now %lld)",
+                             (long long)session_start, (long long)expect->session_max_s,
+                             (long long)expect->now);
     return SL_JWT_OK;
 }
 
@@ -633,14 +644,18 @@ static sl_jwt_error check_claims(json_t *payload, const sl_jwt_expect *expect, s
         return sl_jwt_reject(errstr, errstr_size, SL_JWT_ERR_CLAIMS,
                              "sub, sid and jti must be strings of 1..%d printable bytes",
                              SL_JWT_MAX_ID);
-    bool has_exp, has_iat, has_nbf;
+    bool has_exp, has_iat, has_nbf, has_auth_time;
     if (!get_time(payload, "exp", &has_exp, &c->exp) ||
         !get_time(payload, "iat", &has_iat, &c->iat) ||
-        !get_time(payload, "nbf", &has_nbf, &c->nbf) || !has_exp || !has_iat)
+        !get_time(payload, "nbf", &has_nbf, &c->nbf) ||
+        !get_time(payload, "auth_time", &has_auth_time, &c->auth_time) || !has_exp || !has_iat)
         return sl_jwt_reject(errstr, errstr_size, SL_JWT_ERR_CLAIMS,
-                             "exp and iat are required, and exp/iat/nbf must be integer times");
+                             "exp and iat are required, and exp/iat/nbf/auth_time must be "
+                             "integer times");
     if (c->exp <= c->iat)
         return sl_jwt_reject(errstr, errstr_size, SL_JWT_ERR_CLAIMS, "exp is not after iat");
+    if (has_auth_time && c->auth_time > c->iat)
+        return sl_jwt_reject(errstr, errstr_size, SL_JWT_ERR_CLAIMS, "auth_time is after iat");
     json_t *iss = json_object_get(payload, "iss");
     if (!json_is_string(iss))
         return sl_jwt_reject(errstr, errstr_size, SL_JWT_ERR_CLAIMS, "iss is missing");

@@ -86,6 +86,7 @@ typedef enum sl_jwt_typ { SL_JWT_ACCESS = 1, SL_JWT_REFRESH = 2 } sl_jwt_typ;
     X(SL_JWT_ERR_AUDIENCE, "token audience is not accepted")                                       \
     X(SL_JWT_ERR_EXPIRED, "token has expired")                                                     \
     X(SL_JWT_ERR_NOT_YET_VALID, "token is not valid yet")                                          \
+    X(SL_JWT_ERR_SESSION_TOO_OLD, "the session has reached its maximum lifetime: log in again")    \
     X(SL_JWT_ERR_INTERNAL, "token could not be verified")
 
 typedef enum sl_jwt_error {
@@ -112,6 +113,11 @@ typedef struct sl_jwt_claims {
     int64_t iat;                   /* seconds since the epoch */
     int64_t nbf;                   /* verify: 0 when the token has none */
     int64_t exp;
+    /* When the user authenticated (logged in, registered, changed the
+     * password), seconds; carried unchanged through refreshes, so the
+     * session's age is bounded whatever the rotation (OIDC's auth_time).
+     * 0: absent (tokens issued before it existed; iat stands in). */
+    int64_t auth_time;
     char kid[SL_JWT_KID_LEN + 1]; /* verify: the key that signed it; ignored by issue */
 } sl_jwt_claims;
 
@@ -122,6 +128,9 @@ typedef struct sl_jwt_expect {
     sl_jwt_typ typ;
     int64_t now;      /* seconds since the epoch (a parameter, so tests control time) */
     int64_t leeway_s; /* allowed clock skew, 0..SL_JWT_MAX_LEEWAY_S */
+    /* Longest a session lives from its auth_time (iat without one),
+     * seconds; 0: unbounded. */
+    int64_t session_max_s;
 } sl_jwt_expect;
 
 /* ---- keys ---------------------------------------------------------------- */
@@ -195,7 +204,8 @@ sl_err sl_jwt_claims_init(sl_jwt_claims *claims, sl_jwt_typ typ, const char *sub
 sl_err sl_jwt_random_id(char *out, size_t out_size);
 
 /* Sign a token for `claims` (all fields but kid required; claims->nbf 0
- * leaves nbf out) with the current key. The token and a NUL go to out;
+ * leaves nbf out, claims->auth_time 0 leaves auth_time out; auth_time must
+ * not be after iat) with the current key. The token and a NUL go to out;
  * *out_len (if non-NULL) gets its length. SL_ERR_FULL if out_size is too
  * small (SL_JWT_MAX_TOKEN always suffices), SL_ERR_INVALID for bad claims.
  * Any thread. */
@@ -216,7 +226,9 @@ sl_err sl_jwt_issue(const sl_jwt_keys *keys, const sl_jwt_claims *claims, char *
  *   - claims: typ == expect->typ; iss == expect->iss; aud == expect->aud or
  *     an array containing it; sub, sid, jti non-empty strings within
  *     SL_JWT_MAX_ID; exp and iat integers, exp > iat; exp > now - leeway;
- *     iat <= now + leeway; nbf (optional) <= now + leeway.
+ *     iat <= now + leeway; nbf (optional) <= now + leeway; auth_time
+ *     (optional) an integer <= iat, and (auth_time, or iat without it) +
+ *     expect->session_max_s > now - leeway when session_max_s > 0.
  * On SL_JWT_OK `out` (may be NULL) gets the claims; on any other verdict it
  * is zeroed. errstr (may be NULL) gets a detail for the log that never
  * contains token content. Revocation is NOT checked here: the caller looks
