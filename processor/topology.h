@@ -188,6 +188,17 @@ sl_err sl_ctx_emit_coalesced(sl_ctx *ctx, const char *sink, const void *cache_ke
 sl_err sl_ctx_reply(sl_ctx *ctx, const char *reply_to, const void *key, size_t key_len,
                     const void *value, size_t value_len);
 
+/* Trace context. A record that carries a valid W3C `traceparent` header
+ * is processed as a span of that trace: every record emitted, replied or
+ * sent to the dead-letter topic while processing it carries a
+ * `traceparent` header of that span (a coalesced emit: of its last
+ * update), and the engine's log lines name the trace. A record without the
+ * header may name its trace in its payload (CommandMeta.traceparent from a
+ * producer that sets no headers): sl_ctx_adopt_trace continues that trace
+ * instead. Ignored when the record had the header or the value is not a
+ * valid traceparent. */
+void sl_ctx_adopt_trace(sl_ctx *ctx, const char *traceparent);
+
 /* Send the current record to the dead-letter topic with this reason. */
 void sl_ctx_reject(sl_ctx *ctx, const char *reason);
 

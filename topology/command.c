@@ -87,6 +87,8 @@ sl_err sl_command_answer_repeat(sl_ctx *ctx, sl_arena *arena, const char *store,
                                 size_t key_len, const Sluice__V1__CommandMeta *meta,
                                 bool *answered) {
     *answered = false;
+    if (meta)
+        sl_ctx_adopt_trace(ctx, meta->traceparent);
     if (key_len == 0)
         return SL_OK;
     char *value;

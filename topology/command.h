@@ -73,10 +73,12 @@ sl_err sl_command_outcome(sl_ctx *ctx, sl_arena *arena, const Sluice__V1__Comman
                           const void *event, const void *payload_message,
                           const sl_command_memory *memory);
 
-/* A command whose idempotency key (key_len bytes; 0: none) has an outcome
- * in `store`: reply with the remembered outcome to meta's sender and set
- * *answered. *answered is false when the key is new. SL_ERR_STORE when the
- * remembered outcome does not decode. */
+/* The first call of a command's processor. It continues the trace named
+ * by meta->traceparent when the record carried no traceparent header
+ * (sl_ctx_adopt_trace). A command whose idempotency key (key_len bytes; 0:
+ * none) has an outcome in `store`: reply with the remembered outcome to
+ * meta's sender and set *answered. *answered is false when the key is new.
+ * SL_ERR_STORE when the remembered outcome does not decode. */
 sl_err sl_command_answer_repeat(sl_ctx *ctx, sl_arena *arena, const char *store, const char *key,
                                 size_t key_len, const Sluice__V1__CommandMeta *meta,
                                 bool *answered);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "processor/base/trace.h"
 #include "sluice/v1/dialogs.pb-c.h"
 #include "sluice/v1/identity.pb-c.h"
 
@@ -156,6 +157,21 @@ pg_res sl_pgsink_pg_run(PGconn *conn, const char *sql, int n_params, const char 
     return r;
 }
 
+/* The event's traceparent header into out (a NUL-terminated copy), or
+ * NULL when it has none or an invalid one. */
+static const char *event_trace(const rd_kafka_message_t *m, char out[SL_TRACEPARENT_LEN + 1]) {
+    rd_kafka_headers_t *headers = NULL;
+    const void *value = NULL;
+    size_t len = 0;
+    if (rd_kafka_message_headers(m, &headers) || !headers ||
+        rd_kafka_header_get_last(headers, SL_TRACEPARENT_HEADER, &value, &len) ||
+        !sl_traceparent_valid(value, len))
+        return NULL;
+    memcpy(out, value, SL_TRACEPARENT_LEN);
+    out[SL_TRACEPARENT_LEN] = '\0';
+    return out;
+}
+
 /* COPY text of rows [lo, hi) of one table into sink->copy. */
 static bool build_copy(sl_pgsink *sink, int topic, size_t lo, size_t hi, size_t *n) {
     buf *b = &sink->copy;
@@ -183,7 +199,10 @@ static bool build_copy(sl_pgsink *sink, int topic, size_t lo, size_t hi, size_t 
                  buf_field(b, pr ? pr->biography : "", '\t') &&
                  buf_field(b, pr ? pr->city : "", '\t') && buf_int(b, ur->registered_at_ms, '\t');
         }
-        ok = ok && buf_int(b, m->partition, '\t') && buf_int(b, m->offset, '\n');
+        char trace_buf[SL_TRACEPARENT_LEN + 1];
+        const char *trace = event_trace(m, trace_buf);
+        ok = ok && (trace ? buf_field(b, trace, '\t') : buf_put(b, "\\N\t", 3)) &&
+             buf_int(b, m->partition, '\t') && buf_int(b, m->offset, '\n');
         if (!ok)
             return false;
         (*n)++;
@@ -205,9 +224,12 @@ static bool build_copy_messages_binary(sl_pgsink *sink, size_t *n) {
         if (row->topic != T_MESSAGES || row->superseded)
             continue;
         const Sluice__V1__MessageSent *ms = row->event;
-        if (!buf_be(b, 6, 2) || !buf_bin_text(b, ms->dialog_id) || !buf_bin_int8(b, ms->sequence) ||
+        char trace_buf[SL_TRACEPARENT_LEN + 1];
+        const char *trace = event_trace(sink->msgs[row->msg].m, trace_buf);
+        if (!buf_be(b, 7, 2) || !buf_bin_text(b, ms->dialog_id) || !buf_bin_int8(b, ms->sequence) ||
             !buf_bin_text(b, ms->sender_id) || !buf_bin_text(b, ms->recipient_id) ||
-            !buf_bin_text(b, ms->text) || !buf_bin_timestamptz_ms(b, ms->sent_at_ms))
+            !buf_bin_text(b, ms->text) || !buf_bin_timestamptz_ms(b, ms->sent_at_ms) ||
+            !(trace ? buf_bin_text(b, trace) : buf_be(b, 0xffffffffu, 4))) /* -1: NULL */
             return false;
         (*n)++;
     }
@@ -250,8 +272,8 @@ static pg_res write_messages_direct(sl_pgsink *sink, char *why, size_t why_size)
         return PG_OK;
     char sql[256];
     snprintf(sql, sizeof(sql),
-             "COPY %s (dialog_id, sequence, sender_id, recipient_id, text, sent_at) "
-             "FROM STDIN (FORMAT binary)",
+             "COPY %s (dialog_id, sequence, sender_id, recipient_id, text, sent_at, "
+             "traceparent) FROM STDIN (FORMAT binary)",
              sink->tables[T_MESSAGES]);
     return copy_in(sink, sql, why, why_size);
 }
@@ -284,24 +306,27 @@ pg_res sl_pgsink_write_rows(sl_pgsink *sink, size_t lo, size_t hi, bool empty_st
         char sql[1536];
         if (t == T_MESSAGES)
             snprintf(sql, sizeof(sql),
-                     "INSERT INTO %s (dialog_id, sequence, sender_id, recipient_id, text, sent_at) "
+                     "INSERT INTO %s (dialog_id, sequence, sender_id, recipient_id, text, sent_at, "
+                     "traceparent) "
                      "SELECT DISTINCT ON (dialog_id, sequence) dialog_id, sequence, sender_id, "
-                     "recipient_id, text, timestamptz 'epoch' + sent_at_ms * interval '1 ms' "
+                     "recipient_id, text, timestamptz 'epoch' + sent_at_ms * interval '1 ms', "
+                     "traceparent "
                      "FROM sluice_stage_messages ORDER BY dialog_id, sequence, src_offset DESC "
                      "ON CONFLICT (dialog_id, sequence) DO NOTHING",
                      sink->tables[t]);
         else
             snprintf(sql, sizeof(sql),
                      "INSERT INTO %s AS u (id, email, first_name, second_name, birthdate, "
-                     "biography, city, created_at) "
+                     "biography, city, created_at, traceparent) "
                      "SELECT DISTINCT ON (id) id, email, first_name, second_name, "
                      "birthdate::date, biography, city, "
-                     "timestamptz 'epoch' + created_at_ms * interval '1 ms' "
+                     "timestamptz 'epoch' + created_at_ms * interval '1 ms', traceparent "
                      "FROM sluice_stage_users ORDER BY id, src_partition DESC, src_offset DESC "
                      "ON CONFLICT (id) DO UPDATE SET email = excluded.email, "
                      "first_name = excluded.first_name, second_name = excluded.second_name, "
                      "birthdate = excluded.birthdate, biography = excluded.biography, "
-                     "city = excluded.city, created_at = excluded.created_at "
+                     "city = excluded.city, created_at = excluded.created_at, "
+                     "traceparent = excluded.traceparent "
                      "WHERE (u.email, u.first_name, u.second_name, u.birthdate, u.biography, "
                      "u.city, u.created_at) IS DISTINCT FROM (excluded.email, "
                      "excluded.first_name, excluded.second_name, excluded.birthdate, "

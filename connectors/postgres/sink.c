@@ -117,10 +117,10 @@ sl_pgsink_state sl_pgsink_state_get(const sl_pgsink *sink) {
 static const char stage_ddl[] =
     "CREATE TEMP TABLE sluice_stage_users (id text, email text, first_name text, "
     "second_name text, birthdate text, biography text, city text, created_at_ms bigint, "
-    "src_partition int, src_offset bigint) ON COMMIT DELETE ROWS;"
+    "traceparent text, src_partition int, src_offset bigint) ON COMMIT DELETE ROWS;"
     "CREATE TEMP TABLE sluice_stage_messages (dialog_id text, sequence bigint, sender_id text, "
-    "recipient_id text, text text, sent_at_ms bigint, src_partition int, src_offset bigint) "
-    "ON COMMIT DELETE ROWS";
+    "recipient_id text, text text, sent_at_ms bigint, traceparent text, src_partition int, "
+    "src_offset bigint) ON COMMIT DELETE ROWS";
 
 void sl_pgsink_pg_close(sl_pgsink *sink) {
     if (sink->pg)

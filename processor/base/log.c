@@ -1,6 +1,8 @@
 /* log.c: format a line and pass it to the installed callback. */
 #include "processor/base/log.h"
 
+#include "processor/base/trace.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,10 +12,17 @@ void sl_log(const sl_logger *logger, sl_log_level level, const char *component, 
     if (!logger || !logger->fn || level > logger->level)
         return;
     char line[1024];
+    const char *trace = sl_trace_current();
+    /* room kept for " trace=<trace id>" */
+    size_t room = sizeof(line) - (trace ? 8 + SL_TRACE_ID_LEN : 0);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
+    int n = vsnprintf(line, room, fmt, ap);
     va_end(ap);
+    if (trace) {
+        size_t used = n < 0 ? 0 : (size_t)n < room ? (size_t)n : room - 1;
+        snprintf(line + used, sizeof(line) - used, " trace=%.*s", SL_TRACE_ID_LEN, trace + 3);
+    }
     /* One event, one line: fold embedded newlines (from librdkafka messages,
      * say) so a line-oriented log shipper never splits an event. */
     for (char *p = line; *p; p++)

@@ -30,7 +30,9 @@ typedef struct sl_logger {
 } sl_logger;
 
 /* Format and emit one line if `level` passes the logger's threshold. Lines
- * longer than 1 KiB are truncated. Any thread. */
+ * longer than 1 KiB are truncated. A thread working for a trace
+ * (sl_trace_set_current) ends the line with " trace=<trace id>". Any
+ * thread. */
 void sl_log(const sl_logger *logger, sl_log_level level, const char *component, const char *fmt,
             ...) __attribute__((format(printf, 4, 5)));
 

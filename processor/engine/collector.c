@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "processor/base/clock.h"
+#include "processor/base/trace.h"
 #include "processor/engine/engine_int.h"
 #include "processor/kafka/client.h"
 
@@ -111,6 +112,16 @@ void collector_delivery_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, vo
     }
 }
 
+rd_kafka_headers_t *collector_trace_headers(rd_kafka_headers_t *headers) {
+    const char *trace = sl_trace_current();
+    if (!trace)
+        return headers;
+    if (!headers)
+        headers = rd_kafka_headers_new(1);
+    rd_kafka_header_add(headers, SL_TRACEPARENT_HEADER, -1, trace, -1);
+    return headers;
+}
+
 sl_err collector_produce(sl_engine *engine, const char *topic, int32_t partition, const void *key,
                       size_t key_len, const void *value, size_t value_len,
                       rd_kafka_headers_t *headers) {
@@ -146,6 +157,7 @@ void collector_send_to_dlq(sl_engine *engine, task *t, const sl_record *record, 
     rd_kafka_header_add(headers, "sluice.dlq.offset", -1, offset, -1);
     rd_kafka_header_add(headers, "sluice.dlq.processor", -1, node, -1);
     rd_kafka_header_add(headers, "sluice.dlq.error", -1, reason, -1);
+    headers = collector_trace_headers(headers);
     if (collector_produce(engine, engine->dlq_topic, t->partition % engine->source_partitions[0],
                           record->key, record->key_len, record->value, record->value_len,
                           headers) == SL_OK)
@@ -159,7 +171,7 @@ sl_err collector_emit_cached(void *opaque, int sink, const void *key, size_t key
                              const void *value, size_t value_len) {
     sl_engine *engine = opaque;
     sl_err err = collector_produce(engine, engine->sink_topic[sink], RD_KAFKA_PARTITION_UA, key,
-                                   key_len, value, value_len, NULL);
+                                   key_len, value, value_len, collector_trace_headers(NULL));
     if (!err) {
         sl_counter_add(engine->m.records_out[sink], 1);
         sl_counter_add(engine->m.cache_emitted, 1);

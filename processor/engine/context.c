@@ -7,6 +7,7 @@
  */
 #include <string.h>
 
+#include "processor/base/trace.h"
 #include "processor/engine/engine_int.h"
 
 static task_store *ctx_store(sl_ctx *ctx, const char *store) {
@@ -130,7 +131,7 @@ sl_err sl_ctx_emit(sl_ctx *ctx, const char *sink, const void *key, size_t key_le
         return SL_ERR_INVALID;
     sl_err err = collector_produce(engine, engine->sink_topic[i],
                                    partition < 0 ? RD_KAFKA_PARTITION_UA : partition, key, key_len,
-                                   value, value_len, NULL);
+                                   value, value_len, collector_trace_headers(NULL));
     if (!err)
         sl_counter_add(engine->m.records_out[i], 1);
     return err;
@@ -171,11 +172,23 @@ sl_err sl_ctx_reply(sl_ctx *ctx, const char *reply_to, const void *key, size_t k
         sl_counter_add(engine->m.replies_ignored, 1);
         return SL_OK;
     }
-    sl_err err = collector_produce(engine, engine->reply_topic, RD_KAFKA_PARTITION_UA, key,
-                                   key_len, value, value_len, NULL);
+    sl_err err = collector_produce(engine, engine->reply_topic, RD_KAFKA_PARTITION_UA, key, key_len,
+                                   value, value_len, collector_trace_headers(NULL));
     if (!err)
         sl_counter_add(engine->m.replies, 1);
     return err;
+}
+
+void sl_ctx_adopt_trace(sl_ctx *ctx, const char *traceparent) {
+    (void)ctx;
+    if (sl_trace_current() || !traceparent || !traceparent[0])
+        return;
+    size_t len = strlen(traceparent);
+    if (!sl_traceparent_valid(traceparent, len))
+        return;
+    char span[SL_TRACEPARENT_LEN + 1];
+    sl_trace_child(traceparent, len, span);
+    sl_trace_set_current(span);
 }
 
 void sl_ctx_reject(sl_ctx *ctx, const char *reason) {

@@ -9,8 +9,11 @@
 #include "processor/engine/emit_cache.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "processor/base/trace.h"
 
 typedef struct entry {
     struct entry *next; /* in its bucket */
@@ -19,6 +22,8 @@ typedef struct entry {
     size_t cache_key_len, key_len, value_len;
     bool tombstone;
     unsigned char *data; /* cache key | key | value */
+    /* the thread's trace at the last put, current again during its emit */
+    char trace[SL_TRACEPARENT_LEN + 1];
 } entry;
 
 struct sl_emit_cache {
@@ -144,7 +149,9 @@ sl_err sl_emit_cache_put(sl_emit_cache *cache, int sink, const void *cache_key,
         copy_data(cache_key, cache_key_len, key, key_len, value, value ? value_len : 0);
     if (!data)
         return SL_ERR_NOMEM;
+    const char *trace = sl_trace_current();
     if (found) {
+        snprintf(found->trace, sizeof(found->trace), "%s", trace ? trace : "");
         free(found->data);
         found->data = data;
         found->key_len = key_len;
@@ -167,6 +174,7 @@ sl_err sl_emit_cache_put(sl_emit_cache *cache, int sink, const void *cache_key,
     e->value_len = value ? value_len : 0;
     e->tombstone = value == NULL;
     e->data = data;
+    snprintf(e->trace, sizeof(e->trace), "%s", trace ? trace : "");
     slot = &cache->buckets[h & (cache->n_buckets - 1)]; /* grow may have rehashed */
     e->next = *slot;
     *slot = e;
@@ -177,12 +185,17 @@ sl_err sl_emit_cache_put(sl_emit_cache *cache, int sink, const void *cache_key,
 
 sl_err sl_emit_cache_flush(sl_emit_cache *cache, sl_emit_cache_emit_fn *emit, void *opaque) {
     sl_err err = SL_OK;
+    char saved[SL_TRACEPARENT_LEN + 1];
+    const char *outer = sl_trace_current();
+    snprintf(saved, sizeof(saved), "%s", outer ? outer : "");
     for (size_t i = 0; i < cache->n_entries && !err; i++) {
         const entry *e = cache->order[i];
         const unsigned char *key = e->data + e->cache_key_len;
+        sl_trace_set_current(e->trace);
         err = emit(opaque, e->sink, key, e->key_len, e->tombstone ? NULL : key + e->key_len,
                    e->value_len);
     }
+    sl_trace_set_current(saved);
     sl_emit_cache_clear(cache);
     return err;
 }

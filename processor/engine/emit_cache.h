@@ -45,7 +45,9 @@ sl_err sl_emit_cache_put(sl_emit_cache *cache, int sink, const void *cache_key,
                          size_t value_len, bool *coalesced);
 
 /* Called once per entry by sl_emit_cache_flush; pointers valid during the
- * call only. A non-OK return stops the flush and is returned. */
+ * call only. A non-OK return stops the flush and is returned. During the
+ * call the thread's current trace (sl_trace_current) is the one it had at
+ * the entry's last put, so the record carries the trace of its last update. */
 typedef sl_err sl_emit_cache_emit_fn(void *opaque, int sink, const void *key, size_t key_len,
                                      const void *value, size_t value_len);
 

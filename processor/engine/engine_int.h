@@ -356,6 +356,10 @@ bool restore_poll(sl_engine *engine);
 /* ---- collector.c -------------------------------------------------------- */
 /* The producer's delivery report callback (clients.c installs it). */
 void collector_delivery_cb(rd_kafka_t *rk, const rd_kafka_message_t *message, void *opaque);
+/* `headers` (NULL: new ones, when needed) with a traceparent header of the
+ * thread's current trace added; unchanged when there is none. */
+rd_kafka_headers_t *collector_trace_headers(rd_kafka_headers_t *headers);
+
 /* Produce one record (copied; `headers` taken). SL_ERR_KAFKA_FATAL or
  * SL_ERR_KAFKA on failure, which also marks the batch failed. */
 sl_err collector_produce(sl_engine *engine, const char *topic, int32_t partition, const void *key,

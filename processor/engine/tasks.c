@@ -44,6 +44,7 @@
 #include <string.h>
 
 #include "processor/base/clock.h"
+#include "processor/base/trace.h"
 #include "processor/engine/engine_int.h"
 
 static const char *const task_state_names[] = {
@@ -392,9 +393,10 @@ static bool task_key_on_its_partition(const sl_engine *engine, const task *t,
                                                    NULL, NULL) == record->partition;
 }
 
+static sl_err task_process_traced(sl_engine *engine, task *t, const sl_record *rec,
+                                  const char **why);
+
 sl_err task_process(sl_engine *engine, task *t, const rd_kafka_message_t *m, const char **why) {
-    const sl_topology *topology = engine->topology;
-    const sl_source_def *source = &topology->sources[t->source];
     rd_kafka_timestamp_type_t ts_type;
     int64_t timestamp = rd_kafka_message_timestamp(m, &ts_type);
     sl_record record = {.topic = engine->source_topic[t->source],
@@ -414,6 +416,36 @@ sl_err task_process(sl_engine *engine, task *t, const rd_kafka_message_t *m, con
         *why = "cannot begin a transaction";
         return SL_ERR_KAFKA_ABORTABLE;
     }
+    /* The record's span: a child of its traceparent, current on this
+     * thread until the record is done (outputs and log lines carry it). */
+    const void *parent = NULL;
+    size_t parent_len = 0;
+    if (sl_record_header(&record, SL_TRACEPARENT_HEADER, &parent, &parent_len) && parent &&
+        sl_traceparent_valid(parent, parent_len)) {
+        char span[SL_TRACEPARENT_LEN + 1];
+        sl_trace_child(parent, parent_len, span);
+        sl_trace_set_current(span);
+    }
+    sl_err result = task_process_traced(engine, t, &record, why);
+    sl_trace_set_current(NULL);
+    if (result)
+        return result;
+    t->consumed_next = m->offset + 1;
+    t->position = m->offset + 1;
+    if (record.timestamp_ms > t->stream_time)
+        t->stream_time = record.timestamp_ms;
+    sl_histogram_observe(engine->m.process_seconds,
+                         (double)(sl_clock_mono_us() - started_us) / 1e6);
+    return SL_OK;
+}
+
+/* task_process after the transaction is open: the checks, the DLQ or the
+ * processors. */
+static sl_err task_process_traced(sl_engine *engine, task *t, const sl_record *rec,
+                                  const char **why) {
+    const sl_topology *topology = engine->topology;
+    const sl_source_def *source = &topology->sources[t->source];
+    sl_record record = *rec;
     char reason[256];
     if (!task_key_on_its_partition(engine, t, &record)) {
         sl_counter_add(engine->m.records_wrong_partition, 1);
@@ -447,12 +479,6 @@ sl_err task_process(sl_engine *engine, task *t, const rd_kafka_message_t *m, con
             }
         }
     }
-    t->consumed_next = m->offset + 1;
-    t->position = m->offset + 1;
-    if (record.timestamp_ms > t->stream_time)
-        t->stream_time = record.timestamp_ms;
-    sl_histogram_observe(engine->m.process_seconds,
-                         (double)(sl_clock_mono_us() - started_us) / 1e6);
     return SL_OK;
 }
 

@@ -45,6 +45,7 @@
 #include <time.h>
 
 #include "processor/base/clock.h"
+#include "processor/base/trace.h"
 #include "processor/gateway/trust.h"
 #include "processor/http/client.h"
 #include "processor/kafka/admin.h"
@@ -250,6 +251,9 @@ static void forward(sl_gateway *g, const sl_http_request *req, sl_http_response 
     size_t n = 0;
     headers[n++] = (sl_httpc_header){SL_GATEWAY_HOP_HEADER, hop};
     headers[n++] = (sl_httpc_header){"X-Sluice-Origin-Request-Id", sl_http_request_id(req)};
+    const char *trace = sl_http_request_traceparent(req);
+    if (trace) /* the owner's span is a child of ours */
+        headers[n++] = (sl_httpc_header){SL_TRACEPARENT_HEADER, trace};
     static const char *const passed[] = {"Authorization", "Content-Type", "Accept",
                                          "Accept-Language", NULL};
     for (const char *const *name = passed; *name; name++) {

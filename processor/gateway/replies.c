@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "processor/base/clock.h"
+#include "processor/base/trace.h"
 #include "processor/kafka/admin.h"
 #include "processor/kafka/client.h"
 
@@ -427,6 +428,11 @@ sl_err sl_replies_request(sl_replies *r, const char *topic, const void *key, siz
     meta.reply_to = r->topic;
     meta.reply_key = r->instance_id;
     meta.issued_at_ms = sl_clock_wall_ms();
+    /* The command is part of the trace of the request it serves: in its
+     * meta for the processor, and as a Kafka header for any consumer. */
+    const char *trace = sl_trace_current();
+    if (trace)
+        meta.traceparent = (char *)trace;
     void *value = NULL;
     size_t value_len = 0;
     if ((err = encode(opaque, &meta, &value, &value_len))) {
@@ -434,13 +440,20 @@ sl_err sl_replies_request(sl_replies *r, const char *topic, const void *key, siz
         return err;
     }
     char *msg_id = strdup(id);
+    rd_kafka_headers_t *headers = NULL;
+    if (trace) {
+        headers = rd_kafka_headers_new(1);
+        rd_kafka_header_add(headers, SL_TRACEPARENT_HEADER, -1, trace, -1);
+    }
     rd_kafka_resp_err_t code =
-        msg_id ? rd_kafka_producev(r->producer, RD_KAFKA_V_TOPIC(topic),
-                                   RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE(value, value_len),
-                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                                   RD_KAFKA_V_OPAQUE(msg_id), RD_KAFKA_V_END)
+        msg_id ? rd_kafka_producev(
+                     r->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
+                     RD_KAFKA_V_VALUE(value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                     RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(msg_id), RD_KAFKA_V_END)
                : RD_KAFKA_RESP_ERR__FAIL;
     if (code) {
+        if (headers) /* taken only on success */
+            rd_kafka_headers_destroy(headers);
         free(value); /* not taken on failure */
         free(msg_id);
         sl_waiters_cancel(r->waiters, id);

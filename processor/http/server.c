@@ -19,6 +19,8 @@
  *   completed_cb                   -> free the sl_http_request
  */
 #include "processor/http/server.h"
+
+#include "processor/base/trace.h"
 #include "processor/http/server_int.h"
 
 #include <arpa/inet.h>
@@ -68,6 +70,7 @@ struct sl_http_request {
     const char *method;
     const char *path;
     char id[24];
+    char traceparent[SL_TRACEPARENT_LEN + 1]; /* this request's span (dispatch) */
     char client_ip[INET6_ADDRSTRLEN];
     bool started;         /* access_cb has seen the request once */
     size_t target_len;    /* raw request target, from uri_cb */
@@ -278,6 +281,8 @@ static enum MHD_Result queue_closing(sl_http_request *req, sl_http_response *res
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     MHD_add_response_header(mr, "X-Request-Id", req->id);
+    if (req->traceparent[0]) /* W3C Trace Context Level 2: where to find our span */
+        MHD_add_response_header(mr, "traceresponse", req->traceparent);
     if (resp->retry_after > 0) {
         char value[16];
         snprintf(value, sizeof(value), "%d", resp->retry_after);
@@ -409,7 +414,44 @@ void sl_http_server_guard(sl_http_server *server, sl_http_guard *guard, void *op
     server->guard_opaque = opaque;
 }
 
+typedef struct trace_scan {
+    int count;
+    const char *value;
+    size_t len;
+} trace_scan;
+
+static enum MHD_Result scan_trace(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  size_t key_size, const char *value, size_t value_size) {
+    (void)kind, (void)key_size;
+    trace_scan *scan = cls;
+    if (strcasecmp(key, SL_TRACEPARENT_HEADER) == 0 && scan->count++ == 0) {
+        scan->value = value;
+        scan->len = value ? value_size : 0;
+    }
+    return MHD_YES;
+}
+
+/* This request's span: a child of the client's traceparent when it sent
+ * exactly one valid one, else the root of a new trace. */
+static void request_trace(sl_http_request *req) {
+    trace_scan scan = {0};
+    MHD_get_connection_values_n(req->connection, MHD_HEADER_KIND, scan_trace, &scan);
+    sl_trace_child(scan.count == 1 ? scan.value : NULL, scan.len, req->traceparent);
+}
+
+static enum MHD_Result dispatch_traced(sl_http_request *req);
+
+/* Route the request, on this thread, as part of its trace: log lines name
+ * the trace, and commands produced carry it. */
 static enum MHD_Result dispatch(sl_http_request *req) {
+    request_trace(req);
+    sl_trace_set_current(req->traceparent);
+    enum MHD_Result result = dispatch_traced(req);
+    sl_trace_set_current(NULL);
+    return result;
+}
+
+static enum MHD_Result dispatch_traced(sl_http_request *req) {
     sl_http_server *server = req->server;
     bool path_known = false;
     sl_http_response resp = {.req = req};
@@ -623,6 +665,10 @@ const char *sl_http_request_method(const sl_http_request *req) {
 const char *sl_http_request_path(const sl_http_request *req) {
     return req->path;
 }
+const char *sl_http_request_traceparent(const sl_http_request *req) {
+    return req->traceparent[0] ? req->traceparent : NULL;
+}
+
 const char *sl_http_request_id(const sl_http_request *req) {
     return req->id;
 }

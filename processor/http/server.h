@@ -83,6 +83,11 @@ void sl_http_server_destroy(sl_http_server *server);
 const char *sl_http_request_method(const sl_http_request *req);
 const char *sl_http_request_path(const sl_http_request *req);
 const char *sl_http_request_id(const sl_http_request *req);
+/* The W3C traceparent of this request's span (a child of the client's
+ * `traceparent` header when it sent one valid one, else a new trace); also
+ * the thread's current trace while the handler runs, and answered as
+ * `traceresponse`. NULL before the request is routed. */
+const char *sl_http_request_traceparent(const sl_http_request *req);
 const char *sl_http_request_param(const sl_http_request *req, const char *name);
 const char *sl_http_request_query(const sl_http_request *req, const char *name);
 const char *sl_http_request_header(const sl_http_request *req, const char *name);

@@ -13,11 +13,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@
 #include "tests/support/broker.h"
 #include "tests/support/http_client.h"
 #include "tests/support/instance.h"
+#include "tests/support/postgres.h"
 #include "tests/support/testutil.h"
 #include "topology/dialogs/dialogs.h"
 
@@ -844,6 +847,259 @@ static void a_standby_answers_a_stale_list_when_the_client_allows_it(void **stat
     test_answer_free(bad);
 }
 
+/* ---- trace context ------------------------------------------------------- */
+
+/* The value of header `name` in a raw header block, or "" . */
+static void header_of(const char *headers, const char *name, char *out, size_t size) {
+    out[0] = '\0';
+    size_t n = strlen(name);
+    for (const char *line = headers; line && *line; line = strstr(line, "\r\n")) {
+        while (*line == '\r' || *line == '\n')
+            line++;
+        if (strncasecmp(line, name, n) == 0 && line[n] == ':') {
+            const char *v = line + n + 1;
+            while (*v == ' ')
+                v++;
+            size_t len = strcspn(v, "\r\n");
+            snprintf(out, size, "%.*s", (int)len, v);
+            return;
+        }
+    }
+}
+
+static void random_trace_id(char out[33]) {
+    for (int i = 0; i < 32; i++)
+        out[i] = "0123456789abcdef"[rand() % 16];
+    out[0] = 'a'; /* never all zero */
+    out[32] = '\0';
+}
+
+/* Whether a record's traceparent header is a span of trace `trace_id`. */
+static bool in_trace(const rd_kafka_message_t *m, const char *trace_id, char *span, size_t size) {
+    rd_kafka_headers_t *headers = NULL;
+    const void *value = NULL;
+    size_t len = 0;
+    if (rd_kafka_message_headers(m, &headers) || !headers ||
+        rd_kafka_header_get_last(headers, "traceparent", &value, &len) || len != 55 ||
+        memcmp(value, "00-", 3) != 0 || memcmp((const char *)value + 3, trace_id, 32) != 0)
+        return false;
+    if (span)
+        snprintf(span, size, "%.*s", (int)len, (const char *)value);
+    return true;
+}
+
+typedef struct trace_find {
+    const char *trace_id, *user_id; /* the registration's user, or NULL */
+    int found;
+    char span[64];
+    char meta_traceparent[64];
+} trace_find;
+
+static void find_register_command(const rd_kafka_message_t *m, void *opaque) {
+    trace_find *f = opaque;
+    Sluice__V1__UsersCommand *cmd = sluice__v1__users_command__unpack(NULL, m->len, m->payload);
+    if (cmd && cmd->command_case == SLUICE__V1__USERS_COMMAND__COMMAND_REGISTER_USER &&
+        strcmp(cmd->register_user->user_id, f->user_id) == 0) {
+        f->found++;
+        if (!in_trace(m, f->trace_id, f->span, sizeof(f->span)))
+            f->span[0] = '\0';
+        snprintf(f->meta_traceparent, sizeof(f->meta_traceparent), "%s",
+                 cmd->register_user->meta ? cmd->register_user->meta->traceparent : "");
+    }
+    sluice__v1__users_command__free_unpacked(cmd, NULL);
+}
+
+static void find_registered(const rd_kafka_message_t *m, void *opaque) {
+    trace_find *f = opaque;
+    Sluice__V1__UsersEvent *ev = sluice__v1__users_event__unpack(NULL, m->len, m->payload);
+    if (ev && ev->event_case == SLUICE__V1__USERS_EVENT__EVENT_USER_REGISTERED &&
+        strcmp(ev->user_registered->user_id, f->user_id) == 0 &&
+        in_trace(m, f->trace_id, f->span, sizeof(f->span)))
+        f->found++;
+    sluice__v1__users_event__free_unpacked(ev, NULL);
+}
+
+static void find_in_trace(const rd_kafka_message_t *m, void *opaque) {
+    trace_find *f = opaque;
+    if (in_trace(m, f->trace_id, f->span, sizeof(f->span)))
+        f->found++;
+}
+
+static bool log_names_trace(const char *trace_id) {
+    char needle[48];
+    snprintf(needle, sizeof(needle), "trace=%s", trace_id);
+    for (int i = 0; i < N; i++) {
+        FILE *f = fopen(cluster.instances[i].log_path, "r");
+        char line[2048];
+        bool found = false;
+        while (f && !found && fgets(line, sizeof(line), f))
+            found = strstr(line, needle) != NULL;
+        if (f)
+            fclose(f);
+        if (found)
+            return true;
+    }
+    return false;
+}
+
+/* Issue 13: a W3C traceparent sent with a request goes into the command's
+ * CommandMeta and Kafka header, the events, the reply, the sink's rows and
+ * the log lines, each hop a span of the same trace; a request without one
+ * (or with a malformed or repeated one) starts a trace of its own. */
+static void a_trace_crosses_http_kafka_the_sink_and_the_logs(void **state) {
+    (void)state;
+    NEED_BROKER();
+    test_skip_unless(test_pg_dsn() != NULL, TEST_NO_BROKER_OR_PG);
+    const char *bootstrap = test_kafka_bootstrap();
+    char reg_trace[33], send_trace[33], dlq_trace[33], header[160], got[128];
+    random_trace_id(reg_trace);
+    random_trace_id(send_trace);
+    random_trace_id(dlq_trace);
+
+    /* a registration in a trace: the answer names our span of it */
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"first_name\":\"T\",\"second_name\":\"U\",\"city\":\"X\",\"password\":"
+             "\"correct horse battery\",\"email\":\"traced-%d-%d@example.org\"}",
+             (int)getpid(), ++serial);
+    snprintf(header, sizeof(header), "traceparent: 00-%s-00f067aa0ba902b7-01\r\n", reg_trace);
+    test_answer *a = call(0, "POST", "/user/register", header, body, strlen(body));
+    if (a->status != 200)
+        fail_msg("register: %d %s", a->status, a->body);
+    user traced, untraced;
+    snprintf(traced.id, sizeof(traced.id), "%s", test_answer_field(a, "user_id"));
+    set_token(&traced, test_answer_field(a, "token"));
+    header_of(a->headers, "traceresponse", got, sizeof(got));
+    test_answer_free(a);
+    assert_int_equal(strlen(got), 55);
+    assert_memory_equal(got + 3, reg_trace, 32);
+    assert_string_not_equal(got + 36, "00f067aa0ba902b7-01"); /* our own span */
+    assert_string_equal(got + 53, "01");                      /* sampled passes on */
+
+    /* none, malformed (upper case, all-zero ids, ff) or repeated: a new trace */
+    register_user(&untraced, "untraced");
+    char bad[4][256];
+    snprintf(bad[0], sizeof(bad[0]), "traceparent: 00-%s-00F067AA0BA902B7-01\r\n", reg_trace);
+    snprintf(bad[1], sizeof(bad[1]),
+             "traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01\r\n");
+    snprintf(bad[2], sizeof(bad[2]), "traceparent: ff-%s-00f067aa0ba902b7-01\r\n", reg_trace);
+    snprintf(bad[3], sizeof(bad[3]),
+             "traceparent: 00-%s-00f067aa0ba902b7-01\r\ntraceparent: 00-%s-00f067aa0ba902b7-01\r\n",
+             reg_trace, reg_trace);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *headers = bad[i];
+        a = call(1, "GET", "/healthz", headers, NULL, 0);
+        header_of(a->headers, "traceresponse", got, sizeof(got));
+        test_answer_free(a);
+        assert_int_equal(strlen(got), 55);
+        assert_memory_not_equal(got + 3, reg_trace, 32);
+        assert_string_equal(got + 53, "00");
+    }
+
+    /* a send in another trace */
+    char headers[SL_JWT_MAX_TOKEN + 256], path[128];
+    snprintf(path, sizeof(path), "/dialog/%s/send", untraced.id);
+    snprintf(headers, sizeof(headers),
+             "%sContent-Type: application/json\r\ntraceparent: 00-%s-b7ad6b7169203331-00\r\n",
+             traced.auth, send_trace);
+    a = call(2, "POST", path, headers, "{\"text\":\"traced\"}", 17);
+    if (a->status != 200)
+        fail_msg("send: %d %s", a->status, a->body);
+    test_answer_free(a);
+
+    /* the command: header and CommandMeta name the gateway's span */
+    char users_commands[200], replies[200];
+    snprintf(users_commands, sizeof(users_commands), "%susers.commands", cluster.prefix);
+    snprintf(replies, sizeof(replies), "%s-replies", cluster.app_id);
+    trace_find command = {.trace_id = reg_trace, .user_id = traced.id};
+    assert_true(test_scan_topic(bootstrap, users_commands, "read_uncommitted",
+                                find_register_command, &command, WAIT_MS) >= 0);
+    assert_int_equal(command.found, 1);
+    assert_int_equal(strlen(command.span), 55);
+    assert_string_equal(command.meta_traceparent, command.span);
+    /* the event and the reply: the processor's span, a child of it */
+    trace_find event = {.trace_id = reg_trace, .user_id = traced.id};
+    assert_true(test_scan_topic(bootstrap, users_events, "read_committed", find_registered, &event,
+                                WAIT_MS) >= 0);
+    assert_int_equal(event.found, 1);
+    assert_string_not_equal(event.span, command.span);
+    trace_find reply = {.trace_id = reg_trace};
+    assert_true(
+        test_scan_topic(bootstrap, replies, "read_committed", find_in_trace, &reply, WAIT_MS) >= 0);
+    assert_true(reply.found >= 1);
+    trace_find sent = {.trace_id = send_trace};
+    assert_true(test_scan_topic(bootstrap, dialogs_events, "read_committed", find_in_trace, &sent,
+                                WAIT_MS) >= 0);
+    assert_int_equal(sent.found, 1);
+
+    /* a bad command in a trace: the dead-letter record and the warning */
+    rd_kafka_t *producer = test_producer(bootstrap, NULL);
+    char traceparent[64];
+    snprintf(traceparent, sizeof(traceparent), "00-%s-a3ce929d0e0e4736-01", dlq_trace);
+    assert_int_equal(
+        rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(dialogs_commands),
+                          RD_KAFKA_V_KEY("not-a-dialog", 12), RD_KAFKA_V_VALUE("\xff\xff", 2),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_HEADER("traceparent", traceparent, -1), RD_KAFKA_V_END),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(rd_kafka_flush(producer, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(producer);
+    char dlq[200];
+    snprintf(dlq, sizeof(dlq), "%s-dlq", cluster.app_id);
+    trace_find dead = {.trace_id = dlq_trace};
+    int64_t deadline = test_now_ms() + WAIT_MS;
+    while ((dead.found == 0 || !log_names_trace(dlq_trace)) && test_now_ms() < deadline) {
+        usleep(200000);
+        dead.found = 0;
+        test_scan_topic(bootstrap, dlq, "read_committed", find_in_trace, &dead, WAIT_MS);
+    }
+    assert_int_equal(dead.found, 1);
+    assert_true(log_names_trace(dlq_trace));
+
+    /* the sink's rows name the event's span */
+    char db[64], dsn[256];
+    snprintf(db, sizeof(db), "trace_%d_%d", (int)getpid(), ++serial);
+    PGconn *pg = test_pg_create_database(db, dsn, sizeof(dsn));
+    test_instance sink;
+    const char *const command_line[] = {"sink", NULL};
+    test_instance_init_sluice(&sink, cluster.work_dir, "trace-sink", command_line);
+    test_instance_set(&sink, "pg.dsn=%s", dsn);
+    test_instance_set(&sink, "application.id=%s", cluster.app_id);
+    test_instance_set(&sink, "pg.sink.users.topic=%s", users_events);
+    test_instance_set(&sink, "pg.sink.messages.topic=%s", dialogs_events);
+    test_instance_start(&sink);
+    char sql[512];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM users WHERE id = '%s' AND traceparent = '%s'",
+             traced.id, event.span);
+    long long users = 0, messages = 0;
+    deadline = test_now_ms() + WAIT_MS;
+    char msql[512];
+    snprintf(msql, sizeof(msql),
+             "SELECT count(*) FROM messages WHERE sender_id = '%s' AND traceparent = '%s'",
+             traced.id, sent.span);
+    while ((users != 1 || messages != 1) && test_now_ms() < deadline) {
+        usleep(300000);
+        PGresult *probe = PQexec(pg, "SELECT 1 FROM users LIMIT 0");
+        bool ready = PQresultStatus(probe) == PGRES_TUPLES_OK;
+        PQclear(probe);
+        if (ready) {
+            users = test_pg_query_int(pg, sql);
+            messages = test_pg_query_int(pg, msql);
+        }
+    }
+    assert_int_equal(test_instance_stop(&sink, 30000), 0);
+    test_instance_free(&sink);
+    assert_int_equal(users, 1);
+    assert_int_equal(messages, 1);
+    /* an event without a trace makes a row without one */
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM users WHERE id = '%s' AND traceparent IS "
+             "NOT NULL AND traceparent NOT LIKE '00-%s-%%'",
+             untraced.id, reg_trace);
+    assert_int_equal(test_pg_query_int(pg, sql), 1);
+    PQfinish(pg);
+}
+
 static void killing_the_owner_mid_conversation_never_gives_a_wrong_answer(void **state) {
     (void)state;
     NEED_BROKER();
@@ -924,6 +1180,7 @@ int main(void) {
         cmocka_unit_test(a_repeated_command_id_stores_one_message),
         cmocka_unit_test(lady_gaga_spreads_over_partitions_and_her_index_updates_coalesce),
         cmocka_unit_test(a_standby_answers_a_stale_list_when_the_client_allows_it),
+        cmocka_unit_test(a_trace_crosses_http_kafka_the_sink_and_the_logs),
         cmocka_unit_test(killing_the_owner_mid_conversation_never_gives_a_wrong_answer),
     };
     return cmocka_run_group_tests_name("dialogs_http", tests, setup, teardown);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "processor/base/trace.h"
 #include "processor/engine/emit_cache.h"
 
 typedef struct seen {
@@ -25,6 +26,20 @@ static sl_err record(void *opaque, int sink, const void *key, size_t key_len, co
              value ? (const char *)value : "");
     s->tombstone[s->n] = value == NULL;
     s->n++;
+    return SL_OK;
+}
+
+/* Records the thread's trace during each emit. */
+static sl_err record_trace(void *opaque, int sink, const void *key, size_t key_len,
+                           const void *value, size_t value_len) {
+    (void)sink, (void)key, (void)key_len, (void)value, (void)value_len;
+    char(*traces)[64] = opaque;
+    for (int i = 0; i < 8; i++)
+        if (!traces[i][0]) {
+            const char *t = sl_trace_current();
+            snprintf(traces[i], sizeof(traces[i]), "%s", t ? t : "none");
+            break;
+        }
     return SL_OK;
 }
 
@@ -109,12 +124,39 @@ static void many_keys_survive_rehashing(void **state) {
     sl_emit_cache_destroy(c); /* frees what was never flushed */
 }
 
+/* A coalesced record carries the trace of its last update; the thread's
+ * own trace is back after the flush. */
+static void each_record_is_emitted_in_the_trace_of_its_last_put(void **state) {
+    (void)state;
+    const char *t1 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const char *t2 = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    const char *outer = "00-11111111111111111111111111111111-2222222222222222-00";
+    sl_emit_cache *c = sl_emit_cache_new(1 << 20);
+    sl_trace_set_current(t1);
+    put(c, 0, "a", "k", "v1", false);
+    put(c, 0, "b", "k", "w1", false);
+    sl_trace_set_current(t2);
+    put(c, 0, "a", "k", "v2", true);
+    sl_trace_set_current(NULL);
+    put(c, 0, "c", "k", "x1", false);
+    sl_trace_set_current(outer);
+    char traces[8][64] = {{0}};
+    assert_int_equal(sl_emit_cache_flush(c, record_trace, traces), SL_OK);
+    assert_string_equal(traces[0], t2);
+    assert_string_equal(traces[1], t1);
+    assert_string_equal(traces[2], "none");
+    assert_string_equal(sl_trace_current(), outer);
+    sl_trace_set_current(NULL);
+    sl_emit_cache_destroy(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(latest_value_per_cache_key_is_emitted_once_in_first_put_order),
         cmocka_unit_test(tombstones_are_kept_as_tombstones),
         cmocka_unit_test(a_full_cache_says_full_and_an_oversized_record_is_invalid),
         cmocka_unit_test(many_keys_survive_rehashing),
+        cmocka_unit_test(each_record_is_emitted_in_the_trace_of_its_last_put),
     };
     return cmocka_run_group_tests_name("emit_cache", tests, NULL, NULL);
 }

@@ -650,6 +650,16 @@ static sl_err process_tokens_command(sl_ctx *ctx, const sl_record *record, void 
         sl_arena_unpack(id->arena, &sluice__v1__tokens_command__descriptor, record->value, record->value_len);
     if (!cmd)
         return SL_ERR_INVALID;
+    const Sluice__V1__CommandMeta *meta =
+        cmd->command_case == SLUICE__V1__TOKENS_COMMAND__COMMAND_REVOKE_TOKEN
+            ? cmd->revoke_token->meta
+        : cmd->command_case == SLUICE__V1__TOKENS_COMMAND__COMMAND_REVOKE_SESSION
+            ? cmd->revoke_session->meta
+        : cmd->command_case == SLUICE__V1__TOKENS_COMMAND__COMMAND_REVOKE_USER_SESSIONS
+            ? cmd->revoke_user_sessions->meta
+            : NULL;
+    if (meta)
+        sl_ctx_adopt_trace(ctx, meta->traceparent);
     Sluice__V1__TokenRevoked revoked = SLUICE__V1__TOKEN_REVOKED__INIT;
     if (cmd->command_case == SLUICE__V1__TOKENS_COMMAND__COMMAND_REVOKE_TOKEN) {
         const Sluice__V1__RevokeToken *r = cmd->revoke_token;
