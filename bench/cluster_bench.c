@@ -109,7 +109,7 @@ static int instance_of(const bench_cluster *c, const char *address) {
 static bool census(const bench_cluster *c, int partitions, int counts[BENCH_CLUSTER_MAX]) {
     static char out[1 << 18];
     memset(counts, 0, sizeof(int) * BENCH_CLUSTER_MAX);
-    if (bench_http(c->ports[0], "GET", "/v1/members", NULL, NULL, out, sizeof(out)) != 200)
+    if (bench_http(c->admin_ports[0], "GET", "/v1/members", NULL, NULL, out, sizeof(out)) != 200)
         return false;
     const char *body = strstr(out, "\r\n\r\n");
     json_t *doc = body ? json_loads(body + 4, 0, NULL) : NULL;
@@ -158,7 +158,7 @@ static long long consumed(const bench_cluster *c, const char *topic,
     bench_fmt(series, sizeof(series), "sluice_records_consumed_total{topic=\"%s\"}", topic);
     long long total = 0;
     for (int i = 0; i < c->n; i++) {
-        long long v = bench_metric(c->ports[i], series);
+        long long v = bench_metric(c->admin_ports[i], series);
         v = v < 0 ? 0 : v;
         if (each)
             each[i] = v;

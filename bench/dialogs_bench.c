@@ -189,7 +189,8 @@ static long long metric_sum(const char *name) {
     static char out[1 << 20];
     long long total = 0;
     for (int i = 0; i < INSTANCES; i++) {
-        if (bench_http(cluster.ports[i], "GET", "/metrics", NULL, NULL, out, sizeof(out)) != 200)
+        if (bench_http(cluster.admin_ports[i], "GET", "/metrics", NULL, NULL, out, sizeof(out)) !=
+            200)
             continue;
         for (char *line = strstr(out, name); line; line = strstr(line + 1, name))
             if (line[-1] == '\n' && line[strlen(name)] == ' ')
@@ -354,7 +355,7 @@ int main(int argc, char **argv) {
     rd_kafka_flush(rk, 30000);
     sleep(1);
     snprintf(path, sizeof(path), "/v1/metadata/%s/%s", SL_DIALOGS_STORE_HEADS, dialog_id);
-    bench_http(cluster.ports[0], "GET", path, NULL, NULL, out, sizeof(out));
+    bench_http(cluster.admin_ports[0], "GET", path, NULL, NULL, out, sizeof(out));
     int owner = -1;
     const char *address = strstr(out, "\"address\":\"");
     const char *colon = address ? strchr(address + 11, ':') : NULL;

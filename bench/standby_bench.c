@@ -171,12 +171,12 @@ static bool wait_settled(const bench_cluster *c, int standbys, run_result *r) {
     while (bench_now_us() < deadline && !bench_stop_requested) {
         bool running = true;
         for (int i = 0; i < 2; i++) {
-            long long assigned = bench_metric(c->ports[i], "sluice_tasks_assigned");
-            long long run = bench_metric(c->ports[i], "sluice_tasks_running");
+            long long assigned = bench_metric(c->admin_ports[i], "sluice_tasks_assigned");
+            long long run = bench_metric(c->admin_ports[i], "sluice_tasks_running");
             running = running && assigned > 0 && assigned == run;
         }
-        long long followed = metric0(c->ports[1], "sluice_standby_records_total");
-        long long kept = metric0(c->ports[1], "sluice_standby_tasks");
+        long long followed = metric0(c->admin_ports[1], "sluice_standby_records_total");
+        long long kept = metric0(c->admin_ports[1], "sluice_standby_tasks");
         if (followed != last || !running || (standbys && kept == 0))
             still_since = bench_now_us();
         last = followed;
@@ -198,7 +198,7 @@ static bool owner_of(const bench_cluster *c, const char *id, int *partition, int
     static char out[1 << 14];
     char path[128];
     bench_fmt(path, sizeof(path), "/v1/metadata/%s/%s", STORE, id);
-    if (bench_http(c->ports[1], "GET", path, NULL, NULL, out, sizeof(out)) != 200)
+    if (bench_http(c->admin_ports[1], "GET", path, NULL, NULL, out, sizeof(out)) != 200)
         return false;
     const char *body = strstr(out, "\r\n\r\n");
     json_t *doc = body ? json_loads(body + 4, 0, NULL) : NULL;
@@ -355,8 +355,8 @@ static void run_one(const options *opt, const char *bootstrap, const char *dir,
     if (!bench_cluster_start(&c, 2, (int)opt->partitions, extra) ||
         !wait_settled(&c, standbys, r))
         goto done;
-    r->restored_at_start = metric0(c.ports[0], "sluice_restore_records_total") +
-                           metric0(c.ports[1], "sluice_restore_records_total");
+    r->restored_at_start = metric0(c.admin_ports[0], "sluice_restore_records_total") +
+                           metric0(c.admin_ports[1], "sluice_restore_records_total");
     fprintf(stderr,
             "bench: settled %.1f s after the restart; %lld records restored at start, b keeps "
             "%lld standbys (%lld records applied)\n",
@@ -370,18 +370,19 @@ static void run_one(const options *opt, const char *bootstrap, const char *dir,
     char log_b[PATH_MAX];
     bench_fmt(log_b, sizeof(log_b), "%s/%s-instance-1.log", dir, app_id);
     long log_from = file_size(log_b);
-    long long restored0 = metric0(c.ports[1], "sluice_restore_records_total");
-    long long restore_ms0 = metric0(c.ports[1], "sluice_restore_milliseconds_total");
+    long long restored0 = metric0(c.admin_ports[1], "sluice_restore_records_total");
+    long long restore_ms0 = metric0(c.admin_ports[1], "sluice_restore_milliseconds_total");
     bool answered = outage(&c, keys, r->n_keys, r);
     /* The other moved tasks (tokens, dialogs) may still be restoring. */
     for (int64_t deadline = bench_now_us() + 60000000; bench_now_us() < deadline;
          bench_sleep_ms(200)) {
-        long long assigned = bench_metric(c.ports[1], "sluice_tasks_assigned");
-        if (assigned > 0 && assigned == bench_metric(c.ports[1], "sluice_tasks_running"))
+        long long assigned = bench_metric(c.admin_ports[1], "sluice_tasks_assigned");
+        if (assigned > 0 && assigned == bench_metric(c.admin_ports[1], "sluice_tasks_running"))
             break;
     }
-    r->engine_restored = metric0(c.ports[1], "sluice_restore_records_total") - restored0;
-    r->engine_restore_ms = metric0(c.ports[1], "sluice_restore_milliseconds_total") - restore_ms0;
+    r->engine_restored = metric0(c.admin_ports[1], "sluice_restore_records_total") - restored0;
+    r->engine_restore_ms =
+        metric0(c.admin_ports[1], "sluice_restore_milliseconds_total") - restore_ms0;
     store_restores(log_b, log_from, r);
     r->ok = answered;
 done:

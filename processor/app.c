@@ -39,8 +39,9 @@ struct sl_app {
     const sl_topology *topology;
     sl_engine *engine;
     sl_metrics *metrics;
-    sl_http_server *http;
-    sl_gateway *gateway; /* with a topology only */
+    sl_http_server *http;  /* the public API, /healthz, /readyz */
+    sl_http_server *admin; /* /metrics, the gateway's internals (admin.http.*) */
+    sl_gateway *gateway;   /* with a topology only */
     sl_app_routes_fn *routes;
     void *routes_opaque;
     int lock_fd;
@@ -186,20 +187,38 @@ static sl_err create_http(sl_app *app, char *errstr, size_t errstr_size) {
     app->http = sl_http_server_new(&options, &app->logger, errstr, errstr_size);
     if (!app->http)
         return SL_ERR_HTTP;
+    /* The admin listener: few clients (operators, a scraper), a thread
+     * each, a small cap. */
+    sl_http_options admin = {
+        .host = sl_config_get(app->config, "admin.http.host"),
+        .port = (int)sl_config_get_int(app->config, "admin.http.port"),
+        .max_connections = 64,
+        .connection_timeout_s = options.connection_timeout_s,
+        .max_connections_per_address = 16,
+        .max_body_bytes = 64 * 1024,
+    };
+    app->admin = sl_http_server_new(&admin, &app->logger, errstr, errstr_size);
+    if (!app->admin)
+        return SL_ERR_HTTP;
     sl_err err;
     if ((err = sl_http_route(app->http, "GET", "/healthz", healthz, app)) ||
         (err = sl_http_route(app->http, "GET", "/readyz", readyz, app)) ||
-        (err = sl_http_route(app->http, "GET", "/metrics", sl_metrics_http_handler, app->metrics)))
+        (err = sl_http_route(app->admin, "GET", "/healthz", healthz, app)) ||
+        (err = sl_http_route(app->admin, "GET", "/readyz", readyz, app)) ||
+        (err = sl_http_route(app->admin, "GET", "/metrics", sl_metrics_http_handler, app->metrics)))
         return sl_fail(errstr, errstr_size, err, "cannot register routes: %s", sl_err_msg(err));
     return SL_OK;
 }
 
 static sl_err start_http(sl_app *app, char *errstr, size_t errstr_size) {
     sl_err err = sl_http_server_start(app->http, errstr, errstr_size);
+    if (!err)
+        err = sl_http_server_start(app->admin, errstr, errstr_size);
     if (err)
         return err;
-    sl_log(&app->logger, SL_LOG_INFO, "http", "listening on http://%s:%d",
-           sl_config_get(app->config, "http.host"), sl_http_server_port(app->http));
+    sl_log(&app->logger, SL_LOG_INFO, "http", "listening on http://%s:%d (admin: http://%s:%d)",
+           sl_config_get(app->config, "http.host"), sl_http_server_port(app->http),
+           sl_config_get(app->config, "admin.http.host"), sl_http_server_port(app->admin));
     return SL_OK;
 }
 
@@ -213,7 +232,7 @@ static sl_err create_gateway(sl_app *app, char *errstr, size_t errstr_size) {
     if (!app->gateway)
         return SL_ERR_CONFIG;
     sl_gateway_set_metrics(app->gateway, app->metrics);
-    sl_err err = sl_gateway_routes(app->gateway, app->http);
+    sl_err err = sl_gateway_routes(app->gateway, app->http, app->admin);
     if (!err && app->routes)
         err = app->routes(app->routes_opaque, app->http, app->gateway);
     if (err)
@@ -328,6 +347,10 @@ int sl_app_http_port(const sl_app *app) {
     return sl_http_server_port(app->http);
 }
 
+int sl_app_admin_port(const sl_app *app) {
+    return sl_http_server_port(app->admin);
+}
+
 const char *sl_app_bootstrap(const sl_app *app) {
     return app->bootstrap;
 }
@@ -336,6 +359,7 @@ void sl_app_destroy(sl_app *app) {
     if (!app)
         return;
     sl_http_server_destroy(app->http);
+    sl_http_server_destroy(app->admin);
     sl_gateway_destroy(app->gateway); /* after the handlers, before the engine */
     if (app->engine) {
         sl_engine_close(app->engine);

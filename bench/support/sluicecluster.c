@@ -64,6 +64,9 @@ bool bench_cluster_start(bench_cluster *c, int n, int partitions, const char *co
     snprintf(binary, sizeof(binary), "%s/sluice", c->build);
     for (int i = 0; i < n; i++) {
         c->ports[i] = bench_free_port();
+        do
+            c->admin_ports[i] = bench_free_port();
+        while (c->admin_ports[i] == c->ports[i]);
         char sets[MAX_SETTINGS][300], log_path[PATH_MAX];
         int n_sets = 0;
         snprintf(sets[n_sets++], 300, "application.id=%s", c->app_id);
@@ -73,6 +76,7 @@ bool bench_cluster_start(bench_cluster *c, int n, int partitions, const char *co
         snprintf(sets[n_sets++], 300, "identity.key.file=%s", c->key_path);
         snprintf(sets[n_sets++], 300, "dialogs.topic.partitions=%d", partitions);
         snprintf(sets[n_sets++], 300, "http.port=%d", c->ports[i]);
+        snprintf(sets[n_sets++], 300, "admin.http.port=%d", c->admin_ports[i]);
         snprintf(sets[n_sets++], 300, "state.dir=%s/%s-state-%d", c->dir, c->app_id, i);
         snprintf(sets[n_sets++], 300, "log.level=warn");
         snprintf(sets[n_sets++], 300, "gateway.reply.max.waiters=4096");

@@ -35,6 +35,7 @@ typedef struct bench_cluster {
     char commands_topic[160], events_topic[160], users_topic[160];
     int n;
     int ports[BENCH_CLUSTER_MAX];
+    int admin_ports[BENCH_CLUSTER_MAX]; /* /metrics, /v1/members, /v1/metadata */
     pid_t pids[BENCH_CLUSTER_MAX];
 } bench_cluster;
 

@@ -639,14 +639,13 @@ static void metadata_route(void *opaque, const sl_http_request *req, sl_http_res
     json_decref(doc);
 }
 
-sl_err sl_gateway_routes(sl_gateway *g, sl_http_server *http) {
+sl_err sl_gateway_routes(sl_gateway *g, sl_http_server *http, sl_http_server *admin) {
     sl_err err;
     sl_http_server_guard(http, hop_guard, g);
-    if ((err = sl_http_route(http, "GET", "/v1/members", members_route, g)) ||
-        (err = sl_http_route(http, "GET", "/v1/metadata/{store}/{key}", metadata_route, g)) ||
+    if ((err = sl_http_route(admin, "GET", "/v1/members", members_route, g)) ||
+        (err = sl_http_route(admin, "GET", "/v1/metadata/{store}/{key}", metadata_route, g)) ||
         (err = sl_http_route(http, "GET", "/v1/await/{store}/{key}/{ms}", await_route, g)) ||
-        (err = sl_http_route(http, "GET", "/v1/await/{store}/{key}/{ms}/{needle}", await_route,
-                             g)))
+        (err = sl_http_route(http, "GET", "/v1/await/{store}/{key}/{ms}/{needle}", await_route, g)))
         return err;
     return SL_OK;
 }

@@ -59,11 +59,15 @@ void sl_gateway_set_metrics(sl_gateway *gateway, sl_metrics *metrics);
  * thread. */
 bool sl_gateway_forwarded(sl_gateway *gateway, const sl_http_request *req);
 
-/* Register the gateway's own generic routes on `http` (before it starts),
- * and the guard that refuses (401) a hop header without a valid MAC:
+/* Register the gateway's own generic routes (before the servers start):
+ * on `http`, the public server, the guard that refuses (401) a hop header
+ * without a valid MAC and the instance-only
+ *   GET /v1/await/{store}/{key}/{ms}[/{needle}]
+ * and on `admin`, the operators' listener (internals: instance ids,
+ * addresses, assignments):
  *   GET /v1/members                  the live membership table
  *   GET /v1/metadata/{store}/{key}   the partition and owner of a key */
-sl_err sl_gateway_routes(sl_gateway *gateway, sl_http_server *http);
+sl_err sl_gateway_routes(sl_gateway *gateway, sl_http_server *http, sl_http_server *admin);
 
 /* Start membership (advertising gateway.advertised.address, or
  * http.host:http_port) and, if "<application.id>-replies" exists, the

@@ -19,6 +19,13 @@ static const sl_config_prop props[] = {
     {"http.connection.timeout.s", SL_CONFIG_INT, "30", 1, 3600, NULL,
      "Idle HTTP connections (and slow clients) are closed after this many "
      "seconds."},
+    {"admin.http.host", SL_CONFIG_STRING, "127.0.0.1", 0, 0, NULL,
+     "Address of the admin listener: /metrics, /v1/members, /v1/metadata and whatever else "
+     "shows an instance's internals (instance ids, internal addresses, assignments), plus "
+     "/healthz and /readyz. Loopback by default: expose it only to operators and scrapers."},
+    {"admin.http.port", SL_CONFIG_INT, "8081", 0, 65535, NULL,
+     "TCP port of the admin listener; 0 picks a free port (logged at start). The public "
+     "http.port does not serve the admin routes."},
     {"http.max.connections.per.address", SL_CONFIG_INT, "64", 0, 65536, NULL,
      "Concurrent HTTP connections from one client address (more are closed at once, so "
      "one address cannot hold every connection open: slowloris); 0: no per-address cap."},

@@ -149,10 +149,10 @@ static void counting_is_exact_across_broker_bounces(void **state) {
     /* Neither instance was restarted: both are still there and ready. */
     bool a_ready = test_instance_wait_ready(&a, 60000);
     bool b_ready = test_instance_wait_ready(&b, 60000);
-    long long aborts = test_http_metric(a.http_port, "sluice_transaction_aborts_total") +
-                       test_http_metric(b.http_port, "sluice_transaction_aborts_total");
-    long long resets = test_http_metric(a.http_port, "sluice_producer_resets_total") +
-                       test_http_metric(b.http_port, "sluice_producer_resets_total");
+    long long aborts = test_http_metric(a.admin_port, "sluice_transaction_aborts_total") +
+                       test_http_metric(b.admin_port, "sluice_transaction_aborts_total");
+    long long resets = test_http_metric(a.admin_port, "sluice_producer_resets_total") +
+                       test_http_metric(b.admin_port, "sluice_producer_resets_total");
     int status_a = test_instance_stop(&a, 60000), status_b = test_instance_stop(&b, 60000);
     if (!consumed || !a_ready || !b_ready || status_a != 0 || status_b != 0) {
         test_instance_dump_log(&a, 60);

@@ -142,7 +142,7 @@ static void learn_source_topics(void) {
     add_topic(client, "%sdialogs.commands", prefix);
     add_topic(client, "%s-dialogs-by-user-repartition", app_id);
     test_answer *a =
-        test_http_call(cluster.instances[0].http_port, "GET", "/v1/members", NULL, NULL, 0);
+        test_http_call(cluster.instances[0].admin_port, "GET", "/v1/members", NULL, NULL, 0);
     size_t i;
     json_t *member;
     json_array_foreach(a->json ? json_object_get(a->json, "members") : NULL, i, member) {
@@ -199,7 +199,7 @@ static int instance_of(const char *address) {
 static void take_census(int asked, census *c) {
     memset(c, 0, sizeof(*c));
     test_answer *a =
-        test_http_call(cluster.instances[asked].http_port, "GET", "/v1/members", NULL, NULL, 0);
+        test_http_call(cluster.instances[asked].admin_port, "GET", "/v1/members", NULL, NULL, 0);
     c->status = a->status;
     size_t i;
     json_t *member;

@@ -202,7 +202,8 @@ static void assert_list(const test_answer *a, char texts[][64], const char (*sen
 static int owner_of(const char *store, const char *key) {
     char path[256];
     snprintf(path, sizeof(path), "/v1/metadata/%s/%s", store, key);
-    test_answer *a = call(-1, "GET", path, NULL, NULL, 0);
+    test_answer *a = test_http_call(cluster.instances[random_live_instance()].admin_port, "GET",
+                                    path, NULL, NULL, 0);
     int owner = -1;
     json_t *o = a->json ? json_object_get(a->json, "owner") : NULL;
     const char *address = o ? json_string_value(json_object_get(o, "address")) : NULL;
@@ -642,7 +643,8 @@ static long long metric_sum(const char *name) {
     for (int i = 0; i < N; i++) {
         if (!cluster.instances[i].pid)
             continue;
-        test_answer *a = call(i, "GET", "/metrics", NULL, NULL, 0);
+        test_answer *a =
+            test_http_call(cluster.instances[i].admin_port, "GET", "/metrics", NULL, NULL, 0);
         const char *line = strstr(a->body, name);
         while (line && line > a->body && line[-1] != '\n')
             line = strstr(line + 1, name);

@@ -480,8 +480,8 @@ static void messages_through_processor_and_sink_equal_the_topic_despite_sink_kil
     bool visible = false;
     for (int64_t deadline = test_now_ms() + WAIT_MS; !visible && test_now_ms() < deadline;) {
         visible =
-            test_http_metric(t->run[0].http_port, "sluice_global_store_records_total") >= USERS &&
-            test_http_metric(t->run[1].http_port, "sluice_global_store_records_total") >= USERS;
+            test_http_metric(t->run[0].admin_port, "sluice_global_store_records_total") >= USERS &&
+            test_http_metric(t->run[1].admin_port, "sluice_global_store_records_total") >= USERS;
         if (!visible)
             usleep(100 * 1000);
     }
@@ -583,7 +583,7 @@ static void messages_through_processor_and_sink_equal_the_topic_despite_sink_kil
              "sluice_records_produced_total{topic=\"%s\"}", t->dialogs_events);
     long long by_instance[2];
     for (int i = 0; i < 2; i++)
-        by_instance[i] = test_http_metric(t->run[i].http_port, produced_series);
+        by_instance[i] = test_http_metric(t->run[i].admin_port, produced_series);
     printf("# MessageSent produced by instance a: %lld, b: %lld\n", by_instance[0], by_instance[1]);
     assert_int_equal(by_instance[0] + by_instance[1], t->messages);
 

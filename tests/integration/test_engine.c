@@ -246,9 +246,9 @@ static void restore_rebuilds_the_store_and_a_clean_restart_restores_only_the_tai
     assert_int_equal(restored, 25000);
     /* The same numbers reach Prometheus. */
     static char metrics[1 << 16];
-    assert_int_equal(
-        test_http(a.http_port, "GET", "/metrics", NULL, NULL, 0, NULL, 0, metrics, sizeof(metrics)),
-        200);
+    assert_int_equal(test_http(a.admin_port, "GET", "/metrics", NULL, NULL, 0, NULL, 0, metrics,
+                               sizeof(metrics)),
+                     200);
     char expected[64];
     snprintf(expected, sizeof(expected), "sluice_restore_records_total %lld\n", restored);
     assert_non_null(strstr(metrics, expected));
@@ -703,7 +703,7 @@ static void an_upgrade_keeps_the_offsets_of_the_single_group(void **state) {
 
 /* A counter of GET /metrics (unlabelled), or -1. */
 static long long instance_metric(const test_instance *inst, const char *name) {
-    test_answer *a = test_http_call(inst->http_port, "GET", "/metrics", NULL, NULL, 0);
+    test_answer *a = test_http_call(inst->admin_port, "GET", "/metrics", NULL, NULL, 0);
     long long value = -1;
     size_t len = strlen(name);
     for (const char *line = a ? a->body : NULL; line && *line;) {
@@ -862,7 +862,7 @@ static void a_fenced_static_member_joins_again(void **state) {
     eos_driver second = {.sc = &sc, .from = 2000, .to = 4000};
     eos_drive(&second);
     bool consumed = eos_wait_consumed(&sc, 90000);
-    long long rejoins = test_http_metric(a.http_port, "sluice_group_rejoins_total");
+    long long rejoins = test_http_metric(a.admin_port, "sluice_group_rejoins_total");
     print_message("# after the fence: input consumed %s, group rejoins %lld\n",
                   consumed ? "yes" : "no", rejoins);
     if (!consumed || rejoins < 1)

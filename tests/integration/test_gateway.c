@@ -94,7 +94,7 @@ static void members_of(test_instance *inst, const char *input, int *members, int
                        char *first_instance, size_t first_size) {
     char body[16384];
     *members = *claimed = -1;
-    if (test_http(inst->http_port, "GET", "/v1/members", NULL, NULL, 0, NULL, 0, body,
+    if (test_http(inst->admin_port, "GET", "/v1/members", NULL, NULL, 0, NULL, 0, body,
                   sizeof(body)) != 200)
         return;
     json_t *doc = json_loads(body, 0, NULL);
@@ -350,7 +350,7 @@ static void membership_reflects_join_and_leave(void **state) {
     assert_true(await_members(&a, sc.input, 1, 60000));
     /* the one left is a, owning everything again */
     char body[4096];
-    assert_int_equal(test_http(a.http_port, "GET", "/v1/metadata/agg/k1", NULL, NULL, 0, NULL, 0,
+    assert_int_equal(test_http(a.admin_port, "GET", "/v1/metadata/agg/k1", NULL, NULL, 0, NULL, 0,
                                body, sizeof(body)),
                      200);
     json_t *doc = json_loads(body, 0, NULL);

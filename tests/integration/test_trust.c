@@ -72,7 +72,7 @@ static void fresh_email(char *out, size_t size) {
 static int owner_of(const char *email) {
     char path[256];
     snprintf(path, sizeof(path), "/v1/metadata/users-by-email/%s", email);
-    test_answer *a = test_http_call(cluster.instances[0].http_port, "GET", path, NULL, NULL, 0);
+    test_answer *a = test_http_call(cluster.instances[0].admin_port, "GET", path, NULL, NULL, 0);
     json_t *owner = a->json ? json_object_get(a->json, "owner") : NULL;
     const char *address = json_string_value(json_object_get(owner, "address"));
     int found = -1;
@@ -118,6 +118,38 @@ static bool password_checked(const test_answer *a) {
     return a->status == 401 && message && !strstr(message, "X-Sluice-Hop");
 }
 
+/* Issue 12: /metrics, /v1/members and /v1/metadata showed instance ids,
+ * internal addresses and assignments to anyone on the public port. They
+ * are on the admin listener now (admin.http.*, loopback by default); the
+ * public port answers them 404, and keeps /healthz and /readyz for load
+ * balancers. */
+static void the_admin_surface_is_not_on_the_public_port(void **state) {
+    (void)state;
+    NEED_BROKER();
+    const char *admin_only[] = {"/metrics", "/v1/members", "/v1/metadata/users-by-id/someone"};
+    for (int i = 0; i < cluster.n; i++) {
+        const test_instance *inst = &cluster.instances[i];
+        for (size_t r = 0; r < sizeof(admin_only) / sizeof(admin_only[0]); r++) {
+            test_answer *a = test_http_call(inst->http_port, "GET", admin_only[r], NULL, NULL, 0);
+            test_assert_error_shape(a, 404);
+            test_answer_free(a);
+            a = test_http_call(inst->admin_port, "GET", admin_only[r], NULL, NULL, 0);
+            if (a->status != 200)
+                fail_msg("admin %s: %d %s", admin_only[r], a->status, a->body);
+            test_answer_free(a);
+        }
+        const char *both[] = {"/healthz", "/readyz"};
+        for (size_t r = 0; r < 2; r++) {
+            int ports[] = {inst->http_port, inst->admin_port};
+            for (int p = 0; p < 2; p++) {
+                test_answer *a = test_http_call(ports[p], "GET", both[r], NULL, NULL, 0);
+                assert_int_equal(a->status, 200);
+                test_answer_free(a);
+            }
+        }
+    }
+}
+
 static void a_forged_hop_header_never_buys_password_checks(void **state) {
     (void)state;
     NEED_BROKER();
@@ -147,8 +179,8 @@ static void a_forged_hop_header_never_buys_password_checks(void **state) {
             attempts, checked_forged);
     assert_int_equal(checked_forged, 0);
     assert_int_equal(refused, attempts);
-    assert_true(test_http_metric(cluster.instances[owner].http_port, "sluice_hops_refused_total") >=
-                attempts);
+    assert_true(test_http_metric(cluster.instances[owner].admin_port,
+                                 "sluice_hops_refused_total") >= attempts);
     /* Without the header, the same address gets IP_BURST checks, then 429. */
     int checked = 0, throttled = 0;
     for (int i = 0; i < 2 * IP_BURST; i++) {
@@ -221,7 +253,7 @@ static void listener_stop(listener *l) {
  * advertise, at the listener's address. */
 static char *forged_record(int port) {
     test_answer *a =
-        test_http_call(cluster.instances[0].http_port, "GET", "/v1/members", NULL, NULL, 0);
+        test_http_call(cluster.instances[0].admin_port, "GET", "/v1/members", NULL, NULL, 0);
     json_t *assignment = json_object();
     size_t i;
     json_t *member;
@@ -299,8 +331,8 @@ static void a_forged_membership_record_gets_no_forwarded_login(void **state) {
     assert_int_equal(pthread_create(&f.thread, NULL, forge_loop, &f), 0);
     /* Until the other instance has read (and, fixed, rejected) a few. */
     for (int64_t deadline = test_now_ms() + 10000;
-         test_now_ms() < deadline &&
-         test_http_metric(cluster.instances[other].http_port, "sluice_members_rejected_total") < 4;)
+         test_now_ms() < deadline && test_http_metric(cluster.instances[other].admin_port,
+                                                      "sluice_members_rejected_total") < 4;)
         usleep(100 * 1000);
     while (atomic_load(&f.produced) < 10)
         usleep(100 * 1000);
@@ -324,11 +356,11 @@ static void a_forged_membership_record_gets_no_forwarded_login(void **state) {
             connections, answered_by_owner, LOGINS);
     assert_int_equal(connections, 0);
     assert_int_equal(answered_by_owner, LOGINS);
-    assert_true(test_http_metric(cluster.instances[other].http_port,
+    assert_true(test_http_metric(cluster.instances[other].admin_port,
                                  "sluice_members_rejected_total") >= 10);
     /* The forger is not in the table either. */
     test_answer *a =
-        test_http_call(cluster.instances[other].http_port, "GET", "/v1/members", NULL, NULL, 0);
+        test_http_call(cluster.instances[other].admin_port, "GET", "/v1/members", NULL, NULL, 0);
     assert_int_equal(a->status, 200);
     assert_null(strstr(a->body, "forger"));
     test_answer_free(a);
@@ -336,6 +368,7 @@ static void a_forged_membership_record_gets_no_forwarded_login(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(the_admin_surface_is_not_on_the_public_port),
         cmocka_unit_test(a_forged_hop_header_never_buys_password_checks),
         cmocka_unit_test(a_forged_membership_record_gets_no_forwarded_login),
     };

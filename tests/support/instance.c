@@ -65,6 +65,9 @@ void test_instance_init(test_instance *inst, const char *app, const char *work_d
         close(fd);
     }
     inst->http_port = test_free_port();
+    do
+        inst->admin_port = test_free_port();
+    while (inst->admin_port == inst->http_port);
     for (const char *const *a = args; a && *a && inst->n_args < 56; a++)
         snprintf(inst->args[inst->n_args++], sizeof(inst->args[0]), "%s", *a);
 }
@@ -131,10 +134,11 @@ static void untrack(pid_t pid) {
 }
 
 void test_instance_start(test_instance *inst) {
-    char path[PATH_MAX], state[300], port[64], secret[340];
+    char path[PATH_MAX], state[300], port[64], admin_port[64], secret[340];
     app_path(inst->app, path, sizeof(path));
     snprintf(state, sizeof(state), "state.dir=%s", inst->state_dir);
     snprintf(port, sizeof(port), "http.port=%d", inst->http_port);
+    snprintf(admin_port, sizeof(admin_port), "admin.http.port=%d", inst->admin_port);
     snprintf(secret, sizeof(secret), "cluster.secret.file=%s", inst->secret_path);
     char *argv[74];
     int argc = 0;
@@ -145,6 +149,8 @@ void test_instance_start(test_instance *inst) {
     argv[argc++] = state;
     argv[argc++] = "--set";
     argv[argc++] = port;
+    argv[argc++] = "--set";
+    argv[argc++] = admin_port;
     argv[argc++] = "--set";
     argv[argc++] = secret;
     argv[argc] = NULL;

@@ -22,7 +22,8 @@ typedef struct test_instance {
     char state_dir[256]; /* its own state.dir */
     char log_path[300];  /* stderr of every incarnation, appended */
     char secret_path[300]; /* <work_dir>/cluster-secret, shared by its instances */
-    int http_port;
+    int http_port;         /* the public API */
+    int admin_port;        /* /metrics, /v1/members, /v1/metadata (a sluice `run`) */
     char args[64][256]; /* argv after the program name (copies) */
     int n_args;
     pid_t pid; /* 0 when not running */
