@@ -177,6 +177,19 @@ sl_err sl_topology_add_global_store(sl_topology *topology, const char *store, co
     return SL_OK;
 }
 
+sl_err sl_topology_describe_store(sl_topology *topology, const char *store,
+                                  const struct ProtobufCMessageDescriptor *value_type) {
+    int s = sl_topology_store_index(topology, store);
+    int g = sl_topology_global_index(topology, store);
+    if (s >= 0)
+        topology->store_types[s] = value_type;
+    else if (g >= 0)
+        topology->globals[g].type = value_type;
+    else
+        return SL_ERR_INVALID;
+    return SL_OK;
+}
+
 sl_err sl_topology_add_punctuator(sl_topology *topology, const char *name, sl_punctuation_type type,
                                   int64_t interval_ms, sl_punctuate_fn *punctuate, void *opaque) {
     if (!valid_name(name, SL_TOPOLOGY_MAX_NAME) || !punctuate || interval_ms < 1 ||

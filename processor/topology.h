@@ -125,6 +125,13 @@ sl_err sl_topology_add_topic(sl_topology *topology, const char *topic, int parti
 sl_err sl_topology_add_replies(sl_topology *topology);
 
 sl_err sl_topology_add_global_store(sl_topology *topology, const char *store, const char *topic);
+
+/* The protobuf message type of a store's values (task or global), so the
+ * state endpoint (GET /v1/stores/...) renders them as JSON; a store without
+ * one is shown as base64 bytes. SL_ERR_INVALID for an unknown store. */
+struct ProtobufCMessageDescriptor;
+sl_err sl_topology_describe_store(sl_topology *topology, const char *store,
+                                  const struct ProtobufCMessageDescriptor *value_type);
 sl_err sl_topology_add_punctuator(sl_topology *topology, const char *name, sl_punctuation_type type,
                                   int64_t interval_ms, sl_punctuate_fn *punctuate, void *opaque);
 

@@ -33,6 +33,7 @@ typedef struct sl_sink_def {
 typedef struct sl_global_def {
     char store[SL_TOPOLOGY_MAX_NAME + 1];
     char topic[250];
+    const struct ProtobufCMessageDescriptor *type; /* of the values, or NULL */
 } sl_global_def;
 
 typedef struct sl_punctuator_def {
@@ -58,6 +59,7 @@ struct sl_topology {
     size_t n_sources;
     char stores[SL_TOPOLOGY_MAX_NODES][SL_TOPOLOGY_MAX_NAME + 1];
     int store_source[SL_TOPOLOGY_MAX_NODES]; /* index into sources */
+    const struct ProtobufCMessageDescriptor *store_types[SL_TOPOLOGY_MAX_NODES]; /* or NULL */
     size_t n_stores;
     sl_processor_def processors[SL_TOPOLOGY_MAX_NODES];
     size_t n_processors;

@@ -213,6 +213,33 @@ sl_err sl_engine_query_range_stale(sl_engine *engine, const char *store, const v
  * settles first sees them. SL_OK, or SL_ERR_TIMEOUT. Any thread. */
 sl_err sl_engine_query_settle(sl_engine *engine, int timeout_ms);
 
+/* What the state endpoint lists: every task store and global store. */
+typedef struct sl_store_info {
+    const char *name;   /* borrowed from the engine */
+    bool global;        /* a global store (every instance has all of it) */
+    const char *topic;  /* task store: its source (or repartition) topic; global: its topic */
+    int32_t partitions; /* of that topic (0 before start) */
+    const struct ProtobufCMessageDescriptor *value_type; /* NULL: opaque bytes */
+} sl_store_info;
+
+/* Store `i` (task stores first, then globals) into *out; false past the
+ * last. Any thread. */
+bool sl_engine_query_store(sl_engine *engine, size_t i, sl_store_info *out);
+/* The store named `name`; false if there is none. */
+bool sl_engine_query_store_named(sl_engine *engine, const char *name, sl_store_info *out);
+
+/* A bounded scan of partition `partition` of a task store (as
+ * sl_engine_query_range, by partition instead of a routing key), from the
+ * running task or, with `stale`, from this instance's standby (*lag set). */
+sl_err sl_engine_query_scan(sl_engine *engine, const char *store, int32_t partition, bool stale,
+                            const sl_query_range *range, sl_query_visit_fn *visit, void *opaque,
+                            size_t *visited, int64_t *lag);
+
+/* A bounded scan of a global store (the local copy), from any thread:
+ * SL_ERR_UNAVAILABLE until the global stores are bootstrapped. */
+sl_err sl_engine_global_scan(sl_engine *engine, const char *store, const sl_query_range *range,
+                             sl_query_visit_fn *visit, void *opaque, size_t *visited);
+
 /* The partitions of source topics assigned to this instance, for the
  * membership record: at most `max` entries into topics[]/partitions[]
  * (topics borrowed from the engine), count returned. *version changes every

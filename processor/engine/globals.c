@@ -227,3 +227,38 @@ sl_err sl_engine_global_get(sl_engine *engine, const char *store, const void *ke
     return sl_store_get(engine->globals[g].store, key, key_len, value, value_len, why, sizeof(why));
 }
 
+sl_err sl_engine_global_scan(sl_engine *engine, const char *store, const sl_query_range *range,
+                             sl_query_visit_fn *visit, void *opaque, size_t *visited) {
+    if (visited)
+        *visited = 0;
+    int g = sl_topology_global_index(engine->topology, store);
+    if (g < 0)
+        return SL_ERR_INVALID;
+    if (!atomic_load(&engine->globals_readable))
+        return SL_ERR_UNAVAILABLE;
+    /* As sl_engine_global_get: the store stays open while readable;
+     * RocksDB iterators are thread-safe on their own snapshot. */
+    sl_store *st = engine->globals[g].store;
+    sl_store_iter *iter = range->prefix ? sl_store_iter_prefix(st, range->prefix, range->prefix_len)
+                                        : sl_store_iter_range(st, range->from, range->from_len,
+                                                              range->to, range->to_len);
+    if (!iter)
+        return SL_ERR_NOMEM;
+    const void *k, *v;
+    size_t k_len, v_len, seen = 0, count = 0;
+    while (count < range->limit && sl_store_iter_next(iter, &k, &k_len, &v, &v_len)) {
+        if (seen++ < range->skip)
+            continue;
+        count++;
+        if (!visit(opaque, k, k_len, v, v_len))
+            break;
+    }
+    char why[256];
+    sl_err err = sl_store_iter_error(iter, why, sizeof(why));
+    sl_store_iter_destroy(iter);
+    if (err)
+        LOG(engine, SL_LOG_WARN, "scan of global store %s: %s", store, why);
+    if (visited)
+        *visited = count;
+    return err;
+}

@@ -154,14 +154,31 @@ sl_err sl_engine_query_partition(sl_engine *engine, const char *store, const voi
 /* Read-lock the slot that owns `key` and return the store, or an error
  * (the slot is then not locked). stale: only a standby's store, and its
  * lag in *lag. */
+static sl_err acquire_partition(sl_engine *engine, const char *store, int32_t partition, bool stale,
+                                query_slot **slot_out, sl_store **store_out, int64_t *lag);
+
 static sl_err query_acquire(sl_engine *engine, const char *store, const void *key, size_t key_len,
                             bool stale, int32_t *partition, query_slot **slot_out,
                             sl_store **store_out, int64_t *lag) {
     sl_err err = sl_engine_query_partition(engine, store, key, key_len, partition, NULL);
     if (err)
         return err;
+    return acquire_partition(engine, store, *partition, stale, slot_out, store_out, lag);
+}
+
+/* query_acquire of a known partition. */
+static sl_err acquire_partition(sl_engine *engine, const char *store, int32_t partition, bool stale,
+                                query_slot **slot_out, sl_store **store_out, int64_t *lag) {
     int s = sl_topology_store_index(engine->topology, store);
-    query_slot *slot = &engine->query_slots[engine->topology->store_source[s]][*partition];
+    if (s < 0)
+        return SL_ERR_NOT_FOUND;
+    if (!atomic_load_explicit(&engine->queries_open, memory_order_acquire))
+        return SL_ERR_NOT_READY;
+    int src = engine->topology->store_source[s];
+    if (partition < 0 || partition >= engine->source_partitions[src])
+        return SL_ERR_INVALID;
+    query_slot *slot = &engine->query_slots[src][partition];
+    sl_err err = SL_OK;
     pthread_rwlock_rdlock(&slot->lock);
     query_state want = stale ? QUERY_STANDBY : QUERY_RUNNING;
     if (slot->state != want || !slot->stores[s] ||
@@ -206,6 +223,10 @@ sl_err sl_engine_query_get_stale(sl_engine *engine, const char *store, const voi
     return query_get(engine, store, key, key_len, true, value, value_len, partition, lag);
 }
 
+static sl_err scan_acquired(sl_engine *engine, const char *store, int32_t partition,
+                            query_slot *slot, sl_store *st, const sl_query_range *range,
+                            sl_query_visit_fn *visit, void *opaque, size_t *visited);
+
 static sl_err query_range(sl_engine *engine, const char *store, const void *routing_key,
                           size_t routing_key_len, bool stale, const sl_query_range *range,
                           sl_query_visit_fn *visit, void *opaque, size_t *visited,
@@ -218,6 +239,27 @@ static sl_err query_range(sl_engine *engine, const char *store, const void *rout
                                &st, lag);
     if (err)
         return err;
+    return scan_acquired(engine, store, *partition, slot, st, range, visit, opaque, visited);
+}
+
+sl_err sl_engine_query_scan(sl_engine *engine, const char *store, int32_t partition, bool stale,
+                            const sl_query_range *range, sl_query_visit_fn *visit, void *opaque,
+                            size_t *visited, int64_t *lag) {
+    query_slot *slot;
+    sl_store *st;
+    if (visited)
+        *visited = 0;
+    sl_err err = acquire_partition(engine, store, partition, stale, &slot, &st, lag);
+    if (err)
+        return err;
+    return scan_acquired(engine, store, partition, slot, st, range, visit, opaque, visited);
+}
+
+/* Scan the read-locked `st` of `slot`, then unlock it. */
+static sl_err scan_acquired(sl_engine *engine, const char *store, int32_t partition,
+                            query_slot *slot, sl_store *st, const sl_query_range *range,
+                            sl_query_visit_fn *visit, void *opaque, size_t *visited) {
+    sl_err err;
     sl_store_iter *iter = range->prefix ? sl_store_iter_prefix(st, range->prefix, range->prefix_len)
                                         : sl_store_iter_range(st, range->from, range->from_len,
                                                               range->to, range->to_len);
@@ -239,7 +281,7 @@ static sl_err query_range(sl_engine *engine, const char *store, const void *rout
     sl_store_iter_destroy(iter);
     pthread_rwlock_unlock(&slot->lock);
     if (err)
-        LOG(engine, SL_LOG_WARN, "range query of store %s [%d]: %s", store, *partition, why);
+        LOG(engine, SL_LOG_WARN, "range query of store %s [%d]: %s", store, partition, why);
     if (visited)
         *visited = count;
     return err;
@@ -295,4 +337,33 @@ size_t sl_engine_query_assignment(sl_engine *engine, const char **topics, int32_
             }
         }
     return n;
+}
+
+bool sl_engine_query_store(sl_engine *engine, size_t i, sl_store_info *out) {
+    const sl_topology *t = engine->topology;
+    memset(out, 0, sizeof(*out));
+    if (i < t->n_stores) {
+        int src = t->store_source[i];
+        out->name = t->stores[i];
+        out->topic = engine->source_topic[src];
+        out->partitions = engine->source_partitions[src];
+        out->value_type = t->store_types[i];
+        return true;
+    }
+    i -= t->n_stores;
+    if (i >= t->n_globals)
+        return false;
+    out->name = t->globals[i].store;
+    out->global = true;
+    out->topic = t->globals[i].topic;
+    out->partitions = engine->globals[i].n_partitions;
+    out->value_type = t->globals[i].type;
+    return true;
+}
+
+bool sl_engine_query_store_named(sl_engine *engine, const char *name, sl_store_info *out) {
+    for (size_t i = 0; sl_engine_query_store(engine, i, out); i++)
+        if (strcmp(out->name, name) == 0)
+            return true;
+    return false;
 }

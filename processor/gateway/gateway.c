@@ -639,8 +639,38 @@ static void metadata_route(void *opaque, const sl_http_request *req, sl_http_res
     json_decref(doc);
 }
 
+bool sl_gateway_owner(sl_gateway *g, const char *topic, int32_t partition,
+                      char owner_id[SL_MEMBERS_MAX_ID], char address[SL_MEMBERS_MAX_ADDRESS]) {
+    return g->members && sl_members_owner(g->members, topic, partition, owner_id, address) == SL_OK;
+}
+
+bool sl_gateway_is_self(sl_gateway *g, const char *instance_id) {
+    return strcmp(instance_id, sl_engine_instance_id(g->engine)) == 0;
+}
+
+sl_err sl_gateway_instance_get(sl_gateway *g, const char *address, const char *target,
+                               sl_httpc_response *answer) {
+    char hop[SL_TRUST_HOP_MAX], why[512];
+    if (sl_trust_hop_sign(g->trust, "GET", target, NULL, 0, sl_clock_wall_ms() / 1000,
+                          sl_engine_instance_id(g->engine), hop, sizeof(hop)))
+        return SL_ERR_INVALID;
+    sl_httpc_header headers[2] = {{SL_GATEWAY_HOP_HEADER, hop}};
+    size_t n = 1;
+    const char *trace = sl_trace_current();
+    if (trace)
+        headers[n++] = (sl_httpc_header){SL_TRACEPARENT_HEADER, trace};
+    sl_err err =
+        sl_httpc_request(address, "GET", target, headers, n, NULL, 0, g->forward_timeout_ms,
+                         g->forward_max_bytes, answer, why, sizeof(why));
+    if (err)
+        LOG(g, SL_LOG_WARN, "GET %.64s... from %s failed: %s", target, address, why);
+    return err;
+}
+
 sl_err sl_gateway_routes(sl_gateway *g, sl_http_server *http, sl_http_server *admin) {
     sl_err err;
+    if ((err = sl_gateway_store_routes(g, http, admin)))
+        return err;
     sl_http_server_guard(http, hop_guard, g);
     if ((err = sl_http_route(admin, "GET", "/v1/members", members_route, g)) ||
         (err = sl_http_route(admin, "GET", "/v1/metadata/{store}/{key}", metadata_route, g)) ||

@@ -27,6 +27,7 @@
 #include "processor/gateway/replies.h"
 #include "processor/base/config.h"
 #include "processor/engine/engine.h"
+#include "processor/http/client.h"
 #include "processor/http/server.h"
 #include "processor/base/log.h"
 
@@ -114,6 +115,21 @@ sl_gateway_outcome sl_gateway_range(sl_gateway *gateway, const sl_http_request *
  * handler thread. */
 sl_err sl_gateway_await(sl_gateway *gateway, const char *store, const void *key, size_t key_len,
                         const void *needle, size_t needle_len, int timeout_ms);
+
+/* For the gateway's own route files (stores.c). The owner of a partition
+ * of a topic in the membership table: false while unknown. */
+bool sl_gateway_owner(sl_gateway *gateway, const char *topic, int32_t partition,
+                      char owner_id[SL_MEMBERS_MAX_ID], char address[SL_MEMBERS_MAX_ADDRESS]);
+/* Whether `instance_id` is this instance. */
+bool sl_gateway_is_self(sl_gateway *gateway, const char *instance_id);
+/* GET `target` from the instance at `address` as this instance (a signed
+ * hop header; the thread's trace passed on), within
+ * gateway.forward.timeout.ms: *answer (sl_httpc_response_free) on SL_OK. */
+sl_err sl_gateway_instance_get(sl_gateway *gateway, const char *address, const char *target,
+                               sl_httpc_response *answer);
+/* The state endpoint's routes (stores.c): GET /v1/stores... on `admin`,
+ * the instance-only GET /v1/read and /v1/scan on `http`. */
+sl_err sl_gateway_store_routes(sl_gateway *gateway, sl_http_server *http, sl_http_server *admin);
 
 /* Answer an error {"message", "code", "request_id"}, with Retry-After when
  * retry_after_s > 0, and log it with the request id (5xx as warnings). */

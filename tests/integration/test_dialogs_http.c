@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <ctype.h>
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <signal.h>
@@ -849,6 +850,152 @@ static void a_standby_answers_a_stale_list_when_the_client_allows_it(void **stat
     test_answer_free(bad);
 }
 
+/* ---- the state endpoint ------------------------------------------------------ */
+
+static test_answer *admin_get(int instance, const char *path) {
+    return test_http_call(cluster.instances[instance].admin_port, "GET", path, NULL, NULL, 0);
+}
+
+/* Issue 17: any store, any key, through any instance's admin listener: the
+ * owner's value (task stores, forwarded through the signed instance route)
+ * or the local copy (global stores), rendered from the value's protobuf
+ * type with the password hash redacted; a scan over every partition in
+ * key order across pages; none of it on the public port. */
+static void the_state_endpoint_reads_every_store_from_any_instance(void **state) {
+    (void)state;
+    NEED_BROKER();
+    enum { USERS = 9 };
+    user users[USERS];
+    for (int u = 0; u < USERS; u++)
+        register_user(&users[u], "state");
+    /* the listing: kinds, value types, an owner for every partition */
+    test_answer *a = admin_get(random_live_instance(), "/v1/stores");
+    assert_int_equal(a->status, 200);
+    json_t *stores = json_object_get(a->json, "stores");
+    bool saw_task = false, saw_global = false;
+    size_t i;
+    json_t *st;
+    json_array_foreach(stores, i, st) {
+        const char *name = json_string_value(json_object_get(st, "name"));
+        if (strcmp(name, "users-by-id") == 0) {
+            saw_task = true;
+            assert_string_equal(json_string_value(json_object_get(st, "kind")), "task");
+            assert_string_equal(json_string_value(json_object_get(st, "value_type")),
+                                "sluice.v1.UserRecord");
+            json_t *owners = json_object_get(st, "owners");
+            assert_int_equal(json_array_size(owners), 3);
+            size_t k;
+            json_t *o;
+            json_array_foreach(owners, k, o)
+                assert_true(json_is_string(json_object_get(o, "instance")));
+        }
+        if (strcmp(name, "dialogs-users") == 0) {
+            saw_global = true;
+            assert_string_equal(json_string_value(json_object_get(st, "kind")), "global");
+        }
+    }
+    test_answer_free(a);
+    assert_true(saw_task && saw_global);
+
+    /* every key through every instance: the same answer */
+    char path[1024];
+    static char first[sizeof(((test_answer *)0)->body)];
+    for (int u = 0; u < USERS; u++) {
+        first[0] = '\0';
+        for (int inst = 0; inst < N; inst++) {
+            snprintf(path, sizeof(path), "/v1/stores/users-by-id/keys/%s", users[u].id);
+            a = admin_get(inst, path);
+            if (a->status != 200)
+                fail_msg("instance %d, %s: %d %s", inst, path, a->status, a->body);
+            json_t *value = json_object_get(a->json, "value");
+            assert_string_equal(json_string_value(json_object_get(value, "user_id")), users[u].id);
+            assert_string_equal(json_string_value(json_object_get(value, "password_hash")),
+                                "[redacted]");
+            assert_null(strstr(a->body, "argon2"));
+            if (inst == 0)
+                snprintf(first, sizeof(first), "%s", a->body);
+            else
+                assert_string_equal(a->body, first);
+            test_answer_free(a);
+            snprintf(path, sizeof(path), "/v1/stores/dialogs-users/keys/%s", users[u].id);
+            a = admin_get(inst, path);
+            assert_int_equal(a->status, 200);
+            test_answer_free(a);
+        }
+    }
+    /* a scan over all partitions, in pages of 4: every key once, in order */
+    for (int inst = 0; inst < N; inst++) {
+        char cursor[512] = "", previous[256] = "";
+        int found = 0, total = 0;
+        for (int page = 0; page < 1000; page++) {
+            snprintf(path, sizeof(path), "/v1/stores/users-by-id?limit=4%s%s",
+                     cursor[0] ? "&cursor=" : "", cursor);
+            a = admin_get(inst, path);
+            if (a->status != 200)
+                fail_msg("scan page %d on %d: %d %s", page, inst, a->status, a->body);
+            json_t *entries = json_object_get(a->json, "entries");
+            assert_true(json_array_size(entries) <= 4);
+            size_t k;
+            json_t *e;
+            json_array_foreach(entries, k, e) {
+                const char *key = json_string_value(json_object_get(e, "key"));
+                assert_true(strcmp(key, previous) > 0); /* ascending, never twice */
+                snprintf(previous, sizeof(previous), "%s", key);
+                total++;
+                for (int u = 0; u < USERS; u++)
+                    found += strcmp(key, users[u].id) == 0;
+            }
+            json_t *next = json_object_get(a->json, "next_cursor");
+            if (json_is_string(next)) {
+                /* base64 has '+', '/' and '=': escape them for the query */
+                cursor[0] = '\0';
+                for (const char *c = json_string_value(next); *c; c++) {
+                    size_t used = strlen(cursor);
+                    if (isalnum((unsigned char)*c) || *c == ':' || *c == '-')
+                        snprintf(cursor + used, sizeof(cursor) - used, "%c", *c);
+                    else
+                        snprintf(cursor + used, sizeof(cursor) - used, "%%%02X", (unsigned char)*c);
+                }
+            }
+            bool more = json_is_string(next);
+            test_answer_free(a);
+            if (!more)
+                break;
+        }
+        assert_int_equal(found, USERS);
+        assert_true(total >= USERS);
+    }
+    /* a global store's local copy, by prefix, on each instance */
+    for (int inst = 0; inst < N; inst++) {
+        snprintf(path, sizeof(path), "/v1/stores/dialogs-users?prefix=%s", users[0].id);
+        a = admin_get(inst, path);
+        assert_int_equal(a->status, 200);
+        json_t *entries = json_object_get(a->json, "entries");
+        assert_int_equal(json_array_size(entries), 1);
+        json_t *value = json_object_get(json_array_get(entries, 0), "value");
+        assert_string_equal(json_string_value(json_object_get(value, "user_id")), users[0].id);
+        assert_true(json_is_null(json_object_get(a->json, "next_cursor")));
+        test_answer_free(a);
+    }
+    /* errors: 404s, a malformed key, and nothing of it on the public port */
+    a = admin_get(0, "/v1/stores/no-such-store/keys/x");
+    test_assert_error_shape(a, 404);
+    test_answer_free(a);
+    a = admin_get(1, "/v1/stores/users-by-id/keys/00000000-0000-4000-8000-000000000000");
+    test_assert_error_shape(a, 404);
+    test_answer_free(a);
+    a = admin_get(2, "/v1/stores/users-by-id/keys/base64:%21%21");
+    test_assert_error_shape(a, 400);
+    test_answer_free(a);
+    a = call(0, "GET", "/v1/stores", NULL, NULL, 0);
+    test_assert_error_shape(a, 404);
+    test_answer_free(a);
+    snprintf(path, sizeof(path), "/v1/read/users-by-id/%s", "00");
+    a = call(1, "GET", path, NULL, NULL, 0);
+    test_assert_error_shape(a, 403);
+    test_answer_free(a);
+}
+
 /* ---- trace context ------------------------------------------------------- */
 
 /* The value of header `name` in a raw header block, or "" . */
@@ -1183,7 +1330,11 @@ int main(void) {
         cmocka_unit_test(lady_gaga_spreads_over_partitions_and_her_index_updates_coalesce),
         cmocka_unit_test(a_standby_answers_a_stale_list_when_the_client_allows_it),
         cmocka_unit_test(a_trace_crosses_http_kafka_the_sink_and_the_logs),
+        cmocka_unit_test(the_state_endpoint_reads_every_store_from_any_instance),
         cmocka_unit_test(killing_the_owner_mid_conversation_never_gives_a_wrong_answer),
     };
+    /* SLUICE_TEST_FILTER=pattern runs only the matching tests (cmocka glob). */
+    if (getenv("SLUICE_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("SLUICE_TEST_FILTER"));
     return cmocka_run_group_tests_name("dialogs_http", tests, setup, teardown);
 }

@@ -487,6 +487,19 @@ sl_dialogs *sl_dialogs_add(sl_topology *t, const sl_dialogs_options *options, ch
         (err = sl_topology_add_processor(t, "dialogs-by-user", REPARTITION_IDX,
                                          process_index_update, d)))
         goto topology_fail;
+    /* What each store's values are, for the state endpoint. */
+    step = "store types";
+    if ((err = sl_topology_describe_store(t, SL_DIALOGS_STORE_MESSAGES,
+                                          &sluice__v1__message_sent__descriptor)) ||
+        (err = sl_topology_describe_store(t, SL_DIALOGS_STORE_HEADS,
+                                          &sluice__v1__dialog_head__descriptor)) ||
+        (err = sl_topology_describe_store(t, SL_DIALOGS_STORE_BY_USER,
+                                          &sluice__v1__dialog_summary__descriptor)) ||
+        (err =
+             sl_topology_describe_store(t, STORE_IDEM, &sluice__v1__command_outcome__descriptor)) ||
+        (err = sl_topology_describe_store(t, SL_DIALOGS_STORE_USERS,
+                                          &sluice__v1__dialog_user__descriptor)))
+        goto topology_fail;
     step = "punctuators";
     if ((err = sl_topology_add_punctuator(t, "dialogs-idempotency-sweep", SL_PUNCTUATE_WALL_CLOCK,
                                           options->idempotency_sweep_interval_ms,

@@ -785,6 +785,19 @@ sl_identity *sl_identity_add(sl_topology *t, const sl_identity_options *options,
         (err = sl_topology_add_sink(t, SINK_REVOKED, id->tokens_revoked)) ||
         (err = sl_topology_add_global_store(t, SL_IDENTITY_STORE_BLACKLIST, id->tokens_revoked)))
         goto topology_fail;
+    /* What each store's values are, for the state endpoint. */
+    step = "store types";
+    if ((err = sl_topology_describe_store(t, SL_IDENTITY_STORE_USERS_BY_EMAIL,
+                                          &sluice__v1__user_record__descriptor)) ||
+        (err = sl_topology_describe_store(t, SL_IDENTITY_STORE_USERS_BY_ID,
+                                          &sluice__v1__user_record__descriptor)) ||
+        (err =
+             sl_topology_describe_store(t, STORE_IDEM, &sluice__v1__command_outcome__descriptor)) ||
+        (err = sl_topology_describe_store(t, STORE_REVOKED,
+                                          &sluice__v1__revocation_record__descriptor)) ||
+        (err = sl_topology_describe_store(t, SL_IDENTITY_STORE_BLACKLIST,
+                                          &sluice__v1__token_revoked__descriptor)))
+        goto topology_fail;
     /* Timers that forget what can no longer matter. */
     step = "punctuators";
     if ((err = sl_topology_add_punctuator(t, "users-idempotency-sweep", SL_PUNCTUATE_WALL_CLOCK,
