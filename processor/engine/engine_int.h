@@ -402,6 +402,10 @@ void globals_free(sl_engine *engine);
 
 /* ---- queries.c ---------------------------------------------------------- */
 sl_err queries_init(sl_engine *engine, char *errstr, size_t errstr_size);
+/* Visit `range` of an open store (skip, then at most limit entries) on the
+ * caller's thread; the store must stay open meanwhile. why on error. */
+sl_err queries_scan_store(sl_store *st, const sl_query_range *range, sl_query_visit_fn *visit,
+                          void *opaque, size_t *visited, char *why, size_t why_size);
 void queries_free(sl_engine *engine);
 /* A task's stores become visible (RESTORING), readable (RUNNING), gone. */
 void query_publish(sl_engine *engine, const task *t);

@@ -238,27 +238,10 @@ sl_err sl_engine_global_scan(sl_engine *engine, const char *store, const sl_quer
         return SL_ERR_UNAVAILABLE;
     /* As sl_engine_global_get: the store stays open while readable;
      * RocksDB iterators are thread-safe on their own snapshot. */
-    sl_store *st = engine->globals[g].store;
-    sl_store_iter *iter = range->prefix ? sl_store_iter_prefix(st, range->prefix, range->prefix_len)
-                                        : sl_store_iter_range(st, range->from, range->from_len,
-                                                              range->to, range->to_len);
-    if (!iter)
-        return SL_ERR_NOMEM;
-    const void *k, *v;
-    size_t k_len, v_len, seen = 0, count = 0;
-    while (count < range->limit && sl_store_iter_next(iter, &k, &k_len, &v, &v_len)) {
-        if (seen++ < range->skip)
-            continue;
-        count++;
-        if (!visit(opaque, k, k_len, v, v_len))
-            break;
-    }
     char why[256];
-    sl_err err = sl_store_iter_error(iter, why, sizeof(why));
-    sl_store_iter_destroy(iter);
+    sl_err err = queries_scan_store(engine->globals[g].store, range, visit, opaque, visited, why,
+                                    sizeof(why));
     if (err)
         LOG(engine, SL_LOG_WARN, "scan of global store %s: %s", store, why);
-    if (visited)
-        *visited = count;
     return err;
 }

@@ -259,16 +259,26 @@ sl_err sl_engine_query_scan(sl_engine *engine, const char *store, int32_t partit
 static sl_err scan_acquired(sl_engine *engine, const char *store, int32_t partition,
                             query_slot *slot, sl_store *st, const sl_query_range *range,
                             sl_query_visit_fn *visit, void *opaque, size_t *visited) {
-    sl_err err;
+    char why[256];
+    sl_err err = queries_scan_store(st, range, visit, opaque, visited, why, sizeof(why));
+    pthread_rwlock_unlock(&slot->lock);
+    if (err)
+        LOG(engine, SL_LOG_WARN, "range query of store %s [%d]: %s", store, partition, why);
+    return err;
+}
+
+sl_err queries_scan_store(sl_store *st, const sl_query_range *range, sl_query_visit_fn *visit,
+                          void *opaque, size_t *visited, char *why, size_t why_size) {
+    size_t seen = 0, count = 0;
+    if (visited)
+        *visited = 0;
     sl_store_iter *iter = range->prefix ? sl_store_iter_prefix(st, range->prefix, range->prefix_len)
                                         : sl_store_iter_range(st, range->from, range->from_len,
                                                               range->to, range->to_len);
-    if (!iter) {
-        pthread_rwlock_unlock(&slot->lock);
-        return SL_ERR_NOMEM;
-    }
+    if (!iter)
+        return sl_fail(why, why_size, SL_ERR_NOMEM, "no memory for an iterator");
     const void *k, *v;
-    size_t k_len, v_len, seen = 0, count = 0;
+    size_t k_len, v_len;
     while (count < range->limit && sl_store_iter_next(iter, &k, &k_len, &v, &v_len)) {
         if (seen++ < range->skip)
             continue;
@@ -276,12 +286,8 @@ static sl_err scan_acquired(sl_engine *engine, const char *store, int32_t partit
         if (!visit(opaque, k, k_len, v, v_len))
             break;
     }
-    char why[256];
-    err = sl_store_iter_error(iter, why, sizeof(why));
+    sl_err err = sl_store_iter_error(iter, why, why_size);
     sl_store_iter_destroy(iter);
-    pthread_rwlock_unlock(&slot->lock);
-    if (err)
-        LOG(engine, SL_LOG_WARN, "range query of store %s [%d]: %s", store, partition, why);
     if (visited)
         *visited = count;
     return err;
