@@ -66,9 +66,9 @@ static void eos_counting_is_exact_across_kill9(void **state) {
     run_kill_loop(&a, &b, 5, &producer_thread);
     bool consumed = eos_wait_consumed(&sc, 300000);
     int status_a = test_instance_stop(&a, 60000), status_b = test_instance_stop(&b, 60000);
-    if (!consumed || status_a != 0 || status_b != 0) {
-        test_instance_dump_log(&a, 40);
-        test_instance_dump_log(&b, 40);
+    if (!consumed || status_a != 0 || status_b != 0) { /* with gdb's stacks of a hang */
+        test_instance_dump_log(&a, 150);
+        test_instance_dump_log(&b, 150);
     }
     assert_true(consumed);
     assert_int_equal(status_a, 0);
@@ -161,9 +161,9 @@ static void at_least_once_loses_nothing_and_reports_duplicates(void **state) {
     run_kill_loop(&a, &b, 3, &producer_thread);
     bool consumed = eos_wait_consumed(&sc, 300000);
     int status_a = test_instance_stop(&a, 60000), status_b = test_instance_stop(&b, 60000);
-    if (!consumed || status_a != 0 || status_b != 0) {
-        test_instance_dump_log(&a, 40);
-        test_instance_dump_log(&b, 40);
+    if (!consumed || status_a != 0 || status_b != 0) { /* with gdb's stacks of a hang */
+        test_instance_dump_log(&a, 150);
+        test_instance_dump_log(&b, 150);
     }
     assert_true(consumed);
     assert_int_equal(status_a, 0);

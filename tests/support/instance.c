@@ -261,6 +261,15 @@ int test_instance_stop(test_instance *inst, int timeout_ms) {
         }
         usleep(50 * 1000);
     }
+    /* It did not stop: its threads' stacks into its log (when gdb is
+     * installed), so the failure says where it hung. */
+    char command[600];
+    snprintf(command, sizeof(command),
+             "command -v gdb >/dev/null && timeout 60 gdb -p %d -batch -ex 'thread apply all bt' "
+             ">>'%s' 2>&1",
+             (int)inst->pid, inst->log_path);
+    if (system(command) != 0)
+        fprintf(stderr, "# no thread stacks of %d (gdb missing or failed)\n", (int)inst->pid);
     test_instance_kill9(inst);
     return -1;
 }
