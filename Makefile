@@ -94,8 +94,19 @@ LIB_SRCS := $(sort $(filter-out processor/cmd/%,$(shell find processor state top
 PG_MIGRATIONS := $(sort $(wildcard schemas/postgres/[0-9]*.sql))
 PG_MIGRATIONS_C := $(GEN)/schemas/pg_migrations.c
 
+# The OpenAPI description of the HTTP API (schemas/openapi.yaml), converted
+# to JSON and compiled in as well: `sluice run` serves it at /openapi.json.
+OPENAPI_YAML := schemas/openapi.yaml
+OPENAPI_JSON := $(GEN)/schemas/openapi.json
+OPENAPI_C := $(GEN)/schemas/openapi.c
+# A python3 with PyYAML for the conversion: the one on PATH, else Debian's
+# (scripts/bootstrap build installs python3-yaml). Evaluated only when the
+# JSON is out of date.
+YAML_PYTHON = $(firstword $(foreach p,python3 /usr/bin/python3,\
+                $(if $(shell $(p) -c 'import yaml' 2>/dev/null && echo y),$(p))))
+
 LIB_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(LIB_SRCS)) \
-            $(patsubst $(GEN)/%.c,$(OUT)/obj/gen/%.o,$(PB_C) $(PG_MIGRATIONS_C))
+            $(patsubst $(GEN)/%.c,$(OUT)/obj/gen/%.o,$(PB_C) $(PG_MIGRATIONS_C) $(OPENAPI_C))
 
 # The full list of configuration key groups (processor/cmd/config_groups.c)
 # sees every room, so it is not in libsluice.a; the binary, the tests and the
@@ -154,6 +165,22 @@ $(PG_MIGRATIONS_C): $(PG_MIGRATIONS) Makefile
 	  echo 'struct sl_pg_migration { const char *name; const char *sql; };'; echo 'extern const struct sl_pg_migration sl_pg_migrations[];'; echo 'const struct sl_pg_migration sl_pg_migrations[] = {'; i=0; \
 	  for f in $(PG_MIGRATIONS); do echo "{\"$$(basename $$f)\", m$$i},"; i=$$((i + 1)); done; \
 	  echo '{NULL, NULL}};'; } > $@.tmp && mv $@.tmp $@
+
+$(OPENAPI_JSON): $(OPENAPI_YAML) scripts/openapi-json
+	@mkdir -p $(dir $@)
+	@py='$(YAML_PYTHON)'; [ -n "$$py" ] || { echo "make: no python3 with PyYAML to convert \
+	  $(OPENAPI_YAML); run 'scripts/bootstrap build'" >&2; exit 1; }; \
+	  $$py scripts/openapi-json $(OPENAPI_YAML) $@.tmp && mv $@.tmp $@
+
+# The JSON as one byte array and its length (not NUL-terminated).
+$(OPENAPI_C): $(OPENAPI_JSON) Makefile
+	@{ echo '/* Generated from schemas/openapi.yaml by the Makefile; do not edit. */'; \
+	  echo '#include <stddef.h>'; echo 'extern const unsigned char sl_openapi_document[];'; \
+	  echo 'extern const size_t sl_openapi_document_len;'; \
+	  echo 'const unsigned char sl_openapi_document[] = {'; \
+	  od -An -v -tx1 $(OPENAPI_JSON) | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '};'; \
+	  echo "const size_t sl_openapi_document_len = $$(wc -c < $(OPENAPI_JSON));"; } > $@.tmp && \
+	  mv $@.tmp $@
 
 $(OUT)/obj/gen/%.o: $(GEN)/%.c $(PB_H) | deps
 	@mkdir -p $(dir $@)

@@ -139,6 +139,30 @@ static void readyz(void *opaque, const sl_http_request *req, sl_http_response *r
         sl_http_response_retry_after(resp, 1);
 }
 
+/* The registered routes of one listener: [{"method", "path"}, ...]. */
+static json_t *routes_json(const sl_http_server *server) {
+    json_t *list = json_array();
+    const char *method, *pattern;
+    for (size_t i = 0; list && sl_http_server_route_at(server, i, &method, &pattern); i++)
+        if (json_array_append_new(list,
+                                  json_pack("{s:s, s:s}", "method", method, "path", pattern))) {
+            json_decref(list);
+            return NULL;
+        }
+    return list;
+}
+
+/* GET /v1/routes (admin listener): every route of both listeners, so a
+ * test (or an operator) can hold them against schemas/openapi.yaml. Both
+ * servers have started by the time this runs, so their routes are fixed. */
+static void list_routes(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)req;
+    sl_app *app = opaque;
+    respond_json_object(resp, 200,
+                        json_pack("{s:o, s:o}", "public", routes_json(app->http), "admin",
+                                  routes_json(app->admin)));
+}
+
 static sl_err start_kafka(sl_app *app, char *errstr, size_t errstr_size) {
     const char *bootstrap = sl_config_get(app->config, "bootstrap.servers");
     if (bootstrap[0] == '\0') {
@@ -205,6 +229,7 @@ static sl_err create_http(sl_app *app, char *errstr, size_t errstr_size) {
         (err = sl_http_route(app->http, "GET", "/readyz", readyz, app)) ||
         (err = sl_http_route(app->admin, "GET", "/healthz", healthz, app)) ||
         (err = sl_http_route(app->admin, "GET", "/readyz", readyz, app)) ||
+        (err = sl_http_route(app->admin, "GET", "/v1/routes", list_routes, app)) ||
         (err = sl_http_route(app->admin, "GET", "/metrics", sl_metrics_http_handler, app->metrics)))
         return sl_fail(errstr, errstr_size, err, "cannot register routes: %s", sl_err_msg(err));
     return SL_OK;

@@ -62,7 +62,7 @@ int sl_app_http_port(const sl_app *app);
 const char *sl_app_bootstrap(const sl_app *app);
 
 /* The port the admin listener (admin.http.*: /metrics, the gateway's
- * /v1/members and /v1/metadata) is bound to. */
+ * /v1/members, /v1/metadata, /v1/routes) is bound to. */
 int sl_app_admin_port(const sl_app *app);
 
 /* Stop the HTTP server, close Kafka clients, release the state-dir lock. */

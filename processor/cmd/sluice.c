@@ -17,6 +17,7 @@
 #include "processor/base/log.h"
 #include "connectors/http/dialogs_routes.h"
 #include "connectors/http/identity_routes.h"
+#include "connectors/http/openapi_routes.h"
 #include "topology/dialogs/dialogs.h"
 #include "topology/identity/identity.h"
 #include "processor/base/version.h"
@@ -124,7 +125,7 @@ static void print_config_doc(const sl_config *config) {
 }
 
 /* The identity and dialogs HTTP routes, made once the app has its
- * gateway. */
+ * gateway, and GET /openapi.json, which describes them. */
 typedef struct identity_routes {
     const sl_config *config;
     const sl_logger *logger;
@@ -155,7 +156,8 @@ static sl_err add_identity_routes(void *opaque, sl_http_server *http, sl_gateway
         sl_log(routes->logger, SL_LOG_ERROR, "dialogs", "%s", errstr);
         return SL_ERR_CONFIG;
     }
-    return sl_dialogs_http_routes(routes->dialogs, http);
+    err = sl_dialogs_http_routes(routes->dialogs, http);
+    return err ? err : sl_openapi_routes(http);
 }
 
 int main(int argc, char **argv) {

@@ -166,6 +166,15 @@ sl_err sl_http_route(sl_http_server *server, const char *method, const char *pat
     return SL_OK;
 }
 
+bool sl_http_server_route_at(const sl_http_server *server, size_t i, const char **method,
+                             const char **pattern) {
+    if (!server || i >= server->n_routes)
+        return false;
+    *method = server->routes[i].method;
+    *pattern = server->routes[i].pattern;
+    return true;
+}
+
 bool sl_http_match_pattern(const char *pattern, const char *path, size_t *n_params_out,
                            const char **names, size_t *name_lens, char **values) {
     size_t n_params = 0;

@@ -68,6 +68,13 @@ void sl_http_server_guard(sl_http_server *server, sl_http_guard *guard, void *op
 sl_err sl_http_route(sl_http_server *server, const char *method, const char *pattern,
                      sl_http_handler *handler, void *opaque);
 
+/* The i-th registered route, in registration order: true with *method and
+ * *pattern (borrowed from the server, valid until it is destroyed), false
+ * past the last. Routes are fixed once the server starts, so any thread may
+ * call this after start; before start, only the thread registering them. */
+bool sl_http_server_route_at(const sl_http_server *server, size_t i, const char **method,
+                             const char **pattern);
+
 /* Bind and start the worker threads. SL_ERR_HTTP + errstr if the address
  * cannot be bound (a port in use, say). */
 sl_err sl_http_server_start(sl_http_server *server, char *errstr, size_t errstr_size);

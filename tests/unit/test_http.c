@@ -216,6 +216,27 @@ static void routes_are_validated(void **state) {
     sl_http_server_destroy(server);
 }
 
+/* The routes are readable back, in registration order, as registered. */
+static void routes_are_listed_in_registration_order(void **state) {
+    (void)state;
+    sl_http_options options = {
+        .host = "127.0.0.1", .max_connections = 1, .connection_timeout_s = 1, .max_body_bytes = 1};
+    char errstr[256];
+    sl_http_server *server = sl_http_server_new(&options, NULL, errstr, sizeof(errstr));
+    assert_non_null(server);
+    assert_int_equal(sl_http_route(server, "POST", "/echo", echo, NULL), SL_OK);
+    assert_int_equal(sl_http_route(server, "GET", "/user/get/{id}", echo, NULL), SL_OK);
+    const char *method = NULL, *pattern = NULL;
+    assert_true(sl_http_server_route_at(server, 0, &method, &pattern));
+    assert_string_equal(method, "POST");
+    assert_string_equal(pattern, "/echo");
+    assert_true(sl_http_server_route_at(server, 1, &method, &pattern));
+    assert_string_equal(method, "GET");
+    assert_string_equal(pattern, "/user/get/{id}");
+    assert_false(sl_http_server_route_at(server, 2, &method, &pattern));
+    sl_http_server_destroy(server);
+}
+
 /* A handler that waits (as a registration waits for its hash and its
  * outcome) must not hold up another connection: with threads = 0 each
  * connection has its own thread. /wait blocks until the test releases it
@@ -548,6 +569,7 @@ int main(void) {
         T(handler_without_response_answers_500),
         T(port_in_use_is_a_clear_error),
         cmocka_unit_test(routes_are_validated),
+        cmocka_unit_test(routes_are_listed_in_registration_order),
         T(framing_content_length_with_transfer_encoding_is_400),
         T(framing_duplicate_content_length_is_400),
         T(framing_malformed_content_length_is_400),
