@@ -288,7 +288,11 @@ static enum MHD_Result queue_closing(sl_http_request *req, sl_http_response *res
     if (!mr)
         return MHD_NO; /* out of memory: MHD closes the connection */
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
-    MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    bool own_cache_control = false; /* a route's own policy replaces the default */
+    for (size_t i = 0; i < resp->n_extra; i++)
+        own_cache_control |= strcasecmp(resp->extra_names[i], MHD_HTTP_HEADER_CACHE_CONTROL) == 0;
+    if (!own_cache_control)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     MHD_add_response_header(mr, "X-Request-Id", req->id);
     if (req->traceparent[0]) /* W3C Trace Context Level 2: where to find our span */
         MHD_add_response_header(mr, "traceresponse", req->traceparent);

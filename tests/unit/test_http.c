@@ -48,6 +48,12 @@ static void twice(void *opaque, const sl_http_request *req, sl_http_response *re
     sl_http_respond_json(resp, 200, "{}");
 }
 
+static void cached(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)opaque, (void)req;
+    sl_http_response_header(resp, "Cache-Control", "public, max-age=300");
+    sl_http_respond_json(resp, 200, "{}");
+}
+
 static void silent(void *opaque, const sl_http_request *req, sl_http_response *resp) {
     (void)opaque, (void)req, (void)resp;
 }
@@ -68,6 +74,7 @@ static int setup(void **state) {
         sl_http_route(server, "GET", "/busy", busy, NULL) ||
         sl_http_route(server, "GET", "/silent", silent, NULL) ||
         sl_http_route(server, "GET", "/twice", twice, NULL) ||
+        sl_http_route(server, "GET", "/cached", cached, NULL) ||
         sl_http_server_start(server, errstr, sizeof(errstr))) {
         sl_http_server_destroy(server);
         return -1;
@@ -172,6 +179,19 @@ static void a_header_set_twice_is_sent_once_with_the_last_value(void **state) {
     const char *rest = first + strlen("Served-By: ");
     assert_null(strstr(rest, "erved-By"));
     assert_null(strstr(rest, "erved-by"));
+}
+
+/* The JWKS sets its own Cache-Control: it replaces the default no-store
+ * (both were sent before, which a cache may read either way). */
+static void a_route_s_cache_control_replaces_the_default(void **state) {
+    assert_int_equal(get(state, "GET", "/cached", NULL, 0), 200);
+    const char *first = strcasestr(headers, "Cache-Control: ");
+    assert_non_null(first);
+    assert_non_null(strstr(first, "public, max-age=300"));
+    assert_null(strcasestr(first + 1, "Cache-Control: "));
+    assert_null(strstr(headers, "no-store"));
+    assert_int_equal(get(state, "GET", "/twice", NULL, 0), 200);
+    assert_non_null(strcasestr(headers, "Cache-Control: no-store"));
 }
 
 static void handler_without_response_answers_500(void **state) {
@@ -566,6 +586,7 @@ int main(void) {
         T(chunked_body_over_the_cap_is_413),
         T(retry_after_is_sent),
         T(a_header_set_twice_is_sent_once_with_the_last_value),
+        T(a_route_s_cache_control_replaces_the_default),
         T(handler_without_response_answers_500),
         T(port_in_use_is_a_clear_error),
         cmocka_unit_test(routes_are_validated),
