@@ -41,7 +41,10 @@
  *
  * usage: identity_bench [--seconds S] [--clients C] [--readers R]
  *                       [--read-interval-ms MS] [--argon2-threads T]
- *                       [--build DIR] [--label TEXT] [--keep]
+ *                       [--only registrations] [--build DIR] [--label TEXT] [--keep]
+ *
+ * --only registrations runs (1a), (2) and (1b) only: for A/B rounds of the
+ * registration path, which need many runs on a noisy machine.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -156,6 +159,7 @@ done:
 
 typedef struct options {
     long long seconds, clients, readers, read_interval_ms, argon2_threads;
+    bool registrations_only; /* --only registrations: (1a), (2), (1b) */
     bench_common_options common; /* --build, --label, --keep */
 } options;
 
@@ -857,6 +861,7 @@ static void report(const bench *b) {
 static int usage(void) {
     fprintf(stderr, "usage: identity_bench [--seconds S] [--clients C] [--readers R]\n"
                     "                      [--read-interval-ms MS] [--argon2-threads T]\n"
+                    "                      [--only registrations]\n"
                     "                      [--build DIR] [--label TEXT] [--keep]\n"
                     "Needs SLUICE_TEST_KAFKA_BOOTSTRAP (scripts/harness sets it).\n");
     return 2;
@@ -875,6 +880,8 @@ static bool take_option(void *opts, const char *name, const char *value) {
         return bench_parse_ll(value, 1, 10000, &opt->read_interval_ms);
     if (strcmp(name, "--argon2-threads") == 0)
         return bench_parse_ll(value, 1, MAX_CLIENTS / INSTANCES, &opt->argon2_threads);
+    if (strcmp(name, "--only") == 0)
+        return (opt->registrations_only = strcmp(value, "registrations") == 0);
     return false;
 }
 
@@ -981,6 +988,8 @@ static bool run_all(bench *b) {
     if (!run_phase(b, "(2) POST /user/register", clients, op_register))
         return false;
     settle(b);
+    if (b->opt.registrations_only)
+        goto raw_after; /* A/B runs of the registration path: a third of the time */
     if (!run_phase(b, "(3) POST /login (e-mail)", clients, op_login) ||
         !run_phase(b, "(4a) GET /healthz (HTTP floor)", clients, op_healthz) ||
         !run_phase(b, "(4b) POST /auth/introspect", clients, op_introspect))
@@ -991,6 +1000,7 @@ static bool run_all(bench *b) {
     settle(b);
     if (!run_reads(b, "(5c) GET /user/get/{id}, no load", false, NULL))
         return false;
+raw_after:
     bench_fmt(name, sizeof(name), "(1b) raw argon2id, %d threads, after", raw_threads);
     return run_raw(b, name, raw_threads) != NULL && !bench_stop_requested;
 }
