@@ -410,8 +410,11 @@ static bool registration_visible(sl_identity_http *ih, const char *user_id) {
     if (sl_gateway_await(ih->gateway, SL_IDENTITY_STORE_USERS_BY_ID, user_id, strlen(user_id),
                          NULL, 0, ih->visible_timeout_ms) != SL_OK)
         return false;
+    /* A global store changes only when the loop thread writes a batch to
+     * it, which moves the applied generation: look once per change. */
     for (size_t i = 0; i < ih->n_await_globals; i++) {
         for (;;) {
+            uint64_t generation = sl_engine_applied_generation(ih->engine);
             char *value = NULL;
             size_t value_len = 0;
             sl_err err = sl_engine_global_get(ih->engine, ih->await_globals[i], user_id,
@@ -419,10 +422,8 @@ static bool registration_visible(sl_identity_http *ih, const char *user_id) {
             free(value);
             if (err == SL_OK)
                 break;
-            if (sl_clock_mono_ms() >= deadline)
+            if (sl_engine_await_applied(ih->engine, generation, deadline) == SL_ERR_TIMEOUT)
                 return false;
-            struct timespec pause = {0, 20 * 1000000};
-            nanosleep(&pause, NULL);
         }
     }
     return true;

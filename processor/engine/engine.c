@@ -57,6 +57,7 @@
 
 #include <poll.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "processor/base/clock.h"
@@ -158,12 +159,14 @@ static sl_err recover(sl_engine *engine, sl_err err, const char *why) {
 
 /* Commit everything processed since the last commit, recovering from a
  * failed commit. The settle counters let a query wait for the apply that
- * follows a visible commit. */
+ * follows a visible commit; the notification wakes the queries that wait
+ * for a key to appear (sl_engine_await_applied). */
 static sl_err commit(sl_engine *engine) {
     uint64_t begun = atomic_fetch_add(&engine->commits_begun, 1) + 1;
     char why[512] = "";
     sl_err err = recover(engine, collector_commit(engine, why, sizeof(why)), why);
     atomic_store(&engine->commits_settled, begun);
+    engine_notify_applied(engine);
     return err;
 }
 
@@ -257,6 +260,12 @@ sl_engine *sl_engine_new(const sl_config *config, const sl_topology *topology,
     engine->logger = *logger;
     engine->wake[0] = engine->wake[1] = -1;
     pthread_mutex_init(&engine->standby_lock, NULL);
+    pthread_mutex_init(&engine->applied_lock, NULL);
+    pthread_condattr_t applied_attr;
+    pthread_condattr_init(&applied_attr);
+    pthread_condattr_setclock(&applied_attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&engine->applied_cond, &applied_attr);
+    pthread_condattr_destroy(&applied_attr);
     engine->config = config;
     engine->topology = topology;
     engine->bootstrap = strdup(bootstrap);
@@ -568,6 +577,8 @@ void sl_engine_destroy(sl_engine *engine) {
     queries_free(engine);
     standby_free_all(engine);
     pthread_mutex_destroy(&engine->standby_lock);
+    pthread_cond_destroy(&engine->applied_cond);
+    pthread_mutex_destroy(&engine->applied_lock);
     globals_free(engine);
     sl_store_env_destroy(engine->env);
     sl_emit_cache_destroy(engine->emit_cache);

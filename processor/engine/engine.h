@@ -240,6 +240,19 @@ sl_err sl_engine_query_scan(sl_engine *engine, const char *store, int32_t partit
 sl_err sl_engine_global_scan(sl_engine *engine, const char *store, const sl_query_range *range,
                              sl_query_visit_fn *visit, void *opaque, size_t *visited);
 
+/* Waiting for a write to become readable without polling. The generation
+ * grows each time the loop thread makes new state readable: after every
+ * commit's apply to the task stores, every batch written to a global store,
+ * and every task that starts, finishes restoring or goes. A reader takes the generation,
+ * looks, and if what it wants is not there yet waits for the generation to
+ * move: no change can slip between the look and the wait. Any thread. */
+uint64_t sl_engine_applied_generation(sl_engine *engine);
+
+/* Block until the generation differs from `seen` (SL_OK: look again) or
+ * the monotonic deadline_ms (sl_clock_mono_ms) passes (SL_ERR_TIMEOUT).
+ * Any thread but the loop thread, which is the one that moves it. */
+sl_err sl_engine_await_applied(sl_engine *engine, uint64_t seen, int64_t deadline_ms);
+
 /* The partitions of source topics assigned to this instance, for the
  * membership record: at most `max` entries into topics[]/partitions[]
  * (topics borrowed from the engine), count returned. *version changes every

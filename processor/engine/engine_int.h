@@ -262,6 +262,14 @@ struct sl_engine {
     /* Read-your-writes (sl_engine_query_settle): commits begun, and the
      * number begun when the last one finished applying. */
     atomic_uint_fast64_t commits_begun, commits_settled;
+    /* Waiters for new readable state (sl_engine_await_applied): the loop
+     * thread bumps applied_generation under applied_lock and broadcasts
+     * applied_cond after each commit's apply, each global store batch and
+     * each task that became queryable (engine_notify_applied). */
+    pthread_mutex_t applied_lock;
+    pthread_cond_t applied_cond;
+    uint64_t applied_generation; /* under applied_lock */
+    int applied_waiters;         /* under applied_lock: skip the broadcast when 0 */
 };
 
 #define LOG(engine, level, ...) sl_log(&(engine)->logger, level, "engine", __VA_ARGS__)
@@ -411,6 +419,10 @@ void queries_free(sl_engine *engine);
 void query_publish(sl_engine *engine, const task *t);
 void query_set_running(sl_engine *engine, const task *t);
 void query_withdraw(sl_engine *engine, const task *t);
+/* Loop thread: state readable by queries changed (a commit applied, a
+ * global store batch written, a task became queryable); wakes every
+ * sl_engine_await_applied. */
+void engine_notify_applied(sl_engine *engine);
 /* A standby's stores become readable by stale queries, or gone (before any
  * of them is closed); its lag behind the changelog end. */
 void query_publish_standby(sl_engine *engine, const standby *sb);

@@ -135,6 +135,8 @@ void globals_poll(sl_engine *engine) {
         sl_store_apply(engine->globals[last_global].store, batch, false, why, sizeof(why)))
         LOG(engine, SL_LOG_ERROR, "global store write: %s", why);
     sl_store_batch_destroy(batch);
+    if (last_global >= 0)
+        engine_notify_applied(engine);
     if (!engine->globals_bootstrapped) {
         bool all = true;
         for (size_t g = 0; all && g < topology->n_globals; g++)

@@ -67,6 +67,7 @@ void query_publish(sl_engine *engine, const task *t) {
     slot->state = t->state == TASK_RUNNING ? QUERY_RUNNING : QUERY_RESTORING;
     pthread_rwlock_unlock(&slot->lock);
     atomic_fetch_add(&engine->query_version, 1);
+    engine_notify_applied(engine);
 }
 
 void query_set_running(sl_engine *engine, const task *t) {
@@ -78,6 +79,7 @@ void query_set_running(sl_engine *engine, const task *t) {
         slot->state = QUERY_RUNNING;
     pthread_rwlock_unlock(&slot->lock);
     atomic_fetch_add(&engine->query_version, 1);
+    engine_notify_applied(engine);
 }
 
 void query_withdraw(sl_engine *engine, const task *t) {
@@ -89,6 +91,7 @@ void query_withdraw(sl_engine *engine, const task *t) {
     memset(slot->stores, 0, sizeof(slot->stores));
     pthread_rwlock_unlock(&slot->lock);
     atomic_fetch_add(&engine->query_version, 1);
+    engine_notify_applied(engine); /* a waiter learns it is no longer the owner */
 }
 
 static query_slot *standby_slot(sl_engine *engine, const standby *sb) {
@@ -319,6 +322,37 @@ sl_err sl_engine_query_settle(sl_engine *engine, int timeout_ms) {
         nanosleep(&pause, NULL);
     }
     return SL_OK;
+}
+
+void engine_notify_applied(sl_engine *engine) {
+    pthread_mutex_lock(&engine->applied_lock);
+    engine->applied_generation++;
+    if (engine->applied_waiters > 0)
+        pthread_cond_broadcast(&engine->applied_cond);
+    pthread_mutex_unlock(&engine->applied_lock);
+}
+
+uint64_t sl_engine_applied_generation(sl_engine *engine) {
+    pthread_mutex_lock(&engine->applied_lock);
+    uint64_t generation = engine->applied_generation;
+    pthread_mutex_unlock(&engine->applied_lock);
+    return generation;
+}
+
+sl_err sl_engine_await_applied(sl_engine *engine, uint64_t seen, int64_t deadline_ms) {
+    int64_t left = deadline_ms - sl_clock_mono_ms();
+    if (left <= 0)
+        return SL_ERR_TIMEOUT;
+    struct timespec deadline = sl_clock_mono_deadline(left);
+    pthread_mutex_lock(&engine->applied_lock);
+    engine->applied_waiters++;
+    int rc = 0;
+    while (engine->applied_generation == seen && rc == 0)
+        rc = pthread_cond_timedwait(&engine->applied_cond, &engine->applied_lock, &deadline);
+    bool changed = engine->applied_generation != seen;
+    engine->applied_waiters--;
+    pthread_mutex_unlock(&engine->applied_lock);
+    return changed ? SL_OK : SL_ERR_TIMEOUT;
 }
 
 size_t sl_engine_query_assignment(sl_engine *engine, const char **topics, int32_t *partitions,
