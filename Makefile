@@ -29,6 +29,9 @@
 #   make bench-standby  a task's unavailability window when its instance stops,
 #                   with standby replicas on and off (bench/standby_bench.c,
 #                   release, under scripts/harness); ARGS='--records 200000'
+#   make bench-http  the HTTP edge under wrk (bench/http_bench.c, release,
+#                   under scripts/harness): /healthz, local and forwarded
+#                   keys, the state endpoint, at 64 and 1,000 connections
 #   make bench-passwords  build and run bench/passwords_bench (release build;
 #                   ARGS="N" sets the hashes per phase)
 #   make bench-identity  install what is missing, build sluice and
@@ -137,7 +140,7 @@ FUZZ_LD :=
 endif
 FUZZ_SECONDS ?= 60
 
-.PHONY: all run cluster test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords \
+.PHONY: all run cluster test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords bench-http \
         bench-pgsink bench-identity \
         bench-dialogs bench-cluster bench-standby
 .SECONDARY:
@@ -260,6 +263,15 @@ bench-standby:
 	scripts/bootstrap test
 	$(MAKE) VARIANT=release all build/release/bench/standby_bench
 	scripts/harness build/release/bench/standby_bench --build build/release \
+	    --label "$$(git describe --always --dirty 2>/dev/null || echo unknown)" $(ARGS)
+
+# The HTTP edge under wrk: /healthz, a local and a forwarded key, the state
+# endpoint, at 64 and 1,000 connections (bench/http_bench.c). ARGS:
+# --seconds N --connections 64,1000
+bench-http:
+	scripts/bootstrap bench
+	$(MAKE) VARIANT=release all build/release/bench/http_bench
+	scripts/harness build/release/bench/http_bench --build build/release \
 	    --label "$$(git describe --always --dirty 2>/dev/null || echo unknown)" $(ARGS)
 
 bench-passwords:
