@@ -1,9 +1,9 @@
 /*
  * httpc.c: a bounded blocking HTTP/1.1 client (see httpc.h).
  *
- * Request: built in one buffer (request line, Host, Connection: close,
- * Content-Length when there is a body or the method carries one, the
- * caller's headers), sent with MSG_NOSIGNAL. Response: read into one
+ * Request: built in one buffer (request line, Host, Content-Length when
+ * there is a body or the method carries one, the caller's headers), sent
+ * with MSG_NOSIGNAL, on a kept-alive connection when one is idle (below). Response: read into one
  * buffer that never grows past max_response_bytes + 1; the head ends at the
  * first CRLFCRLF; the body is Content-Length bytes (a second, different
  * Content-Length or any Transfer-Encoding is refused as ambiguous framing)
@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -238,8 +239,7 @@ static sl_err build_request(const char *address, const char *method, const char 
     char *buf = malloc(cap);
     if (!buf)
         return SL_ERR_NOMEM;
-    int n = snprintf(buf, cap, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n", method, path,
-                     address);
+    int n = snprintf(buf, cap, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, path, address);
     size_t len = (size_t)n;
     if (has_body)
         len += (size_t)snprintf(buf + len, cap - len, "Content-Length: %zu\r\n", body_len);
@@ -252,46 +252,114 @@ static sl_err build_request(const char *address, const char *method, const char 
     return SL_OK;
 }
 
-sl_err sl_httpc_request(const char *address, const char *method, const char *path,
-                        const sl_httpc_header *headers, size_t n_headers, const void *body,
-                        size_t body_len, int timeout_ms, size_t max_response_bytes,
-                        sl_httpc_response *response, char *errstr, size_t errstr_size) {
-    memset(response, 0, sizeof(*response));
-    if (!address || !method || !path || path[0] != '/' || has_crlf(method) || has_crlf(path) ||
-        strchr(path, ' ') || n_headers > SL_HTTPC_MAX_HEADERS || timeout_ms <= 0 ||
-        max_response_bytes < 16)
-        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "invalid request");
-    for (size_t i = 0; i < n_headers; i++)
-        if (!headers[i].name || !headers[i].value || has_crlf(headers[i].name) ||
-            has_crlf(headers[i].value) || strchr(headers[i].name, ':'))
-            return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "invalid header");
-    int64_t deadline = sl_clock_mono_ms() + timeout_ms;
-    bool has_body = body != NULL || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-                    strcmp(method, "PATCH") == 0;
-    char *request = NULL, *buf = NULL;
-    size_t request_len = 0;
+/* ---- kept-alive connections ------------------------------------------------
+ *
+ * A connection whose answer was completely framed (HTTP/1.1, Content-Length,
+ * no "Connection: close", no byte beyond the body) goes back to a small
+ * process-wide pool and serves the next request to the same address, so a
+ * forward costs no TCP handshake and the owner no new thread. A pooled
+ * connection is dropped when it has been idle POOL_IDLE_MS (well below the
+ * server's idle timeout) or polls readable (the peer closed it). A request
+ * on a reused connection that gets no byte back is retried once on a new
+ * connection when it is a GET (the peer closed the idle connection as we
+ * sent); any other method then fails (the caller answers 503 with
+ * Retry-After), since the peer may have acted on it.
+ */
+
+#define POOL_MAX         64
+#define POOL_PER_ADDRESS 16
+#define POOL_IDLE_MS     2000
+#define POOL_ADDRESS_MAX 128
+
+typedef struct idle_conn {
+    int fd;
+    int64_t since_ms;
+    char address[POOL_ADDRESS_MAX];
+} idle_conn;
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static idle_conn pool[POOL_MAX];
+static size_t pool_n;
+
+/* An idle connection to `address` that still looks open, or -1. */
+static int pool_take(const char *address) {
+    int64_t now = sl_clock_mono_ms();
     int fd = -1;
-    sl_err err = build_request(address, method, path, headers, n_headers, body_len, has_body,
-                               &request, &request_len);
-    if (err)
-        return sl_fail(errstr, errstr_size, err, "out of memory");
-    if ((err = connect_to(address, deadline, &fd, errstr, errstr_size)))
-        goto done;
-    if ((err = send_all(fd, request, request_len, deadline)) ||
-        (body_len && (err = send_all(fd, body, body_len, deadline)))) {
-        sl_fail(errstr, errstr_size, err, "sending to %s: %s", address,
-                err == SL_ERR_TIMEOUT ? "timed out" : strerror(errno));
-        goto done;
+    pthread_mutex_lock(&pool_lock);
+    for (size_t i = pool_n; i-- > 0 && fd < 0;) {
+        bool stale = now - pool[i].since_ms > POOL_IDLE_MS;
+        bool mine = !stale && strcmp(pool[i].address, address) == 0;
+        if (!stale && !mine)
+            continue;
+        int candidate = pool[i].fd;
+        pool[i] = pool[--pool_n];
+        struct pollfd p = {.fd = candidate, .events = POLLIN};
+        if (mine && poll(&p, 1, 0) == 0)
+            fd = candidate; /* nothing to read: not closed by the peer */
+        else
+            close(candidate);
     }
+    pthread_mutex_unlock(&pool_lock);
+    return fd;
+}
+
+static void pool_put(const char *address, int fd) {
+    if (strlen(address) >= POOL_ADDRESS_MAX) {
+        close(fd);
+        return;
+    }
+    pthread_mutex_lock(&pool_lock);
+    size_t same = 0;
+    for (size_t i = 0; i < pool_n; i++)
+        same += strcmp(pool[i].address, address) == 0;
+    if (pool_n < POOL_MAX && same < POOL_PER_ADDRESS) {
+        pool[pool_n].fd = fd;
+        pool[pool_n].since_ms = sl_clock_mono_ms();
+        snprintf(pool[pool_n].address, sizeof(pool[pool_n].address), "%s", address);
+        pool_n++;
+        fd = -1;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    if (fd >= 0)
+        close(fd);
+}
+
+void sl_httpc_close_idle(void) {
+    pthread_mutex_lock(&pool_lock);
+    for (size_t i = 0; i < pool_n; i++)
+        close(pool[i].fd);
+    pool_n = 0;
+    pthread_mutex_unlock(&pool_lock);
+}
+
+size_t sl_httpc_idle_connections(void) {
+    pthread_mutex_lock(&pool_lock);
+    size_t n = pool_n;
+    pthread_mutex_unlock(&pool_lock);
+    return n;
+}
+
+/* One request on `fd` and its whole answer. *received: bytes of answer
+ * read (0: the peer sent nothing); *reusable: the connection may serve
+ * another request. */
+static sl_err exchange(int fd, const char *address, const char *request, size_t request_len,
+                       const void *body, size_t body_len, int64_t deadline,
+                       size_t max_response_bytes, sl_httpc_response *response, size_t *received,
+                       bool *reusable, char *errstr, size_t errstr_size) {
+    *received = 0;
+    *reusable = false;
+    sl_err err;
+    if ((err = send_all(fd, request, request_len, deadline)) ||
+        (body_len && (err = send_all(fd, body, body_len, deadline))))
+        return sl_fail(errstr, errstr_size, err, "sending to %s: %s", address,
+                       err == SL_ERR_TIMEOUT ? "timed out" : strerror(errno));
     /* One buffer for head + body, never larger than the cap + 1 (the extra
      * byte detects "too large" and holds the NUL). */
     size_t cap = max_response_bytes + 1, len = 0, head_len = 0;
     long long content_length = -1;
-    buf = malloc(cap);
-    if (!buf) {
-        err = sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
-        goto done;
-    }
+    char *buf = malloc(cap);
+    if (!buf)
+        return sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "out of memory");
     for (;;) {
         if (head_len && content_length >= 0 && len - head_len >= (size_t)content_length)
             break;
@@ -303,6 +371,7 @@ sl_err sl_httpc_request(const char *address, const char *method, const char *pat
         ssize_t n = recv(fd, buf + len, max_response_bytes - len, 0);
         if (n > 0) {
             len += (size_t)n;
+            *received = len;
             if (!head_len) {
                 buf[len] = '\0';
                 char *end = memmem(buf, len, "\r\n\r\n", 4);
@@ -358,13 +427,64 @@ sl_err sl_httpc_request(const char *address, const char *method, const char *pat
     memcpy(response->body, buf + head_len, body_size);
     response->body[body_size] = '\0';
     response->body_len = body_size;
+    const char *v;
+    size_t v_len;
+    int count;
+    bool close_asked = find_header(response->head, "Connection", &v, &v_len, &count) &&
+                       v_len == 5 && strncasecmp(v, "close", 5) == 0;
+    *reusable = strncmp(response->head, "HTTP/1.1 ", 9) == 0 && content_length >= 0 &&
+                len - head_len == (size_t)content_length && !close_asked;
     err = SL_OK;
 done:
-    if (err)
-        sl_httpc_response_free(response);
-    if (fd >= 0)
-        close(fd);
-    free(request);
     free(buf);
+    return err;
+}
+
+sl_err sl_httpc_request(const char *address, const char *method, const char *path,
+                        const sl_httpc_header *headers, size_t n_headers, const void *body,
+                        size_t body_len, int timeout_ms, size_t max_response_bytes,
+                        sl_httpc_response *response, char *errstr, size_t errstr_size) {
+    memset(response, 0, sizeof(*response));
+    if (!address || !method || !path || path[0] != '/' || has_crlf(method) || has_crlf(path) ||
+        strchr(path, ' ') || n_headers > SL_HTTPC_MAX_HEADERS || timeout_ms <= 0 ||
+        max_response_bytes < 16)
+        return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "invalid request");
+    for (size_t i = 0; i < n_headers; i++)
+        if (!headers[i].name || !headers[i].value || has_crlf(headers[i].name) ||
+            has_crlf(headers[i].value) || strchr(headers[i].name, ':'))
+            return sl_fail(errstr, errstr_size, SL_ERR_INVALID, "invalid header");
+    int64_t deadline = sl_clock_mono_ms() + timeout_ms;
+    bool has_body = body != NULL || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+                    strcmp(method, "PATCH") == 0;
+    bool may_retry = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    char *request = NULL;
+    size_t request_len = 0;
+    sl_err err = build_request(address, method, path, headers, n_headers, body_len, has_body,
+                               &request, &request_len);
+    if (err)
+        return sl_fail(errstr, errstr_size, err, "out of memory");
+    for (int attempt = 0;; attempt++) {
+        int fd = attempt == 0 ? pool_take(address) : -1;
+        bool reused = fd >= 0;
+        if (!reused && (err = connect_to(address, deadline, &fd, errstr, errstr_size)))
+            break;
+        size_t received = 0;
+        bool reusable = false;
+        err = exchange(fd, address, request, request_len, body, body_len, deadline,
+                       max_response_bytes, response, &received, &reusable, errstr, errstr_size);
+        if (err == SL_OK && reusable) {
+            pool_put(address, fd);
+            break;
+        }
+        close(fd);
+        if (err == SL_OK)
+            break;
+        sl_httpc_response_free(response);
+        memset(response, 0, sizeof(*response));
+        /* The peer closed an idle connection as we reused it: again, fresh. */
+        if (!(reused && received == 0 && may_retry && err != SL_ERR_TIMEOUT))
+            break;
+    }
+    free(request);
     return err;
 }

@@ -2,14 +2,14 @@
  * httpc.h: a small blocking HTTP/1.1 client for instance-to-instance calls
  * (the gateway forwards a request for a key it does not own to the owner).
  *
- * One request per connection (Connection: close), plain TCP, numeric or
- * resolvable host. Responses must be framed by Content-Length or by the
+ * HTTP/1.1 with kept-alive connections (a small process-wide pool per
+ * address, see client.c), plain TCP, numeric or resolvable host. Responses must be framed by Content-Length or by the
  * end of the connection; chunked responses are refused (sluice's server
  * never sends them for the bodies we forward). Everything is bounded: one
  * deadline covers connect, send and receive, and the response (headers and
  * body) is capped; a larger one is SL_ERR_FULL, never a bigger buffer.
  *
- * Threading: no shared state; any thread.
+ * Threading: any thread; the pool of idle connections has its own lock.
  */
 #ifndef SLUICE_HTTPC_H
 #define SLUICE_HTTPC_H
@@ -55,5 +55,10 @@ bool sl_httpc_response_header(const sl_httpc_response *response, const char *nam
                               size_t out_size);
 
 void sl_httpc_response_free(sl_httpc_response *response);
+
+/* Idle connections kept for reuse (all addresses), for tests. */
+size_t sl_httpc_idle_connections(void);
+/* Close every idle connection (tests; a process that stops). */
+void sl_httpc_close_idle(void);
 
 #endif

@@ -111,7 +111,7 @@ static void a_content_length_body_split_over_writes_is_read_whole(void **state) 
     assert_false(sl_httpc_response_header(&resp, "Retry-After", value, sizeof(value)));
     assert_non_null(strstr(s.request, "GET /agg/k1 HTTP/1.1\r\n"));
     assert_non_null(strstr(s.request, "X-Hop: 1\r\n"));
-    assert_non_null(strstr(s.request, "Connection: close\r\n"));
+    assert_null(strstr(s.request, "Connection: close")); /* kept alive */
     sl_httpc_response_free(&resp);
 }
 
@@ -220,6 +220,120 @@ static void a_refused_connection_and_bad_arguments_are_errors(void **state) {
                      SL_ERR_INVALID);
 }
 
+/* ---- kept-alive connections ------------------------------------------ */
+
+/* A server that accepts connections until shut down and answers every GET
+ * or POST head (no body) with 200 "ok"; with `drop_second`, it reads a
+ * connection's second request and closes without answering (a peer that
+ * died, or closed the idle connection, as the request was sent). */
+typedef struct ka_server {
+    int listen_fd, port;
+    bool drop_second;
+    int accepts, requests;
+    pthread_t thread;
+} ka_server;
+
+static void *ka_serve(void *arg) {
+    ka_server *s = arg;
+    for (;;) {
+        int fd = accept(s->listen_fd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        s->accepts++;
+        char buf[4096];
+        size_t len = 0;
+        int seen = 0;
+        bool dropped = false;
+        while (!dropped) {
+            ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+            buf[len] = '\0';
+            char *end;
+            while (!dropped && (end = strstr(buf, "\r\n\r\n")) != NULL) {
+                size_t used = (size_t)(end - buf) + 4;
+                memmove(buf, buf + used, len - used + 1);
+                len -= used;
+                if (++seen == 2 && s->drop_second) {
+                    dropped = true;
+                    break;
+                }
+                s->requests++;
+                const char *answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                send(fd, answer, strlen(answer), MSG_NOSIGNAL);
+            }
+        }
+        close(fd);
+    }
+}
+
+static void ka_start(ka_server *s, bool drop_second) {
+    memset(s, 0, sizeof(*s));
+    s->drop_second = drop_second;
+    s->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(s->listen_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    assert_int_equal(listen(s->listen_fd, 4), 0);
+    socklen_t alen = sizeof(addr);
+    getsockname(s->listen_fd, (struct sockaddr *)&addr, &alen);
+    s->port = ntohs(addr.sin_port);
+    assert_int_equal(pthread_create(&s->thread, NULL, ka_serve, s), 0);
+}
+
+static void ka_stop(ka_server *s) {
+    sl_httpc_close_idle(); /* the server's reader sees the end */
+    shutdown(s->listen_fd, SHUT_RDWR); /* its accept returns */
+    pthread_join(s->thread, NULL);
+    close(s->listen_fd);
+}
+
+static sl_err ka_call(const ka_server *s, const char *method) {
+    char address[64];
+    snprintf(address, sizeof(address), "127.0.0.1:%d", s->port);
+    sl_httpc_response resp;
+    sl_err err = sl_httpc_request(address, method, "/k", NULL, 0, NULL, 0, 3000, 4096, &resp,
+                                  errstr, sizeof(errstr));
+    if (!err) {
+        assert_int_equal(resp.status, 200);
+        assert_string_equal(resp.body, "ok");
+        sl_httpc_response_free(&resp);
+    }
+    return err;
+}
+
+/* Forwarding opened a connection (and a thread at the owner) per request:
+ * now ten requests to one address share one connection. */
+static void requests_to_one_address_share_a_kept_alive_connection(void **state) {
+    (void)state;
+    ka_server s;
+    ka_start(&s, false);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(ka_call(&s, "GET"), SL_OK);
+    assert_int_equal(s.requests, 10);
+    assert_int_equal(s.accepts, 1);
+    assert_true(sl_httpc_idle_connections() >= 1);
+    ka_stop(&s);
+    assert_int_equal(sl_httpc_idle_connections(), 0);
+}
+
+/* The peer closes a kept-alive connection as the next request arrives: a
+ * GET goes again on a new connection; a POST is not sent twice (it fails:
+ * the peer may have acted on it), and the caller answers 503. */
+static void a_dropped_reused_connection_retries_a_get_but_never_a_post(void **state) {
+    (void)state;
+    ka_server s;
+    ka_start(&s, true);
+    assert_int_equal(ka_call(&s, "GET"), SL_OK);
+    assert_int_equal(ka_call(&s, "GET"), SL_OK); /* dropped, then again */
+    assert_int_equal(s.accepts, 2);
+    assert_int_equal(s.requests, 2);
+    assert_int_equal(ka_call(&s, "POST"), SL_ERR_IO); /* dropped: no second try */
+    assert_int_equal(s.accepts, 2);
+    assert_int_equal(s.requests, 2);
+    ka_stop(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_content_length_body_split_over_writes_is_read_whole),
@@ -228,6 +342,8 @@ int main(void) {
         cmocka_unit_test(ambiguous_or_broken_framing_is_refused),
         cmocka_unit_test(a_server_that_never_answers_times_out),
         cmocka_unit_test(a_refused_connection_and_bad_arguments_are_errors),
+        cmocka_unit_test(requests_to_one_address_share_a_kept_alive_connection),
+        cmocka_unit_test(a_dropped_reused_connection_retries_a_get_but_never_a_post),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
