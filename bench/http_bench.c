@@ -34,8 +34,8 @@
 #include "bench/support/benchutil.h"
 #include "bench/support/sluicecluster.h"
 
-#define MAX_CONNS 4
-#define USERS     16
+#define MAX_CONNS   4
+#define USERS       16
 #define ADMIN_CONNS 16 /* the admin listener's per-address cap (app.c) */
 
 typedef struct options {
@@ -148,8 +148,8 @@ static bool register_user(int port, int n, char id[64]) {
              "\"correct horse battery\",\"email\":\"httpbench-%d-%d@example.org\"}",
              (int)getpid(), n);
     for (int attempt = 0; attempt < 20; attempt++) {
-        int status = bench_http(port, "POST", "/user/register", "Content-Type: application/json\r\n",
-                                body, out, sizeof(out));
+        int status = bench_http(port, "POST", "/user/register",
+                                "Content-Type: application/json\r\n", body, out, sizeof(out));
         if (status == 200 && bench_http_response(out, strlen(out), text, sizeof(text)) == 200) {
             const char *at = strstr(text, "\"user_id\":\"");
             if (at && sscanf(at + 11, "%36[0-9a-f-]", id) == 1)
@@ -193,15 +193,16 @@ int main(int argc, char **argv) {
     }
     const char *bootstrap;
     char dir[] = "/tmp/sluice-http-bench-XXXXXX", key_path[128];
-    int status = bench_cluster_setup("make bench-http", dir, key_path, sizeof(key_path), &bootstrap);
+    int status =
+        bench_cluster_setup("make bench-http", dir, key_path, sizeof(key_path), &bootstrap);
     if (status)
         return status;
     bench_cluster c;
     char app_id[64];
     snprintf(app_id, sizeof(app_id), "httpbench-%d", (int)getpid());
     bench_cluster_init(&c, bootstrap, opt.common.build, dir, key_path, app_id);
-    const char *const extra[] = {"http.max.connections.per.address=0",
-                                 "http.max.connections=4096", NULL};
+    const char *const extra[] = {"http.max.connections.per.address=0", "http.max.connections=4096",
+                                 NULL};
     if (!bench_cluster_start(&c, 2, 4, extra)) {
         bench_cluster_stop(&c);
         return 1;

@@ -164,7 +164,7 @@ done:
 
 typedef struct options {
     long long seconds, clients, readers, read_interval_ms, argon2_threads;
-    bool registrations_only; /* --only registrations: (1a), (2), (1b) */
+    bool registrations_only;     /* --only registrations: (1a), (2), (1b) */
     bench_common_options common; /* --build, --label, --keep */
 } options;
 

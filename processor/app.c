@@ -386,8 +386,8 @@ void sl_app_destroy(sl_app *app) {
         return;
     sl_http_server_destroy(app->http);
     sl_http_server_destroy(app->admin);
-    sl_gateway_destroy(app->gateway);
-    sl_httpc_close_idle(); /* the kept-alive connections to other instances */ /* after the handlers, before the engine */
+    sl_gateway_destroy(app->gateway); /* after the handlers, before the engine */
+    sl_httpc_close_idle();            /* the kept-alive connections to other instances */
     if (app->engine) {
         sl_engine_close(app->engine);
         sl_engine_destroy(app->engine);

@@ -3,9 +3,10 @@
  * (the gateway forwards a request for a key it does not own to the owner).
  *
  * HTTP/1.1 with kept-alive connections (a small process-wide pool per
- * address, see client.c), plain TCP, numeric or resolvable host. Responses must be framed by Content-Length or by the
- * end of the connection; chunked responses are refused (sluice's server
- * never sends them for the bodies we forward). Everything is bounded: one
+ * address, see client.c), plain TCP, numeric or resolvable host.
+ * Responses must be framed by Content-Length or by the end of the
+ * connection; chunked responses are refused (sluice's server never sends
+ * them for the bodies we forward). Everything is bounded: one
  * deadline covers connect, send and receive, and the response (headers and
  * body) is capped; a larger one is SL_ERR_FULL, never a bigger buffer.
  *

@@ -30,6 +30,19 @@ typedef struct server {
     pthread_t thread;
 } server;
 
+/* A listening socket on a free loopback port (*port). */
+static int listen_loopback(int *port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    socklen_t alen = sizeof(addr);
+    getsockname(fd, (struct sockaddr *)&addr, &alen);
+    *port = ntohs(addr.sin_port);
+    return fd;
+}
+
 static void *serve(void *arg) {
     server *s = arg;
     int fd = accept(s->listen_fd, NULL, NULL);
@@ -62,14 +75,7 @@ static void server_start(server *s, const char *const *script, int hold_ms) {
     memset(s, 0, sizeof(*s));
     s->script = script;
     s->hold_ms = hold_ms;
-    s->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(s->listen_fd >= 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(s->listen_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
-    assert_int_equal(listen(s->listen_fd, 4), 0);
-    socklen_t alen = sizeof(addr);
-    getsockname(s->listen_fd, (struct sockaddr *)&addr, &alen);
-    s->port = ntohs(addr.sin_port);
+    s->listen_fd = listen_loopback(&s->port);
     assert_int_equal(pthread_create(&s->thread, NULL, serve, s), 0);
 }
 
@@ -271,18 +277,12 @@ static void *ka_serve(void *arg) {
 static void ka_start(ka_server *s, bool drop_second) {
     memset(s, 0, sizeof(*s));
     s->drop_second = drop_second;
-    s->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(s->listen_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
-    assert_int_equal(listen(s->listen_fd, 4), 0);
-    socklen_t alen = sizeof(addr);
-    getsockname(s->listen_fd, (struct sockaddr *)&addr, &alen);
-    s->port = ntohs(addr.sin_port);
+    s->listen_fd = listen_loopback(&s->port);
     assert_int_equal(pthread_create(&s->thread, NULL, ka_serve, s), 0);
 }
 
 static void ka_stop(ka_server *s) {
-    sl_httpc_close_idle(); /* the server's reader sees the end */
+    sl_httpc_close_idle();             /* the server's reader sees the end */
     shutdown(s->listen_fd, SHUT_RDWR); /* its accept returns */
     pthread_join(s->thread, NULL);
     close(s->listen_fd);
