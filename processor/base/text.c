@@ -158,3 +158,36 @@ bool sl_json_depth_ok(const char *text, size_t len, int max_depth) {
     }
     return true;
 }
+
+void sl_hex_encode(const void *data, size_t len, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+long sl_hex_decode(const char *hex, unsigned char *out, size_t size) {
+    size_t len = strlen(hex);
+    if (len % 2 || len / 2 > size)
+        return -1;
+    for (size_t i = 0; i < len / 2; i++) {
+        int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return (long)(len / 2);
+}

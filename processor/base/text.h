@@ -1,7 +1,7 @@
 /*
  * text.h: checks and makers for the text values every room handles: UTF-8
  * (profile fields, message text, passwords), canonical UUIDs (user ids,
- * command ids) and calendar dates.
+ * command ids), calendar dates and hex (keys in instance routes).
  *
  * Pure functions of their input except sl_uuid_v4 (getrandom): no
  * allocation, no clock, any thread. A processor replaying old commands
@@ -49,5 +49,11 @@ bool sl_date_valid(const char *s);
  * constant with no decode flag. Balance and everything else is the
  * parser's to check. */
 bool sl_json_depth_ok(const char *text, size_t len, int max_depth);
+
+/* `len` bytes as lower-case hex into out (2 * len + 1 bytes, NUL-ended). */
+void sl_hex_encode(const void *data, size_t len, char *out);
+/* Hex (either case, even length) into at most `size` bytes of out: the
+ * byte count, or -1 when malformed or longer than size. */
+long sl_hex_decode(const char *hex, unsigned char *out, size_t size);
 
 #endif

@@ -192,11 +192,12 @@ sl_err sl_engine_query_range(sl_engine *engine, const char *store, const void *r
                              sl_query_visit_fn *visit, void *opaque, size_t *visited,
                              int32_t *partition);
 
-/* The same reads from this instance's standby replica of the partition
- * (Kafka Streams' stale stores), for a client that accepts a lagging
- * answer: committed state, *lag records behind the changelog end as last
- * seen. SL_ERR_NOT_OWNER when this instance keeps no standby of it (or the
- * standby has not caught up once yet). Any thread. */
+/* The same reads from any replica of the partition here, for a client
+ * that accepts a lagging answer (Kafka Streams' stale stores): the running
+ * task (*lag 0, without the settle a fresh read does) or this instance's
+ * standby (committed state, *lag records behind the changelog end as last
+ * seen). SL_ERR_NOT_OWNER when this instance keeps neither (or its standby
+ * has not caught up once yet). Any thread. */
 sl_err sl_engine_query_get_stale(sl_engine *engine, const char *store, const void *key,
                                  size_t key_len, char **value, size_t *value_len,
                                  int32_t *partition, int64_t *lag);
@@ -230,7 +231,8 @@ bool sl_engine_query_store_named(sl_engine *engine, const char *name, sl_store_i
 
 /* A bounded scan of partition `partition` of a task store (as
  * sl_engine_query_range, by partition instead of a routing key), from the
- * running task or, with `stale`, from this instance's standby (*lag set). */
+ * running task or, with `stale`, from the running task or this instance's
+ * standby (*lag set as for sl_engine_query_get_stale). */
 sl_err sl_engine_query_scan(sl_engine *engine, const char *store, int32_t partition, bool stale,
                             const sl_query_range *range, sl_query_visit_fn *visit, void *opaque,
                             size_t *visited, int64_t *lag);

@@ -213,36 +213,40 @@ void globals_free(sl_engine *engine) {
     }
 }
 
+/* The open store named `store` for a reader on any thread. The store is
+ * opened before globals_readable is set and closed only by
+ * sl_engine_destroy, so a reader that saw the flag reads an open store;
+ * RocksDB's Get and iterators (each on its own snapshot) are thread-safe. */
+static sl_err readable_global(sl_engine *engine, const char *store, sl_store **out) {
+    int g = sl_topology_global_index(engine->topology, store);
+    if (g < 0)
+        return SL_ERR_INVALID;
+    if (!atomic_load(&engine->globals_readable))
+        return SL_ERR_UNAVAILABLE;
+    *out = engine->globals[g].store;
+    return SL_OK;
+}
+
 sl_err sl_engine_global_get(sl_engine *engine, const char *store, const void *key, size_t key_len,
                             char **value, size_t *value_len) {
     *value = NULL;
     *value_len = 0;
-    int g = sl_topology_global_index(engine->topology, store);
-    if (g < 0)
-        return SL_ERR_INVALID;
-    /* The store is opened before the flag is set and closed only by
-     * sl_engine_destroy, so a reader that saw the flag reads an open store;
-     * RocksDB's Get is thread-safe. */
-    if (!atomic_load(&engine->globals_readable))
-        return SL_ERR_UNAVAILABLE;
+    sl_store *st;
+    sl_err err = readable_global(engine, store, &st);
     char why[256];
-    return sl_store_get(engine->globals[g].store, key, key_len, value, value_len, why, sizeof(why));
+    return err ? err : sl_store_get(st, key, key_len, value, value_len, why, sizeof(why));
 }
 
 sl_err sl_engine_global_scan(sl_engine *engine, const char *store, const sl_query_range *range,
                              sl_query_visit_fn *visit, void *opaque, size_t *visited) {
     if (visited)
         *visited = 0;
-    int g = sl_topology_global_index(engine->topology, store);
-    if (g < 0)
-        return SL_ERR_INVALID;
-    if (!atomic_load(&engine->globals_readable))
-        return SL_ERR_UNAVAILABLE;
-    /* As sl_engine_global_get: the store stays open while readable;
-     * RocksDB iterators are thread-safe on their own snapshot. */
+    sl_store *st;
+    sl_err err = readable_global(engine, store, &st);
+    if (err)
+        return err;
     char why[256];
-    sl_err err = queries_scan_store(engine->globals[g].store, range, visit, opaque, visited, why,
-                                    sizeof(why));
+    err = queries_scan_store(st, range, visit, opaque, visited, why, sizeof(why));
     if (err)
         LOG(engine, SL_LOG_WARN, "scan of global store %s: %s", store, why);
     return err;

@@ -183,15 +183,15 @@ static sl_err acquire_partition(sl_engine *engine, const char *store, int32_t pa
     query_slot *slot = &engine->query_slots[src][partition];
     sl_err err = SL_OK;
     pthread_rwlock_rdlock(&slot->lock);
-    query_state want = stale ? QUERY_STANDBY : QUERY_RUNNING;
-    if (slot->state != want || !slot->stores[s] ||
-        (stale && atomic_load(&slot->lag) == INT64_MAX)) { /* not caught up once yet */
+    bool from_standby = stale && slot->state == QUERY_STANDBY &&
+                        atomic_load(&slot->lag) != INT64_MAX; /* caught up once */
+    if ((slot->state != QUERY_RUNNING && !from_standby) || !slot->stores[s]) {
         err = slot->state == QUERY_RESTORING ? SL_ERR_NOT_READY : SL_ERR_NOT_OWNER;
         pthread_rwlock_unlock(&slot->lock);
         return err;
     }
     if (lag)
-        *lag = stale ? atomic_load(&slot->lag) : 0;
+        *lag = from_standby ? atomic_load(&slot->lag) : 0;
     *slot_out = slot;
     *store_out = slot->stores[s];
     return SL_OK;

@@ -37,7 +37,6 @@
  */
 #include "processor/gateway/gateway.h"
 
-#include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +44,7 @@
 #include <time.h>
 
 #include "processor/base/clock.h"
+#include "processor/base/text.h"
 #include "processor/base/trace.h"
 #include "processor/gateway/trust.h"
 #include "processor/http/client.h"
@@ -480,16 +480,6 @@ static sl_err await_local(sl_gateway *g, const char *store, const void *key, siz
     }
 }
 
-static void hex_encode(const void *data, size_t len, char *out) {
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = data;
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = hex[p[i] >> 4];
-        out[2 * i + 1] = hex[p[i] & 15];
-    }
-    out[2 * len] = '\0';
-}
-
 /* Ask the owner at `address` to wait up to wait_ms for the key: SL_OK when
  * it answered 200. */
 static sl_err await_remote(sl_gateway *g, const char *address, const char *store,
@@ -500,10 +490,10 @@ static sl_err await_remote(sl_gateway *g, const char *address, const char *store
     if (key_len > SL_GATEWAY_AWAIT_KEY_MAX || needle_len > SL_GATEWAY_AWAIT_KEY_MAX ||
         strlen(store) > 200)
         return SL_ERR_INVALID;
-    hex_encode(key, key_len, hex);
+    sl_hex_encode(key, key_len, hex);
     int n = snprintf(target, sizeof(target), "/v1/await/%s/%s/%d", store, hex, wait_ms);
     if (needle) {
-        hex_encode(needle, needle_len, hex_needle);
+        sl_hex_encode(needle, needle_len, hex_needle);
         snprintf(target + n, sizeof(target) - (size_t)n, "/%s", hex_needle);
     }
     char hop[SL_TRUST_HOP_MAX];
@@ -548,21 +538,6 @@ sl_err sl_gateway_await(sl_gateway *g, const char *store, const void *key, size_
     }
 }
 
-/* Hex into at most `size` bytes: the length, or -1. */
-static long hex_decode(const char *hex, unsigned char *out, size_t size) {
-    size_t len = strlen(hex);
-    if (len % 2 || len / 2 > size)
-        return -1;
-    for (size_t i = 0; i < len / 2; i++) {
-        unsigned int byte;
-        if (!isxdigit((unsigned char)hex[2 * i]) || !isxdigit((unsigned char)hex[2 * i + 1]) ||
-            sscanf(hex + 2 * i, "%2x", &byte) != 1)
-            return -1;
-        out[i] = (unsigned char)byte;
-    }
-    return (long)(len / 2);
-}
-
 /* GET /v1/await/{store}/{hex key}/{ms}[/{hex needle}]: for instances only
  * (a valid hop header); 200 once the key exists here (and its value holds
  * the needle's bytes), 404 when not within ms (at most the forwarding
@@ -577,8 +552,8 @@ static void await_route(void *opaque, const sl_http_request *req, sl_http_respon
     const char *ms = sl_http_request_param(req, "ms");
     const char *hex_needle = sl_http_request_param(req, "needle");
     unsigned char key[SL_GATEWAY_AWAIT_KEY_MAX], needle[SL_GATEWAY_AWAIT_KEY_MAX];
-    long key_len = hex_decode(sl_http_request_param(req, "key"), key, sizeof(key));
-    long needle_len = hex_needle ? hex_decode(hex_needle, needle, sizeof(needle)) : 0;
+    long key_len = sl_hex_decode(sl_http_request_param(req, "key"), key, sizeof(key));
+    long needle_len = hex_needle ? sl_hex_decode(hex_needle, needle, sizeof(needle)) : 0;
     char *end = NULL;
     long wait_ms = strtol(ms, &end, 10);
     if (key_len < 0 || needle_len < 0 || !end || *end != '\0' || wait_ms < 0) {

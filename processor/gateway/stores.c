@@ -5,7 +5,10 @@
  *   GET /v1/stores                     every store: kind, topic, partitions,
  *                                      value type, owner of each partition
  *   GET /v1/stores/{store}/keys/{key}  one value, from its owner (or, with
- *                                      allow_stale=true, a standby here)
+ *                                      allow_stale=true, any replica here:
+ *                                      the task or a standby; else the
+ *                                      owner; X-Sluice-Stale-Lag says how
+ *                                      far behind the answer is)
  *   GET /v1/stores/{store}?prefix=|from=&to=, limit, cursor
  *                                      a scan in key order: for a task
  *                                      store a scatter-gather over every
@@ -23,13 +26,13 @@
  */
 #include "processor/gateway/gateway.h"
 
-#include <ctype.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "processor/base/text.h"
 #include "processor/gateway/pbjson.h"
 
 #define RETRY_AFTER_S        1
@@ -96,34 +99,18 @@ static bool flag(const sl_http_request *req, const char *name, bool *value) {
     return true;
 }
 
-static void hex_of(const void *data, size_t len, char *out) {
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = hex[((const unsigned char *)data)[i] >> 4];
-        out[2 * i + 1] = hex[((const unsigned char *)data)[i] & 15];
-    }
-    out[2 * len] = '\0';
-}
-
 /* Hex (any case) into a malloc'd buffer; false if malformed. */
 static bool unhex(const char *hex, unsigned char **out, size_t *len) {
-    size_t n = strlen(hex);
-    *out = NULL;
-    *len = 0;
-    if (n % 2 || n / 2 > KEY_MAX)
+    *out = malloc(strlen(hex) / 2 + 1);
+    long n = *out ? sl_hex_decode(hex, *out, KEY_MAX) : -1;
+    if (n < 0) {
+        free(*out);
+        *out = NULL;
+        *len = 0;
         return false;
-    unsigned char *buf = malloc(n / 2 + 1);
-    for (size_t i = 0; buf && i < n / 2; i++) {
-        char pair[3] = {hex[2 * i], hex[2 * i + 1], 0};
-        if (!isxdigit((unsigned char)pair[0]) || !isxdigit((unsigned char)pair[1])) {
-            free(buf);
-            return false;
-        }
-        buf[i] = (unsigned char)strtoul(pair, NULL, 16);
     }
-    *out = buf;
-    *len = n / 2;
-    return buf != NULL;
+    *len = (size_t)n;
+    return true;
 }
 
 /* ---- GET /v1/stores ------------------------------------------------------------ */
@@ -188,12 +175,13 @@ static sl_err read_task_key(sl_gateway *g, const sl_store_info *info, const unsi
     if (!sl_gateway_owner(g, info->topic, partition, id, address) || sl_gateway_is_self(g, id))
         return SL_ERR_NOT_READY;
     char hex[2 * KEY_MAX + 1], target[2 * KEY_MAX + 400];
-    hex_of(key, key_len, hex);
+    sl_hex_encode(key, key_len, hex);
     snprintf(target, sizeof(target), "/v1/read/%s/%s", info->name, hex);
     sl_httpc_response r;
     if (sl_gateway_instance_get(g, address, target, &r) != SL_OK)
         return SL_ERR_NOT_READY;
     snprintf(out->served_by, sizeof(out->served_by), "%s", id);
+    out->lag = 0; /* the owner's running task answers */
     err = SL_ERR_NOT_READY;
     if (r.status == 404) {
         err = SL_OK;
@@ -380,10 +368,11 @@ static void add_hex_param(char *target, size_t size, const char *name, const uns
     if (used + strlen(name) + 2 * len + 3 >= size)
         return;
     snprintf(target + used, size - used, "&%s=", name);
-    hex_of(v, len, target + strlen(target));
+    sl_hex_encode(v, len, target + strlen(target));
 }
 
-/* One partition of a task store into `s`: here, or from its owner. */
+/* One partition of a task store into `s`: here (with `stale`, a standby
+ * here will do), or from its owner. */
 static sl_err scan_partition(sl_gateway *g, const sl_store_info *info, int32_t p, bool stale,
                              const bounds *b, scan *s) {
     sl_query_range range = range_of(b);
@@ -393,7 +382,7 @@ static sl_err scan_partition(sl_gateway *g, const sl_store_info *info, int32_t p
     if (err != SL_ERR_NOT_OWNER)
         return s->failed ? SL_ERR_NOMEM : err;
     char id[SL_MEMBERS_MAX_ID], address[SL_MEMBERS_MAX_ADDRESS];
-    if (stale || !sl_gateway_owner(g, info->topic, p, id, address) || sl_gateway_is_self(g, id))
+    if (!sl_gateway_owner(g, info->topic, p, id, address) || sl_gateway_is_self(g, id))
         return SL_ERR_NOT_READY;
     char target[6 * KEY_MAX + 512];
     snprintf(target, sizeof(target), "/v1/scan/%s/%d?limit=%zu", info->name, (int)p, s->want);

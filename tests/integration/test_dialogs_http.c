@@ -977,6 +977,35 @@ static void the_state_endpoint_reads_every_store_from_any_instance(void **state)
         assert_true(json_is_null(json_object_get(a->json, "next_cursor")));
         test_answer_free(a);
     }
+    /* allow_stale=true on every instance: a replica here answers (the
+     * running task too, not only a standby), else the owner; the answer
+     * says how far behind it is; a scan over every partition finds each key */
+    for (int inst = 0; inst < N; inst++) {
+        for (int u = 0; u < USERS; u++) {
+            snprintf(path, sizeof(path), "/v1/stores/users-by-id/keys/%s?allow_stale=true",
+                     users[u].id);
+            a = admin_get(inst, path);
+            if (a->status != 200)
+                fail_msg("stale read on %d, %s: %d %s", inst, path, a->status, a->body);
+            assert_non_null(strcasestr(a->headers, "X-Sluice-Stale-Lag:"));
+            json_t *value = json_object_get(a->json, "value");
+            assert_string_equal(json_string_value(json_object_get(value, "user_id")), users[u].id);
+            test_answer_free(a);
+        }
+        /* other tests' users too: one prefix scan (every partition) each */
+        for (int u = 0; u < USERS; u++) {
+            snprintf(path, sizeof(path), "/v1/stores/users-by-id?prefix=%s&allow_stale=true",
+                     users[u].id);
+            a = admin_get(inst, path);
+            if (a->status != 200)
+                fail_msg("stale scan on %d: %d %s", inst, a->status, a->body);
+            json_t *entries = json_object_get(a->json, "entries");
+            assert_int_equal(json_array_size(entries), 1);
+            assert_string_equal(
+                json_string_value(json_object_get(json_array_get(entries, 0), "key")), users[u].id);
+            test_answer_free(a);
+        }
+    }
     /* errors: 404s, a malformed key, and nothing of it on the public port */
     a = admin_get(0, "/v1/stores/no-such-store/keys/x");
     test_assert_error_shape(a, 404);

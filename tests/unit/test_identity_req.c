@@ -267,8 +267,28 @@ static void tokens_come_from_json_or_form_bodies(void **state) {
                      SL_ERR_INVALID);
 }
 
+static void hex_round_trips_and_refuses_malformed_text(void **state) {
+    (void)state;
+    const unsigned char bytes[] = {0x00, 0x7f, 0x80, 0xff, 'a'};
+    char hex[2 * sizeof(bytes) + 1];
+    sl_hex_encode(bytes, sizeof(bytes), hex);
+    assert_string_equal(hex, "007f80ff61");
+    unsigned char back[8];
+    assert_int_equal(sl_hex_decode(hex, back, sizeof(back)), sizeof(bytes));
+    assert_memory_equal(back, bytes, sizeof(bytes));
+    assert_int_equal(sl_hex_decode("7F80Ff", back, sizeof(back)), 3); /* either case */
+    assert_int_equal(back[2], 0xff);
+    assert_int_equal(sl_hex_decode("", back, sizeof(back)), 0);
+    assert_int_equal(sl_hex_decode("abc", back, sizeof(back)), -1); /* odd */
+    assert_int_equal(sl_hex_decode("0g", back, sizeof(back)), -1);  /* not hex */
+    assert_int_equal(sl_hex_decode("+1", back, sizeof(back)), -1);  /* sscanf took this */
+    assert_int_equal(sl_hex_decode(" 1", back, sizeof(back)), -1);
+    assert_int_equal(sl_hex_decode("0011", back, 1), -1); /* too long */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(hex_round_trips_and_refuses_malformed_text),
         cmocka_unit_test(register_body_is_parsed_and_the_email_normalized),
         cmocka_unit_test(register_without_email_is_accepted),
         cmocka_unit_test(register_errors_name_the_field),
