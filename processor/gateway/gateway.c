@@ -619,6 +619,11 @@ bool sl_gateway_owner(sl_gateway *g, const char *topic, int32_t partition,
     return g->members && sl_members_owner(g->members, topic, partition, owner_id, address) == SL_OK;
 }
 
+size_t sl_gateway_standbys(sl_gateway *g, const char *topic, int32_t partition,
+                           char (*ids)[SL_MEMBERS_MAX_ID], size_t max) {
+    return g->members ? sl_members_standbys(g->members, topic, partition, ids, max) : 0;
+}
+
 bool sl_gateway_is_self(sl_gateway *g, const char *instance_id) {
     return strcmp(instance_id, sl_engine_instance_id(g->engine)) == 0;
 }

@@ -120,6 +120,9 @@ sl_err sl_gateway_await(sl_gateway *gateway, const char *store, const void *key,
  * of a topic in the membership table: false while unknown. */
 bool sl_gateway_owner(sl_gateway *gateway, const char *topic, int32_t partition,
                       char owner_id[SL_MEMBERS_MAX_ID], char address[SL_MEMBERS_MAX_ADDRESS]);
+/* The planned standbys of that partition (sl_members_standbys). */
+size_t sl_gateway_standbys(sl_gateway *gateway, const char *topic, int32_t partition,
+                           char (*ids)[SL_MEMBERS_MAX_ID], size_t max);
 /* Whether `instance_id` is this instance. */
 bool sl_gateway_is_self(sl_gateway *gateway, const char *instance_id);
 /* GET `target` from the instance at `address` as this instance (a signed

@@ -504,6 +504,32 @@ sl_err sl_members_owner(sl_members *m, const char *topic, int32_t partition, cha
     return best ? SL_OK : SL_ERR_NOT_FOUND;
 }
 
+size_t sl_members_standbys(sl_members *m, const char *topic, int32_t partition,
+                           char (*ids)[SL_MEMBERS_MAX_ID], size_t max) {
+    int64_t now = sl_clock_mono_ms();
+    const entry *ring[SL_MEMBERS_MAX], *owner = NULL;
+    size_t k = 0, n = 0;
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = 0; i < SL_MEMBERS_MAX; i++) {
+        const entry *e = &m->entries[i];
+        if (!live(m, e, now) || !e->assignment)
+            continue;
+        ring[k++] = e;
+        if (claims(e, topic, partition) && (!owner || e->last_seen_ms > owner->last_seen_ms))
+            owner = e; /* as sl_members_owner */
+    }
+    qsort(ring, k, sizeof(ring[0]), by_instance_id);
+    for (size_t o = 0; owner && o < k; o++) {
+        if (ring[o] != owner)
+            continue;
+        /* update_standbys: distance 1..r from the owner in the ring */
+        for (size_t d = 1; d < k && d <= (size_t)m->standby_replicas && n < max; d++)
+            snprintf(ids[n++], SL_MEMBERS_MAX_ID, "%s", ring[(o + d) % k]->instance_id);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return n;
+}
+
 size_t sl_members_live(sl_members *m) {
     int64_t now = sl_clock_mono_ms();
     size_t n = 0;

@@ -72,6 +72,15 @@ void sl_members_destroy(sl_members *members);
 sl_err sl_members_owner(sl_members *members, const char *topic, int32_t partition,
                         char *instance_id, char *address);
 
+/* The instances that keep (or are building) a standby of partition
+ * `partition` of `topic`, as the placement above plans it from the table:
+ * up to `max` ids into ids, in ring order after the owner; the count (0
+ * when nobody live owns it or num.standby.replicas is 0). Whether a
+ * standby has caught up is known only to the instance keeping it. Any
+ * thread. */
+size_t sl_members_standbys(sl_members *members, const char *topic, int32_t partition,
+                           char (*ids)[SL_MEMBERS_MAX_ID], size_t max);
+
 /* Number of live instances (this one included once its record is read
  * back). Any thread. */
 size_t sl_members_live(sl_members *members);

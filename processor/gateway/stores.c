@@ -3,12 +3,12 @@
  * the admin listener:
  *
  *   GET /v1/stores                     every store: kind, topic, partitions,
- *                                      value type, owner of each partition
+ *                                      value type, owner and planned
+ *                                      standbys of each partition
  *   GET /v1/stores/{store}/keys/{key}  one value, from its owner (or, with
- *                                      allow_stale=true, any replica here:
- *                                      the task or a standby; else the
- *                                      owner; X-Sluice-Stale-Lag says how
- *                                      far behind the answer is)
+ *                                      allow_stale=true, a standby here;
+ *                                      X-Sluice-Stale-Lag says how far
+ *                                      behind it is)
  *   GET /v1/stores/{store}?prefix=|from=&to=, limit, cursor
  *                                      a scan in key order: for a task
  *                                      store a scatter-gather over every
@@ -40,6 +40,7 @@
 #define SCAN_LIMIT_MAX       1000
 #define KEY_MAX              4096
 #define STORE_PARTITIONS_MAX 1024
+#define STANDBYS_MAX         16 /* num.standby.replicas' bound */
 
 /* ---- keys, values and answers ---------------------------------------------- */
 
@@ -129,11 +130,17 @@ static void stores_route(void *opaque, const sl_http_request *req, sl_http_respo
             json_t *owners = json_array();
             for (int32_t p = 0; owners && p < info.partitions && p < STORE_PARTITIONS_MAX; p++) {
                 char id[SL_MEMBERS_MAX_ID], address[SL_MEMBERS_MAX_ADDRESS];
+                char standby_ids[STANDBYS_MAX][SL_MEMBERS_MAX_ID];
+                size_t n = sl_gateway_standbys(g, info.topic, p, standby_ids, STANDBYS_MAX);
+                json_t *standbys = json_array();
+                for (size_t k = 0; standbys && k < n; k++)
+                    json_array_append_new(standbys, json_string(standby_ids[k]));
                 json_array_append_new(
                     owners, sl_gateway_owner(g, info.topic, p, id, address)
-                                ? json_pack("{s:i, s:s, s:s}", "partition", (int)p, "instance", id,
-                                            "address", address)
-                                : json_pack("{s:i, s:n}", "partition", (int)p, "instance"));
+                                ? json_pack("{s:i, s:s, s:s, s:o}", "partition", (int)p, "instance",
+                                            id, "address", address, "standbys", standbys)
+                                : json_pack("{s:i, s:n, s:o}", "partition", (int)p, "instance",
+                                            "standbys", standbys));
             }
             json_object_set_new(s, "owners", owners);
         }
@@ -147,7 +154,8 @@ static void stores_route(void *opaque, const sl_http_request *req, sl_http_respo
 typedef struct read_result {
     unsigned char *value; /* malloc'd; NULL: absent */
     size_t len;
-    int64_t lag;
+    int64_t lag;       /* from_standby: records behind the changelog end */
+    bool from_standby; /* a standby here answered (allow_stale) */
     char served_by[SL_MEMBERS_MAX_ID];
 } read_result;
 
@@ -160,9 +168,15 @@ static sl_err read_task_key(sl_gateway *g, const sl_store_info *info, const unsi
     char *value = NULL;
     size_t len = 0;
     int32_t p;
-    sl_err err = stale ? sl_engine_query_get_stale(engine, info->name, key, key_len, &value, &len,
-                                                   &p, &out->lag)
-                       : sl_engine_query_get(engine, info->name, key, key_len, &value, &len, &p);
+    sl_err err = sl_engine_query_get(engine, info->name, key, key_len, &value, &len, &p);
+    if (stale && (err == SL_ERR_NOT_OWNER || err == SL_ERR_NOT_READY)) {
+        sl_err standby = sl_engine_query_get_stale(engine, info->name, key, key_len, &value, &len,
+                                                   &p, &out->lag);
+        if (standby == SL_OK || standby == SL_ERR_NOT_FOUND) {
+            err = standby;
+            out->from_standby = true;
+        }
+    }
     snprintf(out->served_by, sizeof(out->served_by), "%s", sl_engine_instance_id(engine));
     if (err == SL_OK || err == SL_ERR_NOT_FOUND) {
         out->value = (unsigned char *)value;
@@ -181,7 +195,6 @@ static sl_err read_task_key(sl_gateway *g, const sl_store_info *info, const unsi
     if (sl_gateway_instance_get(g, address, target, &r) != SL_OK)
         return SL_ERR_NOT_READY;
     snprintf(out->served_by, sizeof(out->served_by), "%s", id);
-    out->lag = 0; /* the owner's running task answers */
     err = SL_ERR_NOT_READY;
     if (r.status == 404) {
         err = SL_OK;
@@ -251,7 +264,7 @@ static void key_route(void *opaque, const sl_http_request *req, sl_http_response
             snprintf(number, sizeof(number), "%d", (int)partition);
             sl_http_response_header(resp, "X-Sluice-Partition", number);
         }
-        if (stale) {
+        if (got.from_standby) {
             snprintf(number, sizeof(number), "%lld", (long long)got.lag);
             sl_http_response_header(resp, SL_GATEWAY_STALE_LAG_HEADER, number);
         }

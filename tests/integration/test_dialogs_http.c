@@ -852,6 +852,24 @@ static void a_standby_answers_a_stale_list_when_the_client_allows_it(void **stat
 
 /* ---- the state endpoint ------------------------------------------------------ */
 
+/* The value of header `name` in a raw header block, or "" . */
+static void header_of(const char *headers, const char *name, char *out, size_t size) {
+    out[0] = '\0';
+    size_t n = strlen(name);
+    for (const char *line = headers; line && *line; line = strstr(line, "\r\n")) {
+        while (*line == '\r' || *line == '\n')
+            line++;
+        if (strncasecmp(line, name, n) == 0 && line[n] == ':') {
+            const char *v = line + n + 1;
+            while (*v == ' ')
+                v++;
+            size_t len = strcspn(v, "\r\n");
+            snprintf(out, size, "%.*s", (int)len, v);
+            return;
+        }
+    }
+}
+
 static test_answer *admin_get(int instance, const char *path) {
     return test_http_call(cluster.instances[instance].admin_port, "GET", path, NULL, NULL, 0);
 }
@@ -872,6 +890,7 @@ static void the_state_endpoint_reads_every_store_from_any_instance(void **state)
     test_answer *a = admin_get(random_live_instance(), "/v1/stores");
     assert_int_equal(a->status, 200);
     json_t *stores = json_object_get(a->json, "stores");
+    json_t *owners_of_users = NULL; /* users-by-id's owners and standbys */
     bool saw_task = false, saw_global = false;
     size_t i;
     json_t *st;
@@ -884,10 +903,19 @@ static void the_state_endpoint_reads_every_store_from_any_instance(void **state)
                                 "sluice.v1.UserRecord");
             json_t *owners = json_object_get(st, "owners");
             assert_int_equal(json_array_size(owners), 3);
+            owners_of_users = json_incref(owners);
             size_t k;
             json_t *o;
-            json_array_foreach(owners, k, o)
-                assert_true(json_is_string(json_object_get(o, "instance")));
+            json_array_foreach(owners, k, o) {
+                const char *owner = json_string_value(json_object_get(o, "instance"));
+                assert_non_null(owner);
+                /* num.standby.replicas=1 on three instances: one, not the owner */
+                json_t *standbys = json_object_get(o, "standbys");
+                assert_int_equal(json_array_size(standbys), 1);
+                const char *standby = json_string_value(json_array_get(standbys, 0));
+                assert_non_null(standby);
+                assert_string_not_equal(standby, owner);
+            }
         }
         if (strcmp(name, "dialogs-users") == 0) {
             saw_global = true;
@@ -977,21 +1005,41 @@ static void the_state_endpoint_reads_every_store_from_any_instance(void **state)
         assert_true(json_is_null(json_object_get(a->json, "next_cursor")));
         test_answer_free(a);
     }
-    /* allow_stale=true on every instance: a replica here answers (the
-     * running task too, not only a standby), else the owner; the answer
-     * says how far behind it is; a scan over every partition finds each key */
-    for (int inst = 0; inst < N; inst++) {
-        for (int u = 0; u < USERS; u++) {
-            snprintf(path, sizeof(path), "/v1/stores/users-by-id/keys/%s?allow_stale=true",
-                     users[u].id);
-            a = admin_get(inst, path);
-            if (a->status != 200)
-                fail_msg("stale read on %d, %s: %d %s", inst, path, a->status, a->body);
-            assert_non_null(strcasestr(a->headers, "X-Sluice-Stale-Lag:"));
-            json_t *value = json_object_get(a->json, "value");
-            assert_string_equal(json_string_value(json_object_get(value, "user_id")), users[u].id);
-            test_answer_free(a);
+    /* allow_stale=true on every instance: the owner answers itself or is
+     * asked, or a standby here answers (and says how far behind it is):
+     * the one the listing names. Until standbys catch up, retry. */
+    bool standby_answered = false;
+    for (int64_t deadline = test_now_ms() + WAIT_MS; !standby_answered; usleep(200000)) {
+        assert_true(test_now_ms() < deadline);
+        for (int inst = 0; inst < N; inst++) {
+            for (int u = 0; u < USERS; u++) {
+                snprintf(path, sizeof(path), "/v1/stores/users-by-id/keys/%s?allow_stale=true",
+                         users[u].id);
+                a = admin_get(inst, path);
+                if (a->status != 200)
+                    fail_msg("stale read on %d, %s: %d %s", inst, path, a->status, a->body);
+                json_t *value = json_object_get(a->json, "value");
+                assert_string_equal(json_string_value(json_object_get(value, "user_id")),
+                                    users[u].id);
+                char served_by[128], partition[16], lag[32];
+                header_of(a->headers, "X-Sluice-Served-By", served_by, sizeof(served_by));
+                header_of(a->headers, "X-Sluice-Partition", partition, sizeof(partition));
+                header_of(a->headers, "X-Sluice-Stale-Lag", lag, sizeof(lag));
+                json_t *placed = json_array_get(owners_of_users, (size_t)atoi(partition));
+                const char *owner = json_string_value(json_object_get(placed, "instance"));
+                const char *standby =
+                    json_string_value(json_array_get(json_object_get(placed, "standbys"), 0));
+                if (lag[0]) {
+                    assert_string_equal(served_by, standby);
+                    standby_answered = true;
+                } else {
+                    assert_string_equal(served_by, owner);
+                }
+                test_answer_free(a);
+            }
         }
+    }
+    for (int inst = 0; inst < N; inst++) {
         /* other tests' users too: one prefix scan (every partition) each */
         for (int u = 0; u < USERS; u++) {
             snprintf(path, sizeof(path), "/v1/stores/users-by-id?prefix=%s&allow_stale=true",
@@ -1006,6 +1054,7 @@ static void the_state_endpoint_reads_every_store_from_any_instance(void **state)
             test_answer_free(a);
         }
     }
+    json_decref(owners_of_users);
     /* errors: 404s, a malformed key, and nothing of it on the public port */
     a = admin_get(0, "/v1/stores/no-such-store/keys/x");
     test_assert_error_shape(a, 404);
@@ -1026,24 +1075,6 @@ static void the_state_endpoint_reads_every_store_from_any_instance(void **state)
 }
 
 /* ---- trace context ------------------------------------------------------- */
-
-/* The value of header `name` in a raw header block, or "" . */
-static void header_of(const char *headers, const char *name, char *out, size_t size) {
-    out[0] = '\0';
-    size_t n = strlen(name);
-    for (const char *line = headers; line && *line; line = strstr(line, "\r\n")) {
-        while (*line == '\r' || *line == '\n')
-            line++;
-        if (strncasecmp(line, name, n) == 0 && line[n] == ':') {
-            const char *v = line + n + 1;
-            while (*v == ' ')
-                v++;
-            size_t len = strcspn(v, "\r\n");
-            snprintf(out, size, "%.*s", (int)len, v);
-            return;
-        }
-    }
-}
 
 static void random_trace_id(char out[33]) {
     for (int i = 0; i < 32; i++)
