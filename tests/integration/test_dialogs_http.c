@@ -1309,6 +1309,45 @@ static void a_trace_crosses_http_kafka_the_sink_and_the_logs(void **state) {
     PQfinish(pg);
 }
 
+/* What the state endpoint answered during a kill. */
+typedef struct head_probes {
+    long exact, stale, unavailable;
+} head_probes;
+
+/* The dialog's head read through the state endpoint of a live instance,
+ * `expect` messages in: a 503 with Retry-After, or exactly that sequence;
+ * with allow_stale, a standby may answer an older one and says how far
+ * behind it is. Never a 404 or a sequence ahead of the truth. */
+static void probe_head(const char *dialog_id, bool stale, int64_t expect, head_probes *count) {
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/stores/%s/keys/%s%s", SL_DIALOGS_STORE_HEADS, dialog_id,
+             stale ? "?allow_stale=true" : "");
+    test_answer *a = admin_get(random_live_instance(), path);
+    if (a->status == 503) {
+        assert_non_null(strcasestr(a->headers, "Retry-After"));
+        count->unavailable++;
+    } else {
+        if (a->status != 200)
+            fail_msg("%s: %d %s", path, a->status, a->body);
+        json_t *value = json_object_get(a->json, "value");
+        int64_t seq = json_integer_value(json_object_get(value, "last_sequence"));
+        char lag[32];
+        header_of(a->headers, "X-Sluice-Stale-Lag", lag, sizeof(lag));
+        if (lag[0] && stale) {
+            if (seq < 1 || seq > expect)
+                fail_msg("a standby answered sequence %lld of %lld", (long long)seq,
+                         (long long)expect);
+            count->stale++;
+        } else {
+            if (lag[0] || seq != expect)
+                fail_msg("%s answered sequence %lld, the dialog has %lld (lag '%s')", path,
+                         (long long)seq, (long long)expect, lag);
+            count->exact++;
+        }
+    }
+    test_answer_free(a);
+}
+
 static void killing_the_owner_mid_conversation_never_gives_a_wrong_answer(void **state) {
     (void)state;
     NEED_BROKER();
@@ -1321,6 +1360,7 @@ static void killing_the_owner_mid_conversation_never_gives_a_wrong_answer(void *
     char texts[M][64], from[M][64], to[M][64], key[64];
     int victim = -1;
     long answered_503 = 0, answered_right = 0;
+    head_probes heads = {0};
     for (int i = 0; i < M; i++) {
         const user *s = i % 2 ? &erin : &dave;
         const user *r = i % 2 ? &dave : &erin;
@@ -1346,11 +1386,14 @@ static void killing_the_owner_mid_conversation_never_gives_a_wrong_answer(void *
                     answered_right++;
                 }
                 test_answer_free(a);
+                probe_head(dialog_id, probe % 2, KILL_AT, &heads); /* issue 17 */
             }
         }
         send_ok(s, r->id, texts[i], key); /* retried with the same key on 503 */
-        /* Every answer is a 503 or exactly the dialog so far. */
+        /* Every answer is a 503 or exactly the dialog so far (the state
+         * endpoint's too, read right after the answer). */
         for (int probe = 0; probe < 3; probe++) {
+            probe_head(dialog_id, probe % 2, i + 1, &heads);
             test_answer *a = list(-1, r, s->id, "?limit=50");
             if (a->status == 503) {
                 answered_503++;
@@ -1378,6 +1421,10 @@ static void killing_the_owner_mid_conversation_never_gives_a_wrong_answer(void *
     }
     fprintf(stderr, "# kill -9: %ld lists answered exactly, %ld answered 503\n", answered_right,
             answered_503);
+    fprintf(stderr,
+            "# kill -9: the state endpoint's head answered exactly %ld, from a standby %ld, "
+            "503 %ld times\n",
+            heads.exact, heads.stale, heads.unavailable);
 }
 
 int main(void) {
