@@ -213,15 +213,94 @@ bool sl_gateway_forwarded(sl_gateway *g, const sl_http_request *req) {
                                sl_clock_wall_ms() / 1000, g->hop_window_s) == SL_TRUST_VALID;
 }
 
-/* The HTTP server's guard: a hop header must carry a valid MAC. */
-static bool hop_guard(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+/* What a sealed body is bound to (trust.h): its direction and its hop. */
+static void seal_context(char *out, size_t size, const char *direction, const char *hop) {
+    snprintf(out, size, "%s %s", direction, hop);
+}
+
+/* The guard's filter on the answer to a valid hop: sealed for the
+ * instance that asked, whatever the route answered. When sealing fails
+ * (out of memory) the answer is a plain 500, which that instance refuses
+ * as unsealed. */
+static void seal_answer(void *opaque, const sl_http_request *req, sl_http_response *resp) {
     sl_gateway *g = opaque;
-    if (!sl_http_request_header(req, SL_GATEWAY_HOP_HEADER) || sl_gateway_forwarded(g, req))
+    char context[SL_TRUST_HOP_MAX + 16];
+    seal_context(context, sizeof(context), "answer",
+                 sl_http_request_header(req, SL_GATEWAY_HOP_HEADER));
+    size_t len = 0;
+    const char *body = sl_http_response_body(resp, &len);
+    unsigned char *sealed;
+    size_t sealed_len;
+    if (sl_trust_seal(g->trust, context, body ? body : "", body ? len : 0, &sealed, &sealed_len)) {
+        sl_http_respond_error(resp, 500, "out of memory");
+        return;
+    }
+    sl_http_response_replace_body(resp, (char *)sealed, sealed_len);
+    sl_http_response_header(resp, SL_GATEWAY_SEALED_HEADER, SL_GATEWAY_SEALED_V1);
+}
+
+/* Open the answer to `hop` in place: false (logged) when it is not sealed
+ * for it (a plain answer is refused: a party on the network could have
+ * written it). */
+static bool open_answer(sl_gateway *g, const char *hop, const char *address,
+                        sl_httpc_response *answer) {
+    char mark[16], context[SL_TRUST_HOP_MAX + 16];
+    if (!sl_httpc_response_header(answer, SL_GATEWAY_SEALED_HEADER, mark, sizeof(mark)) ||
+        strcmp(mark, SL_GATEWAY_SEALED_V1) != 0) {
+        LOG(g, SL_LOG_WARN, "an unsealed answer (%d) from %s: refused", answer->status, address);
         return false;
-    sl_counter_add(g->hops_refused, 1);
-    sl_gateway_error(g, req, resp, 401,
-                     "X-Sluice-Hop is reserved for instances of this cluster (no valid MAC)", 0);
+    }
+    seal_context(context, sizeof(context), "answer", hop);
+    char *plain;
+    size_t plain_len;
+    if (sl_trust_open(g->trust, context, answer->body, answer->body_len, &plain, &plain_len) !=
+        SL_TRUST_VALID) {
+        LOG(g, SL_LOG_WARN, "a sealed answer from %s does not open: refused", address);
+        return false;
+    }
+    free(answer->body);
+    answer->body = plain;
+    answer->body_len = plain_len;
     return true;
+}
+
+/* Refuse a request that claims to come from an instance. */
+static bool refuse_hop(sl_gateway *g, const sl_http_request *req, sl_http_response *resp,
+                       int status, const char *why) {
+    sl_counter_add(g->hops_refused, 1);
+    sl_gateway_error(g, req, resp, status, why, 0);
+    return true;
+}
+
+/* The HTTP server's guard: a hop header must carry a valid MAC, and a body
+ * with it must be sealed; the body is opened for the route and the answer
+ * sealed on its way back. */
+static bool hop_guard(void *opaque, sl_http_request *req, sl_http_response *resp) {
+    sl_gateway *g = opaque;
+    const char *hop = sl_http_request_header(req, SL_GATEWAY_HOP_HEADER);
+    if (!hop)
+        return false;
+    const char *mark = sl_http_request_header(req, SL_GATEWAY_SEALED_HEADER);
+    size_t len = 0;
+    const char *body = sl_http_request_body(req, &len);
+    if (mark) {
+        char context[SL_TRUST_HOP_MAX + 16], *plain;
+        size_t plain_len;
+        seal_context(context, sizeof(context), "request", hop);
+        if (strcmp(mark, SL_GATEWAY_SEALED_V1) != 0 ||
+            sl_trust_open(g->trust, context, body, len, &plain, &plain_len) != SL_TRUST_VALID)
+            return refuse_hop(g, req, resp, 401,
+                              "a sealed body that does not open under the cluster secret");
+        sl_http_request_replace_body(req, plain, plain_len);
+    }
+    if (!sl_gateway_forwarded(g, req))
+        return refuse_hop(g, req, resp, 401,
+                          "X-Sluice-Hop is reserved for instances of this cluster (no valid MAC)");
+    if (!mark && len) /* signed, but readable by anyone on the way */
+        return refuse_hop(g, req, resp, 400,
+                          "a request between instances must have its body sealed");
+    sl_http_response_filter(resp, seal_answer, g);
+    return false;
 }
 
 /* Forward the request to `address` and relay the answer. */
@@ -244,9 +323,20 @@ static void forward(sl_gateway *g, const sl_http_request *req, sl_http_response 
         sl_gateway_error(g, req, resp, 500, "the request could not be signed for forwarding", 0);
         return;
     }
-    sl_httpc_header headers[8];
+    /* The body (a login's password) crosses sealed. */
+    unsigned char *sealed = NULL;
+    size_t sealed_len = 0;
+    char context[SL_TRUST_HOP_MAX + 16];
+    seal_context(context, sizeof(context), "request", hop);
+    if (body_len && sl_trust_seal(g->trust, context, body, body_len, &sealed, &sealed_len)) {
+        sl_gateway_error(g, req, resp, 500, "out of memory", 0);
+        return;
+    }
+    sl_httpc_header headers[9];
     size_t n = 0;
     headers[n++] = (sl_httpc_header){SL_GATEWAY_HOP_HEADER, hop};
+    if (sealed)
+        headers[n++] = (sl_httpc_header){SL_GATEWAY_SEALED_HEADER, SL_GATEWAY_SEALED_V1};
     headers[n++] = (sl_httpc_header){"X-Sluice-Origin-Request-Id", sl_http_request_id(req)};
     const char *trace = sl_http_request_traceparent(req);
     if (trace) /* the owner's span is a child of ours */
@@ -261,8 +351,14 @@ static void forward(sl_gateway *g, const sl_http_request *req, sl_http_response 
     sl_httpc_response answer;
     char why[512];
     sl_err err = sl_httpc_request(address, sl_http_request_method(req), target, headers, n,
-                                  body_len ? body : NULL, body_len, g->forward_timeout_ms,
+                                  (const char *)sealed, sealed_len, g->forward_timeout_ms,
                                   g->forward_max_bytes, &answer, why, sizeof(why));
+    free(sealed);
+    if (!err && !open_answer(g, hop, address, &answer)) {
+        sl_httpc_response_free(&answer);
+        snprintf(why, sizeof(why), "its answer was not sealed for this request");
+        err = SL_ERR_IO;
+    }
     if (err == SL_ERR_FULL) {
         sl_gateway_error(g, req, resp, 502, "the owner's answer is too large to relay", 0);
         return;
@@ -507,9 +603,9 @@ static sl_err await_remote(sl_gateway *g, const char *address, const char *store
                                   wait_ms + g->forward_timeout_ms, 4096, &answer, why, sizeof(why));
     if (err)
         return err;
-    int status = answer.status;
+    bool waited = answer.status == 200 && open_answer(g, hop, address, &answer);
     sl_httpc_response_free(&answer);
-    return status == 200 ? SL_OK : SL_ERR_NOT_READY;
+    return waited ? SL_OK : SL_ERR_NOT_READY;
 }
 
 sl_err sl_gateway_await(sl_gateway *g, const char *store, const void *key, size_t key_len,
@@ -642,9 +738,15 @@ sl_err sl_gateway_instance_get(sl_gateway *g, const char *address, const char *t
     sl_err err =
         sl_httpc_request(address, "GET", target, headers, n, NULL, 0, g->forward_timeout_ms,
                          g->forward_max_bytes, answer, why, sizeof(why));
-    if (err)
+    if (err) {
         LOG(g, SL_LOG_WARN, "GET %.64s... from %s failed: %s", target, address, why);
-    return err;
+        return err;
+    }
+    if (!open_answer(g, hop, address, answer)) {
+        sl_httpc_response_free(answer);
+        return SL_ERR_IO;
+    }
+    return SL_OK;
 }
 
 sl_err sl_gateway_routes(sl_gateway *g, sl_http_server *http, sl_http_server *admin) {

@@ -40,6 +40,10 @@
 #define SL_GATEWAY_SERVED_BY_HEADER "X-Sluice-Served-By"
 /* An answer read from a standby replica (the request said allow_stale=true)
  * says how far behind it was: changelog offsets behind the end last seen. */
+/* Marks a body sealed under the cluster secret (trust.h), on requests
+ * between instances and on their answers. */
+#define SL_GATEWAY_SEALED_HEADER    "X-Sluice-Sealed"
+#define SL_GATEWAY_SEALED_V1        "v1"
 #define SL_GATEWAY_STALE_LAG_HEADER "X-Sluice-Stale-Lag"
 
 typedef struct sl_gateway sl_gateway;

@@ -17,6 +17,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <sodium.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +35,19 @@ struct sl_trust {
     size_t current_len;
     unsigned char previous[SL_TRUST_MAX_SECRET];
     size_t previous_len; /* 0: none */
+    /* Sealing keys derived from each secret (see trust.h). */
+    unsigned char seal_current[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
+    unsigned char seal_previous[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
 };
+
+typedef struct field {
+    const void *data;
+    size_t len;
+} field;
+
+static bool mac_fields(const unsigned char *secret, size_t secret_len, const field *fields,
+                       size_t n, unsigned char *mac);
+static bool seal_key(const unsigned char *secret, size_t secret_len, unsigned char *key);
 
 sl_trust *sl_trust_new(const void *current, size_t current_len, const void *previous,
                        size_t previous_len, char *errstr, size_t errstr_size) {
@@ -54,6 +67,12 @@ sl_trust *sl_trust_new(const void *current, size_t current_len, const void *prev
     if (previous) {
         memcpy(t->previous, previous, previous_len);
         t->previous_len = previous_len;
+    }
+    if (sodium_init() < 0 || !seal_key(t->current, t->current_len, t->seal_current) ||
+        (previous && !seal_key(t->previous, t->previous_len, t->seal_previous))) {
+        sl_trust_destroy(t);
+        sl_fail(errstr, errstr_size, SL_ERR_NOMEM, "the sealing keys could not be derived");
+        return NULL;
     }
     return t;
 }
@@ -175,15 +194,17 @@ sl_trust *sl_trust_load(const sl_config *config, const sl_logger *logger, char *
 
 /* ---- MACs ------------------------------------------------------------------ */
 
-typedef struct field {
-    const void *data;
-    size_t len;
-} field;
+/* The sealing key of a secret: HMAC-SHA256(secret, "sluice-seal-v1"). */
+static bool seal_key(const unsigned char *secret, size_t secret_len, unsigned char *key) {
+    static const char label[] = "sluice-seal-v1";
+    field f = {label, sizeof(label) - 1};
+    return mac_fields(secret, secret_len, &f, 1, key);
+}
 
 /* HMAC-SHA256(secret, len||field for each field) into mac. false when out
  * of memory. */
 static bool mac_fields(const unsigned char *secret, size_t secret_len, const field *fields,
-                       size_t n, unsigned char mac[MAC_LEN]) {
+                       size_t n, unsigned char *mac) {
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += 4 + fields[i].len;
@@ -343,4 +364,54 @@ sl_trust_verdict sl_trust_record_verify(const sl_trust *t, const void *mac_text,
         return SL_TRUST_MALFORMED;
     field fields[] = {{"sluice-members-v1", 17}, {key, key_len}, {value, value_len}};
     return check(t, fields, 3, mac);
+}
+
+/* ---- sealed bodies -------------------------------------------------------- */
+
+#define NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define TAG_LEN   crypto_aead_xchacha20poly1305_ietf_ABYTES
+
+_Static_assert(NONCE_LEN + TAG_LEN == SL_TRUST_SEAL_OVERHEAD, "seal overhead");
+_Static_assert(MAC_LEN == crypto_aead_xchacha20poly1305_ietf_KEYBYTES, "seal key size");
+
+sl_err sl_trust_seal(const sl_trust *t, const char *context, const void *plain, size_t len,
+                     unsigned char **out, size_t *out_len) {
+    *out = malloc(len + SL_TRUST_SEAL_OVERHEAD);
+    *out_len = 0;
+    if (!*out)
+        return SL_ERR_NOMEM;
+    randombytes_buf(*out, NONCE_LEN);
+    unsigned long long sealed_len = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(*out + NONCE_LEN, &sealed_len, plain, len,
+                                               (const unsigned char *)context, strlen(context),
+                                               NULL, *out, t->seal_current);
+    *out_len = NONCE_LEN + (size_t)sealed_len;
+    return SL_OK;
+}
+
+sl_trust_verdict sl_trust_open(const sl_trust *t, const char *context, const void *sealed,
+                               size_t len, char **out, size_t *out_len) {
+    *out = NULL;
+    *out_len = 0;
+    if (len < SL_TRUST_SEAL_OVERHEAD)
+        return SL_TRUST_MALFORMED;
+    const unsigned char *nonce = sealed;
+    size_t cipher_len = len - NONCE_LEN;
+    unsigned char *plain = malloc(cipher_len - TAG_LEN + 1);
+    if (!plain)
+        return SL_TRUST_MALFORMED;
+    const unsigned char *keys[2] = {t->seal_current, t->previous_len ? t->seal_previous : NULL};
+    for (int k = 0; k < 2 && keys[k]; k++) {
+        unsigned long long plain_len = 0;
+        if (crypto_aead_xchacha20poly1305_ietf_decrypt(plain, &plain_len, NULL, nonce + NONCE_LEN,
+                                                       cipher_len, (const unsigned char *)context,
+                                                       strlen(context), nonce, keys[k]) == 0) {
+            plain[plain_len] = '\0';
+            *out = (char *)plain;
+            *out_len = (size_t)plain_len;
+            return SL_TRUST_VALID;
+        }
+    }
+    free(plain);
+    return SL_TRUST_BAD_MAC;
 }

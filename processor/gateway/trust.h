@@ -25,6 +25,16 @@
  * Membership record MAC (Kafka header "sluice-mac"): "v1:<hex mac>" over
  * "sluice-members-v1", the record key and the record value.
  *
+ * Sealed bodies: what crosses between instances (a forwarded login's
+ * password, the tokens in its answer, store values) is encrypted and
+ * authenticated with XChaCha20-Poly1305 (libsodium) under a key derived
+ * from the secret: HMAC-SHA256(secret, "sluice-seal-v1"). A sealed body is
+ * nonce (24 random bytes) || ciphertext || tag (16 bytes); the associated
+ * data binds it to its request (the caller's `context`: the hop header
+ * with a direction label), so a sealed body cannot be moved to another
+ * request or from a request to an answer. Opening tries the current, then
+ * the previous secret's key.
+ *
  * The secret is never logged. Threading: load/destroy on one thread; the
  * sign and verify calls from any thread (the handle is immutable).
  */
@@ -93,5 +103,21 @@ sl_err sl_trust_record_sign(const sl_trust *trust, const void *key, size_t key_l
 sl_trust_verdict sl_trust_record_verify(const sl_trust *trust, const void *mac, size_t mac_len,
                                         const void *key, size_t key_len, const void *value,
                                         size_t value_len);
+
+/* Bytes a sealed body has more than its plaintext. */
+#define SL_TRUST_SEAL_OVERHEAD 40
+
+/* Seal `len` bytes of `plain` bound to `context` (NUL-terminated) under the
+ * current secret: a malloc'd *out of len + SL_TRUST_SEAL_OVERHEAD bytes.
+ * SL_ERR_NOMEM. */
+sl_err sl_trust_seal(const sl_trust *trust, const char *context, const void *plain, size_t len,
+                     unsigned char **out, size_t *out_len);
+
+/* Open a sealed body: SL_TRUST_VALID and a malloc'd, NUL-terminated *out
+ * (*out_len bytes, the NUL not counted), or SL_TRUST_MALFORMED (too short)
+ * / SL_TRUST_BAD_MAC (altered, another context, or neither secret) with
+ * *out NULL. */
+sl_trust_verdict sl_trust_open(const sl_trust *trust, const char *context, const void *sealed,
+                               size_t len, char **out, size_t *out_len);
 
 #endif

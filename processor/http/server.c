@@ -93,6 +93,8 @@ struct sl_http_response {
     size_t body_len;
     int retry_after;
     char allow[64];
+    sl_http_filter *filter; /* set by the guard; run by queue_closing */
+    void *filter_opaque;
     /* Extra headers (sl_http_response_header): bounded, copied. */
     size_t n_extra;
     char extra_names[SL_HTTP_MAX_EXTRA_HEADERS][64];
@@ -277,6 +279,11 @@ static enum MHD_Result queue(sl_http_request *req, sl_http_response *resp) {
 static enum MHD_Result queue_closing(sl_http_request *req, sl_http_response *resp, bool close) {
     if (!resp->body)
         sl_http_respond_error(resp, 500, "handler produced no response");
+    if (resp->filter) {
+        sl_http_filter *filter = resp->filter;
+        resp->filter = NULL; /* once, whatever it answers */
+        filter(resp->filter_opaque, req, resp);
+    }
     struct MHD_Response *mr = NULL;
     if (resp->body) {
         mr = MHD_create_response_from_buffer(resp->body_len, resp->body, MHD_RESPMEM_MUST_FREE);
@@ -709,6 +716,29 @@ const char *sl_http_request_client_ip(const sl_http_request *req) {
 const char *sl_http_request_body(const sl_http_request *req, size_t *len) {
     *len = req->body_len;
     return req->body;
+}
+
+void sl_http_request_replace_body(sl_http_request *req, char *body, size_t len) {
+    free(req->body);
+    req->body = body;
+    req->body_len = len;
+    req->body_cap = len;
+}
+
+void sl_http_response_filter(sl_http_response *resp, sl_http_filter *filter, void *opaque) {
+    resp->filter = filter;
+    resp->filter_opaque = opaque;
+}
+
+const char *sl_http_response_body(const sl_http_response *resp, size_t *len) {
+    *len = resp->body_len;
+    return resp->body;
+}
+
+void sl_http_response_replace_body(sl_http_response *resp, char *body, size_t len) {
+    free(resp->body);
+    resp->body = body;
+    resp->body_len = len;
 }
 
 sl_err sl_http_response_header(sl_http_response *resp, const char *name, const char *value) {

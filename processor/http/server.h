@@ -57,8 +57,26 @@ sl_http_server *sl_http_server_new(const sl_http_options *options, const sl_logg
 
 /* Runs before routing for every request that passed the framing checks
  * (its body is read), on a worker thread. Return true after filling `resp`
- * to answer without routing (e.g. a refused credential); false to route. */
-typedef bool sl_http_guard(void *opaque, const sl_http_request *req, sl_http_response *resp);
+ * to answer without routing (e.g. a refused credential); false to route.
+ * It may replace the body the handler will see
+ * (sl_http_request_replace_body) and set a filter on the answer
+ * (sl_http_response_filter). */
+typedef bool sl_http_guard(void *opaque, sl_http_request *req, sl_http_response *resp);
+
+/* For a guard: the body routes see from now on (malloc'd, NUL-terminated,
+ * len bytes without the NUL; the request takes it). */
+void sl_http_request_replace_body(sl_http_request *req, char *body, size_t len);
+
+/* Rewrites an answer's body (sl_http_response_body and
+ * sl_http_response_replace_body) and headers just before it is sent,
+ * whoever filled it (e.g. seals it for the instance that asked). */
+typedef void sl_http_filter(void *opaque, const sl_http_request *req, sl_http_response *resp);
+/* For a guard: run `filter` on this request's answer. */
+void sl_http_response_filter(sl_http_response *resp, sl_http_filter *filter, void *opaque);
+/* For a filter: the answer's body so far (NULL: none yet). */
+const char *sl_http_response_body(const sl_http_response *resp, size_t *len);
+/* For a filter: the body to send instead (malloc'd; the response takes it). */
+void sl_http_response_replace_body(sl_http_response *resp, char *body, size_t len);
 
 /* Set the server's one guard (before start only). `opaque` is borrowed. */
 void sl_http_server_guard(sl_http_server *server, sl_http_guard *guard, void *opaque);

@@ -134,23 +134,48 @@ static bool await_members(test_instance *inst, const char *input, int members, i
     return false;
 }
 
-/* "X-Sluice-Hop: <value>\r\n" for a bodiless request, signed with the
- * cluster secret the instances of this work dir share. */
-static void signed_hop(const test_instance *inst, const char *method, const char *target,
-                       char *out, size_t size) {
+/* The cluster secret the instances of this work dir share. */
+static sl_trust *shared_trust(const test_instance *inst) {
     unsigned char secret[SL_TRUST_MAX_SECRET];
     FILE *file = fopen(inst->secret_path, "rb");
     assert_non_null(file);
     size_t len = fread(secret, 1, sizeof(secret), file);
     fclose(file);
-    char errstr[256], value[SL_TRUST_HOP_MAX];
+    char errstr[256];
     sl_trust *trust = sl_trust_new(secret, len, NULL, 0, errstr, sizeof(errstr));
     assert_non_null(trust);
+    return trust;
+}
+
+/* "X-Sluice-Hop: <value>\r\n" for a bodiless request, signed with that
+ * secret; the bare value into `value` (SL_TRUST_HOP_MAX bytes). */
+static void signed_hop(const test_instance *inst, const char *method, const char *target, char *out,
+                       size_t size, char *value) {
+    sl_trust *trust = shared_trust(inst);
     assert_int_equal(sl_trust_hop_sign(trust, method, target, NULL, 0, (int64_t)time(NULL),
-                                       "test-instance", value, sizeof(value)),
+                                       "test-instance", value, SL_TRUST_HOP_MAX),
                      SL_OK);
     sl_trust_destroy(trust);
     snprintf(out, size, "X-Sluice-Hop: %s\r\n", value);
+}
+
+/* The answer to a signed hop is sealed for whoever signed it: open it
+ * (its length from Content-Length) into `out`, as an instance would. */
+static void open_sealed(const test_instance *inst, const char *hop_value, const char *headers,
+                        const char *body, char *out, size_t size) {
+    char value[64], context[SL_TRUST_HOP_MAX + 16];
+    assert_true(header_value(headers, "X-Sluice-Sealed", value, sizeof(value)));
+    assert_string_equal(value, "v1");
+    assert_true(header_value(headers, "Content-Length", value, sizeof(value)));
+    snprintf(context, sizeof(context), "answer %s", hop_value);
+    sl_trust *trust = shared_trust(inst);
+    char *plain = NULL;
+    size_t plain_len = 0;
+    assert_int_equal(sl_trust_open(trust, context, body, (size_t)atol(value), &plain, &plain_len),
+                     SL_TRUST_VALID);
+    sl_trust_destroy(trust);
+    snprintf(out, size, "%s", plain);
+    free(plain);
 }
 
 static int compare_strings(const void *a, const void *b) {
@@ -241,13 +266,15 @@ static void a_key_is_answered_by_either_instance(void **state) {
     /* A request that already took its one hop (signed with the cluster
      * secret, as an instance would) is not forwarded again. */
     char path[32], body[1024], headers[2048], value[64], hop[SL_TRUST_HOP_MAX + 32];
+    char hop_value[SL_TRUST_HOP_MAX], plain[1024];
     snprintf(path, sizeof(path), "/agg/%s", forwarded_key[0]);
-    signed_hop(&a, "GET", path, hop, sizeof(hop));
+    signed_hop(&a, "GET", path, hop, sizeof(hop), hop_value);
     assert_int_equal(test_http(a.http_port, "GET", path, hop, NULL, 0, headers, sizeof(headers),
                                body, sizeof(body)),
                      503);
     assert_true(header_value(headers, "Retry-After", value, sizeof(value)));
-    json_t *error = json_loads(body, 0, NULL);
+    open_sealed(&a, hop_value, headers, body, plain, sizeof(plain));
+    json_t *error = json_loads(plain, 0, NULL);
     assert_int_equal(json_integer_value(json_object_get(error, "code")), 503);
     assert_non_null(json_string_value(json_object_get(error, "request_id")));
     json_decref(error);

@@ -11,6 +11,13 @@
  *     sent to the other instance is never forwarded to the forger's listener
  *     (before the fix, the listener received the logins and their
  *     passwords).
+ *   - nothing secret crosses between instances in plaintext: instance 1
+ *     advertises a recording relay in front of its port; a login sent to
+ *     instance 0 for an account instance 1 owns succeeds through it, and
+ *     the bytes that crossed hold neither the password, nor the e-mail,
+ *     nor the tokens of the answer (before sealing, all of them); a
+ *     request signed with the cluster secret but with a plain body is
+ *     refused.
  * Valid hops (forwarding between the two instances) are exercised by
  * test_identity_http and test_gateway.
  */
@@ -31,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "processor/gateway/trust.h"
 #include "tests/support/broker.h"
 #include "tests/support/http_client.h"
 #include "tests/support/instance.h"
@@ -41,12 +49,142 @@
 static test_cluster cluster;
 static int serial;
 
+/* ---- a recording relay between the instances ------------------------------ */
+
+/* Relays every connection to 127.0.0.1:target_port and keeps every byte
+ * that crosses, both ways (at most RECORD_MAX). */
+#define RELAY_PAIRS 32
+#define RECORD_MAX  (8 << 20)
+
+typedef struct recorder {
+    int fd, port, target_port;
+    atomic_bool stop;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    char *bytes;
+    size_t len;
+} recorder;
+
+static recorder relay;
+
+static int connect_loopback(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+static void *relay_loop(void *arg) {
+    recorder *r = arg;
+    int pairs[RELAY_PAIRS][2];
+    size_t n = 0;
+    static char buf[1 << 16];
+    while (!atomic_load(&r->stop)) {
+        struct pollfd p[1 + 2 * RELAY_PAIRS];
+        p[0] = (struct pollfd){.fd = r->fd, .events = POLLIN};
+        for (size_t i = 0; i < n; i++)
+            for (int side = 0; side < 2; side++)
+                p[1 + 2 * i + (size_t)side] =
+                    (struct pollfd){.fd = pairs[i][side], .events = POLLIN};
+        if (poll(p, 1 + 2 * n, 100) <= 0)
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            for (int side = 0; side < 2 && pairs[i][0] >= 0; side++) {
+                if (!p[1 + 2 * i + (size_t)side].revents)
+                    continue;
+                ssize_t got = read(pairs[i][side], buf, sizeof(buf));
+                if (got > 0) {
+                    pthread_mutex_lock(&r->lock);
+                    if (r->len + (size_t)got <= RECORD_MAX) {
+                        memcpy(r->bytes + r->len, buf, (size_t)got);
+                        r->len += (size_t)got;
+                    }
+                    pthread_mutex_unlock(&r->lock);
+                }
+                if (got <= 0 || send(pairs[i][1 - side], buf, (size_t)got, MSG_NOSIGNAL) != got) {
+                    close(pairs[i][0]);
+                    close(pairs[i][1]);
+                    pairs[i][0] = pairs[i][1] = -1;
+                }
+            }
+        }
+        size_t kept = 0; /* drop closed pairs */
+        for (size_t i = 0; i < n; i++)
+            if (pairs[i][0] >= 0) {
+                pairs[kept][0] = pairs[i][0];
+                pairs[kept++][1] = pairs[i][1];
+            }
+        n = kept;
+        if (p[0].revents & POLLIN) {
+            int client = accept(r->fd, NULL, NULL);
+            int upstream = client >= 0 ? connect_loopback(r->target_port) : -1;
+            if (client >= 0 && upstream >= 0 && n < RELAY_PAIRS) {
+                pairs[n][0] = client;
+                pairs[n++][1] = upstream;
+            } else {
+                if (client >= 0)
+                    close(client);
+                if (upstream >= 0)
+                    close(upstream);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        close(pairs[i][0]);
+        close(pairs[i][1]);
+    }
+    return NULL;
+}
+
+static int relay_start(recorder *r, int target_port) {
+    memset(r, 0, sizeof(*r));
+    r->target_port = target_port;
+    r->bytes = malloc(RECORD_MAX);
+    r->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(addr);
+    if (!r->bytes || r->fd < 0 || bind(r->fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
+        listen(r->fd, 64) != 0 || getsockname(r->fd, (struct sockaddr *)&addr, &len) != 0)
+        return -1;
+    r->port = ntohs(addr.sin_port);
+    pthread_mutex_init(&r->lock, NULL);
+    return pthread_create(&r->thread, NULL, relay_loop, r) == 0 ? 0 : -1;
+}
+
+static void relay_stop(recorder *r) {
+    if (!r->port)
+        return;
+    atomic_store(&r->stop, true);
+    pthread_join(r->thread, NULL);
+    close(r->fd);
+    pthread_mutex_destroy(&r->lock);
+    free(r->bytes);
+    r->port = 0;
+}
+
+/* Did `needle` cross the relay (either way)? */
+static bool relay_saw(recorder *r, const char *needle) {
+    pthread_mutex_lock(&r->lock);
+    bool saw = memmem(r->bytes, r->len, needle, strlen(needle)) != NULL;
+    pthread_mutex_unlock(&r->lock);
+    return saw;
+}
+
 static int setup(void **state) {
     (void)state;
     if (!test_kafka_bootstrap())
         return 0;
     if (test_cluster_init(&cluster, "trust", 2) != 0 || test_cluster_sign(&cluster) != 0)
         return -1;
+    /* Instance 1 is reached by the other one through the recording relay. */
+    if (relay_start(&relay, cluster.instances[1].http_port) != 0)
+        return -1;
+    test_instance_set(&cluster.instances[1], "gateway.advertised.address=127.0.0.1:%d", relay.port);
     for (int i = 0; i < cluster.n; i++) {
         test_instance *inst = &cluster.instances[i];
         test_instance_set(inst, "reply.partitions=2");
@@ -58,7 +196,9 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    return test_cluster_stop(&cluster);
+    int stopped = test_cluster_stop(&cluster);
+    relay_stop(&relay);
+    return stopped;
 }
 
 #define NEED_BROKER() test_skip_unless(cluster.started, TEST_NO_BROKER)
@@ -77,8 +217,8 @@ static int owner_of(const char *email) {
     const char *address = json_string_value(json_object_get(owner, "address"));
     int found = -1;
     for (int i = 0; address && i < cluster.n; i++) {
-        char port[16];
-        snprintf(port, sizeof(port), ":%d", cluster.instances[i].http_port);
+        char port[16]; /* instance 1 advertises the relay in front of it */
+        snprintf(port, sizeof(port), ":%d", i == 1 ? relay.port : cluster.instances[i].http_port);
         size_t n = strlen(address), p = strlen(port);
         if (n >= p && strcmp(address + n - p, port) == 0)
             found = i;
@@ -153,6 +293,7 @@ static void the_admin_surface_is_not_on_the_public_port(void **state) {
 static void a_forged_hop_header_never_buys_password_checks(void **state) {
     (void)state;
     NEED_BROKER();
+    test_http_source(NULL); /* 127.0.0.1, whatever an earlier test left */
     /* Every attempt goes to the instance that owns the account (the case
      * the issue measured: 869 checks in 20 s with the header, 18 without). */
     char email[128];
@@ -366,9 +507,73 @@ static void a_forged_membership_record_gets_no_forwarded_login(void **state) {
     test_answer_free(a);
 }
 
+/* Issue 12: a forwarded login carried the user's password in plaintext
+ * between instances, and its answer the tokens. Now both are sealed under
+ * the cluster secret. The client speaks from 127.0.0.2, so the other
+ * tests' per-address buckets (127.0.0.1) are neither used nor in the way. */
+static void nothing_secret_crosses_between_instances_in_plaintext(void **state) {
+    (void)state;
+    NEED_BROKER();
+    test_http_source("127.0.0.2");
+    char email[128], body[1024];
+    email_owned_by(1, email, sizeof(email));
+    static const char password[] = "sealed-horse-battery-staple";
+    snprintf(body, sizeof(body),
+             "{\"first_name\":\"Ada\",\"second_name\":\"Lovelace\",\"city\":\"London\","
+             "\"password\":\"%s\",\"email\":\"%s\"}",
+             password, email);
+    test_answer *a = test_http_call(cluster.instances[0].http_port, "POST", "/user/register", NULL,
+                                    body, strlen(body));
+    if (a->status != 200)
+        fail_msg("register: %d %s", a->status, a->body);
+    test_answer_free(a);
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, password);
+    a = test_http_call(cluster.instances[0].http_port, "POST", "/login", NULL, body, strlen(body));
+    if (a->status != 200)
+        fail_msg("login: %d %s", a->status, a->body);
+    /* it went through the relay to instance 1, the account's owner */
+    char forwarded_to[64];
+    snprintf(forwarded_to, sizeof(forwarded_to), "X-Sluice-Forwarded-To: 127.0.0.1:%d", relay.port);
+    assert_non_null(strstr(a->headers, forwarded_to));
+    assert_true(relay_saw(&relay, "POST /login"));
+    assert_true(relay_saw(&relay, "X-Sluice-Sealed: v1"));
+    /* and what crossed holds none of the secrets */
+    const char *access = test_answer_field(a, "access_token");
+    const char *refresh = test_answer_field(a, "refresh_token");
+    assert_non_null(access);
+    assert_non_null(refresh);
+    assert_false(relay_saw(&relay, password));
+    assert_false(relay_saw(&relay, email));
+    assert_false(relay_saw(&relay, access));
+    assert_false(relay_saw(&relay, refresh));
+    test_answer_free(a);
+    /* A request signed with the cluster secret but with a plain body: 400,
+     * before any route (the hop MAC alone does not make it confidential). */
+    unsigned char secret[SL_TRUST_MAX_SECRET];
+    FILE *file = fopen(cluster.instances[1].secret_path, "rb");
+    assert_non_null(file);
+    size_t secret_len = fread(secret, 1, sizeof(secret), file);
+    fclose(file);
+    char errstr[256], hop[SL_TRUST_HOP_MAX], header[SL_TRUST_HOP_MAX + 32];
+    sl_trust *trust = sl_trust_new(secret, secret_len, NULL, 0, errstr, sizeof(errstr));
+    assert_non_null(trust);
+    assert_int_equal(sl_trust_hop_sign(trust, "POST", "/login", body, strlen(body),
+                                       (int64_t)time(NULL), "test-instance", hop, sizeof(hop)),
+                     SL_OK);
+    sl_trust_destroy(trust);
+    snprintf(header, sizeof(header), "X-Sluice-Hop: %s\r\n", hop);
+    a = test_http_call(cluster.instances[1].http_port, "POST", "/login", header, body,
+                       strlen(body));
+    test_assert_error_shape(a, 400);
+    assert_non_null(strstr(test_answer_field(a, "message"), "sealed"));
+    test_answer_free(a);
+    test_http_source(NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(the_admin_surface_is_not_on_the_public_port),
+        cmocka_unit_test(nothing_secret_crosses_between_instances_in_plaintext),
         cmocka_unit_test(a_forged_hop_header_never_buys_password_checks),
         cmocka_unit_test(a_forged_membership_record_gets_no_forwarded_login),
     };

@@ -15,12 +15,26 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+static _Thread_local char source_ip[INET_ADDRSTRLEN];
+
+void test_http_source(const char *ip) {
+    snprintf(source_ip, sizeof(source_ip), "%s", ip ? ip : "");
+}
+
 int test_http(int port, const char *method, const char *path, const char *extra_headers,
               const char *body, size_t body_len, char *headers, size_t headers_size,
               char *resp_body, size_t body_size) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
         return -1;
+    if (source_ip[0]) {
+        struct sockaddr_in from = {.sin_family = AF_INET};
+        if (inet_pton(AF_INET, source_ip, &from.sin_addr) != 1 ||
+            bind(fd, (struct sockaddr *)&from, sizeof(from)) != 0) {
+            close(fd);
+            return -1;
+        }
+    }
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     struct timeval tv = {.tv_sec = 10};
@@ -66,8 +80,14 @@ int test_http(int port, const char *method, const char *path, const char *extra_
     char *split = strstr(buf, "\r\n\r\n");
     if (headers)
         snprintf(headers, headers_size, "%.*s", split ? (int)(split - buf) : (int)got, buf);
-    if (resp_body)
-        snprintf(resp_body, body_size, "%s", split ? split + 4 : "");
+    if (resp_body && body_size) { /* bytes as sent, NULs too (a sealed body) */
+        size_t len = split ? got - (size_t)(split + 4 - buf) : 0;
+        if (len > body_size - 1)
+            len = body_size - 1;
+        if (len)
+            memcpy(resp_body, split + 4, len);
+        resp_body[len] = '\0';
+    }
     return status;
 }
 

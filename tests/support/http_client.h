@@ -20,6 +20,11 @@ int test_http(int port, const char *method, const char *path, const char *extra_
               const char *body, size_t body_len, char *headers, size_t headers_size,
               char *resp_body, size_t body_size);
 
+/* From now on this thread's requests leave from `ip` (a loopback address
+ * such as "127.0.0.2": another client address to the server, with its own
+ * per-address buckets); NULL: the default (127.0.0.1). */
+void test_http_source(const char *ip);
+
 /* One answer, its body parsed as JSON when it is JSON. */
 typedef struct test_answer {
     int status;

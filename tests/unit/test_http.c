@@ -536,7 +536,7 @@ static void slowloris_from_one_address_does_not_starve_others(void **state) {
 
 /* A guard that sees the whole request (headers and body) before routing:
  * it refuses a request carrying X-Guard unless its body is "let me in". */
-static bool guard(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+static bool guard(void *opaque, sl_http_request *req, sl_http_response *resp) {
     (void)opaque;
     size_t len = 0;
     const char *payload = sl_http_request_body(req, &len);
@@ -575,6 +575,72 @@ static void a_guard_answers_before_routing_and_sees_the_body(void **state) {
     sl_http_server_destroy(server);
 }
 
+/* An answer filter: wraps the body in brackets and says so in a header. */
+static void bracket(void *opaque, const sl_http_request *req, sl_http_response *resp) {
+    (void)opaque;
+    (void)req;
+    size_t len = 0;
+    const char *old = sl_http_response_body(resp, &len);
+    char *wrapped = malloc(len + 3);
+    assert_non_null(wrapped);
+    wrapped[0] = '[';
+    memcpy(wrapped + 1, old, len);
+    memcpy(wrapped + 1 + len, "]", 2);
+    sl_http_response_replace_body(resp, wrapped, len + 2);
+    sl_http_response_header(resp, "X-Filtered", "yes");
+}
+
+/* A guard that opens a "rot13:" body for the route and filters the answer
+ * (what the gateway does with a sealed body between instances). */
+static bool unwrapping_guard(void *opaque, sl_http_request *req, sl_http_response *resp) {
+    (void)opaque;
+    size_t len = 0;
+    const char *payload = sl_http_request_body(req, &len);
+    if (!payload || len < 6 || memcmp(payload, "rot13:", 6) != 0)
+        return false;
+    char *plain = malloc(len - 6 + 1);
+    assert_non_null(plain);
+    for (size_t i = 6; i < len; i++) {
+        char c = payload[i];
+        plain[i - 6] = (char)(c >= 'a' && c <= 'z' ? 'a' + (c - 'a' + 13) % 26 : c);
+    }
+    plain[len - 6] = '\0';
+    sl_http_request_replace_body(req, plain, len - 6);
+    sl_http_response_filter(resp, bracket, NULL);
+    return false;
+}
+
+static void a_guard_may_replace_the_body_and_filter_the_answer(void **state) {
+    (void)state;
+    sl_http_options options = {.host = "127.0.0.1",
+                               .max_connections = 8,
+                               .connection_timeout_s = 5,
+                               .max_body_bytes = 4096};
+    char errstr[256];
+    sl_http_server *server = sl_http_server_new(&options, &test_logger, errstr, sizeof(errstr));
+    assert_non_null(server);
+    sl_http_server_guard(server, unwrapping_guard, NULL);
+    assert_int_equal(sl_http_route(server, "POST", "/echo", echo, NULL), 0);
+    assert_int_equal(sl_http_server_start(server, errstr, sizeof(errstr)), 0);
+    int port = sl_http_server_port(server);
+    assert_int_equal(test_http(port, "POST", "/echo", NULL, "rot13:uryyb", 11, headers,
+                               sizeof(headers), body, sizeof(body)),
+                     200);
+    assert_string_equal(body, "[hello]");
+    assert_non_null(strstr(headers, "X-Filtered: yes"));
+    /* the filter runs on errors too (here: 405), and only when set */
+    assert_int_equal(test_http(port, "PUT", "/echo", NULL, "rot13:n", 7, headers, sizeof(headers),
+                               body, sizeof(body)),
+                     405);
+    assert_int_equal(body[0], '[');
+    assert_int_equal(test_http(port, "POST", "/echo", NULL, "plain", 5, headers, sizeof(headers),
+                               body, sizeof(body)),
+                     200);
+    assert_string_equal(body, "plain");
+    assert_null(strstr(headers, "X-Filtered"));
+    sl_http_server_destroy(server);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -602,6 +668,7 @@ int main(void) {
         cmocka_unit_test(a_waiting_handler_does_not_stall_other_connections),
         cmocka_unit_test(slowloris_from_one_address_does_not_starve_others),
         cmocka_unit_test(a_guard_answers_before_routing_and_sees_the_body),
+        cmocka_unit_test(a_guard_may_replace_the_body_and_filter_the_answer),
     };
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }

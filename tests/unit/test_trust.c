@@ -159,6 +159,65 @@ static void short_secrets_are_refused(void **state) {
     sl_trust_destroy(NULL);
 }
 
+/* Sealed bodies: the plaintext is not in them, they open only with the
+ * same context and an unaltered body, under either secret of a rotation. */
+static void a_sealed_body_hides_the_plaintext_and_opens_only_in_its_context(void **state) {
+    (void)state;
+    sl_trust *a = trust(SECRET_A, NULL), *b = trust(SECRET_B, NULL);
+    sl_trust *rotated = trust(SECRET_B, SECRET_A);
+    unsigned char *sealed = NULL, *again = NULL;
+    size_t len = 0, again_len = 0;
+    assert_int_equal(sl_trust_seal(a, "request v1:1", BODY, strlen(BODY), &sealed, &len), SL_OK);
+    assert_int_equal(len, strlen(BODY) + SL_TRUST_SEAL_OVERHEAD);
+    assert_null(memmem(sealed, len, "password", 8));
+    assert_null(memmem(sealed, len, "ada@", 4));
+    /* a fresh nonce each time: the same body seals differently */
+    assert_int_equal(sl_trust_seal(a, "request v1:1", BODY, strlen(BODY), &again, &again_len),
+                     SL_OK);
+    assert_memory_not_equal(sealed, again, len);
+    char *plain = NULL;
+    size_t plain_len = 0;
+    assert_int_equal(sl_trust_open(a, "request v1:1", sealed, len, &plain, &plain_len),
+                     SL_TRUST_VALID);
+    assert_int_equal(plain_len, strlen(BODY));
+    assert_string_equal(plain, BODY);
+    free(plain);
+    /* the previous secret of a rotation still opens it */
+    assert_int_equal(sl_trust_open(rotated, "request v1:1", sealed, len, &plain, &plain_len),
+                     SL_TRUST_VALID);
+    free(plain);
+    /* another context (another request, or the answer's direction) */
+    assert_int_equal(sl_trust_open(a, "answer v1:1", sealed, len, &plain, &plain_len),
+                     SL_TRUST_BAD_MAC);
+    assert_null(plain);
+    /* another secret */
+    assert_int_equal(sl_trust_open(b, "request v1:1", sealed, len, &plain, &plain_len),
+                     SL_TRUST_BAD_MAC);
+    /* one bit flipped anywhere: nonce, ciphertext, tag */
+    size_t at[] = {0, 30, len - 1};
+    for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+        sealed[at[i]] ^= 1;
+        assert_int_equal(sl_trust_open(a, "request v1:1", sealed, len, &plain, &plain_len),
+                         SL_TRUST_BAD_MAC);
+        sealed[at[i]] ^= 1;
+    }
+    /* too short to be sealed; an empty body seals to the overhead alone */
+    assert_int_equal(
+        sl_trust_open(a, "request v1:1", sealed, SL_TRUST_SEAL_OVERHEAD - 1, &plain, &plain_len),
+        SL_TRUST_MALFORMED);
+    free(sealed);
+    assert_int_equal(sl_trust_seal(a, "x", "", 0, &sealed, &len), SL_OK);
+    assert_int_equal(len, SL_TRUST_SEAL_OVERHEAD);
+    assert_int_equal(sl_trust_open(a, "x", sealed, len, &plain, &plain_len), SL_TRUST_VALID);
+    assert_int_equal(plain_len, 0);
+    free(plain);
+    free(sealed);
+    free(again);
+    sl_trust_destroy(a);
+    sl_trust_destroy(b);
+    sl_trust_destroy(rotated);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_signed_hop_is_valid_for_the_same_request),
@@ -169,6 +228,7 @@ int main(void) {
         cmocka_unit_test(hop_headers_out_of_shape_are_malformed),
         cmocka_unit_test(a_record_mac_covers_key_and_value_and_rotates),
         cmocka_unit_test(short_secrets_are_refused),
+        cmocka_unit_test(a_sealed_body_hides_the_plaintext_and_opens_only_in_its_context),
     };
     return cmocka_run_group_tests_name("trust", tests, NULL, NULL);
 }
