@@ -931,7 +931,7 @@ static void the_state_endpoint_reads_every_store_from_any_instance(void **state)
     for (int u = 0; u < USERS; u++) {
         first[0] = '\0';
         for (int inst = 0; inst < N; inst++) {
-            snprintf(path, sizeof(path), "/v1/stores/users-by-id/keys/%s", users[u].id);
+            snprintf(path, sizeof(path), "/v1/stores/users-by-id/keys/%.64s", users[u].id);
             a = admin_get(inst, path);
             if (a->status != 200)
                 fail_msg("instance %d, %s: %d %s", inst, path, a->status, a->body);
@@ -945,7 +945,7 @@ static void the_state_endpoint_reads_every_store_from_any_instance(void **state)
             else
                 assert_string_equal(a->body, first);
             test_answer_free(a);
-            snprintf(path, sizeof(path), "/v1/stores/dialogs-users/keys/%s", users[u].id);
+            snprintf(path, sizeof(path), "/v1/stores/dialogs-users/keys/%.64s", users[u].id);
             a = admin_get(inst, path);
             assert_int_equal(a->status, 200);
             test_answer_free(a);
@@ -1013,7 +1013,7 @@ static void the_state_endpoint_reads_every_store_from_any_instance(void **state)
         assert_true(test_now_ms() < deadline);
         for (int inst = 0; inst < N; inst++) {
             for (int u = 0; u < USERS; u++) {
-                snprintf(path, sizeof(path), "/v1/stores/users-by-id/keys/%s?allow_stale=true",
+                snprintf(path, sizeof(path), "/v1/stores/users-by-id/keys/%.64s?allow_stale=true",
                          users[u].id);
                 a = admin_get(inst, path);
                 if (a->status != 200)
@@ -1042,7 +1042,7 @@ static void the_state_endpoint_reads_every_store_from_any_instance(void **state)
     for (int inst = 0; inst < N; inst++) {
         /* other tests' users too: one prefix scan (every partition) each */
         for (int u = 0; u < USERS; u++) {
-            snprintf(path, sizeof(path), "/v1/stores/users-by-id?prefix=%s&allow_stale=true",
+            snprintf(path, sizeof(path), "/v1/stores/users-by-id?prefix=%.64s&allow_stale=true",
                      users[u].id);
             a = admin_get(inst, path);
             if (a->status != 200)

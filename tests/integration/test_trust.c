@@ -248,7 +248,7 @@ static int email_owned_by(int instance, char *out, size_t size) {
 
 static test_answer *login(int instance, const char *email, const char *extra_headers) {
     char body[512];
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"not-the-password\"}", email);
+    snprintf(body, sizeof(body), "{\"email\":\"%.200s\",\"password\":\"not-the-password\"}", email);
     return test_http_call(cluster.instances[instance].http_port, "POST", "/login", extra_headers,
                           body, strlen(body));
 }
