@@ -12,6 +12,10 @@
 #                   run the engine benchmark (bench/bench_engine); extra flags:
 #                   make bench BENCH_ARGS='--records 200000'
 #   make docs       regenerate docs/CONFIGURATION.md from the config tables
+#   make bench-peer  the engine benchmark's pass-through and counter runs
+#                   against the counter's Kafka Streams twin (cache off and on)
+#                   on one broker, alternating; the twin is built with Maven
+#                   (bench/peers/kafka-streams); extra flags in BENCH_ARGS
 #   make bench-jwt  build and run the token-verification benchmark (bench/jwt_bench.c)
 #   make fuzz       install clang, build the libFuzzer targets of tests/fuzz/
 #                   (build/fuzz) and run each for FUZZ_SECONDS (default 60);
@@ -141,7 +145,7 @@ endif
 FUZZ_SECONDS ?= 60
 
 .PHONY: all run cluster test tests docs format clean deps fuzz fuzzers benches bench bench-jwt bench-passwords bench-http \
-        bench-pgsink bench-identity \
+        bench-pgsink bench-identity bench-peer \
         bench-dialogs bench-cluster bench-standby
 .SECONDARY:
 .DEFAULT_GOAL := all
@@ -309,6 +313,17 @@ bench:
 	scripts/bootstrap test
 	$(MAKE) VARIANT=release tests benches
 	scripts/harness build/release/bench/bench_engine --build build/release \
+	    --label "$$(git describe --always --dirty 2>/dev/null || echo unknown)" $(BENCH_ARGS)
+
+# The counter app against its Kafka Streams twin (bench/peers/kafka-streams,
+# built by `scripts/bootstrap peer` with Maven), cache off and on, with the
+# pass-through baseline, alternating on one broker (bench/bench_engine.c).
+bench-peer:
+	scripts/bootstrap peer
+	$(MAKE) VARIANT=release build/release/tests/apps/counter build/release/bench/passthrough \
+	    build/release/bench/bench_engine
+	scripts/harness build/release/bench/bench_engine --build build/release \
+	    --peer bench/peers/kafka-streams --runs a,b,k,kc,r1,rk \
 	    --label "$$(git describe --always --dirty 2>/dev/null || echo unknown)" $(BENCH_ARGS)
 
 # Two release-build `sluice run` instances on the harness's broker, driven

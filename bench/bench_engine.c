@@ -10,6 +10,9 @@
  *   (b)  the counter app (tests/apps/counter, release build) under
  *        exactly_once_v2;
  *   (c)  the counter app under at_least_once;
+ *   (k)  the Kafka Streams twin of the counter app (bench/peers/kafka-streams,
+ *        --peer DIR), record cache off (statestore.cache.max.bytes=0);
+ *   (kc) the twin with Kafka Streams' default record cache (10 MiB);
  *
  * and the restore rate of a fresh counter instance (empty state dir) from
  *
@@ -20,13 +23,16 @@
  *   (r3) the changelog of (r2) again, with restore.batch.records=1000000
  *        (the default is 10000): how restore time depends on the engine's
  *        per-iteration slice;
+ *   (rk) the changelog run (k) wrote, restored by a fresh twin instance (its
+ *        state dir deleted): fork to RUNNING, as (r1) is fork to /readyz;
  *
  * with each process's peak RSS (VmHWM) and CPU time, the broker's CPU time
  * and the machine's busy and steal time over the same interval.
  *
  * usage: bench_engine [--records N] [--restore-records N] [--partitions P]
- *                     [--keys K] [--runs a,a3,b,c,r1,r2,r3] [--rounds R]
- *                     [--build DIR] [--label TEXT] [--timeout-s S] [--keep]
+ *                     [--keys K] [--runs a,a3,b,c,k,kc,r1,r2,r3,rk]
+ *                     [--rounds R] [--peer DIR] [--build DIR] [--label TEXT]
+ *                     [--timeout-s S] [--keep]
  *
  * How a processing run is timed. The input (N records, keys k0..k<K-1>,
  * values per-key sequence numbers) is produced by an idempotent producer
@@ -37,14 +43,20 @@
  * of every input partition: "wall" includes start-up (group join,
  * init_transactions, topic checks). "steady" starts at the first commit
  * seen and counts only the records committed after it, which leaves
- * start-up out. The processing runs are repeated --rounds times (3), each
- * round in its own groups, in alternating order (a a3 b c, then c b a3 a),
- * and the ratios are those of the medians: on a shared, noisy machine a
- * single run says little.
+ * start-up out. "second half" starts at the first poll that sees at least
+ * half of the input committed and counts the records committed after it,
+ * with the process's and the broker's CPU over the same interval: a warm
+ * process (JIT-compiled, caches and connections up) on the same footing for
+ * every contender, since every one of them is watched the same way, through
+ * its group's committed offsets. The processing runs are repeated --rounds
+ * times (3), each round in its own groups, in alternating order
+ * (a a3 b c k kc, then kc k c b a3 a), and the ratios are those of the
+ * medians: on a shared, noisy machine a single run says little.
  *
  * How a restore run is timed. The clock starts at fork and stops when
  * GET /readyz answers 200 (every task restored), polled every 50 ms; the
- * engine reports restored_records there. The engine also logs each task's
+ * engine reports restored_records there (the twin answers the same /readyz,
+ * 200 once Kafka Streams is RUNNING). The engine also logs each task's
  * restore time ("task data_P running (restored N records in M ms)"); the
  * tasks restore concurrently, so the largest M is the restore's own wall
  * time, and restored / max M is the headline restore rate.
@@ -103,6 +115,7 @@ typedef struct options {
     long long records, restore_records, timeout_s;
     long long partitions, keys, rounds;
     char runs[64];
+    char peer[PATH_MAX];         /* --peer DIR: the twin's Maven project, built */
     bench_common_options common; /* --build, --label, --keep */
 } options;
 
@@ -124,6 +137,10 @@ typedef struct result {
     double steal_pct;     /* machine: steal time, % of all CPU time */
     long long commits;    /* transactions or offset commits: /readyz, or the passthrough's line */
     long long records_in; /* engine records_in (from /readyz) */
+    double half_s;        /* processing: first poll with >= half committed -> done */
+    long long half_n;     /* records committed in half_s */
+    double half_cpu_s;    /* the process's CPU over half_s */
+    double half_broker_cpu_s;
 } result;
 
 typedef struct bench {
@@ -142,7 +159,10 @@ typedef struct bench {
     result results[MAX_RESULTS];
     int n_results;
     double produce_s, changelog_produce_s;
-    char eos_group[NAME_SIZE]; /* application.id of the first finished run (b) */
+    char eos_group[NAME_SIZE];  /* application.id of the first finished run (b) */
+    char twin_group[NAME_SIZE]; /* application.id of the first finished run (k) */
+    int64_t twin_stopped_us;    /* when that run's process was stopped */
+    char java[PATH_MAX];        /* java on PATH, for the twin */
 } bench;
 
 static bool want_run(const bench *b, const char *id) {
@@ -516,6 +536,37 @@ static void counter_args(const bench *b, argv_builder *a, const char *app, const
     }
 }
 
+/* The Kafka Streams twin's command line (bench/peers/kafka-streams): plain
+ * `java -cp classes:lib/(all jars)`, no JVM flags, so the JVM runs with its defaults
+ * as the counter runs with the engine's. `cache` is "on" or "off". */
+static void twin_args(const bench *b, argv_builder *a, const char *app, const char *input,
+                      const char *state_dir, int port, const char *cache) {
+    a->n = 0;
+    a->ok = true;
+    arg(a, "%s", b->java);
+    arg(a, "-cp");
+    arg(a, "%s/target/classes:%s/target/lib/*", b->opt.peer, b->opt.peer);
+    arg(a, "dev.sluice.peer.Counter");
+    arg(a, "--bootstrap");
+    arg(a, "%s", b->bootstrap);
+    arg(a, "--application-id");
+    arg(a, "%s", app);
+    arg(a, "--input");
+    arg(a, "%s", input);
+    arg(a, "--echo");
+    arg(a, "%s.echo", app);
+    arg(a, "--agg");
+    arg(a, "%s.agg", app);
+    arg(a, "--dlq");
+    arg(a, "%s-dlq", app);
+    arg(a, "--state-dir");
+    arg(a, "%s", state_dir);
+    arg(a, "--port");
+    arg(a, "%d", port);
+    arg(a, "--cache");
+    arg(a, "%s", cache);
+}
+
 static void machine_delta(const bench *b, const bench_cpu_sample *before, long long broker_before,
                           double seconds, result *r) {
     bench_cpu_sample after = bench_machine_cpu();
@@ -542,9 +593,9 @@ static result *new_result(bench *b, const char *id, int round, const char *what)
     bench_fmt(r->id, sizeof(r->id), "%s", id);
     bench_fmt(r->what, sizeof(r->what), "%s", what);
     r->round = round;
-    r->records = r->steady_n = r->hwm_kib = r->commits = r->records_in = -1;
+    r->records = r->steady_n = r->hwm_kib = r->commits = r->records_in = r->half_n = -1;
     r->wall_s = r->steady_s = r->restore_s = r->cpu_s = r->broker_cpu_s = r->busy_cores =
-        r->steal_pct = -1;
+        r->steal_pct = r->half_s = r->half_cpu_s = r->half_broker_cpu_s = -1;
     return r;
 }
 
@@ -590,11 +641,13 @@ static argv_builder *prepare_run(const bench *b, const char *name, char *log_pat
     return calloc(1, sizeof(argv_builder));
 }
 
-/* A processing run: passthrough (n_outputs > 0) or the counter app
- * (guarantee != NULL), from the beginning of the input in group `group`,
- * until the group's committed offsets reach the input's end. */
+/* A processing run: passthrough (n_outputs > 0), the counter app
+ * (guarantee != NULL) or, when twin_cache is not NULL, the Kafka Streams
+ * twin (exactly_once_v2, its record cache "on" or "off"), from the
+ * beginning of the input in group `group`, until the group's committed
+ * offsets reach the input's end. */
 static bool run_processing(bench *b, const char *id, int round, const char *what, const char *group,
-                           int n_outputs, const char *guarantee) {
+                           int n_outputs, const char *guarantee, const char *twin_cache) {
     result *r = new_result(b, id, round, what);
     char log_path[PATH_MAX], state_dir[PATH_MAX], topic[NAME_SIZE];
     argv_builder *a = r ? prepare_run(b, group, log_path, state_dir) : NULL;
@@ -622,28 +675,34 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
             arg(a, "%s", topic);
         }
     } else {
-        const char *suffixes[] = {"echo", "agg"};
-        for (int i = 0; i < 2; i++)
-            if (!bench_fmt(topic, sizeof(topic), "%s.%s", group, suffixes[i]) ||
+        /* The twin's dead-letter topic is its sink, which Kafka Streams
+         * does not create; the engine creates its own. */
+        const char *suffixes[] = {".echo", ".agg", "-dlq"};
+        for (int i = 0; i < (twin_cache ? 3 : 2); i++)
+            if (!bench_fmt(topic, sizeof(topic), "%s%s", group, suffixes[i]) ||
                 !create_topic(b, topic, false))
                 goto fail;
-        /* The engine creates these; track them for deletion. */
+        /* The engine (or Kafka Streams) creates these; track them for
+         * deletion. */
         if (bench_fmt(topic, sizeof(topic), "%s-agg-changelog", group))
             track_topic(b, topic);
-        if (bench_fmt(topic, sizeof(topic), "%s-dlq", group))
+        if (!twin_cache && bench_fmt(topic, sizeof(topic), "%s-dlq", group))
             track_topic(b, topic);
         port = bench_free_port();
-        counter_args(b, a, group, b->input, guarantee, state_dir, port, NULL);
+        if (twin_cache)
+            twin_args(b, a, group, b->input, state_dir, port, twin_cache);
+        else
+            counter_args(b, a, group, b->input, guarantee, state_dir, port, NULL);
     }
     if (!a->ok) {
         fprintf(stderr, "bench: command line of %s too long\n", id);
         goto fail;
     }
     /* The counter app's engine commits in the group of its source "data"
-     * (<application.id>-data); the passthrough in `group`. */
+     * (<application.id>-data); the passthrough and the twin in `group`. */
     char committed_group[NAME_SIZE];
-    if (!bench_fmt(committed_group, sizeof(committed_group), n_outputs > 0 ? "%s" : "%s-data",
-                   group))
+    if (!bench_fmt(committed_group, sizeof(committed_group),
+                   n_outputs > 0 || twin_cache ? "%s" : "%s-data", group))
         goto fail;
     /* read_uncommitted: OffsetFetch without require_stable. The answer is
      * still only committed offsets (a transaction's offsets count once it
@@ -658,8 +717,9 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
     fprintf(stderr, "bench: %s %s ...\n", id, what);
     bench_cpu_sample machine_before = bench_machine_cpu();
     long long broker_before = b->broker_pid ? bench_proc_ticks(b->broker_pid) : -1;
-    int64_t started = bench_now_us(), first_commit = 0, done_at = 0;
-    long long first_commit_sum = 0, ticks = -1;
+    int64_t started = bench_now_us(), first_commit = 0, done_at = 0, half_at = 0;
+    long long first_commit_sum = 0, ticks = -1, half_sum = 0, half_ticks = -1;
+    long long half_broker_ticks = -1;
     pid_t pid = spawn(b, a->argv, log_path);
     bool exited = false, failed = pid < 0;
     int status = 0;
@@ -678,6 +738,16 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
             if (!first_commit && sum > 0) {
                 first_commit = bench_now_us();
                 first_commit_sum = sum;
+            }
+            /* The second half: the same clock and the same CPU counters as
+             * the whole run, started where the group passed half the input.
+             * A half point seen at the end (the process committed it all in
+             * one go) is no second half. */
+            if (!half_at && !at_end && sum >= b->opt.records / 2) {
+                half_at = bench_now_us();
+                half_sum = sum;
+                half_ticks = bench_proc_ticks(pid);
+                half_broker_ticks = b->broker_pid ? bench_proc_ticks(b->broker_pid) : -1;
             }
             if (at_end)
                 done_at = bench_now_us();
@@ -709,8 +779,19 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
             r->steady_n = b->opt.records - first_commit_sum;
         }
     }
-    if (done_at && guarantee && strcmp(guarantee, "exactly_once_v2") == 0 && !b->eos_group[0])
+    if (done_at && half_at && done_at > half_at) {
+        r->half_s = (double)(done_at - half_at) / 1e6;
+        r->half_n = b->opt.records - half_sum;
+        long long broker_now = b->broker_pid ? bench_proc_ticks(b->broker_pid) : -1;
+        if (half_broker_ticks >= 0 && broker_now >= 0)
+            r->half_broker_cpu_s =
+                (double)(broker_now - half_broker_ticks) / (double)b->clock_ticks;
+    }
+    if (done_at && !twin_cache && guarantee && strcmp(guarantee, "exactly_once_v2") == 0 &&
+        !b->eos_group[0])
         bench_fmt(b->eos_group, sizeof(b->eos_group), "%s", group);
+    if (done_at && twin_cache && strcmp(twin_cache, "off") == 0 && !b->twin_group[0])
+        bench_fmt(b->twin_group, sizeof(b->twin_group), "%s", group);
     if (!exited && guarantee && pid > 0) {
         engine_stats stats;
         if (readyz(port, &stats) >= 0) {
@@ -749,8 +830,15 @@ static bool run_processing(bench *b, const char *id, int round, const char *what
     } else if (ticks >= 0) {
         r->cpu_s = (double)ticks / (double)b->clock_ticks;
     }
+    /* The passthrough's second half ends with its exit (it stops itself
+     * right after its last commit), the others' at the last sample before
+     * the SIGTERM. */
+    if (r->half_s > 0 && half_ticks >= 0 && r->cpu_s >= 0)
+        r->half_cpu_s = r->cpu_s - (double)half_ticks / (double)b->clock_ticks;
     if (n_outputs > 0)
         r->commits = logged_commits(log_path);
+    if (twin_cache && strcmp(b->twin_group, group) == 0)
+        b->twin_stopped_us = bench_now_us();
     rd_kafka_destroy(checker);
     r->ok = !failed && !bench_stop_requested;
     if (!r->ok)
@@ -793,9 +881,10 @@ static long long logged_restore_ms(const char *log_path, long long *records) {
 }
 
 /* A fresh counter instance (empty state dir) of application `app` on
- * `input`: time until /readyz answers 200 (every task restored). */
+ * `input`, or a fresh twin's (`twin`): time until /readyz answers 200
+ * (every task restored; for the twin, Kafka Streams RUNNING). */
 static bool run_restore(bench *b, const char *id, const char *what, const char *app,
-                        const char *input, const char *extra_set) {
+                        const char *input, const char *extra_set, bool twin) {
     result *r = new_result(b, id, 0, what);
     char name[NAME_SIZE + 16], log_path[PATH_MAX], state_dir[PATH_MAX];
     argv_builder *a = r && bench_fmt(name, sizeof(name), "%s.%s", app, id)
@@ -804,7 +893,10 @@ static bool run_restore(bench *b, const char *id, const char *what, const char *
     if (!a)
         return false;
     int port = bench_free_port();
-    counter_args(b, a, app, input, "exactly_once_v2", state_dir, port, extra_set);
+    if (twin)
+        twin_args(b, a, app, input, state_dir, port, "off");
+    else
+        counter_args(b, a, app, input, "exactly_once_v2", state_dir, port, extra_set);
     if (!a->ok) {
         free(a);
         return false;
@@ -897,6 +989,21 @@ static double records_per_cpu_s(const result *r) {
     return r && r->ok && r->cpu_s > 0 ? (double)r->records / r->cpu_s : -1;
 }
 
+static double half_rate(const result *r) {
+    return r && r->ok && r->half_s > 0 ? (double)r->half_n / r->half_s : -1;
+}
+
+/* CPU microseconds per record: over the whole run, and over the second half. */
+static double cpu_us_per_record(const result *r) {
+    return r && r->ok && r->cpu_s > 0 && r->records > 0 ? 1e6 * r->cpu_s / (double)r->records : -1;
+}
+
+static double half_cpu_us_per_record(const result *r) {
+    return r && r->ok && r->half_cpu_s > 0 && r->half_n > 0
+               ? 1e6 * r->half_cpu_s / (double)r->half_n
+               : -1;
+}
+
 static double peak_rss_mib(const result *r) {
     return r && r->ok && r->hwm_kib > 0 ? (double)r->hwm_kib / 1024.0 : -1;
 }
@@ -931,13 +1038,17 @@ static void print_ratio(const bench *b, const char *num, const char *den) {
     double n = median(b, num, rate, NULL, NULL, NULL), d = median(b, den, rate, NULL, NULL, NULL);
     double ns = median(b, num, steady_rate, NULL, NULL, NULL);
     double ds = median(b, den, steady_rate, NULL, NULL, NULL);
+    double nh = median(b, num, half_rate, NULL, NULL, NULL);
+    double dh = median(b, den, half_rate, NULL, NULL, NULL);
     if (n < 0 || d < 0)
         return;
-    char wall[32] = "-", steady[32] = "-";
+    char wall[32] = "-", steady[32] = "-", half[32] = "-";
     bench_fmt(wall, sizeof(wall), "%.1f %%", 100.0 * n / d);
     if (ns > 0 && ds > 0)
         bench_fmt(steady, sizeof(steady), "%.1f %%", 100.0 * ns / ds);
-    printf("| (%s) / (%s) | %s | %s |\n", num, den, wall, steady);
+    if (nh > 0 && dh > 0)
+        bench_fmt(half, sizeof(half), "%.1f %%", 100.0 * nh / dh);
+    printf("| (%s) / (%s) | %s | %s | %s |\n", num, den, wall, steady, half);
 }
 
 /* Machine cores busy with something other than the measured process and
@@ -985,11 +1096,30 @@ static void report(const bench *b) {
                r->round, r->what, r->ok ? "" : " **FAILED**", c[0], c[1], c[2], c[3], c[4], c[5],
                c[6], c[7], c[8], c[9], c[10]);
     }
+    printf("\nSecond half (from the first poll that saw at least half of the input committed "
+           "to the end: a warm process; CPU: the process's over the same interval):\n\n");
+    printf("| run | records | s | records/s | process CPU s | CPU us/record | broker CPU s |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    for (int i = 0; i < b->n_results; i++) {
+        const result *r = &b->results[i];
+        if (r->id[0] == 'r')
+            continue;
+        char c[6][32];
+        cell_ll(c[0], sizeof(c[0]), r->half_n);
+        cell_f(c[1], sizeof(c[1]), r->half_s, 2);
+        cell_f(c[2], sizeof(c[2]), half_rate(r), 0);
+        cell_f(c[3], sizeof(c[3]), r->half_cpu_s, 2);
+        cell_f(c[4], sizeof(c[4]), half_cpu_us_per_record(r), 2);
+        cell_f(c[5], sizeof(c[5]), r->half_broker_cpu_s, 1);
+        printf("| (%s) #%d%s | %s | %s | %s | %s | %s | %s |\n", r->id, r->round,
+               r->ok ? "" : " **FAILED**", c[0], c[1], c[2], c[3], c[4], c[5]);
+    }
     printf("\nMedians over the rounds:\n\n");
     printf("| run | rounds | records/s median (min - max) | steady records/s median | records per "
-           "CPU-s median | peak RSS MiB (max) |\n");
-    printf("|---|---:|---:|---:|---:|---:|\n");
-    static const char *const ids[] = {"a", "a3", "b", "c"};
+           "CPU-s median | CPU us/record median | second half records/s median | second half "
+           "CPU us/record median | peak RSS MiB (max) |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    static const char *const ids[] = {"a", "a3", "b", "c", "k", "kc"};
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
         int n = 0;
         double lo = 0, hi = 0, rss_lo = 0, rss_hi = -1;
@@ -998,20 +1128,31 @@ static void report(const bench *b) {
             continue;
         double steady = median(b, ids[i], steady_rate, NULL, NULL, NULL);
         double per_cpu = median(b, ids[i], records_per_cpu_s, NULL, NULL, NULL);
+        double us = median(b, ids[i], cpu_us_per_record, NULL, NULL, NULL);
+        double half = median(b, ids[i], half_rate, NULL, NULL, NULL);
+        double half_us = median(b, ids[i], half_cpu_us_per_record, NULL, NULL, NULL);
         median(b, ids[i], peak_rss_mib, NULL, &rss_lo, &rss_hi);
-        char c[4][32];
+        char c[6][32];
         cell_f(c[0], sizeof(c[0]), steady, 0);
         cell_f(c[1], sizeof(c[1]), per_cpu, 0);
-        cell_f(c[2], sizeof(c[2]), rss_hi, 1);
-        printf("| (%s) | %d | %.0f (%.0f - %.0f) | %s | %s | %s |\n", ids[i], n, med, lo, hi, c[0],
-               c[1], c[2]);
+        cell_f(c[2], sizeof(c[2]), us, 2);
+        cell_f(c[3], sizeof(c[3]), half, 0);
+        cell_f(c[4], sizeof(c[4]), half_us, 2);
+        cell_f(c[5], sizeof(c[5]), rss_hi, 1);
+        printf("| (%s) | %d | %.0f (%.0f - %.0f) | %s | %s | %s | %s | %s | %s |\n", ids[i], n, med,
+               lo, hi, c[0], c[1], c[2], c[3], c[4], c[5]);
     }
-    printf("\nRatios of the medians:\n\n| ratio | wall | steady |\n|---|---:|---:|\n");
+    printf("\nRatios of the medians (records/s):\n\n| ratio | wall | steady | second half |\n"
+           "|---|---:|---:|---:|\n");
     print_ratio(b, "b", "a");
     print_ratio(b, "c", "a");
     print_ratio(b, "b", "a3");
     print_ratio(b, "c", "a3");
     print_ratio(b, "a3", "a");
+    print_ratio(b, "k", "a");
+    print_ratio(b, "kc", "a");
+    print_ratio(b, "b", "k");
+    print_ratio(b, "b", "kc");
     for (int i = 0; i < b->n_results; i++) {
         const result *r = &b->results[i];
         if (r->ok && r->records_in >= 0 && r->records_in != r->records)
@@ -1054,9 +1195,11 @@ static void report(const bench *b) {
 static int usage(void) {
     fprintf(stderr,
             "usage: bench_engine [--records N] [--restore-records N] [--partitions P] [--keys K]\n"
-            "                    [--runs a,a3,b,c,r1,r2,r3] [--rounds R] [--build DIR]\n"
-            "                    [--label TEXT] [--timeout-s S] [--keep]\n"
-            "Needs SLUICE_TEST_KAFKA_BOOTSTRAP (scripts/harness sets it).\n");
+            "                    [--runs a,a3,b,c,k,kc,r1,r2,r3,rk] [--rounds R]\n"
+            "                    [--peer DIR] [--build DIR] [--label TEXT] [--timeout-s S]\n"
+            "                    [--keep]\n"
+            "Needs SLUICE_TEST_KAFKA_BOOTSTRAP (scripts/harness sets it); k, kc and rk need\n"
+            "--peer bench/peers/kafka-streams, built (make bench-peer builds it).\n");
     return 2;
 }
 
@@ -1077,6 +1220,8 @@ static bool take_option(void *opts, const char *name, const char *value) {
         return bench_parse_ll(value, 10, 86400, &opt->timeout_s);
     if (strcmp(name, "--runs") == 0)
         return bench_fmt(opt->runs, sizeof(opt->runs), "%s", value);
+    if (strcmp(name, "--peer") == 0)
+        return realpath(value, opt->peer) != NULL;
     return false;
 }
 
@@ -1091,7 +1236,20 @@ static int parse_args(options *opt, int argc, char **argv) {
     return bench_parse_args(argc, argv, &opt->common, take_option, opt) ? 0 : usage();
 }
 
-static bool check_binaries(const bench *b) {
+/* `java` on PATH into buf (PATH_MAX bytes); false if there is none. */
+static bool find_java(char *buf) {
+    const char *path = getenv("PATH");
+    char dirs[8192];
+    if (!path || !bench_fmt(dirs, sizeof(dirs), "%s", path))
+        return false;
+    for (char *save = NULL, *dir = strtok_r(dirs, ":", &save); dir;
+         dir = strtok_r(NULL, ":", &save))
+        if (bench_fmt(buf, PATH_MAX, "%s/java", dir) && access(buf, X_OK) == 0)
+            return true;
+    return false;
+}
+
+static bool check_binaries(bench *b) {
     const char *needed[] = {"tests/apps/counter", "bench/passthrough"};
     for (size_t i = 0; i < 2; i++) {
         char path[PATH_MAX];
@@ -1101,6 +1259,21 @@ static bool check_binaries(const bench *b) {
                     b->opt.common.build, needed[i]);
             return false;
         }
+    }
+    if (!want_run(b, "k") && !want_run(b, "kc") && !want_run(b, "rk"))
+        return true;
+    char path[PATH_MAX];
+    if (!b->opt.peer[0] ||
+        !bench_fmt(path, sizeof(path), "%s/target/classes/dev/sluice/peer/Counter.class",
+                   b->opt.peer) ||
+        access(path, R_OK)) {
+        fprintf(stderr, "bench: runs k, kc and rk need --peer DIR with the Kafka Streams twin "
+                        "built in DIR/target (make bench-peer builds it)\n");
+        return false;
+    }
+    if (!find_java(b->java)) {
+        fprintf(stderr, "bench: runs k, kc and rk need java on PATH\n");
+        return false;
     }
     return true;
 }
@@ -1121,14 +1294,16 @@ static bool run_all(bench *b) {
     struct {
         const char *id, *what, *suffix;
         int outputs;
-        const char *guarantee;
+        const char *guarantee, *twin_cache;
     } runs[] = {
-        {"a", "raw transactional pass-through, 1 output/record", "pt", 1, NULL},
-        {"a3", "raw transactional pass-through, 3 outputs/record", "pt3", 3, NULL},
-        {"b", "counter app, exactly_once_v2", "eos", 0, "exactly_once_v2"},
-        {"c", "counter app, at_least_once", "alos", 0, "at_least_once"},
+        {"a", "raw transactional pass-through, 1 output/record", "pt", 1, NULL, NULL},
+        {"a3", "raw transactional pass-through, 3 outputs/record", "pt3", 3, NULL, NULL},
+        {"b", "counter app, exactly_once_v2", "eos", 0, "exactly_once_v2", NULL},
+        {"c", "counter app, at_least_once", "alos", 0, "at_least_once", NULL},
+        {"k", "Kafka Streams twin, exactly_once_v2, cache off", "ks", 0, "exactly_once_v2", "off"},
+        {"kc", "Kafka Streams twin, exactly_once_v2, cache on", "ksc", 0, "exactly_once_v2", "on"},
     };
-    /* Rounds alternate the order (a, a3, b, c, then c, b, a3, a), so that
+    /* Rounds alternate the order (a, a3, b, c, k, kc, then kc, k, c, b, a3, a), so that
      * no contender always runs first after the input was produced or last
      * after the others warmed the broker up. */
     const size_t n_runs = sizeof(runs) / sizeof(runs[0]);
@@ -1139,7 +1314,7 @@ static bool run_all(bench *b) {
                 continue;
             ok = bench_fmt(group, sizeof(group), "%s-%s%d", b->prefix, runs[i].suffix, round) &&
                  run_processing(b, runs[i].id, round, runs[i].what, group, runs[i].outputs,
-                                runs[i].guarantee);
+                                runs[i].guarantee, runs[i].twin_cache);
         }
     }
     if (ok && want_run(b, "r1")) {
@@ -1149,7 +1324,29 @@ static bool run_all(bench *b) {
             fprintf(stderr, "bench: r1 restores the changelog of run b: skipped without b\n");
         } else {
             ok = run_restore(b, "r1", "changelog of run (b), fresh state dir", b->eos_group,
-                             b->input, NULL);
+                             b->input, NULL, false);
+        }
+    }
+    if (ok && want_run(b, "rk")) {
+        /* What run (k) wrote, restored by a fresh twin: its state dir is
+         * new, as r1's is. */
+        if (!b->twin_group[0]) {
+            fprintf(stderr, "bench: rk restores the changelog of run k: skipped without k\n");
+        } else {
+            /* Kafka Streams does not leave its group when it closes (a
+             * dynamic member), so a new member's first join waits until
+             * the old one's session expires (session.timeout.ms, 45 s by
+             * default). Wait that out, untimed: the restore is then timed
+             * from a clean start, as r1's is (librdkafka leaves on close). */
+            int64_t free_at = b->twin_stopped_us + 46 * 1000000LL;
+            if (bench_now_us() < free_at) {
+                fprintf(stderr, "bench: waiting %.0f s for run k's session to expire ...\n",
+                        (double)(free_at - bench_now_us()) / 1e6);
+                while (bench_now_us() < free_at && !bench_stop_requested)
+                    bench_sleep_ms(200);
+            }
+            ok = run_restore(b, "rk", "Kafka Streams twin, changelog of run (k), fresh state dir",
+                             b->twin_group, b->input, NULL, true);
         }
     }
     if (ok && (want_run(b, "r2") || want_run(b, "r3"))) {
@@ -1175,12 +1372,12 @@ static bool run_all(bench *b) {
         char what[96];
         bench_fmt(what, sizeof(what), "%lld distinct keys, fresh state dir", opt->restore_records);
         if (want_run(b, "r2"))
-            ok = ok && run_restore(b, "r2", what, app, input, NULL);
+            ok = ok && run_restore(b, "r2", what, app, input, NULL, false);
         /* The same restore with one big slice per loop iteration: how much
          * of the restore time is the loop's wait between slices. */
         if (want_run(b, "r3"))
             ok = ok && run_restore(b, "r3", "as (r2), restore.batch.records=1000000", app, input,
-                                   "restore.batch.records=1000000");
+                                   "restore.batch.records=1000000", false);
     }
     return ok;
 }
