@@ -205,6 +205,8 @@ static sl_err create_http(sl_app *app, char *errstr, size_t errstr_size) {
         .threads = (int)sl_config_get_int(app->config, "http.threads"),
         .max_connections = (int)sl_config_get_int(app->config, "http.max.connections"),
         .connection_timeout_s = (int)sl_config_get_int(app->config, "http.connection.timeout.s"),
+        .header_timeout_s = (int)sl_config_get_int(app->config, "http.header.timeout.s"),
+        .body_timeout_s = (int)sl_config_get_int(app->config, "http.body.timeout.s"),
         .max_connections_per_address =
             (int)sl_config_get_int(app->config, "http.max.connections.per.address"),
         .max_body_bytes = 1024 * 1024,
@@ -219,6 +221,8 @@ static sl_err create_http(sl_app *app, char *errstr, size_t errstr_size) {
         .port = (int)sl_config_get_int(app->config, "admin.http.port"),
         .max_connections = 64,
         .connection_timeout_s = options.connection_timeout_s,
+        .header_timeout_s = options.header_timeout_s,
+        .body_timeout_s = options.body_timeout_s,
         .max_connections_per_address = 16,
         .max_body_bytes = 64 * 1024,
     };

@@ -163,6 +163,8 @@ sl_pgsink *sl_pgsink_new(const sl_config *config, const sl_logger *logger, sl_pg
         .threads = (int)sl_config_get_int(config, "http.threads"),
         .max_connections = (int)sl_config_get_int(config, "http.max.connections"),
         .connection_timeout_s = (int)sl_config_get_int(config, "http.connection.timeout.s"),
+        .header_timeout_s = (int)sl_config_get_int(config, "http.header.timeout.s"),
+        .body_timeout_s = (int)sl_config_get_int(config, "http.body.timeout.s"),
         .max_body_bytes = 4096,
     };
     sink->http = sl_http_server_new(&options, &sink->logger, errstr, errstr_size);

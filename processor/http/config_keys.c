@@ -19,6 +19,15 @@ static const sl_config_prop props[] = {
     {"http.connection.timeout.s", SL_CONFIG_INT, "30", 1, 3600, NULL,
      "Idle HTTP connections (and slow clients) are closed after this many "
      "seconds."},
+    {"http.header.timeout.s", SL_CONFIG_INT, "10", 0, 3600, NULL,
+     "A request's head (request line and headers) must arrive within this many seconds of "
+     "the connection's start or of the previous answer on it, however steadily its bytes "
+     "trickle in (the idle timeout alone lets a client sending a byte every few seconds "
+     "hold a connection for ever: slowloris); else the connection is closed. Also bounds "
+     "how long a kept-alive connection may wait for its next request. 0: no deadline."},
+    {"http.body.timeout.s", SL_CONFIG_INT, "30", 0, 3600, NULL,
+     "A request's body must arrive within this many seconds of its head; else the "
+     "connection is closed. 0: no deadline."},
     {"admin.http.host", SL_CONFIG_STRING, "127.0.0.1", 0, 0, NULL,
      "Address of the admin listener: /metrics, /v1/members, /v1/metadata and whatever else "
      "shows an instance's internals (instance ids, internal addresses, assignments), plus "

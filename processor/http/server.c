@@ -20,12 +20,14 @@
  */
 #include "processor/http/server.h"
 
+#include "processor/base/clock.h"
 #include "processor/base/trace.h"
 #include "processor/http/server_int.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -35,6 +37,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 
 #define MAX_SEGMENTS 16
@@ -50,8 +54,40 @@ typedef struct route {
     void *opaque;
 } route;
 
+/* Absolute deadlines. MHD's connection timeout is an idle timeout: a
+ * client that sends a header line (or a body byte) every few seconds keeps
+ * its connection, and its thread, for as long as it likes (slowloris).
+ * Every connection is tracked from MHD's connection notification with the
+ * phase it is in and since when; a reaper thread shuts down the socket of
+ * one whose head or body is late, and MHD then closes it. The reaper holds
+ * the lock while it shuts a socket down, and MHD reports a connection
+ * closed (which unlinks it under the lock) before it closes the socket, so
+ * the descriptor is never one reused by another connection. */
+typedef enum conn_phase {
+    PHASE_HEAD, /* waiting for a request's head (from the connection's start
+                   or the previous answer) */
+    PHASE_BODY, /* the head arrived; reading the body */
+    PHASE_BUSY, /* routed: the handler and the answer (no deadline here) */
+} conn_phase;
+
+typedef struct conn_track {
+    struct conn_track *prev, *next;
+    int fd;
+    conn_phase phase;
+    int64_t since_ms;
+    bool cut;
+} conn_track;
+
+#define REAPER_TICK_MS 200
+
 struct sl_http_server {
     sl_http_options options;
+    pthread_mutex_t conns_lock;
+    conn_track *conns;
+    pthread_t reaper;
+    bool reaper_running;
+    atomic_bool stopping;
+    atomic_uint_fast64_t cuts;
     char host[64];
     sl_logger logger;
     route routes[SL_HTTP_MAX_ROUTES];
@@ -116,6 +152,7 @@ sl_http_server *sl_http_server_new(const sl_http_options *options, const sl_logg
     if (!options || !options->host || options->port < 0 || options->port > 65535 ||
         options->threads < 0 || options->max_connections < 1 ||
         options->max_connections_per_address < 0 || options->connection_timeout_s < 1 ||
+        options->header_timeout_s < 0 || options->body_timeout_s < 0 ||
         options->max_body_bytes == 0) {
         sl_fail(errstr, errstr_size, SL_ERR_INVALID, "invalid HTTP server options");
         return NULL;
@@ -131,6 +168,7 @@ sl_http_server *sl_http_server_new(const sl_http_options *options, const sl_logg
         return NULL;
     }
     server->options = *options;
+    pthread_mutex_init(&server->conns_lock, NULL);
     strcpy(server->host, options->host); /* length checked above */
     server->options.host = server->host;
     if (logger)
@@ -536,6 +574,86 @@ static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *connectio
     return request_new(cls, connection, uri);
 }
 
+/* ---- deadlines (see conn_track) ------------------------------------------ */
+
+static void notify_cb(void *cls, struct MHD_Connection *connection, void **socket_context,
+                      enum MHD_ConnectionNotificationCode code) {
+    sl_http_server *server = cls;
+    conn_track *t = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        t = info ? calloc(1, sizeof(*t)) : NULL;
+        *socket_context = t;
+        if (!t)
+            return; /* untracked: only MHD's idle timeout applies */
+        t->fd = info->connect_fd;
+        t->phase = PHASE_HEAD;
+        t->since_ms = sl_clock_mono_ms();
+        pthread_mutex_lock(&server->conns_lock);
+        t->next = server->conns;
+        if (server->conns)
+            server->conns->prev = t;
+        server->conns = t;
+        pthread_mutex_unlock(&server->conns_lock);
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && t) {
+        pthread_mutex_lock(&server->conns_lock);
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            server->conns = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        pthread_mutex_unlock(&server->conns_lock);
+        free(t);
+        *socket_context = NULL;
+    }
+}
+
+static void track_phase(sl_http_server *server, struct MHD_Connection *connection,
+                        conn_phase phase) {
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_track *t = info ? info->socket_context : NULL;
+    if (!t)
+        return;
+    pthread_mutex_lock(&server->conns_lock);
+    t->phase = phase;
+    t->since_ms = sl_clock_mono_ms();
+    pthread_mutex_unlock(&server->conns_lock);
+}
+
+static void *reaper_main(void *arg) {
+    sl_http_server *server = arg;
+    int64_t head_ms = (int64_t)server->options.header_timeout_s * 1000;
+    int64_t body_ms = (int64_t)server->options.body_timeout_s * 1000;
+    while (!atomic_load(&server->stopping)) {
+        usleep(REAPER_TICK_MS * 1000);
+        int64_t now = sl_clock_mono_ms();
+        unsigned cut = 0;
+        pthread_mutex_lock(&server->conns_lock);
+        for (conn_track *t = server->conns; t; t = t->next) {
+            int64_t limit = t->phase == PHASE_HEAD ? head_ms : t->phase == PHASE_BODY ? body_ms : 0;
+            if (limit > 0 && !t->cut && now - t->since_ms > limit) {
+                shutdown(t->fd, SHUT_RDWR); /* MHD sees the end and closes it */
+                t->cut = true;
+                cut++;
+            }
+        }
+        pthread_mutex_unlock(&server->conns_lock);
+        if (cut) {
+            atomic_fetch_add(&server->cuts, cut);
+            sl_log(&server->logger, SL_LOG_INFO, "http",
+                   "closed %u connection(s) whose request head or body was late", cut);
+        }
+    }
+    return NULL;
+}
+
+uint64_t sl_http_server_deadline_cuts(const sl_http_server *server) {
+    return atomic_load(&((sl_http_server *)server)->cuts);
+}
+
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *connection, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls) {
@@ -550,6 +668,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *connection, c
     }
     if (!req->started) {
         req->started = true;
+        track_phase(server, connection, PHASE_BODY);
         req->connection = connection;
         req->method = method;
         req->path = url;
@@ -592,6 +711,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *connection, c
         req->body_len += chunk;
         return MHD_YES;
     }
+    track_phase(server, connection, PHASE_BUSY);
     if (req->body_too_large)
         return answer_error(req, 413, "request body too large");
     return dispatch(req);
@@ -599,7 +719,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *connection, c
 
 static void completed_cb(void *cls, struct MHD_Connection *connection, void **con_cls,
                          enum MHD_RequestTerminationCode code) {
-    (void)cls, (void)connection, (void)code;
+    (void)code;
+    track_phase(cls, connection, PHASE_HEAD); /* the next request's head, if any */
     sl_http_request *req = *con_cls;
     if (!req)
         return;
@@ -650,15 +771,18 @@ sl_err sl_http_server_start(sl_http_server *server, char *errstr, size_t errstr_
         flags, (uint16_t)server->options.port, NULL, NULL, access_cb, server,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &server->logger, /* first: see MHD docs */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_ARRAY, pool_options,
-        MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)server->options.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)server->options.connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(64 * 1024), MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED,
-        completed_cb, server, MHD_OPTION_URI_LOG_CALLBACK, uri_cb, server, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)server->options.max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)server->options.connection_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_STRICT_FOR_CLIENT,
+        (int)1, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, server, MHD_OPTION_URI_LOG_CALLBACK,
+        uri_cb, server, MHD_OPTION_NOTIFY_CONNECTION, notify_cb, server, MHD_OPTION_END);
     if (!server->daemon)
         return sl_fail(errstr, errstr_size, SL_ERR_HTTP,
                        "cannot listen on %s:%d (port in use or address not local?)", server->host,
                        server->options.port);
+    if ((server->options.header_timeout_s > 0 || server->options.body_timeout_s > 0) &&
+        pthread_create(&server->reaper, NULL, reaper_main, server) == 0)
+        server->reaper_running = true;
     const union MHD_DaemonInfo *info =
         MHD_get_daemon_info(server->daemon, MHD_DAEMON_INFO_BIND_PORT);
     server->port = info ? info->port : server->options.port;
@@ -672,8 +796,12 @@ int sl_http_server_port(const sl_http_server *server) {
 void sl_http_server_destroy(sl_http_server *server) {
     if (!server)
         return;
+    atomic_store(&server->stopping, true);
+    if (server->reaper_running)
+        pthread_join(server->reaper, NULL);
     if (server->daemon)
-        MHD_stop_daemon(server->daemon);
+        MHD_stop_daemon(server->daemon); /* reports every connection closed */
+    pthread_mutex_destroy(&server->conns_lock);
     for (size_t i = 0; i < server->n_routes; i++)
         free(server->routes[i].pattern);
     free(server);

@@ -22,6 +22,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "processor/base/error.h"
 #include "processor/base/log.h"
@@ -39,6 +40,12 @@ typedef struct sl_http_options {
     int max_connections_per_address; /* concurrent connections from one client
                                         address; 0: no cap */
     int connection_timeout_s; /* idle / slow-client timeout */
+    int header_timeout_s;     /* absolute: a request's head (request line and
+                                 headers; after a keep-alive answer, the
+                                 next one's) must arrive within this;
+                                 0: no deadline */
+    int body_timeout_s;       /* absolute: its body within this after the
+                                 head; 0: no deadline */
     size_t max_body_bytes;    /* request bodies above this get 413 */
 } sl_http_options;
 
@@ -77,6 +84,10 @@ void sl_http_response_filter(sl_http_response *resp, sl_http_filter *filter, voi
 const char *sl_http_response_body(const sl_http_response *resp, size_t *len);
 /* For a filter: the body to send instead (malloc'd; the response takes it). */
 void sl_http_response_replace_body(sl_http_response *resp, char *body, size_t len);
+
+/* Connections closed because their head or body missed its deadline
+ * (header_timeout_s, body_timeout_s) since start. Any thread. */
+uint64_t sl_http_server_deadline_cuts(const sl_http_server *server);
 
 /* Set the server's one guard (before start only). `opaque` is borrowed. */
 void sl_http_server_guard(sl_http_server *server, sl_http_guard *guard, void *opaque);

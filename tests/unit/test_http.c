@@ -641,6 +641,75 @@ static void a_guard_may_replace_the_body_and_filter_the_answer(void **state) {
     sl_http_server_destroy(server);
 }
 
+/* Sends `first`, then `drip` every 300 ms (never idle long enough for the
+ * idle timeout) until the server closes the connection or `give_up_ms`
+ * passes. True if the server closed it. */
+static bool trickle_until_closed(int port, const char *first, const char *drip,
+                                 int64_t give_up_ms) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    assert_true(send(fd, first, strlen(first), MSG_NOSIGNAL) > 0);
+    bool closed = false;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        char buf[256];
+        if (poll(&p, 1, 300) > 0 && recv(fd, buf, sizeof(buf), 0) <= 0) {
+            closed = true;
+            break;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >
+            give_up_ms)
+            break;
+        if (send(fd, drip, strlen(drip), MSG_NOSIGNAL) < 0) {
+            closed = true;
+            break;
+        }
+    }
+    close(fd);
+    return closed;
+}
+
+/* Slowloris: MHD's timeout is an idle timeout, so a client that sends a
+ * header line (or a body byte) every 300 ms kept its connection, and its
+ * thread, for as long as it liked. The head and the body now have absolute
+ * deadlines (1 s each here; the idle timeout is 5 s), and a well-behaved
+ * request meanwhile is answered. */
+static void a_trickling_head_or_body_is_cut_at_its_deadline(void **state) {
+    (void)state;
+    sl_http_options options = {.host = "127.0.0.1",
+                               .max_connections = 8,
+                               .connection_timeout_s = 5,
+                               .header_timeout_s = 1,
+                               .body_timeout_s = 1,
+                               .max_body_bytes = 4096};
+    char errstr[256];
+    sl_http_server *server = sl_http_server_new(&options, &test_logger, errstr, sizeof(errstr));
+    assert_non_null(server);
+    assert_int_equal(sl_http_route(server, "POST", "/echo", echo, NULL), 0);
+    assert_int_equal(sl_http_server_start(server, errstr, sizeof(errstr)), 0);
+    int port = sl_http_server_port(server);
+    assert_true(
+        trickle_until_closed(port, "GET /echo HTTP/1.1\r\nHost: a\r\n", "X-A: 1\r\n", 15000));
+    assert_int_equal(sl_http_server_deadline_cuts(server), 1);
+    assert_true(trickle_until_closed(
+        port, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n", "b", 15000));
+    assert_int_equal(sl_http_server_deadline_cuts(server), 2);
+    /* a request that is not late is answered, and cut by nothing */
+    assert_int_equal(test_http(port, "POST", "/echo", NULL, "hi", 2, headers, sizeof(headers), body,
+                               sizeof(body)),
+                     200);
+    assert_string_equal(body, "hi");
+    assert_int_equal(sl_http_server_deadline_cuts(server), 2);
+    sl_http_server_destroy(server);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -669,6 +738,7 @@ int main(void) {
         cmocka_unit_test(slowloris_from_one_address_does_not_starve_others),
         cmocka_unit_test(a_guard_answers_before_routing_and_sees_the_body),
         cmocka_unit_test(a_guard_may_replace_the_body_and_filter_the_answer),
+        cmocka_unit_test(a_trickling_head_or_body_is_cut_at_its_deadline),
     };
     return cmocka_run_group_tests_name("http", tests, NULL, NULL);
 }
